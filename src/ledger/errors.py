@@ -1,0 +1,53 @@
+"""The error hierarchy. The CLI maps each class to a fixed exit code in one place."""
+
+from __future__ import annotations
+
+
+class LedgerError(Exception):
+    """Root of every error the library raises on purpose."""
+
+    exit_code = 4
+
+
+class UsageError(LedgerError):
+    """An option or argument that cannot be used as given."""
+
+    exit_code = 2
+
+
+class InputError(LedgerError):
+    """Unreadable, malformed or missing input (a file, a line, a row)."""
+
+
+class NotFoundError(LedgerError):
+    """A REF or id that names no entry."""
+
+
+class DuplicateError(LedgerError):
+    """An id (or external id) that already exists in the log."""
+
+
+class LockedError(LedgerError):
+    """The database file stayed locked by another process past the wait."""
+
+
+class CorruptDatabaseError(LedgerError):
+    """The database file cannot be opened or read as a ledger."""
+
+
+class KeyFileError(LedgerError):
+    """A key file that is missing, unreadable, or has the wrong passphrase."""
+
+
+class VerificationError(LedgerError):
+    """Tampering or an invalid signature: expected one thing, found another."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+class FingerprintMismatchError(LedgerError):
+    """Fingerprints made with different settings cannot be compared."""
