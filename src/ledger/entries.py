@@ -1,0 +1,231 @@
+"""Entry bodies: the one place that knows each kind's fields.
+
+Bodies are plain JSON objects inside DSSE envelopes. Builders here produce them; `check_body` validates a
+body read back from the log, so `verify` can say which index holds a malformed one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ledger.errors import UsageError, VerificationError
+
+VERSION = 1
+KINDS = ("key", "revoke", "call", "batch", "checkpoint", "dataset")
+ROLES = ("log", "recorder")
+PURPOSES = ("evaluation", "annotation", "training-data", "other")
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    "key": ("keyid", "public_key", "name", "role"),
+    "revoke": ("keyid", "reason"),
+    "call": ("provider", "model", "endpoint", "purpose", "request", "response", "outputs"),
+    "batch": ("id", "count", "records_root"),
+    "checkpoint": ("id", "weights", "parents", "batches", "teachers"),
+    "dataset": ("id",),
+}
+
+
+def now_rfc3339() -> str:
+    """UTC time with microseconds, `Z` suffix (RFC 3339)."""
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def parse_time(text: str) -> datetime:
+    """Parse an RFC 3339 time (or a bare date) as an aware UTC datetime."""
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _base(kind: str, time: str | None) -> dict[str, Any]:
+    return {"kind": kind, "v": VERSION, "time": time or now_rfc3339()}
+
+
+def key_body(keyid: str, public_key_b64: str, name: str, role: str, time: str | None = None) -> dict[str, Any]:
+    if role not in ROLES:
+        raise UsageError(f"unknown key role {role!r}: expected one of {', '.join(ROLES)}")
+    return {**_base("key", time), "keyid": keyid, "public_key": public_key_b64, "name": name, "role": role}
+
+
+def revoke_body(keyid: str, reason: str, time: str | None = None) -> dict[str, Any]:
+    return {**_base("revoke", time), "keyid": keyid, "reason": reason}
+
+
+def check_purpose(purpose: str) -> str:
+    if purpose not in PURPOSES:
+        raise UsageError(f"unknown purpose {purpose!r}: expected one of {', '.join(PURPOSES)}")
+    return purpose
+
+
+def call_body(
+    *,
+    provider: str,
+    model: str,
+    endpoint: str,
+    purpose: str,
+    request: str | None,
+    response: str,
+    outputs: Sequence[str],
+    external_id: str | None = None,
+    account: str | None = None,
+    usage: Any = None,
+    complete: bool = True,
+    fingerprints: Mapping[str, Any] | None = None,
+    time: str | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        **_base("call", time),
+        "provider": provider,
+        "model": model,
+        "endpoint": endpoint,
+        "purpose": check_purpose(purpose),
+        "request": request,
+        "response": response,
+        "outputs": sorted(set(outputs)),
+    }
+    optional = {"external_id": external_id, "account": account, "usage": usage, "fingerprints": fingerprints}
+    body.update({k: v for k, v in optional.items() if v is not None})
+    if not complete:
+        body["complete"] = False
+    return body
+
+
+def batch_body(
+    *,
+    id: str,
+    count: int,
+    records_root: str,
+    dataset: str | None = None,
+    derived_from: Sequence[int] = (),
+    source: Sequence[Mapping[str, str]] = (),
+    fingerprints: Mapping[str, Any] | None = None,
+    text_fields: Sequence[str] | None = None,
+    min_segment_chars: int = 32,
+    time: str | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {**_base("batch", time), "id": id, "count": count, "records_root": records_root}
+    if dataset is not None:
+        body["dataset"] = dataset
+    if derived_from:
+        body["derived_from"] = sorted(set(derived_from))
+    if source:
+        body["source"] = [dict(s) for s in source]
+    if fingerprints is not None:
+        body["fingerprints"] = dict(fingerprints)
+    if text_fields:
+        body["text_fields"] = list(text_fields)
+    body["min_segment_chars"] = min_segment_chars
+    return body
+
+
+def checkpoint_body(
+    *,
+    id: str,
+    weights: Sequence[Mapping[str, str]],
+    parents: Sequence[str] = (),
+    batches: Sequence[str] = (),
+    teachers: Sequence[str | Mapping[str, str]] = (),
+    config: str | None = None,
+    time: str | None = None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        **_base("checkpoint", time),
+        "id": id,
+        "weights": [dict(w) for w in weights],
+        "parents": list(parents),
+        "batches": list(batches),
+        "teachers": [t if isinstance(t, str) else dict(t) for t in teachers],
+    }
+    if config is not None:
+        body["config"] = config
+    return body
+
+
+def ref_of(body: Mapping[str, Any]) -> str | None:
+    """The human reference an entry answers to: an id, a call's external id, a key's keyid."""
+    kind = body.get("kind")
+    if kind in ("batch", "checkpoint", "dataset"):
+        return str(body["id"])
+    if kind == "call":
+        ext = body.get("external_id")
+        return None if ext is None else str(ext)
+    if kind in ("key", "revoke"):
+        return str(body["keyid"])
+    return None
+
+
+@dataclass(frozen=True)
+class EntryFacts:
+    """The columns the store derives from a body; `verify` re-derives and compares them."""
+
+    kind: str
+    time: str
+    ref: str | None
+    provider: str | None
+    model: str | None
+    purpose: str | None
+
+
+def facts_of(body: Mapping[str, Any]) -> EntryFacts:
+    return EntryFacts(
+        kind=str(body["kind"]),
+        time=str(body["time"]),
+        ref=ref_of(body),
+        provider=body.get("provider") if body.get("kind") == "call" else None,
+        model=body.get("model") if body.get("kind") == "call" else None,
+        purpose=body.get("purpose") if body.get("kind") == "call" else None,
+    )
+
+
+def check_body(body: Any, index: int) -> None:
+    """Raise VerificationError unless `body` is a well-formed body of a known kind."""
+    if not isinstance(body, dict):
+        raise VerificationError(f"entry {index}: body is not a JSON object", index)
+    kind = body.get("kind")
+    if kind not in KINDS:
+        raise VerificationError(f"entry {index}: unknown kind {kind!r}", index)
+    if body.get("v") != VERSION:
+        raise VerificationError(f"entry {index}: expected v {VERSION}, found {body.get('v')!r}", index)
+    if not isinstance(body.get("time"), str):
+        raise VerificationError(f"entry {index}: missing time", index)
+    missing = [f for f in _REQUIRED[kind] if f not in body]
+    if missing:
+        raise VerificationError(f"entry {index}: {kind} body lacks {', '.join(missing)}", index)
+    if kind == "call":
+        outputs = body["outputs"]
+        if not isinstance(outputs, list) or any(not isinstance(o, str) or not _HEX64.match(o) for o in outputs):
+            raise VerificationError(f"entry {index}: call outputs must be hex sha256 strings", index)
+        if outputs != sorted(set(outputs)):
+            raise VerificationError(f"entry {index}: call outputs are not distinct and sorted", index)
+    if kind == "batch":
+        if not isinstance(body["count"], int) or body["count"] < 0:
+            raise VerificationError(f"entry {index}: batch count must be a non-negative integer", index)
+        if not isinstance(body["records_root"], str) or not _HEX64.match(body["records_root"]):
+            raise VerificationError(f"entry {index}: batch records_root must be hex sha256", index)
+        derived = body.get("derived_from", [])
+        if not isinstance(derived, list) or any(not isinstance(d, int) for d in derived):
+            raise VerificationError(f"entry {index}: derived_from must be a list of entry indexes", index)
+        if any(d < 0 or d >= index for d in derived):
+            raise VerificationError(f"entry {index}: derived_from refers to a later or missing entry", index)
+    if kind == "key" and body["role"] not in ROLES:
+        raise VerificationError(f"entry {index}: unknown key role {body['role']!r}", index)
+
+
+def teacher_label(teacher: str | Mapping[str, Any]) -> str:
+    if isinstance(teacher, str):
+        return teacher
+    return f"{teacher.get('provider')}:{teacher.get('model')}"
+
+
+def parse_teacher(text: str, known_checkpoint: bool) -> str | dict[str, str]:
+    """`PROVIDER:MODEL` names a third-party model; a known checkpoint id names a local teacher."""
+    if known_checkpoint:
+        return text
+    provider, sep, model = text.partition(":")
+    if not sep or not provider or not model:
+        raise UsageError(f"--teacher {text!r}: expected PROVIDER:MODEL or the id of a recorded checkpoint")
+    return {"provider": provider, "model": model}

@@ -1,0 +1,520 @@
+"""The `Ledger` facade: one object per ledger file, holding paths and key choices, never the file itself.
+
+Every append is one transaction: re-check the stored head against the stored log (compare-and-swap), add
+the entries and their tree nodes, sign a new tree head with the log key, commit. A crash at any point
+leaves the previous state.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from ledger import entries, keys, merkle, store
+from ledger.entries import EntryFacts
+from ledger.errors import (
+    DuplicateError,
+    InputError,
+    KeyFileError,
+    LedgerError,
+    NotFoundError,
+    UsageError,
+    VerificationError,
+)
+
+DEFAULT_DB = "ledger.duckdb"
+LOG_KEY_FILE = "log.pem"
+
+Connection = duckdb.DuckDBPyConnection
+BodyBuilder = Callable[[Connection, int, "KeyRing"], list[tuple[dict[str, Any], keys.SigningKey]]]
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    keyid: str
+    name: str
+    role: str
+    public_key: str  # base64 raw 32 bytes
+    index: int  # the key entry's index
+    revoked_at: int | None = None  # index of the revoke entry
+    revoke_reason: str | None = None
+
+    @property
+    def public(self) -> keys.PublicKey:
+        return keys.PublicKey.from_b64(self.public_key)
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at is not None
+
+    def vkey(self, origin: str) -> str:
+        """Note verifier keys carry the name they sign as: the origin for log keys."""
+        return keys.vkey(origin if self.role == "log" else self.name, self.public)
+
+    def active_at(self, index: int) -> bool:
+        return self.index < index and (self.revoked_at is None or index < self.revoked_at)
+
+
+@dataclass
+class KeyRing:
+    """Keys as the log introduces and retires them, in index order."""
+
+    by_id: dict[str, KeyInfo] = field(default_factory=dict)
+
+    def add(self, body: Mapping[str, Any], index: int) -> None:
+        self.by_id[str(body["keyid"])] = KeyInfo(
+            str(body["keyid"]), str(body["name"]), str(body["role"]), str(body["public_key"]), index
+        )
+
+    def revoke(self, keyid: str, index: int, reason: str) -> None:
+        info = self.by_id[keyid]
+        self.by_id[keyid] = KeyInfo(
+            info.keyid, info.name, info.role, info.public_key, info.index, index, reason
+        )
+
+    def current_log_key(self) -> KeyInfo:
+        active = [k for k in self.by_id.values() if k.role == "log" and not k.revoked]
+        if not active:
+            raise VerificationError("the log has no active log key")
+        return max(active, key=lambda k: k.index)
+
+    def find(self, name_or_id: str) -> KeyInfo:
+        if name_or_id in self.by_id:
+            return self.by_id[name_or_id]
+        named = [k for k in self.by_id.values() if k.name == name_or_id and not k.revoked]
+        if not named:
+            named = [k for k in self.by_id.values() if k.keyid.startswith(name_or_id) and len(name_or_id) >= 8]
+        if not named:
+            raise NotFoundError(f"no key named or with keyid {name_or_id!r}")
+        return max(named, key=lambda k: k.index)
+
+
+@dataclass(frozen=True)
+class TreeHeadInfo:
+    origin: str
+    size: int
+    root: bytes
+    note: str
+
+
+@dataclass(frozen=True)
+class Entry:
+    index: int
+    kind: str
+    time: str
+    signer: str
+    ref: str | None
+    leaf: bytes
+    body: dict[str, Any]
+
+    @property
+    def leaf_hash(self) -> bytes:
+        return merkle.leaf_hash(self.leaf)
+
+
+@dataclass(frozen=True)
+class InclusionProof:
+    index: int
+    leaf: bytes
+    leaf_hash: bytes
+    size: int
+    root: bytes
+    proof: list[bytes]
+
+
+@dataclass(frozen=True)
+class ConsistencyProof:
+    old_size: int
+    old_root: bytes
+    new_size: int
+    new_root: bytes
+    proof: list[bytes]
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    start: int
+    count: int
+    head: TreeHeadInfo
+
+
+def _to_entry(stored: store.StoredEntry) -> Entry:
+    envelope = keys.parse_envelope(stored.leaf)
+    return Entry(stored.index, stored.kind, stored.time, stored.signer, stored.ref, stored.leaf, envelope.body())
+
+
+def default_keys_dir(db_path: Path) -> Path:
+    env = os.environ.get("LEDGER_KEYS_DIR")
+    if env:
+        return Path(env)
+    return db_path.with_name(db_path.stem + ".keys")
+
+
+class Ledger:
+    """A ledger file and how to sign for it. Cheap to create; opens the database per operation."""
+
+    def __init__(self, path: Path, *, keys_dir: Path | None = None, key: str | None = None) -> None:
+        self.path = Path(path)
+        self.keys_dir = Path(keys_dir) if keys_dir else default_keys_dir(self.path)
+        self.key = key if key is not None else os.environ.get("LEDGER_KEY")
+        self._origin: str | None = None
+
+    # --- opening -----------------------------------------------------------------------------------
+    @classmethod
+    def init(
+        cls,
+        path: str | Path = DEFAULT_DB,
+        *,
+        origin: str | None = None,
+        keys_dir: str | Path | None = None,
+        passphrase: str | None = None,
+    ) -> Ledger:
+        """Create the file, a log key (PEM, 0600) and the first entry: the log key, self-signed."""
+        ledger = cls(Path(path), keys_dir=Path(keys_dir) if keys_dir else None)
+        origin = origin or f"ledger.local/{secrets.token_hex(4)}"
+        if not origin or any(c.isspace() for c in origin) or "+" in origin:
+            raise UsageError(f"origin {origin!r}: must be non-empty with no spaces or '+'")
+        key_path = ledger.keys_dir / LOG_KEY_FILE
+        if ledger.path.exists():
+            raise LedgerError(f"{ledger.path}: a ledger (or another file) already exists there")
+        if key_path.exists():
+            raise KeyFileError(f"{key_path}: a log key already exists; choose another --keys-dir")
+        log_key = keys.SigningKey.generate()
+        keys.write_key_file(key_path, log_key, passphrase)
+        body = entries.key_body(log_key.public.keyid, log_key.public.b64, origin, "log")
+        leaf = keys.sign_entry(body, log_key)
+        tmp = ledger.path.with_name(ledger.path.name + ".init-tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            conn = store.connect(tmp, create=True)
+            try:
+                with store.transaction(conn):
+                    store.create_schema(conn, origin)
+                    root = store.append_entries(conn, 0, [leaf], [entries.facts_of(body)], [log_key.public.keyid])
+                    note = keys.sign_tree_head(keys.TreeHead(origin, 1, root), log_key)
+                    store.write_head(conn, 1, root, note)
+                conn.execute("CHECKPOINT")
+            finally:
+                conn.close()
+            os.replace(tmp, ledger.path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            key_path.unlink(missing_ok=True)
+            raise
+        return ledger
+
+    @classmethod
+    def open(
+        cls, path: str | Path = DEFAULT_DB, *, key: str | None = None, keys_dir: str | Path | None = None
+    ) -> Ledger:
+        ledger = cls(Path(path), keys_dir=Path(keys_dir) if keys_dir else None, key=key)
+        with ledger.session() as conn:
+            ledger._origin = store.origin(conn)
+        return ledger
+
+    def session(self, read_only: bool = False) -> Any:
+        return store.session(self.path, read_only=read_only)
+
+    @property
+    def origin(self) -> str:
+        if self._origin is None:
+            with self.session() as conn:
+                self._origin = store.origin(conn)
+        return self._origin
+
+    # --- keys --------------------------------------------------------------------------------------
+    def _key_ring(self, conn: Connection) -> KeyRing:
+        ring = KeyRing()
+        for stored in store.iter_entries(conn, kinds=("key", "revoke")):
+            body = keys.parse_envelope(stored.leaf).body()
+            if body["kind"] == "key":
+                ring.add(body, stored.index)
+            elif body["keyid"] in ring.by_id:
+                ring.revoke(str(body["keyid"]), stored.index, str(body.get("reason", "")))
+        return ring
+
+    def keys(self) -> list[KeyInfo]:
+        with self.session() as conn:
+            return sorted(self._key_ring(conn).by_id.values(), key=lambda k: k.index)
+
+    def _key_path(self, spec: str) -> Path:
+        candidate = Path(spec)
+        if candidate.suffix == ".pem" or candidate.exists() or os.sep in spec:
+            return candidate
+        return self.keys_dir / f"{spec}.pem"
+
+    def _load_log_key(self, ring: KeyRing) -> keys.SigningKey:
+        current = ring.current_log_key()
+        path = self.keys_dir / LOG_KEY_FILE
+        key = keys.load_key_file(path)
+        if key.public.keyid != current.keyid:
+            raise KeyFileError(
+                f"{path}: expected the log key {current.keyid[:16]}…, found key {key.public.keyid[:16]}…"
+            )
+        return key
+
+    def _load_recorder_key(self, ring: KeyRing, log_key: keys.SigningKey) -> keys.SigningKey:
+        if not self.key:
+            return log_key
+        path = self._key_path(self.key)
+        key = keys.load_key_file(path)
+        info = ring.by_id.get(key.public.keyid)
+        if info is None:
+            raise KeyFileError(f"{path}: this key is not registered in the ledger (run `ledger keys new`)")
+        if info.revoked:
+            raise KeyFileError(f"{path}: key {info.name} ({info.keyid[:16]}…) was revoked at entry {info.revoked_at}")
+        return key
+
+    def new_key(self, name: str, role: str = "recorder", passphrase: str | None = None) -> KeyInfo:
+        """Write a new key file and append its `key` entry, signed by the log key."""
+        if role == "log":
+            raise UsageError("a second log key is made with `ledger keys rotate`, not `keys new`")
+        if not name or any(c.isspace() for c in name) or "/" in name:
+            raise UsageError(f"key name {name!r}: must be non-empty, with no spaces or '/'")
+        path = self.keys_dir / f"{name}.pem"
+        if path.exists():
+            raise DuplicateError(f"{path}: a key file with that name already exists")
+        new = keys.SigningKey.generate()
+
+        def build(conn: Connection, start: int, ring: KeyRing) -> list[tuple[dict[str, Any], keys.SigningKey]]:
+            if any(k.name == name and not k.revoked for k in ring.by_id.values()):
+                raise DuplicateError(f"a key named {name!r} is already active in the ledger")
+            keys.write_key_file(path, new, passphrase)
+            return [(entries.key_body(new.public.keyid, new.public.b64, name, role), ring_log_key(ring))]
+
+        ring_log_key = self._log_key_getter()
+        try:
+            result = self._append(build)
+        except BaseException:
+            if path.exists() and keys.load_key_file(path, passphrase).public.keyid == new.public.keyid:
+                path.unlink()
+            raise
+        return KeyInfo(new.public.keyid, name, role, new.public.b64, result.start)
+
+    def _log_key_getter(self) -> Callable[[KeyRing], keys.SigningKey]:
+        cache: dict[str, keys.SigningKey] = {}
+
+        def get(ring: KeyRing) -> keys.SigningKey:
+            if "k" not in cache:
+                cache["k"] = self._load_log_key(ring)
+            return cache["k"]
+
+        return get
+
+    def revoke_key(self, name_or_id: str, reason: str = "unspecified") -> KeyInfo:
+        def build(conn: Connection, start: int, ring: KeyRing) -> list[tuple[dict[str, Any], keys.SigningKey]]:
+            info = ring.find(name_or_id)
+            if info.revoked:
+                raise DuplicateError(f"key {info.name} ({info.keyid[:16]}…) is already revoked")
+            if info.role == "log":
+                raise UsageError("the log key is replaced with `ledger keys rotate`, not revoked alone")
+            return [(entries.revoke_body(info.keyid, reason), get_log_key(ring))]
+
+        get_log_key = self._log_key_getter()
+        result = self._append(build)
+        return next(k for k in self.keys() if k.revoked_at == result.start)
+
+    def rotate_key(self, name_or_id: str = "log", passphrase: str | None = None) -> KeyInfo:
+        """Replace a key: a new key under the same name and role, then the old one revoked (`rotated`)."""
+        new = keys.SigningKey.generate()
+        staged: dict[str, Path] = {}
+
+        def build(conn: Connection, start: int, ring: KeyRing) -> list[tuple[dict[str, Any], keys.SigningKey]]:
+            old = ring.current_log_key() if name_or_id == "log" else ring.find(name_or_id)
+            old_log = get_log_key(ring)
+            path = self.keys_dir / (LOG_KEY_FILE if old.role == "log" else f"{old.name}.pem")
+            staging = path.with_name(path.name + f".{new.public.keyid[:8]}.new")
+            keys.write_key_file(staging, new, passphrase)
+            staged["new"], staged["final"] = staging, path
+            staged["old"] = path.with_name(f"{path.stem}.{old.keyid[:8]}.retired.pem")
+            body = entries.key_body(new.public.keyid, new.public.b64, old.name, old.role)
+            revoke_signer = new if old.role == "log" else old_log
+            return [(body, old_log), (entries.revoke_body(old.keyid, "rotated"), revoke_signer)]
+
+        get_log_key = self._log_key_getter()
+        try:
+            result = self._append(build)
+        except BaseException:
+            if "new" in staged:
+                staged["new"].unlink(missing_ok=True)
+            raise
+        if staged["final"].exists():
+            os.replace(staged["final"], staged["old"])
+        os.replace(staged["new"], staged["final"])
+        return next(k for k in self.keys() if k.index == result.start)
+
+    # --- appending ---------------------------------------------------------------------------------
+    def _append(self, build: BodyBuilder) -> AppendResult:
+        """Run `build` inside one transaction, append what it returns, sign the new tree head, commit."""
+        with self.session() as conn:
+            with store.transaction(conn):
+                stored = store.check_head(conn)
+                ring = self._key_ring(conn)
+                built = build(conn, stored.size, ring)
+                if not built:
+                    return AppendResult(stored.size, 0, TreeHeadInfo(stored.origin, stored.size, stored.root, stored.note))
+                leaves, facts, signers = [], [], []
+                for offset, (body, signer) in enumerate(built):
+                    index = stored.size + offset
+                    entries.check_body(body, index)
+                    leaves.append(keys.sign_entry(body, signer))
+                    facts.append(entries.facts_of(body))
+                    signers.append(signer.public.keyid)
+                    if body["kind"] == "key":
+                        ring.add(body, index)
+                    elif body["kind"] == "revoke":
+                        ring.revoke(str(body["keyid"]), index, str(body["reason"]))
+                size = stored.size + len(leaves)
+                root = store.append_entries(conn, stored.size, leaves, facts, signers)
+                head_signer = self._head_signer(ring, built)
+                note = keys.sign_tree_head(keys.TreeHead(stored.origin, size, root), head_signer)
+                store.write_head(conn, size, root, note)
+        return AppendResult(stored.size, len(leaves), TreeHeadInfo(stored.origin, size, root, note))
+
+    def _head_signer(self, ring: KeyRing, built: list[tuple[dict[str, Any], keys.SigningKey]]) -> keys.SigningKey:
+        """The tree head is signed by the log key current after the append (a rotation's new key)."""
+        current = ring.current_log_key()
+        for _, signer in built:
+            if signer.public.keyid == current.keyid:
+                return signer
+        return self._load_log_key(ring)
+
+    def append_bodies(self, bodies: Sequence[dict[str, Any]]) -> AppendResult:
+        """Append ready-made bodies signed with the recorder key (used by recorders and tests)."""
+
+        def build(conn: Connection, start: int, ring: KeyRing) -> list[tuple[dict[str, Any], keys.SigningKey]]:
+            signer = self._load_recorder_key(ring, self._load_log_key(ring))
+            return [(dict(b), signer) for b in bodies]
+
+        return self._append(build)
+
+    def signer_for(self, ring: KeyRing) -> keys.SigningKey:
+        return self._load_recorder_key(ring, self._load_log_key(ring))
+
+    # --- reading -----------------------------------------------------------------------------------
+    def head(self) -> TreeHeadInfo:
+        with self.session() as conn:
+            stored = store.head(conn)
+        return TreeHeadInfo(stored.origin, stored.size, stored.root, stored.note)
+
+    def entry(self, ref: str | int, kinds: Sequence[str] | None = None) -> Entry:
+        with self.session() as conn:
+            return _to_entry(store.resolve(conn, str(ref), kinds))
+
+    def log(
+        self,
+        *,
+        kinds: Sequence[str] | None = None,
+        since: str | None = None,
+        provider: str | None = None,
+        purpose: str | None = None,
+        start: int = 0,
+        limit: int | None = None,
+        descending: bool = False,
+    ) -> list[Entry]:
+        with self.session() as conn:
+            return [
+                _to_entry(e)
+                for e in store.iter_entries(
+                    conn,
+                    kinds=kinds,
+                    since=since,
+                    provider=provider,
+                    purpose=purpose,
+                    start=start,
+                    limit=limit,
+                    descending=descending,
+                )
+            ]
+
+    def prove(self, ref: str | int) -> InclusionProof:
+        """Inclusion proof of one entry against the latest tree head, from O(log n) stored nodes."""
+        with self.session() as conn:
+            stored = store.head(conn)
+            found = store.resolve(conn, str(ref))
+            nodes = store.fetch_nodes(conn, merkle.needed_nodes(merkle.inclusion_ranges(found.index, stored.size)))
+        proof = merkle.inclusion_proof(found.index, stored.size, nodes)
+        leaf_hash = merkle.leaf_hash(found.leaf)
+        merkle.verify_inclusion(leaf_hash, found.index, stored.size, proof, stored.root)
+        return InclusionProof(found.index, found.leaf, leaf_hash, stored.size, stored.root, proof)
+
+    def inclusion_proofs(self, indexes: Sequence[int]) -> tuple[TreeHeadInfo, dict[int, InclusionProof]]:
+        """Proofs for many entries against one tree head, read in one session."""
+        with self.session() as conn:
+            stored = store.head(conn)
+            wanted: set[tuple[int, int]] = set()
+            for index in indexes:
+                wanted |= merkle.needed_nodes(merkle.inclusion_ranges(index, stored.size))
+            nodes = store.fetch_nodes(conn, wanted)
+            leaves = {i: store.entry_at(conn, i).leaf for i in indexes}
+        out = {}
+        for index in indexes:
+            proof = merkle.inclusion_proof(index, stored.size, nodes)
+            leaf_hash = merkle.leaf_hash(leaves[index])
+            out[index] = InclusionProof(index, leaves[index], leaf_hash, stored.size, stored.root, proof)
+        return TreeHeadInfo(stored.origin, stored.size, stored.root, stored.note), out
+
+    def consistency(self, old_note: str) -> ConsistencyProof:
+        """Prove the current log extends the tree head in `old_note` (its signature is checked too)."""
+        with self.session() as conn:
+            stored = store.head(conn)
+            ring = self._key_ring(conn)
+            old = _verify_note_with_ring(old_note, ring, stored.origin)
+            if old.size > stored.size:
+                raise VerificationError(
+                    f"the given tree head has size {old.size}, larger than the log's {stored.size}: rollback?"
+                )
+            nodes = store.fetch_nodes(
+                conn,
+                merkle.needed_nodes(merkle.consistency_ranges(old.size, stored.size) + [(0, old.size)])
+                if old.size
+                else set(),
+            )
+        if old.size == 0:
+            proof: list[bytes] = []
+        else:
+            proof = merkle.consistency_proof(old.size, stored.size, nodes)
+            local_old_root = merkle.range_hash(0, old.size, nodes)
+            if local_old_root != old.root:
+                raise VerificationError(
+                    f"the log's first {old.size} entries have root {local_old_root.hex()}, "
+                    f"the published tree head says {old.root.hex()}"
+                )
+        merkle.verify_consistency(old.size, stored.size, old.root, stored.root, proof)
+        return ConsistencyProof(old.size, old.root, stored.size, stored.root, proof)
+
+
+def _verify_note_with_ring(note: str, ring: KeyRing, origin: str) -> keys.TreeHead:
+    """A published tree head verifies with any log key the ledger ever had (heads outlive rotations)."""
+    parsed, _ = keys.open_signed_note(note)
+    if parsed.origin != origin:
+        raise VerificationError(f"tree head origin {parsed.origin!r} is not this ledger's {origin!r}")
+    last_error: Exception | None = None
+    for info in sorted(ring.by_id.values(), key=lambda k: -k.index):
+        if info.role != "log":
+            continue
+        try:
+            return keys.verify_tree_head(note, (origin, info.public))
+        except VerificationError as exc:
+            last_error = exc
+    raise VerificationError(f"the tree head is not signed by any log key of this ledger ({last_error})")
+
+
+def read_note_file(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise InputError(f"{path}: no such file") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read tree head: {exc}") from exc
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")

@@ -1,0 +1,400 @@
+"""DuckDB storage: schema, migrations, connections with a bounded lock wait, and the append transaction.
+
+The store never holds the file between operations: each operation opens, works and closes, so a training
+process that holds a `Ledger` never blocks `ledger head`, `verify` or another recorder for long.
+
+Tables (every row is covered by the log, by the latest tree head, or derived from such rows and re-checked
+by `verify`/`audit`):
+- entries(idx, leaf, kind, time, signer, ref, provider, model, purpose): leaf bytes are the log; the other
+  columns are derived from the leaf's body.
+- nodes(level, idx, hash): hashes of every perfect subtree of the log tree, level 0 = leaf hashes.
+- tree_head(size, root, note): the latest signed tree head only.
+- records(batch, position, digest, fingerprint) and record_segments(batch, position, segment): a batch's
+  record set; `records_root` in the batch entry commits to both, `fingerprints.root` to the fingerprints.
+- meta(key, value): schema version and origin.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from ledger import merkle
+from ledger.entries import EntryFacts
+from ledger.errors import CorruptDatabaseError, LedgerError, LockedError, NotFoundError, VerificationError
+
+SCHEMA_VERSION = 1
+DEFAULT_LOCK_TIMEOUT = 30.0
+
+_SCHEMA = [
+    "CREATE TABLE meta(key VARCHAR NOT NULL, value VARCHAR NOT NULL)",
+    """CREATE TABLE entries(
+        idx BIGINT NOT NULL, leaf BLOB NOT NULL, kind VARCHAR NOT NULL, time VARCHAR NOT NULL,
+        signer VARCHAR NOT NULL, ref VARCHAR, provider VARCHAR, model VARCHAR, purpose VARCHAR)""",
+    "CREATE TABLE nodes(level TINYINT NOT NULL, idx BIGINT NOT NULL, hash BLOB NOT NULL)",
+    "CREATE TABLE tree_head(size BIGINT NOT NULL, root BLOB NOT NULL, note VARCHAR NOT NULL)",
+    """CREATE TABLE records(batch BIGINT NOT NULL, position BIGINT NOT NULL, digest BLOB NOT NULL,
+        fingerprint BLOB)""",
+    "CREATE TABLE record_segments(batch BIGINT NOT NULL, position BIGINT NOT NULL, segment BLOB NOT NULL)",
+]
+
+# Migrations from version N to N+1, applied in order inside one transaction.
+_MIGRATIONS: dict[int, list[str]] = {}
+
+
+def lock_timeout() -> float:
+    raw = os.environ.get("LEDGER_LOCK_TIMEOUT")
+    if raw is None:
+        return DEFAULT_LOCK_TIMEOUT
+    try:
+        return max(0.0, float(raw))
+    except ValueError as exc:
+        raise LedgerError(f"LEDGER_LOCK_TIMEOUT={raw!r}: expected a number of seconds") from exc
+
+
+@dataclass(frozen=True)
+class StoredHead:
+    origin: str
+    size: int
+    root: bytes
+    note: str
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    index: int
+    leaf: bytes
+    kind: str
+    time: str
+    signer: str
+    ref: str | None
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    text = str(exc)
+    return "lock" in text.lower() and ("Could not set lock" in text or "Conflicting lock" in text)
+
+
+def connect(path: Path, *, create: bool = False, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open the ledger file, waiting with back-off while another process holds it."""
+    if not create and not path.exists():
+        raise NotFoundError(f"{path}: no ledger here (run `ledger init` or pass --db)")
+    if create and path.exists():
+        raise LedgerError(f"{path}: a file already exists there")
+    deadline = time.monotonic() + lock_timeout()
+    delay = 0.01
+    while True:
+        try:
+            conn = duckdb.connect(str(path), read_only=read_only)
+            break
+        except duckdb.Error as exc:
+            if not _is_lock_error(exc):
+                raise CorruptDatabaseError(f"{path}: cannot open as a ledger database: {_first_line(exc)}") from exc
+            if time.monotonic() >= deadline:
+                raise LockedError(
+                    f"{path}: still locked by another process after {lock_timeout():g}s "
+                    "(set LEDGER_LOCK_TIMEOUT to wait longer)"
+                ) from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)
+    if not create:
+        try:
+            _check_schema(conn, path)
+        except BaseException:
+            conn.close()
+            raise
+    return conn
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def _check_schema(conn: duckdb.DuckDBPyConnection, path: Path) -> None:
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    except duckdb.Error as exc:
+        raise CorruptDatabaseError(f"{path}: not a ledger database (no meta table)") from exc
+    if row is None:
+        raise CorruptDatabaseError(f"{path}: not a ledger database (no schema version)")
+    version = int(row[0])
+    if version > SCHEMA_VERSION:
+        raise CorruptDatabaseError(f"{path}: schema version {version} is newer than this ledger ({SCHEMA_VERSION})")
+    if version < SCHEMA_VERSION:
+        migrate(conn, version)
+
+
+def migrate(conn: duckdb.DuckDBPyConnection, version: int) -> None:
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        for step in range(version, SCHEMA_VERSION):
+            for statement in _MIGRATIONS.get(step, []):
+                conn.execute(statement)
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)])
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+@contextmanager
+def session(path: Path, *, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    conn = connect(path, read_only=read_only)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+@contextmanager
+def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """All or nothing: a failure (or a kill) before COMMIT leaves the file as it was."""
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def create_schema(conn: duckdb.DuckDBPyConnection, origin: str) -> None:
+    for statement in _SCHEMA:
+        conn.execute(statement)
+    conn.executemany(
+        "INSERT INTO meta VALUES (?, ?)", [("schema_version", str(SCHEMA_VERSION)), ("origin", origin)]
+    )
+
+
+def origin(conn: duckdb.DuckDBPyConnection) -> str:
+    row = conn.execute("SELECT value FROM meta WHERE key = 'origin'").fetchone()
+    if row is None:
+        raise CorruptDatabaseError("the ledger has no origin")
+    return str(row[0])
+
+
+def head(conn: duckdb.DuckDBPyConnection) -> StoredHead:
+    rows = conn.execute("SELECT size, root, note FROM tree_head").fetchall()
+    if len(rows) != 1:
+        raise VerificationError(f"expected exactly one stored tree head, found {len(rows)}")
+    size, root, note = rows[0]
+    return StoredHead(origin(conn), int(size), bytes(root), str(note))
+
+
+def entry_count(conn: duckdb.DuckDBPyConnection) -> int:
+    row = conn.execute("SELECT count(*) FROM entries").fetchone()
+    return int(row[0]) if row else 0
+
+
+def fetch_nodes(conn: duckdb.DuckDBPyConnection, wanted: set[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+    """The stored perfect-subtree hashes for `wanted`, in one query; a missing or duplicated one is tampering."""
+    if not wanted:
+        return {}
+    levels = [level for level, _ in wanted]
+    idxs = [idx for _, idx in wanted]
+    rows = conn.execute(
+        """SELECT n.level, n.idx, n.hash FROM nodes n
+           JOIN (SELECT unnest(?::TINYINT[]) AS level, unnest(?::BIGINT[]) AS idx) w
+           ON n.level = w.level AND n.idx = w.idx""",
+        [levels, idxs],
+    ).fetchall()
+    found: dict[tuple[int, int], bytes] = {}
+    for level, idx, digest in rows:
+        key = (int(level), int(idx))
+        if key in found:
+            raise VerificationError(f"tree node {key} is stored twice")
+        found[key] = bytes(digest)
+    missing = wanted - found.keys()
+    if missing:
+        raise VerificationError(f"tree nodes missing from the store: {sorted(missing)[:3]}")
+    return found
+
+
+def stored_root(conn: duckdb.DuckDBPyConnection, size: int) -> bytes:
+    if size == 0:
+        return merkle.EMPTY_ROOT
+    nodes = fetch_nodes(conn, merkle.needed_nodes([(0, size)]))
+    return merkle.range_hash(0, size, nodes)
+
+
+def check_head(conn: duckdb.DuckDBPyConnection) -> StoredHead:
+    """Compare-and-swap guard: the stored head must describe exactly the stored log before we extend it."""
+    stored = head(conn)
+    count = entry_count(conn)
+    if count != stored.size:
+        raise VerificationError(f"the tree head covers {stored.size} entries but the log holds {count}")
+    root = stored_root(conn, stored.size)
+    if root != stored.root:
+        raise VerificationError(
+            f"stored tree nodes give root {root.hex()}, the tree head says {stored.root.hex()}"
+        )
+    return stored
+
+
+def append_entries(
+    conn: duckdb.DuckDBPyConnection,
+    start: int,
+    leaves: Sequence[bytes],
+    facts: Sequence[EntryFacts],
+    signers: Sequence[str],
+) -> bytes:
+    """Insert entries start.. and their tree nodes; return the new root. Caller holds the transaction."""
+    import pyarrow as pa
+
+    leaf_hashes = [merkle.leaf_hash(leaf) for leaf in leaves]
+    frontier = fetch_nodes(conn, set(merkle.frontier_nodes(start)))
+    new_nodes, new_root = merkle.append_nodes(frontier, start, leaf_hashes)
+    table = pa.table(
+        {
+            "idx": pa.array(range(start, start + len(leaves)), pa.int64()),
+            "leaf": pa.array(leaves, pa.binary()),
+            "kind": [f.kind for f in facts],
+            "time": [f.time for f in facts],
+            "signer": list(signers),
+            "ref": pa.array([f.ref for f in facts], pa.string()),
+            "provider": pa.array([f.provider for f in facts], pa.string()),
+            "model": pa.array([f.model for f in facts], pa.string()),
+            "purpose": pa.array([f.purpose for f in facts], pa.string()),
+        }
+    )
+    node_table = pa.table(
+        {
+            "level": pa.array([n[0] for n in new_nodes], pa.int8()),
+            "idx": pa.array([n[1] for n in new_nodes], pa.int64()),
+            "hash": pa.array([n[2] for n in new_nodes], pa.binary()),
+        }
+    )
+    conn.register("_new_entries", table)
+    conn.register("_new_nodes", node_table)
+    try:
+        conn.execute("INSERT INTO entries SELECT * FROM _new_entries")
+        conn.execute("INSERT INTO nodes SELECT * FROM _new_nodes")
+    finally:
+        conn.unregister("_new_entries")
+        conn.unregister("_new_nodes")
+    return new_root
+
+
+def write_head(conn: duckdb.DuckDBPyConnection, size: int, root: bytes, note: str) -> None:
+    conn.execute("DELETE FROM tree_head")
+    conn.execute("INSERT INTO tree_head VALUES (?, ?, ?)", [size, root, note])
+
+
+def _entry(row: Sequence[Any]) -> StoredEntry:
+    return StoredEntry(int(row[0]), bytes(row[1]), str(row[2]), str(row[3]), str(row[4]), row[5])
+
+
+_ENTRY_COLUMNS = "idx, leaf, kind, time, signer, ref"
+
+
+def entry_at(conn: duckdb.DuckDBPyConnection, index: int) -> StoredEntry:
+    rows = conn.execute(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE idx = ?", [index]).fetchall()
+    if not rows:
+        raise NotFoundError(f"no entry at index {index}")
+    if len(rows) > 1:
+        raise VerificationError(f"entry index {index} is stored {len(rows)} times", index)
+    return _entry(rows[0])
+
+
+def find_ref(conn: duckdb.DuckDBPyConnection, ref: str, kinds: Sequence[str] | None = None) -> list[StoredEntry]:
+    sql = f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE ref = ?"
+    params: list[Any] = [ref]
+    if kinds:
+        sql += " AND kind IN (SELECT unnest(?::VARCHAR[]))"
+        params.append(list(kinds))
+    return [_entry(r) for r in conn.execute(sql + " ORDER BY idx", params).fetchall()]
+
+
+def resolve(conn: duckdb.DuckDBPyConnection, ref: str, kinds: Sequence[str] | None = None) -> StoredEntry:
+    """A REF is an entry index, a batch/checkpoint id, or a call's external id."""
+    if ref.isdigit():
+        entry = entry_at(conn, int(ref))
+        if kinds and entry.kind not in kinds:
+            raise NotFoundError(f"entry {ref} is a {entry.kind}, not a {' or '.join(kinds)}")
+        return entry
+    found = find_ref(conn, ref, kinds or ("batch", "checkpoint", "dataset", "call"))
+    if not found:
+        what = " or ".join(kinds) if kinds else "entry"
+        raise NotFoundError(f"no {what} with id {ref!r}")
+    return found[-1] if all(e.kind == "call" for e in found) else found[0]
+
+
+def iter_entries(
+    conn: duckdb.DuckDBPyConnection,
+    *,
+    kinds: Sequence[str] | None = None,
+    since: str | None = None,
+    provider: str | None = None,
+    purpose: str | None = None,
+    start: int = 0,
+    limit: int | None = None,
+    descending: bool = False,
+    chunk: int = 10_000,
+) -> Iterator[StoredEntry]:
+    """Entries in index order, filtered, fetched in chunks so memory stays flat."""
+    where = ["idx >= ?"]
+    params: list[Any] = [start]
+    if kinds:
+        where.append("kind IN (SELECT unnest(?::VARCHAR[]))")
+        params.append(list(kinds))
+    if since:
+        where.append("time >= ?")
+        params.append(since)
+    if provider:
+        where.append("provider = ?")
+        params.append(provider)
+    if purpose:
+        where.append("purpose = ?")
+        params.append(purpose)
+    order = "DESC" if descending else "ASC"
+    sql = f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE {' AND '.join(where)} ORDER BY idx {order}"
+    if limit is not None:
+        sql += f" LIMIT {int(limit)}"
+    result = conn.execute(sql, params)
+    while True:
+        rows = result.fetchmany(chunk)
+        if not rows:
+            return
+        for row in rows:
+            yield _entry(row)
+
+
+def counts_by_kind(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    rows = conn.execute("SELECT kind, count(*) FROM entries GROUP BY kind ORDER BY kind").fetchall()
+    return {str(k): int(n) for k, n in rows}
+
+
+def existing_refs(conn: duckdb.DuckDBPyConnection, kind: str, refs: Sequence[str]) -> set[str]:
+    if not refs:
+        return set()
+    rows = conn.execute(
+        "SELECT DISTINCT ref FROM entries WHERE kind = ? AND ref IN (SELECT unnest(?::VARCHAR[]))",
+        [kind, list(refs)],
+    ).fetchall()
+    return {str(r[0]) for r in rows}
+
+
+def existing_calls(conn: duckdb.DuckDBPyConnection, provider: str, external_ids: Sequence[str]) -> set[str]:
+    if not external_ids:
+        return set()
+    rows = conn.execute(
+        """SELECT DISTINCT ref FROM entries WHERE kind = 'call' AND provider = ?
+           AND ref IN (SELECT unnest(?::VARCHAR[]))""",
+        [provider, list(external_ids)],
+    ).fetchall()
+    return {str(r[0]) for r in rows}
+
+
+def table_counts(conn: duckdb.DuckDBPyConnection) -> Mapping[str, int]:
+    out = {}
+    for table in ("entries", "nodes", "records", "record_segments"):
+        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+        out[table] = int(row[0]) if row else 0
+    return out
