@@ -350,6 +350,11 @@ class Ledger:
         os.replace(staged["new"], staged["final"])
         return next(k for k in self.keys() if k.index == result.start)
 
+    def export_key(self, name_or_id: str = "log") -> KeyInfo:
+        with self.session() as conn:
+            ring = self._key_ring(conn)
+        return ring.current_log_key() if name_or_id == "log" else ring.find(name_or_id)
+
     # --- appending ---------------------------------------------------------------------------------
     def _append(self, build: BodyBuilder) -> AppendResult:
         """Run `build` inside one transaction, append what it returns, sign the new tree head, commit."""
@@ -433,6 +438,26 @@ class Ledger:
                     descending=descending,
                 )
             ]
+
+    def status(self) -> dict[str, Any]:
+        """Size, latest tree head, key counts, entries by kind and record-set totals, in one session."""
+        with self.session() as conn:
+            stored = store.head(conn)
+            counts = store.counts_by_kind(conn)
+            tables = store.table_counts(conn)
+            ring = self._key_ring(conn)
+        infos = list(ring.by_id.values())
+        return {
+            "db": str(self.path),
+            "origin": stored.origin,
+            "size": stored.size,
+            "root": stored.root.hex(),
+            "note": stored.note,
+            "counts": counts,
+            "keys": {"active": sum(not k.revoked for k in infos), "revoked": sum(k.revoked for k in infos)},
+            "records": tables["records"],
+            "segments": tables["record_segments"],
+        }
 
     def prove(self, ref: str | int) -> InclusionProof:
         """Inclusion proof of one entry against the latest tree head, from O(log n) stored nodes."""

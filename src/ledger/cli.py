@@ -1,0 +1,324 @@
+"""The `ledger` command: parses arguments, calls the library, renders through `views`. No logic of its own."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+
+try:  # current typer carries its own copy of click
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - older typer uses click itself
+    from click import exceptions as click_exceptions  # type: ignore[no-redef]
+
+from ledger import views
+from ledger.errors import LedgerError
+from ledger.ledger import DEFAULT_DB, Ledger, read_note_file
+
+app = typer.Typer(
+    name="ledger",
+    help="A distillation provenance ledger: a signed, append-only log of model-API calls and training batches.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+keys_app = typer.Typer(help="Manage signing keys (private keys stay in PEM files, never in the database).", no_args_is_help=True)
+record_app = typer.Typer(help="Record calls, training batches and checkpoints.", no_args_is_help=True)
+import_app = typer.Typer(help="Bulk-import provider logs.", no_args_is_help=True)
+export_app = typer.Typer(help="Export hashes (never content) for outside verifiers.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(record_app, name="record")
+app.add_typer(import_app, name="import")
+app.add_typer(export_app, name="export")
+
+Db = Annotated[Path, typer.Option("--db", envvar="LEDGER_DB", help="Ledger file.", show_default=True)]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+KeysDir = Annotated[
+    Path | None, typer.Option("--keys-dir", envvar="LEDGER_KEYS_DIR", help="Key directory (default: <db stem>.keys).")
+]
+KeyOpt = Annotated[
+    str | None, typer.Option("--key", envvar="LEDGER_KEY", help="Recorder key: a PEM path or a key name.")
+]
+DEFAULT_DB_PATH = Path(DEFAULT_DB)
+
+
+def _open(db: Path, keys_dir: Path | None = None, key: str | None = None) -> Ledger:
+    return Ledger.open(db, keys_dir=keys_dir, key=key)
+
+
+# --- set-up and keys ------------------------------------------------------------------------------
+
+
+@app.command()
+def init(
+    db: Db = DEFAULT_DB_PATH,
+    origin: Annotated[str | None, typer.Option(help="Log origin (default: ledger.local/<random>).")] = None,
+    keys_dir: KeysDir = None,
+    json: Json = False,
+) -> None:
+    """Create a ledger: the file, its log key, and the first entry.
+
+    Example: ledger init --origin example.org/ledger
+    """
+    ledger = Ledger.init(db, origin=origin, keys_dir=keys_dir)
+    head = ledger.head()
+    if json:
+        views.print_json({**views.head_json(head), "db": str(db), "keys_dir": str(ledger.keys_dir)})
+    else:
+        views.show(views.message(f"created {db} (origin {head.origin}); log key in {ledger.keys_dir}/"))
+
+
+@keys_app.command("new")
+def keys_new(
+    name: Annotated[str, typer.Option("--name", help="Key name.")],
+    role: Annotated[str, typer.Option("--role", help="recorder (signs entries).")] = "recorder",
+    db: Db = DEFAULT_DB_PATH,
+    keys_dir: KeysDir = None,
+    json: Json = False,
+) -> None:
+    """Write a new key file (0600) and append its key entry, signed by the log key.
+
+    Example: ledger keys new --name trainer
+    """
+    ledger = _open(db, keys_dir)
+    info = ledger.new_key(name, role)
+    _render_key(ledger, info, json)
+
+
+def _render_key(ledger: Ledger, info: Any, json: bool) -> None:
+    if json:
+        views.print_json(views.key_json(info, ledger.origin))
+    else:
+        views.show(views.keys_view([info], ledger.origin))
+
+
+@keys_app.command("list")
+def keys_list(db: Db = DEFAULT_DB_PATH, json: Json = False) -> None:
+    """List every key the log has introduced, with its status and verifier key.
+
+    Example: ledger keys list --json
+    """
+    ledger = _open(db)
+    infos = ledger.keys()
+    if json:
+        views.print_json([views.key_json(k, ledger.origin) for k in infos])
+    else:
+        views.show(views.keys_view(infos, ledger.origin))
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    name: Annotated[str, typer.Argument(help="Key name or keyid; 'log' for the log key.")] = "log",
+    db: Db = DEFAULT_DB_PATH,
+    keys_dir: KeysDir = None,
+    json: Json = False,
+) -> None:
+    """Replace a key with a new one of the same name and role, and revoke the old one.
+
+    Example: ledger keys rotate trainer
+    """
+    ledger = _open(db, keys_dir)
+    _render_key(ledger, ledger.rotate_key(name), json)
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    name: Annotated[str, typer.Argument(help="Key name or keyid.")],
+    reason: Annotated[str, typer.Option(help="Why the key is retired.")] = "unspecified",
+    db: Db = DEFAULT_DB_PATH,
+    keys_dir: KeysDir = None,
+    json: Json = False,
+) -> None:
+    """Retire a recorder key: entries it signs after this point are invalid.
+
+    Example: ledger keys revoke trainer --reason "laptop lost"
+    """
+    ledger = _open(db, keys_dir)
+    _render_key(ledger, ledger.revoke_key(name, reason), json)
+
+
+@keys_app.command("export")
+def keys_export(
+    name: Annotated[str, typer.Argument(help="Key name or keyid; 'log' for the log key.")] = "log",
+    out: Annotated[Path | None, typer.Option("--out", help="Write the verifier key string to this file.")] = None,
+    db: Db = DEFAULT_DB_PATH,
+    json: Json = False,
+) -> None:
+    """Print a key's verifier key string (vkey), which outside verifiers pass to verify-bundle --key.
+
+    Example: ledger keys export log --out ledger.vkey
+    """
+    ledger = _open(db)
+    info = ledger.export_key(name)
+    vkey = info.vkey(ledger.origin)
+    if out is not None:
+        out.write_text(vkey + "\n", encoding="utf-8")
+    if json:
+        views.print_json(views.key_json(info, ledger.origin))
+    else:
+        views.show(views.message(vkey))
+
+
+# --- the log --------------------------------------------------------------------------------------
+
+
+@app.command()
+def head(
+    db: Db = DEFAULT_DB_PATH,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the signed note text to this file.")] = None,
+    json: Json = False,
+) -> None:
+    """Print the latest signed tree head (a C2SP signed note).
+
+    Example: ledger head --out head-2026-11-22.txt
+    """
+    tree_head = _open(db).head()
+    if out is not None:
+        out.write_text(tree_head.note, encoding="utf-8")
+    if json:
+        views.print_json(views.head_json(tree_head))
+    elif out is None:
+        views.show(views.head_view(tree_head))
+    else:
+        views.note(f"wrote tree head of size {tree_head.size} to {out}")
+
+
+@app.command()
+def prove(
+    ref: Annotated[str, typer.Argument(help="Entry index, batch/checkpoint id, or call external id.")],
+    db: Db = DEFAULT_DB_PATH,
+    json: Json = False,
+) -> None:
+    """Print an inclusion proof of one entry against the latest tree head.
+
+    Example: ledger prove run7/ckpt-1000 --json
+    """
+    proof = _open(db).prove(ref)
+    views.print_json(views.proof_json(proof)) if json else views.show(views.proof_view(proof))
+
+
+@app.command()
+def consistency(
+    from_: Annotated[Path, typer.Option("--from", help="A tree head published earlier (note text file).")],
+    db: Db = DEFAULT_DB_PATH,
+    json: Json = False,
+) -> None:
+    """Prove the log is an append-only extension of a tree head published earlier.
+
+    Example: ledger consistency --from head-2026-11-01.txt
+    """
+    proof = _open(db).consistency(read_note_file(from_))
+    views.print_json(views.consistency_json(proof)) if json else views.show(views.consistency_view(proof))
+
+
+@app.command()
+def log(
+    db: Db = DEFAULT_DB_PATH,
+    kind: Annotated[list[str] | None, typer.Option("--kind", help="Only entries of this kind (repeatable).")] = None,
+    since: Annotated[str | None, typer.Option(help="Only entries at or after this RFC 3339 time.")] = None,
+    provider: Annotated[str | None, typer.Option(help="Only calls to this provider.")] = None,
+    purpose: Annotated[str | None, typer.Option(help="Only calls with this declared purpose.")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many entries (newest first with --tail).")] = None,
+    start: Annotated[int, typer.Option(help="First entry index.")] = 0,
+    tail: Annotated[bool, typer.Option("--tail", help="Newest entries first.")] = False,
+    json: Json = False,
+) -> None:
+    """List log entries, filtered.
+
+    Example: ledger log --kind call --purpose evaluation --limit 20
+    """
+    ledger = _open(db)
+    if not json and limit is None and not any((kind, since, provider, purpose)) and views.out.is_terminal:
+        limit = 200
+    items = ledger.log(kinds=kind, since=since, provider=provider, purpose=purpose, start=start, limit=limit, descending=tail)
+    if json:
+        views.print_json([views.entry_json(e) for e in items])
+    else:
+        views.show(views.log_view(items))
+
+
+@app.command()
+def show(
+    ref: Annotated[str, typer.Argument(help="Entry index, batch/checkpoint id, or call external id.")],
+    db: Db = DEFAULT_DB_PATH,
+    json: Json = False,
+) -> None:
+    """Show one decoded entry with its signer and inclusion status.
+
+    Example: ledger show 12
+    """
+    ledger = _open(db)
+    entry = ledger.entry(ref)
+    if json:
+        views.print_json(views.entry_json(entry))
+    else:
+        views.show(views.show_view(entry, ledger.prove(entry.index)))
+
+
+@app.command()
+def status(db: Db = DEFAULT_DB_PATH, json: Json = False) -> None:
+    """A short dashboard: size, latest tree head, keys, counts by kind.
+
+    Example: ledger status
+    """
+    document = _open(db).status()
+    views.print_json(document) if json else views.show(views.status_view(document))
+
+
+@app.command()
+def verify(
+    db: Db = DEFAULT_DB_PATH,
+    since: Annotated[Path | None, typer.Option("--since", help="A tree head published earlier: check the log extends it.")] = None,
+    json: Json = False,
+) -> None:
+    """Recompute every leaf, signature, tree node and root; exit 1 on any tampering.
+
+    Example: ledger verify --since head-2026-11-01.txt
+    """
+    from ledger.verify import verify_ledger
+
+    ledger = _open(db)
+    since_note = read_note_file(since) if since is not None else None
+    with views.progress("verifying", ledger.head().size, enabled=not json) as advance:
+        report = verify_ledger(ledger, since_note, progress=advance)
+    document = views.verify_json(report)
+    views.print_json(document) if json else views.show(views.verify_view(report))
+    raise typer.Exit(0 if report.ok else 1)
+
+
+def main() -> NoReturn:
+    """Entry point: the one place where errors become one-line messages and exit codes."""
+    verbose = "--verbose" in sys.argv[1:] or os.environ.get("LEDGER_VERBOSE") == "1"
+    argv = [a for a in sys.argv[1:] if a != "--verbose"]
+    try:
+        code = app(args=argv, prog_name="ledger", standalone_mode=False)
+    except click_exceptions.NoArgsIsHelpError as exc:
+        sys.stdout.write((exc.ctx.get_help() if exc.ctx else str(exc)) + "\n")
+        sys.exit(0)
+    except click_exceptions.UsageError as exc:
+        views.error(exc.format_message())
+        sys.exit(2)
+    except click_exceptions.ClickException as exc:
+        views.error(exc.format_message())
+        sys.exit(exc.exit_code if exc.exit_code else 2)
+    except typer.Abort:
+        views.error("aborted")
+        sys.exit(130)
+    except LedgerError as exc:
+        views.error(str(exc))
+        if verbose:
+            cause = exc.__cause__
+            while cause is not None:
+                views.error(f"  caused by {type(cause).__name__}: {cause}")
+                cause = cause.__cause__
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        views.error("interrupted")
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+    sys.exit(code if isinstance(code, int) else 0)
