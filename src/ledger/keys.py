@@ -29,20 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from ledger.errors import InputError, KeyFileError, UsageError, VerificationError
-try:
-    from ledger.hashing import canonical_json, parse_json_line
-except ImportError:  # TEMPORARY until hashing.py lands
-    import orjson
-    import rfc8785
-
-    def canonical_json(value: Any) -> bytes:
-        return rfc8785.dumps(value)
-
-    def parse_json_line(line: bytes) -> Any:
-        try:
-            return orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise InputError(str(exc)) from None
+from ledger.hashing import canonical_json, parse_json_line
 
 __all__ = [
     "PAYLOAD_TYPE",
@@ -304,8 +291,8 @@ def _read_private_file(path: Path) -> bytes:
         raise KeyFileError(f"{path}: key file not found") from None
     except OSError as exc:
         raise KeyFileError(f"{path}: cannot read key file: {exc.strerror or exc}") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
+    try:
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise KeyFileError(f"{path}: expected a regular key file")
         mode = stat.S_IMODE(info.st_mode)
@@ -314,10 +301,14 @@ def _read_private_file(path: Path) -> bytes:
                 f"{path}: key file permissions are {mode:04o}; expected 0600 "
                 f"(no group or other access); fix with: chmod 600 {path}"
             )
-        try:
-            return handle.read()
-        except OSError as exc:
-            raise KeyFileError(f"{path}: cannot read key file: {exc.strerror or exc}") from None
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        raise KeyFileError(f"{path}: cannot read key file: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
 
 
 # --------------------------------------------------------------------------- DSSE envelopes
@@ -344,7 +335,10 @@ class Envelope:
 
     def body(self) -> dict[str, Any]:
         """The decoded entry body (big integers exact, per the JCS extension)."""
-        value = parse_json_line(self.payload)
+        try:
+            value = parse_json_line(self.payload)
+        except ValueError as exc:
+            raise InputError(f"entry payload is not JSON: {exc}") from None
         if not isinstance(value, dict):
             raise InputError(f"expected an entry body object, found {type(value).__name__}")
         return value
@@ -384,7 +378,7 @@ def parse_envelope(leaf: bytes, *, index: int | None = None) -> Envelope:
     """
     try:
         doc = parse_json_line(leaf)
-    except InputError as exc:
+    except ValueError as exc:
         raise _not_canonical(f"not JSON ({exc})", index) from None
     if not isinstance(doc, dict) or set(doc) != {"payload", "payloadType", "signatures"}:
         found = sorted(doc) if isinstance(doc, dict) else type(doc).__name__
@@ -585,7 +579,7 @@ class _NoteSignature:
     name: str
     key_id: bytes
     signature: bytes
-    line: str
+    b64: str
 
 
 def _split_note(note: str) -> tuple[str, list[_NoteSignature]]:
@@ -621,7 +615,7 @@ def _split_note(note: str) -> tuple[str, list[_NoteSignature]]:
             raw = b""
         if not is_valid_key_name(name) or len(raw) < 5:
             raise bad(f"signature line {number} is not '\u2014 <name> <base64>': {line!r:.80}")
-        signatures.append(_NoteSignature(name, raw[:4], raw[4:], line))
+        signatures.append(_NoteSignature(name, raw[:4], raw[4:], sig_b64))
     return text, signatures
 
 
@@ -676,6 +670,10 @@ def verify_note(note: str, verifier: str | tuple[str, PublicKey]) -> str:
         )
     message = text.encode("utf-8")
     for signature in mine:
+        # Go accepts non-canonical base64 here; for our own key we do not, so that a note has
+        # one spelling and a stored head can be compared byte for byte with a published one.
+        if _b64decode_canonical(signature.b64) is None:
+            raise VerificationError(f"signature by {expected} is not canonical base64")
         if not public.verify(signature.signature, message):
             raise VerificationError(f"signature by {expected} does not verify over the note text")
     return text
