@@ -243,3 +243,55 @@ def verify_view(report: Any) -> RenderableType:
     for problem in report.problems:
         table.add_row("-" if problem.index is None else str(problem.index), problem.what)
     return table
+
+
+# --- recording results ----------------------------------------------------------------------------
+
+
+def call_result_json(result: Any) -> dict[str, Any]:
+    return {"index": result.index, "external_id": result.external_id, "duplicate": result.duplicate}
+
+
+def call_result_view(result: Any) -> RenderableType:
+    if result.duplicate:
+        return Text(f"already recorded: call {result.external_id} is entry {result.index}", style="yellow")
+    return Text(f"recorded call {result.external_id or ''} as entry {result.index}".replace("  ", " "), style="green")
+
+
+def import_json(report: Any) -> dict[str, Any]:
+    return {
+        "added": report.added,
+        "duplicates": report.duplicates,
+        "failed": report.failed,
+        "failed_examples": list(report.failed_examples),
+    }
+
+
+def import_view(report: Any) -> RenderableType:
+    lines = [Text(f"imported {report.added} call(s)", style="green")]
+    if report.duplicates:
+        lines.append(Text(f"{report.duplicates} already recorded (skipped)", style="yellow"))
+    if report.failed:
+        lines.append(Text(f"{report.failed} failed line(s) not recorded as calls", style="yellow"))
+        lines.extend(Text(f"  {example}") for example in report.failed_examples)
+    if not report.added and not report.failed and report.duplicates:
+        lines.append(Text("nothing new: every call in the file was already in the ledger"))
+    return Group(*lines)
+
+
+def batch_result_json(result: Any) -> dict[str, Any]:
+    return {
+        "already_recorded": result.already_recorded,
+        "batches": [
+            {"index": b.index, "id": b.id, "count": b.count, "records_root": b.records_root} for b in result.entries
+        ],
+    }
+
+
+def batch_result_view(result: Any) -> RenderableType:
+    table = Table(box=box.SIMPLE_HEAD, title="already recorded (nothing appended)" if result.already_recorded else None)
+    for column in ("entry", "batch", "records", "records root"):
+        table.add_column(column)
+    for b in result.entries:
+        table.add_row(str(b.index), b.id, str(b.count), b.records_root)
+    return table
