@@ -10,10 +10,10 @@ from __future__ import annotations
 import base64
 import os
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
@@ -28,6 +28,9 @@ from ledger.errors import (
     UsageError,
     VerificationError,
 )
+
+if TYPE_CHECKING:
+    from ledger import recording
 
 DEFAULT_DB = "ledger.duckdb"
 LOG_KEY_FILE = "log.pem"
@@ -402,6 +405,90 @@ class Ledger:
 
     def signer_for(self, ring: KeyRing) -> keys.SigningKey:
         return self._load_recorder_key(ring, self._load_log_key(ring))
+
+    # --- recording (logic in ledger.recording) -----------------------------------------------------
+    def record_batch(
+        self,
+        records: Iterable[Mapping[str, Any] | str] | None = None,
+        *,
+        id: str,
+        files: Sequence[Path | str] = (),
+        split: int | None = None,
+        text_fields: Sequence[str] | None = None,
+        derived_from: Sequence[int | str] = (),
+        dataset: str | None = None,
+        min_segment_chars: int = 32,
+        progress: Callable[[int], None] | None = None,
+    ) -> recording.BatchResult:
+        """Record a training batch (or `split` batches) from records or files; idempotent per id."""
+        from ledger import recording
+
+        return recording.record_batch(
+            self, records, id=id, files=files, split=split, text_fields=text_fields,
+            derived_from=derived_from, dataset=dataset, min_segment_chars=min_segment_chars, progress=progress,
+        )  # fmt: skip
+
+    def record_call(
+        self,
+        *,
+        provider: str,
+        purpose: str,
+        request: object | None,
+        response: object,
+        model: str | None = None,
+        endpoint: str | None = None,
+        external_id: str | None = None,
+        account: str | None = None,
+        stream: bool = False,
+        complete: bool = True,
+    ) -> recording.CallResult:
+        """Record one external model call; idempotent on (provider, external_id)."""
+        from ledger import recording
+
+        return recording.record_call(
+            self, provider=provider, purpose=purpose, request=request, response=response, model=model,
+            endpoint=endpoint, external_id=external_id, account=account, stream=stream, complete=complete,
+        )  # fmt: skip
+
+    def import_calls(
+        self,
+        path: Path | str,
+        fmt: str,
+        *,
+        provider: str | None,
+        purpose: str,
+        requests_path: Path | str | None = None,
+        account: str | None = None,
+        progress: Callable[[int], None] | None = None,
+        chunk: int = 5000,
+    ) -> recording.ImportReport:
+        """Import a provider log, one transaction per `chunk` calls; re-running adds nothing."""
+        from ledger import recording
+
+        return recording.import_calls(
+            self, path, fmt, provider=provider, purpose=purpose, requests_path=requests_path,
+            account=account, progress=progress, chunk=chunk,
+        )  # fmt: skip
+
+    def record_checkpoint(
+        self,
+        *,
+        id: str,
+        weights: Sequence[Path | str],
+        batches: Sequence[str] = (),
+        parents: Sequence[str] = (),
+        teachers: Sequence[str] = (),
+        config: Path | str | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Entry:
+        """Record a model checkpoint: weights hashed first, every reference checked on append."""
+        from ledger import recording
+
+        recorded = recording.record_checkpoint(
+            self, id=id, weights=weights, batches=batches, parents=parents, teachers=teachers,
+            config=config, progress=progress,
+        )  # fmt: skip
+        return self.entry(recorded.index)
 
     # --- reading -----------------------------------------------------------------------------------
     def head(self) -> TreeHeadInfo:
