@@ -1,0 +1,663 @@
+"""Canonical JSON, text normalization, segments and digests (DESIGN.md "Hashing (fixed)").
+
+Everything here is pure and deterministic: the same record always yields the same bytes, on any
+machine, because outside verifiers recompute these values. ``hash_record`` is on the recording
+hot path, so it makes a single walk over a record and uses orjson wherever its output is proven
+identical to RFC 8785 (JCS); see ``_scan`` for the conditions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import unicodedata
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+import orjson
+
+from ledger.errors import InputError
+
+__all__ = [
+    "MIN_SEGMENT_CHARS",
+    "HashInputError",
+    "RecordHash",
+    "call_outputs",
+    "canonical_json",
+    "format_number",
+    "hash_record",
+    "normalize",
+    "parse_json_line",
+    "record_digest",
+    "record_leaf",
+    "record_segments",
+    "record_texts",
+    "request_response_digest",
+    "response_texts",
+    "segment_hash",
+    "sha256",
+    "sha256_hex",
+    "stream_texts",
+    "text_segments",
+]
+
+MIN_SEGMENT_CHARS: Final = 32
+"""Default minimum length, in code points of the normalized text, of a segment."""
+
+
+class HashInputError(InputError, ValueError):
+    """A value with no canonical form: NaN/infinity, a lone surrogate, or a non-JSON type."""
+
+
+_sha256 = hashlib.sha256
+_orjson_dumps = orjson.dumps
+_Fragment = orjson.Fragment
+_SORT_KEYS: Final = orjson.OPT_SORT_KEYS
+
+# orjson writes every int in this range as exact decimal digits; outside it, it raises.
+_ORJSON_INT_MIN: Final = -(2**63)
+_ORJSON_INT_MAX: Final = 2**64 - 1
+
+# Object keys containing a code point >= U+E000 may sort differently by UTF-16 code units (JCS)
+# than by code points (orjson); keys below it sort identically under both orders.
+_UTF16_SAFE_LIMIT: Final = "\ue000"
+
+_NONFINITE_MESSAGE: Final = "NaN/Infinity is not allowed in canonical JSON"
+
+
+def sha256(data: bytes) -> bytes:
+    """The raw 32-byte SHA-256 digest; the one digest algorithm of the ledger."""
+    return _sha256(data).digest()
+
+
+def sha256_hex(data: bytes) -> str:
+    """SHA-256 as 64 lowercase hex characters, the written form of every digest."""
+    return _sha256(data).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Canonical JSON (RFC 8785 with the big-integer extension)
+# ---------------------------------------------------------------------------------------------
+
+
+def format_number(value: float) -> str:
+    """ECMAScript Number::toString of a double, as RFC 8785 §3.2.2.3 requires.
+
+    Python's ``repr`` already yields the shortest round-tripping digits (the same digits ES6
+    chooses); only their layout differs, so this re-lays them out by ES6's rules.
+    """
+    if value != value or value - value != 0.0:
+        raise HashInputError(f"{_NONFINITE_MESSAGE}: found {value!r}")
+    if value == 0.0:
+        return "0"  # both +0 and -0
+    text = repr(value)
+    if "e" not in text:
+        # Python uses fixed notation for 1e-4 <= |x| < 1e16, inside ES6's fixed range, and
+        # then lays the digits out exactly as ES6 does except for a trailing ".0".
+        return text[:-2] if text.endswith(".0") else text
+    mantissa, _, exponent = text.partition("e")
+    sign = ""
+    if mantissa[0] == "-":
+        sign, mantissa = "-", mantissa[1:]
+    digits = mantissa.replace(".", "")
+    k = len(digits)
+    n = int(exponent) + 1  # value = 0.DIGITS x 10**n, ES6's (k, n)
+    if k <= n <= 21:
+        return sign + digits + "0" * (n - k)
+    if 0 < n <= 21:
+        return sign + digits[:n] + "." + digits[n:]
+    if -6 < n <= 0:
+        return sign + "0." + "0" * -n + digits
+    e = n - 1
+    exp_text = ("e+" if e > 0 else "e-") + str(abs(e))
+    if k == 1:
+        return sign + digits + exp_text
+    return sign + digits[0] + "." + digits[1:] + exp_text
+
+
+def _scan(value: object, out: list[str]) -> bool:
+    """Append every string value in ``value`` to ``out``; say whether orjson's sorted dump is JCS.
+
+    orjson's ``OPT_SORT_KEYS`` output equals JCS when every node is exactly a dict, list, tuple,
+    str, int, bool or None (no floats: orjson's float layout is not ES6's), and no object key has
+    a code point >= U+E000 (where UTF-16 order departs from code point order). Ints outside
+    64 bits and lone surrogates make orjson raise, which callers treat as "not proven".
+    """
+    t = type(value)
+    ok = True
+    if t is dict:
+        for k, v in value.items():  # type: ignore[attr-defined]
+            if type(k) is not str or (not k.isascii() and max(k) >= _UTF16_SAFE_LIMIT):
+                ok = False
+            tv = type(v)
+            if tv is str:
+                out.append(v)
+            elif tv is int or tv is bool or v is None:
+                continue
+            elif not _scan(v, out):
+                ok = False
+        return ok
+    if t is list or t is tuple:
+        for v in value:  # type: ignore[attr-defined]
+            tv = type(v)
+            if tv is str:
+                out.append(v)
+            elif tv is int or tv is bool or v is None:
+                continue
+            elif not _scan(v, out):
+                ok = False
+        return ok
+    if t is str:
+        out.append(value)  # type: ignore[arg-type]
+        return True
+    if t is int or t is bool or value is None:
+        return True
+    if t is not float:
+        _collect_strings(value, out)  # subclasses and foreign types: let the slow path judge
+    return False
+
+
+class _Fault(Exception):
+    """A value with no canonical form, carrying the JSON path to it as it unwinds."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.path: list[str] = []
+
+
+def _key_order(keys: list[str]) -> list[str]:
+    """Sort object keys by their UTF-16 code units, as JCS §3.2.3 requires."""
+    if all(k.isascii() or max(k) < _UTF16_SAFE_LIMIT for k in keys):
+        return sorted(keys)
+    return sorted(keys, key=lambda k: k.encode("utf-16-be", "surrogatepass"))
+
+
+def _check_str(value: str) -> str:
+    """Return ``value`` as an exact str, or fail if it holds a lone surrogate (not UTF-8)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise _Fault(
+            f"lone surrogate U+{ord(value[exc.start]):04X} at character {exc.start} is not "
+            "allowed in canonical JSON (strings must be valid Unicode)"
+        ) from None
+    return value if type(value) is str else str.__str__(value)
+
+
+def _rebuild(value: object) -> object:
+    """A copy that orjson writes as JCS: keys pre-sorted, floats and big ints as fragments."""
+    if isinstance(value, str):
+        return _check_str(value)
+    if value is None or value is True or value is False:
+        return value
+    if isinstance(value, int):
+        number = int(value)
+        if _ORJSON_INT_MIN <= number <= _ORJSON_INT_MAX:
+            return number
+        try:
+            return _Fragment(str(number))
+        except ValueError as exc:  # CPython's limit on int-to-decimal conversion
+            raise _Fault(f"integer too large to write as decimal: {exc}") from None
+    if isinstance(value, float):
+        number = float(value)
+        if number != number or number - number != 0.0:
+            raise _Fault(f"{_NONFINITE_MESSAGE}: found {number!r}")
+        return _Fragment(format_number(number))
+    if isinstance(value, dict):
+        keys = list(value)
+        for k in keys:
+            if not isinstance(k, str):
+                raise _Fault(f"object keys must be strings, found {type(k).__name__} {k!r}")
+            try:
+                _check_str(k)
+            except _Fault as fault:
+                fault.message = "in an object key: " + fault.message
+                raise
+        rebuilt: dict[str, object] = {}
+        for k in _key_order(keys):
+            try:
+                rebuilt[str.__str__(k)] = _rebuild(value[k])
+            except _Fault as fault:
+                fault.path.append(f"[{json.dumps(k, ensure_ascii=False)}]")
+                raise
+        return rebuilt
+    if isinstance(value, (list, tuple)):
+        items: list[object] = []
+        for i, v in enumerate(value):
+            try:
+                items.append(_rebuild(v))
+            except _Fault as fault:
+                fault.path.append(f"[{i}]")
+                raise
+        return items
+    raise _Fault(f"{type(value).__module__}.{type(value).__qualname__} has no JSON form")
+
+
+def _canonical_json_slow(value: object) -> bytes:
+    """JCS of any JSON value: pre-sort keys and lay out numbers in Python, let orjson write."""
+    try:
+        rebuilt = _rebuild(value)
+    except _Fault as fault:
+        where = "$" + "".join(reversed(fault.path))
+        raise HashInputError(f"{fault.message} (at {where})") from None
+    except RecursionError:
+        raise HashInputError("JSON value is nested too deeply to canonicalize") from None
+    try:
+        return _orjson_dumps(rebuilt)
+    except orjson.JSONEncodeError as exc:  # only nesting deeper than orjson allows is left
+        raise HashInputError(f"cannot write canonical JSON: {exc}") from None
+
+
+def canonical_json(value: object) -> bytes:
+    """RFC 8785 (JCS) bytes of a JSON value, integers beyond ±(2**53-1) written exactly.
+
+    Values made of dicts, lists, strings, ints, bools and None with ordinary keys go straight
+    through orjson (proven identical, see ``_scan``); anything else takes the exact slow path.
+    """
+    if _scan(value, []):
+        try:
+            return _orjson_dumps(value, option=_SORT_KEYS)
+        except orjson.JSONEncodeError:
+            pass  # int beyond 64 bits, lone surrogate, deep nesting: the slow path decides
+    return _canonical_json_slow(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing
+# ---------------------------------------------------------------------------------------------
+
+# orjson silently turns integer tokens outside [-2**63, 2**64-1] into floats; such a token has at
+# least 19 digits, so a line without a 19-digit run is safe for orjson.
+_DIGIT_MAP: Final = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_BIG_DIGIT_RUN: Final = b"0" * 19
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _parse_finite_float(token: str) -> float:
+    number = float(token)
+    if number - number != 0.0:
+        raise ValueError(f"number {token} is out of the range of a double")
+    return number
+
+
+def _check_parsed_strings(value: object) -> None:
+    """Reject lone surrogates that the standard library decodes from ``\\uD800``-style escapes."""
+    if isinstance(value, str):
+        value.encode("utf-8")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            k.encode("utf-8")
+            _check_parsed_strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            _check_parsed_strings(v)
+
+
+def _parse_exact(data: bytes) -> object:
+    """Parse with the standard library, which keeps integers of any size exact."""
+    text = data.decode("utf-8")
+    value = json.loads(
+        text, parse_constant=_reject_constant, parse_float=_parse_finite_float
+    )
+    try:
+        _check_parsed_strings(value)
+    except UnicodeEncodeError:
+        raise ValueError("JSON string contains a lone surrogate escape") from None
+    return value
+
+
+def parse_json_line(line: bytes | str) -> object:
+    """Parse one JSON text, keeping big integers exact and int-vs-float as written.
+
+    Raises ValueError (``json.JSONDecodeError`` or ``UnicodeError``) on invalid JSON, NaN,
+    Infinity, numbers beyond a double, invalid UTF-8 or lone surrogate escapes.
+    """
+    data = line.encode("utf-8") if isinstance(line, str) else bytes(line)
+    if _BIG_DIGIT_RUN in data.translate(_DIGIT_MAP):
+        return _parse_exact(data)
+    return orjson.loads(data)
+
+
+# ---------------------------------------------------------------------------------------------
+# Normalization and segments
+# ---------------------------------------------------------------------------------------------
+
+# For ASCII text, one translate pass does casefold (A-Z to a-z) and maps every character that
+# str.split() treats as whitespace (\t \n \v \f \r \x1c-\x1f) to a space; collapsing runs of
+# spaces and stripping the ends then equals " ".join(text.casefold().split()).
+_ASCII_FOLD: Final = bytes(
+    b + 32 if 0x41 <= b <= 0x5A else 0x20 if (0x09 <= b <= 0x0D or 0x1C <= b <= 0x1F) else b
+    for b in range(256)
+)
+_PARAGRAPH_BREAK: Final = re.compile(r"\n\s*\n")
+
+
+def _normalize_ascii(text: str) -> bytes:
+    """normalize() of ASCII text as bytes, without building a list of words."""
+    data = text.encode("ascii").translate(_ASCII_FOLD)
+    while b"  " in data:
+        data = data.replace(b"  ", b" ")
+    if data[:1] == b" " or data[-1:] == b" ":
+        data = data.strip(b" ")
+    return data
+
+
+def normalize(text: str) -> str:
+    """The fixed normalization: NFKC, casefold, and whitespace runs collapsed to one space."""
+    if text.isascii():  # NFKC is the identity on ASCII, where casefold is lower
+        return _normalize_ascii(text).decode("ascii")
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def _encode_text(text: str) -> bytes:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise HashInputError(
+            f"text has a lone surrogate U+{ord(text[exc.start]):04X} at character {exc.start}"
+        ) from None
+
+
+def _segment(text: str, min_chars: int) -> tuple[bytes, str] | None:
+    """(hash, normalized text) of ``text`` if it normalizes to a segment, else None."""
+    if text.isascii():
+        if len(text) < min_chars:
+            return None  # normalization never lengthens ASCII text
+        data = _normalize_ascii(text)
+        if len(data) < min_chars:
+            return None
+        return _sha256(data).digest(), data.decode("ascii")
+    norm = " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+    if len(norm) < min_chars:
+        return None
+    return _sha256(_encode_text(norm)).digest(), norm
+
+
+def segment_hash(text: str, min_chars: int = MIN_SEGMENT_CHARS) -> bytes | None:
+    """sha256 of the normalized text when it has at least ``min_chars`` code points, else None."""
+    found = _segment(text, min_chars)
+    return None if found is None else found[0]
+
+
+def text_segments(text: str, min_chars: int = MIN_SEGMENT_CHARS) -> list[tuple[bytes, str]]:
+    """A call text's segments: the text itself and each paragraph of it that is a segment.
+
+    Paragraphs are split on the raw text (``\\n\\s*\\n``) before normalizing. Returns distinct
+    (hash, normalized text) pairs, the whole text first, then paragraphs in order.
+    """
+    found: dict[bytes, str] = {}
+    pieces = [text, *_PARAGRAPH_BREAK.split(text)] if "\n" in text else [text]
+    for piece in pieces:
+        segment = _segment(piece, min_chars)
+        if segment is not None and segment[0] not in found:
+            found[segment[0]] = segment[1]
+    return list(found.items())
+
+
+# ---------------------------------------------------------------------------------------------
+# Records
+# ---------------------------------------------------------------------------------------------
+
+
+def _collect_strings(value: object, out: list[str]) -> None:
+    """Every string value under ``value`` in document order (object keys are not values)."""
+    if isinstance(value, str):
+        out.append(value if type(value) is str else str.__str__(value))
+    elif isinstance(value, dict):
+        for v in value.values():
+            _collect_strings(v, out)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _collect_strings(v, out)
+
+
+def _collect_path(value: object, parts: Sequence[str], step: int, out: list[str]) -> None:
+    """Strings under the dotted path ``parts[step:]``, traversing lists at any step."""
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            _collect_path(v, parts, step, out)
+    elif step == len(parts):
+        _collect_strings(value, out)
+    elif isinstance(value, dict):
+        key = parts[step]
+        if key in value:
+            _collect_path(value[key], parts, step + 1, out)
+
+
+def _field_texts(record: object, text_fields: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    for field in text_fields:
+        _collect_path(record, field.split("."), 0, out)
+    return out
+
+
+def record_texts(record: object, text_fields: Sequence[str] | None = None) -> Iterator[str]:
+    """The texts of a record that may hold segments, in document order.
+
+    Every string value (recursively; keys are not values), or with ``text_fields`` only the
+    values under those dotted paths (lists traversed at any step; a path that ends at an object
+    or list contributes every string inside it). A str record (a ``.txt`` line) is its own text.
+    """
+    if isinstance(record, str):
+        yield record
+        return
+    out: list[str] = []
+    if text_fields is None:
+        _collect_strings(record, out)
+    else:
+        out = _field_texts(record, text_fields)
+    yield from out
+
+
+def _segments_of(texts: Iterable[str], min_chars: int) -> dict[bytes, str]:
+    found: dict[bytes, str] = {}
+    for text in texts:
+        segment = _segment(text, min_chars)
+        if segment is not None:
+            found[segment[0]] = segment[1]
+    return found
+
+
+def record_segments(
+    record: object,
+    text_fields: Sequence[str] | None = None,
+    min_chars: int = MIN_SEGMENT_CHARS,
+) -> list[bytes]:
+    """Distinct raw segment hashes of a record, sorted ascending (the order of a record leaf)."""
+    return sorted(_segments_of(record_texts(record, text_fields), min_chars))
+
+
+def record_digest(record: object) -> bytes:
+    """sha256 of the record's JCS; a str record (a ``.txt`` line) is hashed as its UTF-8 bytes.
+
+    A text line must already be stripped of its line ending; that is the reader's job.
+    """
+    if isinstance(record, str):
+        return _sha256(_encode_text(record)).digest()
+    return _sha256(canonical_json(record)).digest()
+
+
+def _leaf_bytes(digest: bytes, sorted_segments: Iterable[bytes]) -> bytes:
+    """JCS of the record leaf object, written directly: hex needs no escaping and
+    "segments" sorts before "sha256"."""
+    return (
+        b'{"segments":['
+        + ",".join([f'"{h.hex()}"' for h in sorted_segments]).encode("ascii")
+        + b'],"sha256":"'
+        + digest.hex().encode("ascii")
+        + b'"}'
+    )
+
+
+def _check_digest(value: bytes, what: str) -> None:
+    if len(value) != 32:
+        raise HashInputError(f"{what} must be a 32-byte SHA-256 digest, found {len(value)} bytes")
+
+
+def record_leaf(digest: bytes, segments: Sequence[bytes]) -> bytes:
+    """A record leaf, ``JCS({"sha256": hex, "segments": [hex, ...]})``; segments are made
+    distinct and sorted here so that no caller can commit to a non-canonical leaf."""
+    _check_digest(digest, "record digest")
+    for segment in segments:
+        _check_digest(segment, "segment hash")
+    return _leaf_bytes(digest, sorted(set(segments)))
+
+
+@dataclass(frozen=True, slots=True)
+class RecordHash:
+    """Everything the ledger keeps about one record, from a single pass over it."""
+
+    digest: bytes
+    """sha256 of the record's JCS (or of a text line's UTF-8 bytes), 32 bytes."""
+    segments: tuple[bytes, ...]
+    """Distinct 32-byte segment hashes, sorted ascending."""
+    texts: tuple[str, ...]
+    """The normalized text of each segment, in the order of ``segments``; never stored."""
+
+    @property
+    def leaf(self) -> bytes:
+        """The record leaf bytes committed by the batch's ``records_root``."""
+        return _leaf_bytes(self.digest, self.segments)
+
+
+def hash_record(
+    record: object,
+    text_fields: Sequence[str] | None = None,
+    min_chars: int = MIN_SEGMENT_CHARS,
+) -> RecordHash:
+    """Digest, segments and segment texts of one record in one walk (the recording hot path)."""
+    if isinstance(record, str):
+        digest = _sha256(_encode_text(record)).digest()
+        texts: list[str] = [record]
+    else:
+        texts = []
+        jcs = None
+        if _scan(record, texts):
+            try:
+                jcs = _orjson_dumps(record, option=_SORT_KEYS)
+            except orjson.JSONEncodeError:
+                pass
+        if jcs is None:
+            jcs = _canonical_json_slow(record)
+        digest = _sha256(jcs).digest()
+        if text_fields is not None:
+            texts = _field_texts(record, text_fields)
+    found = _segments_of(texts, min_chars)
+    order = sorted(found)
+    return RecordHash(digest, tuple(order), tuple([found[h] for h in order]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Calls
+# ---------------------------------------------------------------------------------------------
+
+
+def _as_list(value: object) -> list[object]:
+    return value if isinstance(value, list) else []
+
+
+def _get(value: object, key: str) -> object:
+    return value.get(key) if isinstance(value, Mapping) else None
+
+
+def _append_str(out: list[str], value: object) -> None:
+    if isinstance(value, str) and value:
+        out.append(value)
+
+
+def _content_texts(content: object, out: list[str]) -> None:
+    """A chat message's content: a string, or a list of parts whose ``text`` is a string."""
+    if isinstance(content, str):
+        _append_str(out, content)
+        return
+    for part in _as_list(content):
+        if isinstance(part, str):
+            _append_str(out, part)
+        else:
+            _append_str(out, _get(part, "text"))
+
+
+def response_texts(response: Mapping[str, object]) -> list[str]:
+    """The output texts of a response body (chat completion, legacy completion, Responses API).
+
+    Message content (including lists of text parts), tool-call and legacy function-call
+    argument strings, completion text, Responses ``output_text`` parts and function-call
+    arguments, and a top-level ``output_text``. Missing, null and empty parts are skipped.
+    """
+    out: list[str] = []
+    for choice in _as_list(response.get("choices")):
+        message = _get(choice, "message")
+        if isinstance(message, Mapping):
+            _content_texts(message.get("content"), out)
+            for call in _as_list(message.get("tool_calls")):
+                _append_str(out, _get(_get(call, "function"), "arguments"))
+            _append_str(out, _get(message.get("function_call"), "arguments"))
+        _append_str(out, _get(choice, "text"))
+    for item in _as_list(response.get("output")):
+        kind = _get(item, "type")
+        if kind == "function_call":
+            _append_str(out, _get(item, "arguments"))
+        elif kind in ("message", None):
+            for part in _as_list(_get(item, "content")):
+                if _get(part, "type") == "output_text":
+                    _append_str(out, _get(part, "text"))
+    _append_str(out, response.get("output_text"))
+    return out
+
+
+def stream_texts(chunks: Sequence[Mapping[str, object]]) -> list[str]:
+    """The output texts of a stream, each the concatenation of its deltas.
+
+    Chat chunks: per choice index, ``delta.content`` (and legacy completion ``text``), and per
+    (choice, tool call index) the ``function.arguments`` pieces. Responses API events:
+    ``response.output_text.delta`` per (output, content) index and
+    ``response.function_call_arguments.delta`` per output index. Contents come before tool
+    arguments, each in order of first appearance.
+    """
+    contents: dict[object, list[str]] = {}
+    arguments: dict[object, list[str]] = {}
+    for chunk in chunks:
+        if not isinstance(chunk, Mapping):
+            continue
+        for choice in _as_list(chunk.get("choices")):
+            index = _get(choice, "index")
+            delta = _get(choice, "delta")
+            if isinstance(delta, Mapping):
+                _append_str(contents.setdefault(("c", index), []), delta.get("content"))
+                for call in _as_list(delta.get("tool_calls")):
+                    piece = _get(_get(call, "function"), "arguments")
+                    key = ("t", index, _get(call, "index"))
+                    _append_str(arguments.setdefault(key, []), piece)
+                piece = _get(delta.get("function_call"), "arguments")
+                _append_str(arguments.setdefault(("f", index), []), piece)
+            _append_str(contents.setdefault(("c", index), []), _get(choice, "text"))
+        kind = chunk.get("type")
+        if kind == "response.output_text.delta":
+            key = ("r", chunk.get("output_index"), chunk.get("content_index"))
+            _append_str(contents.setdefault(key, []), chunk.get("delta"))
+        elif kind == "response.function_call_arguments.delta":
+            key = ("rf", chunk.get("output_index"))
+            _append_str(arguments.setdefault(key, []), chunk.get("delta"))
+    joined = ["".join(parts) for parts in (*contents.values(), *arguments.values())]
+    return [text for text in joined if text]
+
+
+def call_outputs(texts: Iterable[str], min_chars: int = MIN_SEGMENT_CHARS) -> list[str]:
+    """A call's ``outputs``: distinct segment hashes of all its texts, hex, sorted ascending."""
+    found: set[bytes] = set()
+    for text in texts:
+        found.update(h for h, _ in text_segments(text, min_chars))
+    return [h.hex() for h in sorted(found)]
+
+
+def request_response_digest(body: object | None) -> str | None:
+    """A call's ``request``/``response`` hash: sha256 hex of the body's JCS, None when absent."""
+    if body is None:
+        return None
+    return sha256_hex(canonical_json(body))
