@@ -20,7 +20,7 @@ VECTORS = json.loads((Path(__file__).parent / "conformance.json").read_text())["
 RFC_LEAVES = [bytes.fromhex(h) for h in VECTORS["leaves_hex"]]
 
 MAX_SIZE = 300
-FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 # --- A naive RFC 6962 §2.1, written from the RFC's text, over raw leaves -----------------------
