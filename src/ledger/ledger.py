@@ -153,6 +153,11 @@ def _to_entry(stored: store.StoredEntry) -> Entry:
     return Entry(stored.index, stored.kind, stored.time, stored.signer, stored.ref, stored.leaf, envelope.body())
 
 
+def _passphrase(given: str | None) -> str | None:
+    """New key files are encrypted with LEDGER_PASSPHRASE when it is set."""
+    return given if given is not None else (os.environ.get("LEDGER_PASSPHRASE") or None)
+
+
 def default_keys_dir(db_path: Path) -> Path:
     env = os.environ.get("LEDGER_KEYS_DIR")
     if env:
@@ -190,7 +195,7 @@ class Ledger:
         if key_path.exists():
             raise KeyFileError(f"{key_path}: a log key already exists; choose another --keys-dir")
         log_key = keys.SigningKey.generate()
-        keys.write_key_file(key_path, log_key, passphrase)
+        keys.write_key_file(key_path, log_key, _passphrase(passphrase))
         body = entries.key_body(log_key.public.keyid, log_key.public.b64, origin, "log")
         leaf = keys.sign_entry(body, log_key)
         tmp = ledger.path.with_name(ledger.path.name + ".init-tmp")
@@ -285,18 +290,21 @@ class Ledger:
         if path.exists():
             raise DuplicateError(f"{path}: a key file with that name already exists")
         new = keys.SigningKey.generate()
+        written: list[Path] = []
 
         def build(conn: Connection, start: int, ring: KeyRing) -> list[tuple[dict[str, Any], keys.SigningKey]]:
             if any(k.name == name and not k.revoked for k in ring.by_id.values()):
                 raise DuplicateError(f"a key named {name!r} is already active in the ledger")
-            keys.write_key_file(path, new, passphrase)
-            return [(entries.key_body(new.public.keyid, new.public.b64, name, role), ring_log_key(ring))]
+            log_key = ring_log_key(ring)
+            keys.write_key_file(path, new, _passphrase(passphrase))
+            written.append(path)
+            return [(entries.key_body(new.public.keyid, new.public.b64, name, role), log_key)]
 
         ring_log_key = self._log_key_getter()
         try:
             result = self._append(build)
         except BaseException:
-            if path.exists() and keys.load_key_file(path, passphrase).public.keyid == new.public.keyid:
+            if written and path.exists():
                 path.unlink()
             raise
         return KeyInfo(new.public.keyid, name, role, new.public.b64, result.start)
@@ -334,7 +342,7 @@ class Ledger:
             old_log = get_log_key(ring)
             path = self.keys_dir / (LOG_KEY_FILE if old.role == "log" else f"{old.name}.pem")
             staging = path.with_name(path.name + f".{new.public.keyid[:8]}.new")
-            keys.write_key_file(staging, new, passphrase)
+            keys.write_key_file(staging, new, _passphrase(passphrase))
             staged["new"], staged["final"] = staging, path
             staged["old"] = path.with_name(f"{path.stem}.{old.keyid[:8]}.retired.pem")
             body = entries.key_body(new.public.keyid, new.public.b64, old.name, old.role)
