@@ -383,7 +383,7 @@ def _existing_by_ref(conn: Connection, refs: Sequence[str], kinds: Sequence[str]
         return {}
     rows = conn.execute(
         """SELECT ref, idx, kind, leaf FROM entries
-           WHERE ref IN (SELECT unnest(?::VARCHAR[])) AND kind IN (SELECT unnest(?::VARCHAR[]))
+           WHERE list_contains(?::VARCHAR[], ref) AND list_contains(?::VARCHAR[], kind)
            ORDER BY idx""",
         [list(refs), list(kinds)],
     ).fetchall()
@@ -862,7 +862,7 @@ def _append_calls(ledger: Ledger, pending: Sequence[_PreparedCall], report: dict
 def _existing_calls(conn: Connection, provider: str, external_ids: Sequence[str]) -> set[str]:
     rows = conn.execute(
         """SELECT DISTINCT ref FROM entries WHERE kind = 'call' AND provider = ?
-           AND ref IN (SELECT unnest(?::VARCHAR[]))""",
+           AND list_contains(?::VARCHAR[], ref)""",
         [provider, list(external_ids)],
     ).fetchall()
     return {str(r[0]) for r in rows}
@@ -924,9 +924,10 @@ def _batches_of_datasets(conn: Connection, datasets: Sequence[str]) -> dict[str,
     if not datasets:
         return {}
     rows = conn.execute(
-        """SELECT idx, leaf FROM entries WHERE kind = 'batch' AND json_extract_string(
-               decode(from_base64(json_extract_string(decode(leaf), '$.payload'))), '$.dataset')
-               IN (SELECT unnest(?::VARCHAR[])) ORDER BY idx""",
+        """SELECT idx, leaf FROM entries WHERE kind = 'batch' AND list_contains(?::VARCHAR[],
+               json_extract_string(decode(from_base64(json_extract_string(decode(leaf), '$.payload'))),
+                                   '$.dataset'))
+           ORDER BY idx""",
         [list(datasets)],
     ).fetchall()
     out: dict[str, list[str]] = {}
