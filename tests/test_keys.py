@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from securesystemslib.dsse import Envelope as SslibEnvelope
 from securesystemslib.exceptions import VerificationError as SslibVerificationError
-from securesystemslib.signer import CryptoSigner, SSlibKey
+from securesystemslib.signer import CryptoSigner, SSlibKey  # type: ignore[attr-defined]
 
 from ledger import keys
 from ledger.errors import InputError, KeyFileError, LedgerError, UsageError, VerificationError
@@ -62,15 +62,19 @@ SUMDB_VKEY = "sum.golang.org+033de0ae+Ac4zctda0e5eza+HJyk9SxEdh+s3Ux18htTTAD8OuA
 SUMDB_ORIGIN = "go.sum database tree"
 SUMDB_HEADS = [
     (
-        "go.sum database tree\n65209736\n5+uGFjx6xBZG8ip1+wi77v+grwbhhukIrxEUS8PXvRo=\n\n"
-        "\u2014 sum.golang.org Az3grnbssgK7ubgFX36gVETtNv0U23qxyAhAMai2QUfeGa3nB/akvkMdlUErfcZz7l"
-        "/R3cVtYspg3dxXABkGZZKdsQ8=\n",
+        (
+            "go.sum database tree\n65209736\n5+uGFjx6xBZG8ip1+wi77v+grwbhhukIrxEUS8PXvRo=\n\n"
+            "\u2014 sum.golang.org Az3grnbssgK7ubgFX36gVETtNv0U23qxyAhAMai2QUfeGa3nB/akvkMdlUErfcZz7l"
+            "/R3cVtYspg3dxXABkGZZKdsQ8=\n"
+        ),
         65209736,
     ),
     (
-        "go.sum database tree\n31700353\nqINS1GRFhWHwdkUeqLEoP4yEMkTBBzxBkGwGQlVlVcs=\n\n"
-        "\u2014 sum.golang.org Az3grnmrIUEDFqHzAElIQCPNoRFRAAdFo47fooyWKMHb89k11GJh5zHIfNCOBmwn/C3Y"
-        "I8oW9/C8DJ87F61QqspBYwM=\n",
+        (
+            "go.sum database tree\n31700353\nqINS1GRFhWHwdkUeqLEoP4yEMkTBBzxBkGwGQlVlVcs=\n\n"
+            "\u2014 sum.golang.org Az3grnmrIUEDFqHzAElIQCPNoRFRAAdFo47fooyWKMHb89k11GJh5zHIfNCOBmwn/C3Y"
+            "I8oW9/C8DJ87F61QqspBYwM=\n"
+        ),
         31700353,
     ),
 ]
@@ -89,9 +93,7 @@ def spec_valid_name(name: str) -> bool:
     except UnicodeEncodeError:
         return False
     return (
-        name != ""
-        and "+" not in name
-        and not any(ch in GO_SPACES or ord(ch) < 0x20 for ch in name)
+        name != "" and "+" not in name and not any(ch in GO_SPACES or ord(ch) < 0x20 for ch in name)
     )
 
 
@@ -110,8 +112,9 @@ json_values = st.recursive(
     | st.booleans()
     | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
     | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
 bodies = st.dictionaries(st.text(max_size=10), json_values, max_size=6)
@@ -247,17 +250,13 @@ NON_CANONICAL_LEAVES = {
         {k: VECTORS["envelope"][k] for k in ("signatures", "payload", "payloadType")},
         separators=(",", ":"),
     ).encode(),
-    "escaped_slash": VECTORS["leaf"].replace("+json", "+json").replace("/", "\\/", 1).encode(),
+    "escaped_slash": VECTORS["leaf"].replace("/", "\\/", 1).encode(),
     "trailing_newline": VECTORS["leaf"].encode() + b"\n",
     "wrong_payload_type": _leaf_with(payloadType="application/vnd.in-toto+json"),
     "extra_field": _leaf_with(extra=1),
     "payload_not_base64": _leaf_with(payload="not base64!"),
-    "payload_non_canonical_base64": _leaf_with(
-        payload=VECTORS["envelope"]["payload"][:-2] + "1="
-    ),
-    "payload_not_jcs": _leaf_with(
-        payload=base64.b64encode(b'{"v": 1, "kind": "key"}').decode()
-    ),
+    "payload_non_canonical_base64": _leaf_with(payload=VECTORS["envelope"]["payload"][:-2] + "1="),
+    "payload_not_jcs": _leaf_with(payload=base64.b64encode(b'{"v": 1, "kind": "key"}').decode()),
     "payload_an_array": _leaf_with(payload=base64.b64encode(b"[1]").decode()),
     "payload_not_json": _leaf_with(payload=base64.b64encode(b"{nope").decode()),
     "no_signatures": _leaf_with(signatures=[]),
@@ -297,7 +296,7 @@ def test_parse_envelope_names_the_entry_index() -> None:
 
 def test_bad_signature_is_rejected_with_the_keyid() -> None:
     envelope = keys.parse_envelope(keys.sign_entry({"kind": "call"}, KEY))
-    (keyid, sig), = envelope.signatures
+    ((keyid, _sig),) = envelope.signatures
     forged = Envelope(envelope.payload, envelope.payload_type, ((keyid, bytes(64)),))
     with pytest.raises(VerificationError, match=f"by key {keyid} does not verify") as caught:
         keys.verify_envelope(forged, KEY.public, index=3)
@@ -311,8 +310,14 @@ def test_bad_signature_is_rejected_with_the_keyid() -> None:
 
 
 def test_public_key_rejects_bad_input() -> None:
-    for text in ["", "A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg", "A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbh=",
-                 base64.b64encode(bytes(31)).decode(), "!!!!", "A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg=\n"]:
+    for text in [
+        "",
+        "A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg",
+        "A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbh=",
+        base64.b64encode(bytes(31)).decode(),
+        "!!!!",
+        "A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg=\n",
+    ]:
         with pytest.raises(InputError):
             PublicKey.from_b64(text)
     with pytest.raises(InputError, match="32-byte"):
@@ -645,8 +650,14 @@ def test_malformed_tree_heads_are_rejected(defect: str) -> None:
 
 
 def test_tree_head_values_are_validated() -> None:
-    for origin, size, root in [("", 1, bytes(32)), ("a\nb", 1, bytes(32)), ("o", -1, bytes(32)),
-                               ("o", 2**63, bytes(32)), ("o", 1, bytes(31)), ("o", True, bytes(32))]:
+    for origin, size, root in [
+        ("", 1, bytes(32)),
+        ("a\nb", 1, bytes(32)),
+        ("o", -1, bytes(32)),
+        ("o", 2**63, bytes(32)),
+        ("o", 1, bytes(31)),
+        ("o", True, bytes(32)),
+    ]:
         with pytest.raises(InputError):
             TreeHead(origin, size, root)
     head = TreeHead("has space", 0, bytes(32))  # a legal origin, but not a key name
@@ -654,3 +665,47 @@ def test_tree_head_values_are_validated() -> None:
         keys.sign_tree_head(head, KEY)
     with pytest.raises(UsageError):
         keys.vkey("a+b", KEY.public)
+
+
+# --------------------------------------------------------------------------- arbitrary input
+
+note_like = st.lists(
+    st.sampled_from(["o", "1", "0", "01", "A" * 43 + "=", "", "\u2014 o ", "\u2014 ", "x+y", " "])
+    | st.text(max_size=12),
+    max_size=8,
+).map("\n".join)
+
+
+@FAST
+@given(text=note_like)
+def test_parse_tree_head_accepts_only_what_format_writes(text: str) -> None:
+    try:
+        head = keys.parse_tree_head(text)
+    except InputError:
+        return
+    assert keys.format_tree_head(head) == text
+
+
+@FAST
+@given(note=note_like)
+def test_arbitrary_notes_fail_only_with_ledger_errors(note: str) -> None:
+    with pytest.raises((InputError, VerificationError)):
+        keys.verify_tree_head(note, VECTORS["tree_head"]["vkey"])
+    try:
+        keys.open_signed_note(note)
+    except InputError:
+        pass
+
+
+@FAST
+@given(leaf=st.binary(max_size=200) | st.text(max_size=200).map(str.encode))
+def test_arbitrary_leaves_fail_only_with_verification_errors(leaf: bytes) -> None:
+    with pytest.raises(VerificationError, match="not a canonical DSSE envelope"):
+        keys.parse_envelope(leaf)
+
+
+@FAST
+@given(text=st.text(max_size=120))
+def test_arbitrary_vkeys_fail_only_with_input_errors(text: str) -> None:
+    with pytest.raises(InputError):
+        keys.parse_vkey(text)

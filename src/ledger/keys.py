@@ -274,7 +274,9 @@ def load_key_file(path: Path, passphrase: str | None = None) -> SigningKey:
         private = serialization.load_pem_private_key(data, password=password)
     except (ValueError, TypeError, UnsupportedAlgorithm):
         if encrypted:
-            raise KeyFileError(f"{path}: wrong passphrase for the encrypted key file") from None
+            raise KeyFileError(
+                f"{path}: wrong passphrase for the encrypted key file (or the file is damaged)"
+            ) from None
         raise KeyFileError(f"{path}: expected an Ed25519 PKCS#8 PEM private key") from None
     if not isinstance(private, Ed25519PrivateKey):
         raise KeyFileError(
@@ -387,7 +389,9 @@ def parse_envelope(leaf: bytes, *, index: int | None = None) -> Envelope:
         )
     payload_type = doc["payloadType"]
     if payload_type != PAYLOAD_TYPE:
-        raise _not_canonical(f"expected payloadType {PAYLOAD_TYPE!r}, found {payload_type!r}", index)
+        raise _not_canonical(
+            f"expected payloadType {PAYLOAD_TYPE!r}, found {payload_type!r}", index
+        )
     payload_b64 = doc["payload"]
     payload = _b64decode_canonical(payload_b64) if isinstance(payload_b64, str) else None
     if payload is None:
@@ -428,9 +432,7 @@ def _parse_signatures(value: object, index: int | None) -> tuple[tuple[str, byte
     return tuple(signatures)
 
 
-def verify_envelope(
-    envelope: Envelope, public_key: PublicKey, *, index: int | None = None
-) -> None:
+def verify_envelope(envelope: Envelope, public_key: PublicKey, *, index: int | None = None) -> None:
     """Check that `public_key` signed the envelope (DSSE PAE over type and payload), or raise."""
     where = f"entry {index}: " if index is not None else ""
     keyid = public_key.keyid
@@ -461,7 +463,7 @@ class TreeHead:
     root: bytes
 
     def __post_init__(self) -> None:
-        if not self.origin or any(ch == "\n" or ch < " " for ch in self.origin):
+        if not isinstance(self.origin, str) or not self.origin or min(self.origin) < " ":
             raise InputError(
                 f"expected a non-empty one-line tree head origin, found {self.origin!r:.80}"
             )
@@ -480,9 +482,11 @@ class TreeHead:
 
 def is_valid_key_name(name: str) -> bool:
     """A signed-note key name: non-empty, no Unicode spaces, no '+', no control characters."""
-    return bool(name) and not any(
-        ch.isspace() or ch == "+" or ch < " " for ch in name
-    ) and _is_utf8(name)
+    return (
+        bool(name)
+        and not any(ch.isspace() or ch == "+" or ch < " " for ch in name)
+        and _is_utf8(name)
+    )
 
 
 def _is_utf8(text: str) -> bool:
@@ -555,9 +559,7 @@ def parse_tree_head(text: str) -> TreeHead:
         raise InputError("expected tree head text ending in a newline, found none")
     lines = text[:-1].split("\n")
     if len(lines) != 3:
-        raise InputError(
-            f"expected 3 tree head lines (origin, size, root), found {len(lines)}"
-        )
+        raise InputError(f"expected 3 tree head lines (origin, size, root), found {len(lines)}")
     origin, size_text, root_text = lines
     if not origin or any(ch < " " for ch in origin):
         raise InputError(f"tree head line 1: expected an origin, found {origin!r:.80}")
@@ -644,17 +646,21 @@ def open_signed_note(note: str) -> tuple[TreeHead, list[tuple[str, bytes, bytes]
     return parse_tree_head(text), [(s.name, s.key_id, s.signature) for s in signatures]
 
 
+def _resolve_verifier(verifier: str | tuple[str, PublicKey]) -> tuple[str, bytes, PublicKey]:
+    """A verifier as (name, 4-byte key id, key), from a vkey string or a (name, key) pair."""
+    if isinstance(verifier, str):
+        return parse_vkey(verifier)
+    name, public = verifier
+    return name, note_key_id(name, public), public
+
+
 def verify_note(note: str, verifier: str | tuple[str, PublicKey]) -> str:
     """Verify a signed note against one key (a vkey string or (name, key)); return its text.
 
     As the signed-note spec requires, lines from other keys (witness cosignatures, a rotated
     key) are ignored, and every line from this key (same name and key id) must verify.
     """
-    if isinstance(verifier, str):
-        name, key_id, public = parse_vkey(verifier)
-    else:
-        name, public = verifier
-        key_id = note_key_id(name, public)
+    name, key_id, public = _resolve_verifier(verifier)
     text, signatures = _split_note(note)
     expected = f"{name}+{key_id.hex()}"
     mine = [s for s in signatures if s.name == name and s.key_id == key_id]
@@ -688,11 +694,9 @@ def verify_tree_head(
     origin), so a head signed by the same key for another log is not accepted as this one's.
     Malformed text is InputError; a missing or bad signature, or a wrong origin, VerificationError.
     """
-    text = verify_note(note, verifier)
-    head = parse_tree_head(text)
-    expected_origin = origin
-    if expected_origin is None:
-        expected_origin = parse_vkey(verifier)[0] if isinstance(verifier, str) else verifier[0]
+    name, _, public = _resolve_verifier(verifier)
+    head = parse_tree_head(verify_note(note, (name, public)))
+    expected_origin = name if origin is None else origin
     if head.origin != expected_origin:
         raise VerificationError(
             f"expected a tree head for origin {expected_origin!r}, found {head.origin!r}"
