@@ -1,0 +1,109 @@
+"""Hooks for training loops: one batch entry per step, one checkpoint entry per save.
+
+A checkpoint's lineage must reach every batch that trained it. `BatchRecorder` lists the batches
+recorded since the previous checkpoint and names that checkpoint as a parent, so the lineage closure
+(parents, then their batches) covers the whole run without re-listing old batches each time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ledger.errors import UsageError
+
+if TYPE_CHECKING:
+    from ledger.ledger import Entry, Ledger
+    from ledger.recording import BatchResult
+
+__all__ = ["BatchRecorder"]
+
+
+class BatchRecorder:
+    """Records the batches of one training run and the checkpoints they lead to.
+
+    Mutable on purpose: it remembers which batches are not yet covered by a checkpoint and which
+    checkpoint came last. Pass `resume_from` when a run restarts from a recorded checkpoint.
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        run_id: str,
+        *,
+        text_fields: Sequence[str] | None = None,
+        dataset: str | None = None,
+        resume_from: str | None = None,
+    ) -> None:
+        if not run_id or any(c.isspace() for c in run_id):
+            raise UsageError(f"run_id: expected a non-empty id without spaces, found {run_id!r}")
+        self.ledger = ledger
+        self.run_id = run_id
+        self.text_fields = tuple(text_fields) if text_fields is not None else None
+        self.dataset = dataset
+        self.last_checkpoint = resume_from
+        self._pending: list[str] = []
+
+    @property
+    def pending(self) -> tuple[str, ...]:
+        """Batch ids recorded since the last checkpoint, in order."""
+        return tuple(self._pending)
+
+    def batch_id(self, step: int) -> str:
+        """Zero-padded so ids sort in step order (`run7/step-000123`)."""
+        if step < 0:
+            raise UsageError(f"step: expected a non-negative integer, found {step}")
+        return f"{self.run_id}/step-{step:06d}"
+
+    def checkpoint_id(self, step: int) -> str:
+        return f"{self.run_id}/ckpt-{step}"
+
+    def record(
+        self,
+        step: int,
+        records: Iterable[Mapping[str, Any] | str],
+        *,
+        derived_from: Sequence[int | str] = (),
+    ) -> BatchResult:
+        """Record the records trained on at `step`; re-recording the same step with the same records
+        (a restarted run) appends nothing."""
+        batch_id = self.batch_id(step)
+        result = self.ledger.record_batch(
+            records,
+            id=batch_id,
+            derived_from=derived_from,
+            text_fields=self.text_fields,
+            dataset=self.dataset,
+        )
+        if batch_id not in self._pending:
+            self._pending.append(batch_id)
+        return result
+
+    def checkpoint(
+        self,
+        step: int,
+        weights: Sequence[Path | str],
+        *,
+        id: str | None = None,
+        parents: Sequence[str] = (),
+        teachers: Sequence[str] = (),
+        config: Path | str | None = None,
+    ) -> Entry:
+        """Record a checkpoint trained on the batches since the previous one, with the previous
+        checkpoint as a parent. On failure nothing is forgotten, so the call can be retried."""
+        checkpoint_id = id or self.checkpoint_id(step)
+        chosen_parents = list(parents)
+        if self.last_checkpoint and self.last_checkpoint not in chosen_parents:
+            chosen_parents.insert(0, self.last_checkpoint)
+        entry = self.ledger.record_checkpoint(
+            id=checkpoint_id,
+            weights=weights,
+            batches=list(self._pending),
+            parents=chosen_parents,
+            teachers=teachers,
+            config=config,
+        )
+        self._pending.clear()
+        self.last_checkpoint = checkpoint_id
+        return entry
