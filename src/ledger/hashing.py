@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, cast
 
 import orjson
 
@@ -52,6 +53,7 @@ class HashInputError(InputError, ValueError):
 
 
 _sha256 = hashlib.sha256
+_isfinite = math.isfinite
 _orjson_dumps = orjson.dumps
 _Fragment = orjson.Fragment
 _SORT_KEYS: Final = orjson.OPT_SORT_KEYS
@@ -88,7 +90,7 @@ def format_number(value: float) -> str:
     Python's ``repr`` already yields the shortest round-tripping digits (the same digits ES6
     chooses); only their layout differs, so this re-lays them out by ES6's rules.
     """
-    if value != value or value - value != 0.0:
+    if not _isfinite(value):
         raise HashInputError(f"{_NONFINITE_MESSAGE}: found {value!r}")
     if value == 0.0:
         return "0"  # both +0 and -0
@@ -96,7 +98,7 @@ def format_number(value: float) -> str:
     if "e" not in text:
         # Python uses fixed notation for 1e-4 <= |x| < 1e16, inside ES6's fixed range, and
         # then lays the digits out exactly as ES6 does except for a trailing ".0".
-        return text[:-2] if text.endswith(".0") else text
+        return text.removesuffix(".0")
     mantissa, _, exponent = text.partition("e")
     sign = ""
     if mantissa[0] == "-":
@@ -117,28 +119,36 @@ def format_number(value: float) -> str:
     return sign + digits[0] + "." + digits[1:] + exp_text
 
 
-def _scan(value: object, out: list[str]) -> bool:
-    """Append every string value in ``value`` to ``out``; say whether orjson's sorted dump is JCS.
+# What _scan proves about a value, from cheapest to dearest way of writing its JCS.
+_AS_IS: Final = 0  # orjson with OPT_SORT_KEYS writes exactly JCS
+_FLOATS: Final = 1  # the same once each float is replaced by its ES6 text (an orjson Fragment)
+_GENERAL: Final = 2  # only the general slow path is known to be right
+
+
+def _scan(value: object, out: list[str]) -> int:
+    """Append every string value in ``value`` to ``out``; return how its JCS may be written.
 
     orjson's ``OPT_SORT_KEYS`` output equals JCS when every node is exactly a dict, list, tuple,
-    str, int, bool or None (no floats: orjson's float layout is not ES6's), and no object key has
-    a code point >= U+E000 (where UTF-16 order departs from code point order). Ints outside
-    64 bits and lone surrogates make orjson raise, which callers treat as "not proven".
+    str, int, bool or None (orjson's float layout is not ES6's, so floats need replacing), and
+    no object key has a code point >= U+E000 (where UTF-16 order departs from code point
+    order). Ints outside 64 bits and lone surrogates make orjson raise, which callers treat as
+    "not proven" and answer with the general path.
     """
     t = type(value)
-    ok = True
+    level = _AS_IS
     if t is dict:
         for k, v in value.items():  # type: ignore[attr-defined]
             if type(k) is not str or (not k.isascii() and max(k) >= _UTF16_SAFE_LIMIT):
-                ok = False
+                level = _GENERAL
             tv = type(v)
             if tv is str:
                 out.append(v)
             elif tv is int or tv is bool or v is None:
                 continue
-            elif not _scan(v, out):
-                ok = False
-        return ok
+            else:
+                sub = _scan(v, out)
+                level = max(level, sub)
+        return level
     if t is list or t is tuple:
         for v in value:  # type: ignore[attr-defined]
             tv = type(v)
@@ -146,17 +156,68 @@ def _scan(value: object, out: list[str]) -> bool:
                 out.append(v)
             elif tv is int or tv is bool or v is None:
                 continue
-            elif not _scan(v, out):
-                ok = False
-        return ok
+            else:
+                sub = _scan(v, out)
+                level = max(level, sub)
+        return level
     if t is str:
         out.append(value)  # type: ignore[arg-type]
-        return True
+        return _AS_IS
     if t is int or t is bool or value is None:
-        return True
-    if t is not float:
-        _collect_strings(value, out)  # subclasses and foreign types: let the slow path judge
-    return False
+        return _AS_IS
+    if t is float:
+        return _FLOATS
+    _collect_strings(value, out)  # subclasses and foreign types: the general path judges them
+    return _GENERAL
+
+
+def _float_fragments(value: object) -> object:
+    """``value`` with each float replaced by its ES6 text; float-free parts are shared, not
+    copied. Only for values that ``_scan`` rated ``_FLOATS``."""
+    t = type(value)
+    if t is float:
+        return _Fragment(format_number(value))  # type: ignore[arg-type]
+    if t is dict:
+        copy: dict[str, object] | None = None
+        for k, v in value.items():  # type: ignore[attr-defined]
+            tv = type(v)
+            if tv is str or tv is int or tv is bool or v is None:
+                continue
+            new = _float_fragments(v)
+            if new is not v:
+                if copy is None:
+                    copy = dict(value)  # type: ignore[call-overload]
+                copy[k] = new
+        return value if copy is None else copy
+    if t is list or t is tuple:
+        items: list[object] | None = None
+        sequence = cast("Sequence[object]", value)
+        for i, v in enumerate(sequence):
+            tv = type(v)
+            if tv is str or tv is int or tv is bool or v is None:
+                continue
+            new = _float_fragments(v)
+            if new is not v:
+                if items is None:
+                    items = list(sequence)
+                items[i] = new
+        return value if items is None else items
+    return value
+
+
+def _jcs(value: object, level: int) -> bytes:
+    """JCS of ``value`` by the cheapest way that ``_scan``'s ``level`` proves right."""
+    if level == _AS_IS:
+        try:
+            return _orjson_dumps(value, option=_SORT_KEYS)
+        except orjson.JSONEncodeError:
+            pass  # int beyond 64 bits, lone surrogate, deep nesting: the general path decides
+    elif level == _FLOATS:
+        try:
+            return _orjson_dumps(_float_fragments(value), option=_SORT_KEYS)
+        except (orjson.JSONEncodeError, HashInputError):
+            pass  # also NaN/Infinity, which the general path reports with its JSON path
+    return _canonical_json_slow(value)
 
 
 class _Fault(Exception):
@@ -202,10 +263,10 @@ def _rebuild(value: object) -> object:
         except ValueError as exc:  # CPython's limit on int-to-decimal conversion
             raise _Fault(f"integer too large to write as decimal: {exc}") from None
     if isinstance(value, float):
-        number = float(value)
-        if number != number or number - number != 0.0:
-            raise _Fault(f"{_NONFINITE_MESSAGE}: found {number!r}")
-        return _Fragment(format_number(number))
+        double = float(value)
+        if not _isfinite(double):
+            raise _Fault(f"{_NONFINITE_MESSAGE}: found {double!r}")
+        return _Fragment(format_number(double))
     if isinstance(value, dict):
         keys = list(value)
         for k in keys:
@@ -254,15 +315,10 @@ def _canonical_json_slow(value: object) -> bytes:
 def canonical_json(value: object) -> bytes:
     """RFC 8785 (JCS) bytes of a JSON value, integers beyond ±(2**53-1) written exactly.
 
-    Values made of dicts, lists, strings, ints, bools and None with ordinary keys go straight
-    through orjson (proven identical, see ``_scan``); anything else takes the exact slow path.
+    Values made of dicts, lists, strings, ints, bools, floats and None with ordinary keys go
+    through orjson (proven identical, see ``_scan``); anything else takes the general path.
     """
-    if _scan(value, []):
-        try:
-            return _orjson_dumps(value, option=_SORT_KEYS)
-        except orjson.JSONEncodeError:
-            pass  # int beyond 64 bits, lone surrogate, deep nesting: the slow path decides
-    return _canonical_json_slow(value)
+    return _jcs(value, _scan(value, []))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,7 +337,7 @@ def _reject_constant(name: str) -> object:
 
 def _parse_finite_float(token: str) -> float:
     number = float(token)
-    if number - number != 0.0:
+    if not _isfinite(number):
         raise ValueError(f"number {token} is out of the range of a double")
     return number
 
@@ -302,9 +358,7 @@ def _check_parsed_strings(value: object) -> None:
 def _parse_exact(data: bytes) -> object:
     """Parse with the standard library, which keeps integers of any size exact."""
     text = data.decode("utf-8")
-    value = json.loads(
-        text, parse_constant=_reject_constant, parse_float=_parse_finite_float
-    )
+    value = json.loads(text, parse_constant=_reject_constant, parse_float=_parse_finite_float)
     try:
         _check_parsed_strings(value)
     except UnicodeEncodeError:
@@ -331,28 +385,44 @@ def parse_json_line(line: bytes | str) -> object:
 # For ASCII text, one translate pass does casefold (A-Z to a-z) and maps every character that
 # str.split() treats as whitespace (\t \n \v \f \r \x1c-\x1f) to a space; collapsing runs of
 # spaces and stripping the ends then equals " ".join(text.casefold().split()).
+_ASCII_SPACES: Final = frozenset(range(0x09, 0x0E)) | frozenset(range(0x1C, 0x20))
 _ASCII_FOLD: Final = bytes(
-    b + 32 if 0x41 <= b <= 0x5A else 0x20 if (0x09 <= b <= 0x0D or 0x1C <= b <= 0x1F) else b
-    for b in range(256)
+    b + 32 if 0x41 <= b <= 0x5A else 0x20 if b in _ASCII_SPACES else b for b in range(256)
 )
+_ASCII_SPACE_ONLY: Final = bytes(0x20 if b in _ASCII_SPACES else b for b in range(256))
+# The only non-ASCII whitespace that survives NFKC + casefold (the rest decompose to U+0020);
+# tests check this exhaustively against the running Unicode database.
+_RARE_SPACES: Final = ("\x85", "\u1680", "\u2028", "\u2029")
 _PARAGRAPH_BREAK: Final = re.compile(r"\n\s*\n")
 
 
-def _normalize_ascii(text: str) -> bytes:
-    """normalize() of ASCII text as bytes, without building a list of words."""
-    data = text.encode("ascii").translate(_ASCII_FOLD)
+def _collapse_spaces(data: bytes) -> bytes:
+    """Collapse runs of spaces and strip the ends; faster than split + join, no word list."""
     while b"  " in data:
         data = data.replace(b"  ", b" ")
-    if data[:1] == b" " or data[-1:] == b" ":
-        data = data.strip(b" ")
-    return data
+    return data.strip(b" ")
+
+
+def _normalize_unicode(text: str) -> str:
+    """normalize() of non-ASCII text: NFKC and casefold, then spaces collapsed on UTF-8 bytes
+    (multi-byte sequences never contain ASCII bytes) unless a rare Unicode space remains."""
+    folded = unicodedata.normalize("NFKC", text).casefold()
+    rare = _RARE_SPACES
+    if rare[0] in folded or rare[1] in folded or rare[2] in folded or rare[3] in folded:
+        return " ".join(folded.split())
+    data = folded.encode("utf-8", "surrogatepass").translate(_ASCII_SPACE_ONLY)
+    return _collapse_spaces(data).decode("utf-8", "surrogatepass")
 
 
 def normalize(text: str) -> str:
-    """The fixed normalization: NFKC, casefold, and whitespace runs collapsed to one space."""
+    """The fixed normalization: NFKC, casefold, and whitespace runs collapsed to one space.
+
+    Equal to ``" ".join(unicodedata.normalize("NFKC", s).casefold().split())``, computed
+    without building a list of words.
+    """
     if text.isascii():  # NFKC is the identity on ASCII, where casefold is lower
-        return _normalize_ascii(text).decode("ascii")
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+        return _collapse_spaces(text.encode("ascii").translate(_ASCII_FOLD)).decode("ascii")
+    return _normalize_unicode(text)
 
 
 def _encode_text(text: str) -> bytes:
@@ -369,11 +439,11 @@ def _segment(text: str, min_chars: int) -> tuple[bytes, str] | None:
     if text.isascii():
         if len(text) < min_chars:
             return None  # normalization never lengthens ASCII text
-        data = _normalize_ascii(text)
+        data = _collapse_spaces(text.encode("ascii").translate(_ASCII_FOLD))
         if len(data) < min_chars:
             return None
         return _sha256(data).digest(), data.decode("ascii")
-    norm = " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+    norm = _normalize_unicode(text)
     if len(norm) < min_chars:
         return None
     return _sha256(_encode_text(norm)).digest(), norm
@@ -456,11 +526,23 @@ def record_texts(record: object, text_fields: Sequence[str] | None = None) -> It
 
 
 def _segments_of(texts: Iterable[str], min_chars: int) -> dict[bytes, str]:
+    """{segment hash: normalized text} of the texts; ``_segment`` inlined for ASCII texts."""
     found: dict[bytes, str] = {}
+    fold = _ASCII_FOLD
     for text in texts:
-        segment = _segment(text, min_chars)
-        if segment is not None:
-            found[segment[0]] = segment[1]
+        if text.isascii():
+            if len(text) < min_chars:
+                continue
+            data = text.encode("ascii").translate(fold)
+            while b"  " in data:
+                data = data.replace(b"  ", b" ")
+            data = data.strip(b" ")
+            if len(data) >= min_chars:
+                found[_sha256(data).digest()] = data.decode("ascii")
+        else:
+            segment = _segment(text, min_chars)
+            if segment is not None:
+                found[segment[0]] = segment[1]
     return found
 
 
@@ -537,15 +619,7 @@ def hash_record(
         texts: list[str] = [record]
     else:
         texts = []
-        jcs = None
-        if _scan(record, texts):
-            try:
-                jcs = _orjson_dumps(record, option=_SORT_KEYS)
-            except orjson.JSONEncodeError:
-                pass
-        if jcs is None:
-            jcs = _canonical_json_slow(record)
-        digest = _sha256(jcs).digest()
+        digest = _sha256(_jcs(record, _scan(record, texts))).digest()
         if text_fields is not None:
             texts = _field_texts(record, text_fields)
     found = _segments_of(texts, min_chars)
@@ -620,8 +694,9 @@ def stream_texts(chunks: Sequence[Mapping[str, object]]) -> list[str]:
     ``response.function_call_arguments.delta`` per output index. Contents come before tool
     arguments, each in order of first appearance.
     """
-    contents: dict[object, list[str]] = {}
-    arguments: dict[object, list[str]] = {}
+    contents: dict[tuple[object, ...], list[str]] = {}
+    arguments: dict[tuple[object, ...], list[str]] = {}
+    key: tuple[object, ...]
     for chunk in chunks:
         if not isinstance(chunk, Mapping):
             continue
