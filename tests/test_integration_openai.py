@@ -431,6 +431,24 @@ def test_raw_response_access_is_recorded_too(server: FakeOpenAI, lg: Ledger) -> 
     assert entry.body["response"] == jcs_sha256(json.loads(server.exchanges[0].response or b""))
 
 
+def test_streaming_response_access_is_recorded_once_read(server: FakeOpenAI, lg: Ledger) -> None:
+    """`with_streaming_response` sends with stream=True but gets a JSON body, read on demand."""
+    wrapped = recorded(sync_client(server), lg, purpose="evaluation")
+    with wrapped.responses.with_streaming_response.create(model="gpt-test", input="lazy") as raw:
+        assert calls(lg) == []
+        assert raw.parse().output_text == ANSWER
+    (entry,) = calls(lg)
+    assert entry.body["response"] == jcs_sha256(json.loads(server.exchanges[0].response or b""))
+
+
+def test_unread_body_cannot_be_recorded_and_says_so(server: FakeOpenAI, lg: Ledger) -> None:
+    wrapped = recorded(sync_client(server), lg, purpose="evaluation", on_error="warn")
+    with pytest.warns(RecordingWarning, match="closed before it was read"):
+        with wrapped.responses.with_streaming_response.create(model="gpt-test", input="unread"):
+            pass
+    assert calls(lg) == []
+
+
 def test_other_endpoints_and_error_responses_are_not_recorded(
     server: FakeOpenAI, lg: Ledger
 ) -> None:

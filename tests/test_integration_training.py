@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import unicodedata
 from pathlib import Path
 
 import pytest
@@ -31,15 +32,26 @@ def _naive_root(hashes: list[bytes]) -> bytes:
 
 
 def _records(step: int, n: int = 3) -> list[dict[str, object]]:
-    return [{"step": step, "i": i, "text": f"short {step}-{i}"} for i in range(n)]
+    return [
+        {"step": step, "i": i, "text": f"Training text number {i} of Step {step}, long."}
+        for i in range(n)
+    ]
+
+
+def _segment(text: str) -> str:
+    """DESIGN "Hashing": NFKC, casefold, collapse whitespace; a segment has >= 32 code points."""
+    norm = " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+    assert len(norm) >= 32
+    return hashlib.sha256(norm.encode("utf-8")).hexdigest()
 
 
 def _expected_root(records: list[dict[str, object]]) -> str:
-    """Records with no text of 32+ characters have no segments: leaf = JCS({"segments": [], "sha256": d})."""
+    """Record leaf = JCS({"sha256": digest, "segments": [...]}), root per RFC 6962."""
     leaves = []
     for record in records:
         digest = hashlib.sha256(rfc8785.dumps(record)).hexdigest()
-        leaves.append(_leaf_hash(rfc8785.dumps({"sha256": digest, "segments": []})))
+        leaf = rfc8785.dumps({"sha256": digest, "segments": [_segment(str(record["text"]))]})
+        leaves.append(_leaf_hash(leaf))
     return _naive_root(leaves).hex()
 
 
@@ -94,7 +106,9 @@ def test_failed_checkpoint_keeps_pending_batches_for_a_retry(
     lg: Ledger, weights: Path, tmp_path: Path
 ) -> None:
     recorder = BatchRecorder(lg, "run9", resume_from="run9/ckpt-never-recorded")
-    recorder.record(0, ["plain text record one", "plain text record two"])
+    recorder.record(
+        0, ["a plain text record that is long enough", "and a second one, long enough too"]
+    )
     with pytest.raises(NotFoundError, match="ckpt-never-recorded"):
         recorder.checkpoint(0, [weights])
     assert recorder.pending == ("run9/step-000000",)
@@ -121,12 +135,10 @@ def test_derived_from_and_dataset_are_passed_through(lg: Ledger) -> None:
     body = lg.entry("run10/step-000001").body
     assert body["derived_from"] == [call.index]
     assert body["dataset"] == "corpus-a"
-    norm = " ".join(text.casefold().split())
     leaf = rfc8785.dumps(
         {
             "sha256": hashlib.sha256(rfc8785.dumps(records[0])).hexdigest(),
-            # only the `text` field's segment
-            "segments": [hashlib.sha256(norm.encode()).hexdigest()],
+            "segments": [_segment(text)],  # only the `text` field's segment
         }
     )
     assert body["records_root"] == _leaf_hash(leaf).hex()
@@ -137,3 +149,16 @@ def test_bad_run_id_and_step(lg: Ledger) -> None:
         BatchRecorder(lg, "has space")
     with pytest.raises(UsageError):
         BatchRecorder(lg, "run").batch_id(-1)
+
+
+def test_records_without_any_segment(lg: Ledger) -> None:
+    """Numeric records (no text of 32+ characters) are batches too: leaves with empty segments."""
+    records = [{"step": 1, "loss": 0.5, "tag": "short"}, {"step": 2, "loss": 0.25, "tag": "short"}]
+    BatchRecorder(lg, "run11").record(1, records)
+    leaves = [
+        _leaf_hash(
+            rfc8785.dumps({"sha256": hashlib.sha256(rfc8785.dumps(r)).hexdigest(), "segments": []})
+        )
+        for r in records
+    ]
+    assert lg.entry("run11/step-000001").body["records_root"] == _naive_root(leaves).hex()

@@ -17,6 +17,7 @@ so a failure there is always a warning.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import warnings
@@ -25,10 +26,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal, Protocol, TypeVar
 
+import anyio
 import anyio.to_thread
 import httpx2
 
 from ledger import hashing
+from ledger.entries import PURPOSES
 from ledger.errors import LedgerError, UsageError
 
 __all__ = [
@@ -43,7 +46,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-PURPOSES = ("evaluation", "annotation", "training-data", "other")
 DEFAULT_ENDPOINTS = ("/chat/completions", "/completions", "/responses")
 OnError = Literal["raise", "warn"]
 
@@ -132,9 +134,9 @@ class CallRecorder:
         if request.method != "POST":
             return None
         path = request.url.path.rstrip("/")
-        for endpoint in self.endpoints:
+        for endpoint in sorted(self.endpoints, key=len, reverse=True):  # chat/completions first
             if path.endswith(endpoint):
-                return "/v1" + endpoint if endpoint.startswith("/") else endpoint
+                return endpoint if endpoint.startswith("/v1/") else "/v1" + endpoint
         return None
 
     def record(self, call: CapturedCall) -> None:
@@ -161,7 +163,9 @@ class CallRecorder:
         """Apply `on_error`: raise, or warn when asked to (or when there is nobody to raise to)."""
         if self.on_error == "raise" and can_raise:
             raise err
-        log.warning("%s", err, exc_info=err.__cause__ or err)
+        # Both channels: services read logs, notebooks and tests see warnings (which Python shows
+        # only once per place by default, while every lost call matters).
+        log.warning("%s", err)
         warnings.warn(str(err), RecordingWarning, stacklevel=3)
 
 
@@ -221,22 +225,17 @@ class _SSEParser:
         self._data: list[str] = []
 
     def feed(self, chunk: bytes) -> list[str]:
-        self._buffer += chunk
+        buffer = self._buffer + chunk
+        held = b""
+        if buffer.endswith(b"\r"):  # maybe the first half of a CRLF still in flight
+            buffer, held = buffer[:-1], b"\r"
+        if b"\r" in buffer:
+            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        *lines, rest = buffer.split(b"\n")
+        self._buffer = rest + held
         events: list[str] = []
-        start = 0
-        buffer = self._buffer
-        while True:
-            cr, lf = buffer.find(b"\r", start), buffer.find(b"\n", start)
-            ends = [i for i in (cr, lf) if i >= 0]
-            if not ends:
-                break
-            end = min(ends)
-            if buffer[end] == 13 and end + 1 == len(buffer):
-                break  # a CR at the end may be the first half of a CRLF still in flight
-            step = 2 if buffer[end : end + 2] == b"\r\n" else 1
-            self._line(buffer[start:end].decode("utf-8", "replace"), events)
-            start = end + step
-        self._buffer = buffer[start:]
+        for line in lines:
+            self._line(line.decode("utf-8", "replace"), events)
         return events
 
     def finish(self) -> list[str]:
@@ -429,6 +428,13 @@ class _TeeSyncStream(httpx2.SyncByteStream):
         self._capture.finish(can_raise=False)
 
 
+async def _record_off_loop(capture: _Capture) -> None:
+    """DuckDB work blocks, so it runs in a worker thread; shielded, because a caller cancelling
+    mid-stream still received (and paid for) what came so far."""
+    with anyio.CancelScope(shield=True):
+        await anyio.to_thread.run_sync(functools.partial(capture.record, can_raise=True))
+
+
 class _TeeAsyncStream(httpx2.AsyncByteStream):
     def __init__(self, inner: httpx2.AsyncByteStream, capture: _Capture) -> None:
         self._inner = inner
@@ -456,8 +462,7 @@ class _TeeAsyncStream(httpx2.AsyncByteStream):
             await self._inner.aclose()
         finally:
             if self._capture.claim():
-                # DuckDB work blocks: keep it off the event loop.
-                await anyio.to_thread.run_sync(lambda: self._capture.record(can_raise=True))
+                await _record_off_loop(self._capture)
 
     def __del__(self) -> None:
         self._capture.finish(can_raise=False)
@@ -539,7 +544,7 @@ class _RecordingAsyncClient(httpx2.AsyncClient):
         else:
             capture.whole(response.content)
             capture.claim()
-            await anyio.to_thread.run_sync(lambda: capture.record(can_raise=True))
+            await _record_off_loop(capture)
         return response
 
     @property
