@@ -443,9 +443,11 @@ def test_streaming_response_access_is_recorded_once_read(server: FakeOpenAI, lg:
 
 def test_unread_body_cannot_be_recorded_and_says_so(server: FakeOpenAI, lg: Ledger) -> None:
     wrapped = recorded(sync_client(server), lg, purpose="evaluation", on_error="warn")
-    with pytest.warns(RecordingWarning, match="closed before it was read"):
-        with wrapped.responses.with_streaming_response.create(model="gpt-test", input="unread"):
-            pass
+    with (
+        pytest.warns(RecordingWarning, match="closed before it was read"),
+        wrapped.responses.with_streaming_response.create(model="gpt-test", input="unread"),
+    ):
+        pass
     assert calls(lg) == []
 
 
