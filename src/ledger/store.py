@@ -113,13 +113,19 @@ def connect(path: Path, *, create: bool = False, read_only: bool = False) -> duc
     return conn
 
 
+def _one(result: duckdb.DuckDBPyConnection) -> tuple[Any, ...] | None:
+    """The first row, fetching to the end: a half-read result blocks `register` on the connection."""
+    rows = result.fetchall()
+    return tuple(rows[0]) if rows else None
+
+
 def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 def _check_schema(conn: duckdb.DuckDBPyConnection, path: Path) -> None:
     try:
-        row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        row = _one(conn.execute("SELECT value FROM meta WHERE key = 'schema_version'"))
     except duckdb.Error as exc:
         raise CorruptDatabaseError(f"{path}: not a ledger database (no meta table)") from exc
     if row is None:
@@ -174,7 +180,7 @@ def create_schema(conn: duckdb.DuckDBPyConnection, origin: str) -> None:
 
 
 def origin(conn: duckdb.DuckDBPyConnection) -> str:
-    row = conn.execute("SELECT value FROM meta WHERE key = 'origin'").fetchone()
+    row = _one(conn.execute("SELECT value FROM meta WHERE key = 'origin'"))
     if row is None:
         raise CorruptDatabaseError("the ledger has no origin")
     return str(row[0])
@@ -189,7 +195,7 @@ def head(conn: duckdb.DuckDBPyConnection) -> StoredHead:
 
 
 def entry_count(conn: duckdb.DuckDBPyConnection) -> int:
-    row = conn.execute("SELECT count(*) FROM entries").fetchone()
+    row = _one(conn.execute("SELECT count(*) FROM entries"))
     return int(row[0]) if row else 0
 
 
@@ -395,6 +401,6 @@ def existing_calls(conn: duckdb.DuckDBPyConnection, provider: str, external_ids:
 def table_counts(conn: duckdb.DuckDBPyConnection) -> Mapping[str, int]:
     out = {}
     for table in ("entries", "nodes", "records", "record_segments"):
-        row = conn.execute(f"SELECT count(*) FROM {table}").fetchone()
+        row = _one(conn.execute(f"SELECT count(*) FROM {table}"))
         out[table] = int(row[0]) if row else 0
     return out
