@@ -1,0 +1,525 @@
+"""Near-duplicate fingerprints and candidate search: sampled shingles with a containment estimate.
+
+Copies of model outputs in training data are masked, re-spaced, re-punctuated, truncated, split or
+embedded in longer records, so the fingerprint must measure *how much of one text lies inside the
+other*, not Jaccard resemblance. The scheme (Broder's mod-m sketch, 1997) keeps every shingle whose
+64-bit hash falls below ``2**64 / sample_rate``. The same shingle is kept in every text that has it,
+so the kept samples of a needle and of a record of any length are comparable directly: the share of
+a needle's samples found in a record estimates containment without windows or size bias, and
+storage grows with text length (about 1/4 byte per character by default) instead of being fixed.
+
+Pipeline, fixed by :class:`FingerprintParams`:
+
+1. canonicalize the normalized text: drop e-mail addresses, mask placeholders (``[mask]``, ``***``,
+   ``<name>``, ``xxxx``, ``█``), digits, punctuation, underscores and spaces, so masking, digit
+   changes, re-spacing and re-punctuation leave the surrounding letters intact;
+2. shingle: every run of ``shingle_bytes`` consecutive UTF-8 bytes (a shorter text is one shingle);
+3. hash (little-endian bytes, seeded murmur3 finalizer) and keep hashes below the sampling bound;
+4. keep each value once per text, in text order, as ``value_bits``-bit little-endian integers;
+5. band keys: a mixed hash of every ``band_rows`` consecutive kept values, so a candidate must share
+   a short run of sampled shingles (a phrase of ~3 words), not one common shingle.
+
+A needle fingerprint is the value array of one text. A record blob is ``uint32 n`` followed by ``n``
+``uint32`` per-text value counts, then the texts' values in order; its text ``i`` is the record's
+``texts[i]`` (for ledger records: segment ``i`` in segment-hash order).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ledger.errors import FingerprintMismatchError, InputError
+
+__all__ = [
+    "DEFAULT_PARAMS",
+    "DEFAULT_THRESHOLD",
+    "FingerprintParams",
+    "best_match",
+    "canonicalize",
+    "check_compatible",
+    "fingerprint_records",
+    "fingerprint_texts",
+    "haystack_bands",
+    "near_matches",
+    "needle_bands",
+    "similarity",
+]
+
+U64 = npt.NDArray[np.uint64]
+I64 = npt.NDArray[np.int64]
+
+SCHEME = "sampled-shingles-v1"
+CANON = "drop-mask-email-digit-punct-space-v1"
+
+
+@dataclass(frozen=True)
+class FingerprintParams:
+    """Everything that changes fingerprint bytes, band keys or the similarity estimate."""
+
+    scheme: str = SCHEME
+    canon: str = CANON
+    shingle_bytes: int = 8
+    """Shingle length in UTF-8 bytes of the canonical text (letters only, no spaces)."""
+    sample_rate: int = 8
+    """One shingle in `sample_rate` is kept (by hash value, the same ones in every text)."""
+    value_bits: int = 16
+    """Bits stored per kept shingle: 16 or 32."""
+    band_rows: int = 3
+    """Consecutive kept values hashed into one band key."""
+    min_samples: int = 8
+    """Floor on the denominator of the similarity, so a tiny text cannot score high by chance."""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.scheme != SCHEME:
+            problems.append(f"scheme {self.scheme!r} (expected {SCHEME!r})")
+        if self.canon != CANON:
+            problems.append(f"canon {self.canon!r} (expected {CANON!r})")
+        if not 1 <= self.shingle_bytes <= 16:
+            problems.append(f"shingle_bytes {self.shingle_bytes} (expected 1..16)")
+        if not 1 <= self.sample_rate <= 1 << 16:
+            problems.append(f"sample_rate {self.sample_rate} (expected 1..65536)")
+        if self.value_bits not in (16, 32):
+            problems.append(f"value_bits {self.value_bits} (expected 16 or 32)")
+        if not 1 <= self.band_rows <= 8:
+            problems.append(f"band_rows {self.band_rows} (expected 1..8)")
+        if not 1 <= self.min_samples <= 1 << 16:
+            problems.append(f"min_samples {self.min_samples} (expected 1..65536)")
+        if not 0 <= self.seed < 1 << 64:
+            problems.append(f"seed {self.seed} (expected 0..2**64-1)")
+        if problems:
+            raise InputError("invalid fingerprint params: " + "; ".join(problems))
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON object naming every setting, for storage next to the fingerprints."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: object) -> FingerprintParams:
+        """Parse `to_json` output strictly: unknown or missing keys and wrong types are errors."""
+        if not isinstance(d, dict):
+            raise InputError(f"fingerprint params must be a JSON object, found {type(d).__name__}")
+        names = {f.name: f.type for f in fields(cls)}
+        unknown = sorted(set(d) - set(names))
+        missing = sorted(set(names) - set(d))
+        if unknown or missing:
+            raise InputError(f"fingerprint params: unknown keys {unknown}, missing keys {missing}")
+        for name, typ in names.items():
+            want = str if typ in ("str", str) else int
+            value = d[name]
+            if not isinstance(value, want) or isinstance(value, bool):
+                raise InputError(f"fingerprint params: {name} must be {want.__name__}, found {value!r}")
+        return cls(**d)
+
+    @property
+    def value_dtype(self) -> np.dtype[Any]:
+        """Little-endian storage type of one kept value."""
+        return np.dtype("<u2") if self.value_bits == 16 else np.dtype("<u4")
+
+
+DEFAULT_PARAMS = FingerprintParams()
+DEFAULT_THRESHOLD = 0.5
+"""Similarity at or above which a candidate is a `near` finding (chosen in benchmarks/near_eval.py)."""
+
+
+def check_compatible(a: FingerprintParams, b: FingerprintParams) -> None:
+    """Raise unless fingerprints made with `a` and `b` can be compared (they must be identical)."""
+    if a != b:
+        da, db = a.to_json(), b.to_json()
+        diff = ", ".join(f"{k}: {da[k]!r} vs {db[k]!r}" for k in da if da[k] != db[k])
+        raise FingerprintMismatchError(f"fingerprints made with different settings: {diff}")
+
+
+# --------------------------------------------------------------------------- canonical text
+
+_EMAIL = re.compile(r"[^\s@]+@[^\s@]+")
+_X_RUN = re.compile(r"(?<![^\W\d_])x{3,}(?![^\W\d_])")
+_BRACKETED = re.compile(r"\[[^\s\[\]]{0,24}\]|<[^\s<>]{0,24}>|\{[^\s{}]{0,24}\}")
+# Everything that is not a letter goes: punctuation, symbols (*, #, █), digits, underscores, spaces.
+_NON_LETTERS = re.compile(r"[^\w\n]+|[\d_]+")
+_ASCII_NON_LETTERS = bytes(b for b in range(256) if not (65 <= b <= 90 or 97 <= b <= 122 or b == 10))
+
+
+def _canonical_batch(texts: Sequence[str]) -> list[bytes]:
+    """UTF-8 canonical texts: placeholders and e-mails dropped, then every non-letter.
+
+    Masks go as whole tokens first (``[name]`` must not leave ``name`` behind); the rest is a
+    per-character filter. ASCII texts take a ``bytes.translate`` fast path that keeps exactly what
+    the regular expression keeps on them (the letters a-z, A-Z).
+    """
+    cleaned = []
+    for t in texts:
+        if "\n" in t:
+            t = t.replace("\n", " ")
+        if "@" in t:
+            t = _EMAIL.sub(" ", t)
+        if "xxx" in t:
+            t = _X_RUN.sub(" ", t)
+        cleaned.append(t)
+    joined = "\n".join(cleaned)
+    if "[" in joined or "<" in joined or "{" in joined:
+        joined = _BRACKETED.sub(" ", joined)
+    if joined.isascii():
+        out = joined.encode("ascii").translate(None, _ASCII_NON_LETTERS).split(b"\n")
+    else:
+        out = [
+            t.encode("ascii").translate(None, _ASCII_NON_LETTERS)
+            if t.isascii()
+            else _NON_LETTERS.sub("", t).encode("utf-8")
+            for t in joined.split("\n")
+        ]
+    if len(out) != len(texts):  # pragma: no cover - nothing above removes or adds "\n"
+        raise AssertionError("canonicalization lost a text boundary")
+    return out
+
+
+def canonicalize(text: str) -> str:
+    """The letters a fingerprint is made of: masks, e-mails, digits, punctuation and spaces removed.
+
+    Input is a normalized text (``ledger.hashing.normalize``); the result is what gets shingled.
+    """
+    return _canonical_batch([text])[0].decode("utf-8")
+
+
+# --------------------------------------------------------------------------- hashing
+
+_M1 = np.uint64(0xFF51AFD7ED558CCD)
+_M2 = np.uint64(0xC4CEB9FE1A85EC53)
+_GOLDEN = 0x9E3779B97F4A7C15
+_S33 = np.uint64(33)
+
+
+def _fmix64(x: U64) -> U64:
+    """MurmurHash3's 64-bit finalizer, in place (a bijection with full avalanche)."""
+    t = np.empty_like(x)
+    np.right_shift(x, _S33, out=t)
+    x ^= t
+    x *= _M1
+    np.right_shift(x, _S33, out=t)
+    x ^= t
+    x *= _M2
+    np.right_shift(x, _S33, out=t)
+    x ^= t
+    return x
+
+
+def _mix_scalar(*values: int) -> np.uint64:
+    """A seed constant from small integers, with the same finalizer (deterministic everywhere)."""
+    h = np.zeros(1, dtype=np.uint64)
+    for v in values:
+        h ^= np.uint64(v % (1 << 64))
+        h += np.uint64(_GOLDEN)
+        h = _fmix64(h)
+    return np.uint64(h[0])
+
+
+def _words(buf: npt.NDArray[np.uint8], offset: int, count: int) -> U64:
+    """The little-endian uint64 read at byte `offset + i`, for every i < count (unaligned view)."""
+    view: U64 = np.ndarray(shape=(count,), dtype="<u8", buffer=buf, offset=offset, strides=(1,))
+    return view.astype(np.uint64)
+
+
+def _byte_mask(width: npt.NDArray[np.int64] | int) -> U64 | np.uint64:
+    """A mask keeping the low `width` bytes (0..8) of a uint64."""
+    w = np.clip(np.asarray(width, dtype=np.int64), 0, 8).astype(np.uint64)
+    full = np.uint64(0xFFFFFFFFFFFFFFFF)
+    shifted = np.left_shift(np.uint64(1), np.minimum(w, np.uint64(7)) * np.uint64(8)) - np.uint64(1)
+    out = np.where(w >= 8, full, shifted).astype(np.uint64)
+    return out if out.ndim else np.uint64(out)
+
+
+def _hash_shingles(
+    buf: npt.NDArray[np.uint8], pos: I64 | None, count: int, width: npt.NDArray[np.int64] | int,
+    params: FingerprintParams,
+) -> U64:  # fmt: skip
+    """Hash the shingles of `width` bytes starting at `pos` (or at every offset < count).
+
+    Each 8-byte little-endian word of the shingle (zero-padded) is folded in as
+    ``h = fmix64(h ^ word)`` (plus a constant between words), starting from a seed constant. Bytes
+    of canonical text are never zero, so a padded short shingle cannot equal a full one.
+    """
+    h: U64 | None = None
+    seed = _mix_scalar(params.seed, params.shingle_bytes)
+    for word in range(0, params.shingle_bytes, 8):
+        x = _words(buf, word, count) if pos is None else _words(buf, word, len(buf) - 16)[pos]
+        keep = np.asarray(width) - word
+        if np.any(keep < 8):
+            x &= _byte_mask(keep)
+        if h is None:
+            x ^= seed
+        else:
+            h += np.uint64(_GOLDEN)
+            x ^= h
+        h = _fmix64(x)
+    assert h is not None
+    return h
+
+
+@dataclass(frozen=True)
+class _Samples:
+    """Kept values of many texts: `values` in text order, `counts[i]` of them for text i."""
+
+    values: npt.NDArray[np.unsignedinteger[Any]]
+    counts: I64
+
+
+def _sample(texts: Sequence[str], params: FingerprintParams) -> _Samples:
+    """Canonicalize, shingle, hash and sample every text in one vectorized pass.
+
+    Hashes are computed at every byte offset of the joined buffer and sampled first; only the few
+    kept offsets are then checked to lie wholly inside one text (no separator in the shingle).
+    """
+    n_texts = len(texts)
+    canon = _canonical_batch(texts)
+    data = b"\n".join(canon)
+    lens = np.fromiter(map(len, canon), dtype=np.int64, count=n_texts)
+    starts = np.zeros(n_texts, dtype=np.int64)
+    if n_texts > 1:
+        starts[1:] = np.cumsum(lens[:-1] + 1)
+    k = params.shingle_bytes
+    buf = np.frombuffer(data + b"\0" * 24, dtype=np.uint8)
+    bound = np.uint64((1 << 64) // params.sample_rate - 1)
+    n_full = max(0, len(data) - k + 1)
+    h = _hash_shingles(buf, None, n_full, k, params)
+    pos = np.flatnonzero(h <= bound)
+    newlines = np.concatenate(([0], np.cumsum(buf[: len(data)] == 10)))
+    inside = newlines[pos + k] == newlines[pos]
+    pos, h = pos[inside], h[pos[inside]]
+    short = np.flatnonzero((lens > 0) & (lens < k))  # a text shorter than k bytes is one shingle
+    if len(short):
+        hs = _hash_shingles(buf, starts[short], 0, lens[short], params)
+        keep = hs <= bound
+        pos = np.concatenate((pos, starts[short][keep]))
+        h = np.concatenate((h, hs[keep]))
+        order = np.argsort(pos, kind="stable")
+        pos, h = pos[order], h[order]
+    values = (h & np.uint64((1 << params.value_bits) - 1)).astype(params.value_dtype)
+    tids = np.searchsorted(starts, pos, side="right") - 1
+    # Keep each value once per text (its first occurrence), preserving text order.
+    combined = (tids.astype(np.uint64) << np.uint64(32)) | values.astype(np.uint64)
+    _, first_idx = np.unique(combined, return_index=True)
+    first_idx.sort()
+    values, tids = values[first_idx], tids[first_idx]
+    counts = np.bincount(tids, minlength=n_texts).astype(np.int64)
+    return _Samples(values, counts)
+
+
+# --------------------------------------------------------------------------- fingerprints
+
+
+def fingerprint_texts(texts: Sequence[str], params: FingerprintParams = DEFAULT_PARAMS) -> list[bytes]:
+    """One fingerprint per normalized text (call outputs, suspects): its kept values, little-endian.
+
+    Deterministic across processes and platforms; a text with no kept shingle gives ``b""``.
+    """
+    s = _sample(texts, params)
+    raw = s.values.tobytes()
+    size = params.value_dtype.itemsize
+    ends = np.cumsum(s.counts) * size
+    return [raw[int(e) - int(c) * size : int(e)] for e, c in zip(ends, s.counts, strict=True)]
+
+
+def fingerprint_records(
+    texts_per_record: Sequence[Sequence[str]], params: FingerprintParams = DEFAULT_PARAMS
+) -> list[bytes]:
+    """One blob per record (the haystack side): per-text value counts, then the values.
+
+    A record with no texts gives ``b""``. Deterministic across processes and platforms.
+    """
+    flat = [t for texts in texts_per_record for t in texts]
+    s = _sample(flat, params)
+    raw = s.values.tobytes()
+    size = params.value_dtype.itemsize
+    out: list[bytes] = []
+    at_text = 0
+    at_byte = 0
+    counts = s.counts.astype("<u4")
+    for texts in texts_per_record:
+        n = len(texts)
+        if n == 0:
+            out.append(b"")
+            continue
+        c = counts[at_text : at_text + n]
+        nbytes = int(c.sum()) * size
+        out.append(np.uint32(n).astype("<u4").tobytes() + c.tobytes() + raw[at_byte : at_byte + nbytes])
+        at_text += n
+        at_byte += nbytes
+    return out
+
+
+def _needle_values(fp: bytes, params: FingerprintParams) -> npt.NDArray[np.unsignedinteger[Any]]:
+    """Parse a needle fingerprint; a length that is not a whole number of values is an error."""
+    if len(fp) % params.value_dtype.itemsize:
+        raise InputError(
+            f"needle fingerprint of {len(fp)} bytes is not a whole number of "
+            f"{params.value_bits}-bit values: made with other settings?"
+        )
+    return np.frombuffer(fp, dtype=params.value_dtype)
+
+
+def _record_texts(blob: bytes, params: FingerprintParams) -> list[npt.NDArray[np.unsignedinteger[Any]]]:
+    """Parse a record blob into one value array per text, checking every length."""
+    if not blob:
+        return []
+    if len(blob) < 4:
+        raise InputError(f"record fingerprint of {len(blob)} bytes is too short for its header")
+    n = int(np.frombuffer(blob, dtype="<u4", count=1)[0])
+    if len(blob) < 4 + 4 * n:
+        raise InputError(f"record fingerprint names {n} texts but has {len(blob)} bytes")
+    counts = np.frombuffer(blob, dtype="<u4", count=n, offset=4).astype(np.int64)
+    size = params.value_dtype.itemsize
+    expected = 4 + 4 * n + int(counts.sum()) * size
+    if len(blob) != expected:
+        raise InputError(
+            f"record fingerprint has {len(blob)} bytes, expected {expected} for {n} texts "
+            f"of {params.value_bits}-bit values: made with other settings?"
+        )
+    values = np.frombuffer(blob, dtype=params.value_dtype, offset=4 + 4 * n)
+    ends = np.cumsum(counts)
+    return [values[int(e - c) : int(e)] for e, c in zip(ends, counts, strict=True)]
+
+
+# --------------------------------------------------------------------------- band keys
+
+
+def _band_keys(values: npt.NDArray[np.unsignedinteger[Any]], params: FingerprintParams) -> I64:
+    """Hash every run of `band_rows` consecutive values of one text into a signed 64-bit key."""
+    r = params.band_rows
+    if len(values) < r:
+        return np.zeros(0, dtype=np.int64)
+    v = values.astype(np.uint64)
+    n = len(v) - r + 1
+    h = np.full(n, _mix_scalar(params.seed, r, 0xBA4D), dtype=np.uint64)
+    for j in range(r):
+        h ^= v[j : n + j]
+        h = _fmix64(h)
+        h += np.uint64(_GOLDEN)
+    return h.view(np.int64)
+
+
+def needle_bands(fp: bytes, params: FingerprintParams = DEFAULT_PARAMS) -> list[int]:
+    """Distinct LSH band keys of a needle fingerprint, as signed int64 (for DuckDB BIGINT joins)."""
+    return [int(k) for k in np.unique(_band_keys(_needle_values(fp, params), params))]
+
+
+def haystack_bands(blob: bytes, params: FingerprintParams = DEFAULT_PARAMS) -> list[int]:
+    """Distinct LSH band keys of a record blob (all its texts), as signed int64."""
+    keys = [_band_keys(v, params) for v in _record_texts(blob, params)]
+    return [int(k) for k in np.unique(np.concatenate(keys))] if keys else []
+
+
+# --------------------------------------------------------------------------- similarity
+
+
+def _text_score(needle: npt.NDArray[np.unsignedinteger[Any]], text: npt.NDArray[np.unsignedinteger[Any]],
+                floor: int) -> float:  # fmt: skip
+    """Overlap of a needle value set and one text's value sequence, containment either way.
+
+    `inside`: the largest share of the needle found within any stretch of the text twice the
+    needle's length (so an output embedded in a long record scores 1, and matches scattered over
+    a huge text do not add up); `covered`: the share of the text found in the needle (a truncated
+    or split copy scores 1). Both use a floor of `floor` values.
+    """
+    n, m = len(needle), len(text)
+    if n == 0 or m == 0:
+        return 0.0
+    hits = np.isin(text, needle, assume_unique=True).astype(np.int64)
+    total = int(hits.sum())
+    if total == 0:
+        return 0.0
+    w = max(2 * n, 2 * floor)
+    if m <= w:
+        local = total
+    else:
+        c = np.concatenate(([0], np.cumsum(hits)))
+        local = int((c[w:] - c[:-w]).max())
+    inside = local / max(n, floor)
+    covered = total / max(m, floor)
+    return min(1.0, max(inside, covered))
+
+
+def best_match(needle_fp: bytes, haystack_blob: bytes, params: FingerprintParams = DEFAULT_PARAMS
+               ) -> tuple[float, int | None]:  # fmt: skip
+    """The similarity and the index of the record text that gives it (None when nothing matches)."""
+    needle = np.unique(_needle_values(needle_fp, params))
+    best, where = 0.0, None
+    for i, text in enumerate(_record_texts(haystack_blob, params)):
+        score = _text_score(needle, text, params.min_samples)
+        if score > best:
+            best, where = score, i
+    return best, where
+
+
+def similarity(needle_fp: bytes, haystack_blob: bytes, params: FingerprintParams = DEFAULT_PARAMS) -> float:
+    """Estimated share of the needle inside a record text, or of a record text inside the needle.
+
+    In [0, 1]; the larger of the two directions, maximized over the record's texts.
+    """
+    return best_match(needle_fp, haystack_blob, params)[0]
+
+
+# --------------------------------------------------------------------------- search
+
+
+def near_matches(
+    needles: Sequence[tuple[object, bytes]],
+    haystacks: Iterable[tuple[object, bytes]],
+    params: FingerprintParams = DEFAULT_PARAMS,
+    threshold: float = DEFAULT_THRESHOLD,
+    chunk: int = 4096,
+) -> Iterator[tuple[object, object, float]]:
+    """Yield (needle_key, haystack_key, similarity) for every pair at or above `threshold`.
+
+    Candidates are pairs sharing a band key; haystacks are streamed in chunks against an index of
+    the needles' keys, so memory holds the needles and one chunk. Pairs come out in haystack order.
+    """
+    needle_vals = [np.unique(_needle_values(fp, params)) for _, fp in needles]
+    keys = [np.unique(_band_keys(_needle_values(fp, params), params)) for _, fp in needles]
+    n_keys = np.concatenate([k for k in keys] or [np.zeros(0, np.int64)])
+    n_owner = np.repeat(np.arange(len(needles), dtype=np.int64), [len(k) for k in keys])
+    order = np.argsort(n_keys, kind="stable")
+    n_keys, n_owner = n_keys[order], n_owner[order]
+    batch: list[tuple[object, bytes]] = []
+    for item in haystacks:
+        batch.append(item)
+        if len(batch) >= chunk:
+            yield from _match_chunk(batch, needles, needle_vals, n_keys, n_owner, params, threshold)
+            batch = []
+    if batch:
+        yield from _match_chunk(batch, needles, needle_vals, n_keys, n_owner, params, threshold)
+
+
+def _match_chunk(
+    batch: list[tuple[object, bytes]],
+    needles: Sequence[tuple[object, bytes]],
+    needle_vals: list[npt.NDArray[np.unsignedinteger[Any]]],
+    n_keys: I64,
+    n_owner: I64,
+    params: FingerprintParams,
+    threshold: float,
+) -> Iterator[tuple[object, object, float]]:
+    """Candidates of one haystack chunk by key lookup, then the similarity of each candidate."""
+    parsed = [_record_texts(blob, params) for _, blob in batch]
+    for h, texts in enumerate(parsed):
+        hk = np.unique(np.concatenate([_band_keys(t, params) for t in texts] or [np.zeros(0, np.int64)]))
+        if len(hk) == 0 or len(n_keys) == 0:
+            continue
+        lo = np.searchsorted(n_keys, hk, side="left")
+        hi = np.searchsorted(n_keys, hk, side="right")
+        hit = hi > lo
+        if not hit.any():
+            continue
+        owners = np.unique(np.concatenate([n_owner[a:b] for a, b in zip(lo[hit], hi[hit], strict=True)]))
+        for ni in owners:
+            needle = needle_vals[int(ni)]
+            score = max((_text_score(needle, t, params.min_samples) for t in texts), default=0.0)
+            if score >= threshold:
+                yield needles[int(ni)][0], batch[h][0], score
+
