@@ -293,5 +293,5 @@ def batch_result_view(result: Any) -> RenderableType:
     for column in ("entry", "batch", "records", "records root"):
         table.add_column(column)
     for b in result.entries:
-        table.add_row(str(b.index), b.id, str(b.count), b.records_root)
+        table.add_row(str(b.index), b.id, str(b.count), b.records_root or Text("dataset (the batches below)", style="dim"))
     return table
