@@ -141,7 +141,9 @@ def _record_stats(conn: Connection, batch: int | None) -> dict[int, _RecordStats
 def _stats_problems(batch: int, count: int, stats: _RecordStats) -> list[Problem]:
     """Problems visible from row statistics alone; an empty list means the leaves can be rebuilt."""
     problems: list[Problem] = []
-    if stats.rows != count or stats.distinct != count or (count and (stats.first, stats.last) != (0, count - 1)):
+    if count == 0 and stats.rows:
+        problems.append(Problem(batch, f"batch entry {batch}: expected no record rows (count 0), found {stats.rows}"))
+    elif stats.rows != count or stats.distinct != count or (count and (stats.first, stats.last) != (0, count - 1)):
         span = f"positions {stats.first}..{stats.last}" if stats.rows else "no positions"
         problems.append(
             Problem(
@@ -357,8 +359,8 @@ def _recompute_roots(conn: Connection, batches: Sequence[tuple[int, int]]) -> It
         chunk = _fetch_record_chunk(conn, batch_lo, batch_hi, pos_lo, pos_hi, keep)
         hashes = chunk.leaf_hashes()
         fp_hashes = [merkle.leaf_hash(f) for f in chunk.fingerprints]
-        bounds = np.flatnonzero(np.diff(chunk.batches)) + 1
-        for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), len(hashes)]):
+        bounds = np.flatnonzero(np.diff(chunk.batches)) + 1 if len(hashes) else np.zeros(0, np.int64)
+        for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), len(hashes)]) if len(hashes) else ():
             batch = int(chunk.batches[lo])
             records, fps = builders.setdefault(batch, (merkle.RootBuilder(), merkle.RootBuilder()))
             records.extend(hashes[lo:hi])
@@ -413,10 +415,9 @@ def record_leaves(conn: Connection, batch_index: int) -> Iterator[bytes]:
     Leaves are JCS `{"segments":[...],"sha256":"..."}` with segments sorted as the records root commits to
     them; the rows are not validated here (`check_record_set` does that).
     """
-    row = conn.execute(
-        "SELECT count(*), coalesce(max(position), -1) FROM records WHERE batch = ?", [batch_index]
-    ).fetchone()
-    last = int(row[1]) if row else -1
+    ((last,),) = conn.execute(
+        "SELECT coalesce(max(position), -1) FROM records WHERE batch = ?", [batch_index]
+    ).fetchall()
     for lo in range(0, last + 1, _RECORD_CHUNK):
         chunk = _fetch_record_chunk(conn, batch_index, batch_index, lo, lo + _RECORD_CHUNK, None)
         yield from chunk.leaves()
@@ -654,9 +655,9 @@ def _as_list(value: Any) -> list[Any]:
 
 def _check_indexes(conn: Connection, problems: _Problems) -> int:
     """Entry indexes must be exactly 0..n-1, each once; returns the number of stored rows."""
-    row = conn.execute("SELECT count(*), count(DISTINCT idx), min(idx), max(idx) FROM entries").fetchone()
-    assert row is not None
-    count, distinct, first, last = int(row[0]), int(row[1]), row[2], row[3]
+    ((count, distinct, first, last),) = conn.execute(
+        "SELECT count(*), count(DISTINCT idx), min(idx), max(idx) FROM entries"
+    ).fetchall()
     if count == 0:
         problems.add(0, "entry 0: expected the log key's key entry, found an empty log")
         return 0
@@ -685,7 +686,7 @@ def _check_tree(conn: Connection, size: int, problems: _Problems) -> bool:
         f"""SELECT level, idx, count(*) FROM nodes GROUP BY level, idx HAVING count(*) > 1
             ORDER BY level, idx LIMIT {_QUERY_LIMIT}"""
     ).fetchall():
-        problems.add(_node_index(level), f"{_node_name(level, idx)}: expected it stored once, found {times} rows")
+        problems.add(_node_index(level, idx), f"{_node_name(level, idx)}: expected it stored once, found {times} rows")
     for level, idx in conn.execute(
         f"""SELECT level, idx FROM nodes
             WHERE CASE WHEN level BETWEEN 0 AND 62 THEN idx < 0 OR idx >= (?::BIGINT >> level::BIGINT) ELSE true END
@@ -748,8 +749,8 @@ def _check_head(conn: Connection, size: int, root: bytes, ring: KeyRing, problem
     for key in ("schema_version", "origin"):
         if meta.get(key, 0) != 1:
             problems.add(None, f"meta: expected one {key} row, found {meta.get(key, 0)}")
-    row = conn.execute("SELECT value FROM meta WHERE key = 'origin' ORDER BY value LIMIT 1").fetchone()
-    origin = str(row[0]) if row else None
+    rows = conn.execute("SELECT value FROM meta WHERE key = 'origin' ORDER BY value LIMIT 1").fetchall()
+    origin = str(rows[0][0]) if rows else None
     heads = conn.execute("SELECT size, root, note FROM tree_head").fetchall()
     if len(heads) != 1:
         problems.add(None, f"tree head: expected one stored tree head, found {len(heads)}")
@@ -877,8 +878,8 @@ def _choose_workers(ledger: Ledger, workers: int | None) -> int:
     if not sys.platform.startswith("linux") or (os.cpu_count() or 1) < 2:
         return 1
     with store.session(ledger.path, read_only=True) as conn:
-        row = conn.execute("SELECT count(*) FROM entries").fetchone()
-    return min(2, os.cpu_count() or 1) if row and int(row[0]) >= _POOL_MIN_ENTRIES else 1
+        ((count,),) = conn.execute("SELECT count(*) FROM entries").fetchall()
+    return min(2, os.cpu_count() or 1) if int(count) >= _POOL_MIN_ENTRIES else 1
 
 
 def _start_pool(workers: int) -> ProcessPoolExecutor | None:

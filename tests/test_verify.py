@@ -1,0 +1,649 @@
+"""Full-log verification against real DuckDB ledgers tampered with raw SQL.
+
+Each tamper test starts from a copy of one intact ledger (keys, calls, a batch with its record set, a
+checkpoint, a revocation, a log key rotation), edits the file with plain `duckdb.connect`, and checks that
+`verify_ledger` names the defect and the entry index. Record leaves and roots are checked against an
+independent implementation written here (rfc8785 for JCS, a naive recursive RFC 6962 tree) and the
+conformance vectors, never against values our own code produced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pytest
+import rfc8785
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ledger import entries, keys, store, verify
+from ledger.errors import InputError, LockedError, NotFoundError
+from ledger.ledger import Ledger
+from ledger.verify import Problem, check_record_set, record_leaves, verify_ledger
+
+CONFORMANCE = json.loads((Path(__file__).parent / "conformance.json").read_text())
+ORIGIN = "verify.test/log"
+
+# --- an independent reference (DESIGN.md "Hashing (fixed)", RFC 6962 §2.1) ---------------------------
+
+
+def ref_mth(leaves: Sequence[bytes]) -> bytes:
+    """RFC 6962 Merkle Tree Hash, straight from the recursive definition."""
+    if not leaves:
+        return hashlib.sha256(b"").digest()
+    if len(leaves) == 1:
+        return hashlib.sha256(b"\x00" + leaves[0]).digest()
+    k = 1 << ((len(leaves) - 1).bit_length() - 1)
+    return hashlib.sha256(b"\x01" + ref_mth(leaves[:k]) + ref_mth(leaves[k:])).digest()
+
+
+def ref_record_leaf(digest: bytes, segments: Sequence[bytes]) -> bytes:
+    return rfc8785.dumps({"sha256": digest.hex(), "segments": sorted(s.hex() for s in set(segments))})
+
+
+@dataclass(frozen=True)
+class Rec:
+    digest: bytes
+    segments: tuple[bytes, ...]
+    fingerprint: bytes
+
+
+def make_records(seed: int, count: int) -> list[Rec]:
+    rng = random.Random(seed)
+    return [
+        Rec(rng.randbytes(32), tuple(rng.randbytes(32) for _ in range(rng.randrange(0, 5))), rng.randbytes(rng.choice([0, 16, 40])))
+        for _ in range(count)
+    ]
+
+
+def insert_records(conn: duckdb.DuckDBPyConnection, batch: int, records: Sequence[Rec], shuffle: int | None = None) -> None:
+    rows = [(batch, p, r.digest, r.fingerprint) for p, r in enumerate(records)]
+    segs = [(batch, p, s) for p, r in enumerate(records) for s in r.segments]
+    if shuffle is not None:
+        random.Random(shuffle).shuffle(rows)
+        random.Random(shuffle).shuffle(segs)
+    if rows:
+        conn.executemany("INSERT INTO records VALUES (?, ?, ?, ?)", rows)
+    if segs:
+        conn.executemany("INSERT INTO record_segments VALUES (?, ?, ?)", segs)
+
+
+def batch_body(batch_id: str, records: Sequence[Rec], **extra: Any) -> dict[str, Any]:
+    root = ref_mth([ref_record_leaf(r.digest, r.segments) for r in records]).hex()
+    fp_root = ref_mth([r.fingerprint for r in records]).hex()
+    return entries.batch_body(
+        id=batch_id, count=len(records), records_root=root,
+        fingerprints={"params": {"scheme": "test"}, "root": fp_root}, **extra,
+    )
+
+
+def call(i: int, provider: str = "openai") -> dict[str, Any]:
+    return entries.call_body(
+        provider=provider, model="gpt-x", endpoint="/v1/chat/completions", purpose="evaluation",
+        request=hashlib.sha256(b"q%d" % i).hexdigest(), response=hashlib.sha256(b"r%d" % i).hexdigest(),
+        outputs=[hashlib.sha256(b"o%d" % i).hexdigest()], external_id=f"chatcmpl-{i}",
+    )
+
+
+# --- fixtures -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Built:
+    path: Path
+    batch: int  # index of the batch entry with records
+    records: list[Rec]
+    size: int
+
+
+def _build(base: Path) -> Built:
+    path = base / "ledger.duckdb"
+    lg = Ledger.init(path, origin=ORIGIN)  # 0: log key
+    lg.new_key("alice")  # 1
+    alice = Ledger.open(path, key="alice")
+    alice.append_bodies([call(i) for i in range(3)])  # 2, 3, 4
+    records = make_records(1, 23)
+    batch = alice.append_bodies([batch_body("run/b0", records, derived_from=[2])]).start  # 5
+    alice.append_bodies([batch_body("run/empty", [])])  # 6
+    with duckdb.connect(str(path)) as conn:
+        insert_records(conn, batch, records, shuffle=7)
+    alice.append_bodies(
+        [entries.checkpoint_body(id="ckpt-1", weights=[{"path": "m.safetensors", "sha256": "ab" * 32}],
+                                 batches=["run/b0"], teachers=[{"provider": "openai", "model": "gpt-x"}])]
+    )  # 7
+    lg.new_key("bob")  # 8
+    lg.revoke_key("bob", "left")  # 9
+    lg.rotate_key("log")  # 10 key, 11 revoke
+    alice.append_bodies([call(10)])  # 12
+    return Built(path, batch, records, 13)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    return _build(tmp_path_factory.mktemp("intact"))
+
+
+@pytest.fixture
+def ledger(built: Built, tmp_path: Path) -> Ledger:
+    """A private copy of the intact ledger (file and key directory) to tamper with."""
+    shutil.copy(built.path, tmp_path / "ledger.duckdb")
+    shutil.copytree(built.path.with_name("ledger.keys"), tmp_path / "ledger.keys")
+    return Ledger.open(tmp_path / "ledger.duckdb")
+
+
+def sql(lg: Ledger, *statements: str) -> None:
+    with duckdb.connect(str(lg.path)) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+def problems_at(report: verify.VerifyReport, index: int | None) -> list[str]:
+    return [p.what for p in report.problems if p.index == index]
+
+
+def assert_problem(report: verify.VerifyReport, index: int | None, *words: str) -> None:
+    assert not report.ok
+    found = problems_at(report, index)
+    assert any(all(w in what for w in words) for what in found), (index, words, report.problems)
+
+
+def rogue_append(lg: Ledger, signed: Sequence[tuple[dict[str, Any], keys.SigningKey]]) -> int:
+    """Append entries as a writer holding the log key would, bypassing the Ledger's own rules."""
+    log_key = keys.load_key_file(lg.keys_dir / "log.pem")
+    conn = store.connect(lg.path)
+    try:
+        with store.transaction(conn):
+            stored = store.head(conn)
+            leaves = [keys.sign_entry(body, key) for body, key in signed]
+            facts = [entries.facts_of(body) for body, _ in signed]
+            signers = [key.public.keyid for _, key in signed]
+            root = store.append_entries(conn, stored.size, leaves, facts, signers)
+            size = stored.size + len(leaves)
+            store.write_head(conn, size, root, keys.sign_tree_head(keys.TreeHead(stored.origin, size, root), log_key))
+    finally:
+        conn.close()
+    return stored.size
+
+
+# --- the intact ledger ----------------------------------------------------------------------------------
+
+
+def test_intact_ledger_verifies(ledger: Ledger, built: Built) -> None:
+    seen: list[int] = []
+    report = verify_ledger(ledger, progress=seen.append)
+    assert report.problems == [] and report.ok
+    head = ledger.head()
+    assert (report.size, report.root) == (head.size, head.root) == (built.size, head.root)
+    assert sum(seen) == built.size
+    with duckdb.connect(str(ledger.path), read_only=True) as conn:
+        leaves = [bytes(r[0]) for r in conn.execute("SELECT leaf FROM entries ORDER BY idx").fetchall()]
+    assert report.root == ref_mth(leaves)
+
+
+def test_worker_processes_give_the_same_report(ledger: Ledger) -> None:
+    sql(ledger, "UPDATE entries SET model = 'other' WHERE idx = 3", "UPDATE entries SET leaf = leaf || ' '::BLOB WHERE idx = 7")
+    alone = verify_ledger(ledger, workers=1)
+    pooled = verify_ledger(ledger, workers=2)
+    assert alone == pooled and not alone.ok
+    assert_problem(pooled, 3, "column model", "'gpt-x'", "'other'")
+    assert_problem(pooled, 7, "not a canonical DSSE envelope")
+
+
+def test_small_record_chunks_plan_the_same_roots(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(verify, "_RECORD_CHUNK", 4)  # split the 23-record batch, group small ones
+    assert verify_ledger(ledger).ok
+    sql(ledger, "UPDATE records SET digest = unhex(sha256('x')) WHERE position = 21")
+    assert_problem(verify_ledger(ledger), 5, "records_root")
+
+
+def test_physical_row_order_does_not_matter(ledger: Ledger) -> None:
+    sql(
+        ledger,
+        "CREATE TABLE e2 AS SELECT * FROM entries ORDER BY random()",
+        "DELETE FROM entries", "INSERT INTO entries SELECT * FROM e2", "DROP TABLE e2",
+        "CREATE TABLE s2 AS SELECT * FROM record_segments ORDER BY segment DESC",
+        "DELETE FROM record_segments", "INSERT INTO record_segments SELECT * FROM s2", "DROP TABLE s2",
+    )
+    assert verify_ledger(ledger).ok
+
+
+# --- entries --------------------------------------------------------------------------------------------
+
+
+def test_altered_leaf_is_named(ledger: Ledger) -> None:
+    sql(ledger, "UPDATE entries SET leaf = encode(replace(decode(leaf), '\"sig\":\"', '\"sig\":\"A')) WHERE idx = 3")
+    report = verify_ledger(ledger)
+    assert_problem(report, 3, "canonical")
+    assert_problem(report, 3, "tree node of entry 3", "expected the leaf hash")
+    assert_problem(report, None, "tree head", "expected root")
+
+
+def test_forged_signature(ledger: Ledger) -> None:
+    """A leaf re-signed by a stranger under alice's keyid: canonical, but the signature does not verify."""
+    stranger = keys.SigningKey.generate()
+    alice = keys.load_key_file(ledger.keys_dir / "alice.pem")
+    body = ledger.entry(4).body | {"model": "forged"}
+    envelope = keys.parse_envelope(keys.sign_entry(body, stranger))
+    forged = keys.format_envelope(keys.Envelope(envelope.payload, envelope.payload_type,
+                                                ((alice.public.keyid, envelope.signatures[0][1]),)))
+    with duckdb.connect(str(ledger.path)) as conn:
+        conn.execute("UPDATE entries SET leaf = ?, model = 'forged' WHERE idx = 4", [forged])
+    report = verify_ledger(ledger)
+    assert_problem(report, 4, "signature by key", "does not verify")
+
+
+def test_altered_derived_columns(ledger: Ledger) -> None:
+    sql(ledger, "UPDATE entries SET purpose = 'training-data' WHERE idx = 2",
+        "UPDATE entries SET signer = 'ff' WHERE idx = 12", "UPDATE entries SET ref = 'run/other' WHERE idx = 5")
+    report = verify_ledger(ledger)
+    assert_problem(report, 2, "column purpose", "'evaluation'", "'training-data'")
+    assert_problem(report, 12, "column signer", "'ff'")
+    assert_problem(report, 5, "column ref", "'run/b0'")
+    assert not [p for p in report.problems if p.index is None]  # leaves, tree and head are untouched
+
+
+def test_deleted_entry(ledger: Ledger) -> None:
+    sql(ledger, "DELETE FROM entries WHERE idx = 4")
+    report = verify_ledger(ledger)
+    assert_problem(report, 4, "expected entry 4", "no row")
+    assert_problem(report, None, "tree head", "expected size 12")
+
+
+def test_deleted_last_entry(ledger: Ledger) -> None:
+    sql(ledger, "DELETE FROM entries WHERE idx = 12")
+    report = verify_ledger(ledger)
+    assert_problem(report, None, "tree head", "expected size 12", "found 13")
+    assert_problem(report, 12, "tree node of entry 12", "expected no such node", "extra")
+
+
+def test_duplicated_entry(ledger: Ledger) -> None:
+    sql(ledger, "INSERT INTO entries SELECT * FROM entries WHERE idx = 3")
+    report = verify_ledger(ledger)
+    assert_problem(report, 3, "stored once", "found 2 rows")
+    assert_problem(report, 3, "unique call", "entry 3")
+
+
+def test_reordered_entries(ledger: Ledger) -> None:
+    sql(ledger, "UPDATE entries SET idx = CASE idx WHEN 2 THEN 3 ELSE 2 END WHERE idx IN (2, 3)")
+    report = verify_ledger(ledger)
+    assert_problem(report, 2, "tree node of entry 2", "expected the leaf hash")
+    assert_problem(report, 3, "tree node of entry 3", "expected the leaf hash")
+    assert_problem(report, None, "tree head", "expected root")
+
+
+def test_first_entry_must_be_self_signed_log_key(tmp_path: Path) -> None:
+    lg = Ledger.init(tmp_path / "l.duckdb", origin=ORIGIN)
+    log_key = keys.load_key_file(lg.keys_dir / "log.pem")
+    other = keys.SigningKey.generate()
+    body = entries.key_body(other.public.keyid, other.public.b64, ORIGIN, "log")
+    with duckdb.connect(str(lg.path)) as conn:
+        conn.execute("UPDATE entries SET leaf = ?, signer = ? WHERE idx = 0",
+                     [keys.sign_entry(body, log_key), log_key.public.keyid])
+    report = verify_ledger(lg)
+    assert_problem(report, 0, "self-signed")
+
+
+def test_entry_signed_by_revoked_key(ledger: Ledger) -> None:
+    bob = keys.load_key_file(ledger.keys_dir / "bob.pem")
+    index = rogue_append(ledger, [(call(99), bob)])
+    report = verify_ledger(ledger)
+    assert [p.index for p in report.problems] == [index]
+    assert_problem(report, index, "bob", "revoked")
+
+
+def test_entry_signed_by_unknown_key(ledger: Ledger) -> None:
+    index = rogue_append(ledger, [(call(98), keys.SigningKey.generate())])
+    assert_problem(verify_ledger(ledger), index, "introduced by an earlier key entry")
+
+
+def test_key_entry_signed_by_recorder(ledger: Ledger) -> None:
+    alice = keys.load_key_file(ledger.keys_dir / "alice.pem")
+    new = keys.SigningKey.generate()
+    index = rogue_append(ledger, [(entries.key_body(new.public.keyid, new.public.b64, "eve", "recorder"), alice)])
+    assert_problem(verify_ledger(ledger), index, "signed by a log key", "recorder key alice")
+
+
+def test_swapped_public_key_in_key_entry(ledger: Ledger) -> None:
+    """A key entry claiming alice's keyid with another public key, properly signed by the log key."""
+    log_key = keys.load_key_file(ledger.keys_dir / "log.pem")
+    alice = keys.load_key_file(ledger.keys_dir / "alice.pem")
+    mallory = keys.SigningKey.generate()
+    body = entries.key_body(alice.public.keyid, mallory.public.b64, "alice2", "recorder")
+    index = rogue_append(ledger, [(body, log_key)])
+    assert_problem(verify_ledger(ledger), index, "sha256(public_key)")
+
+
+def test_swapped_public_key_by_raw_sql(ledger: Ledger) -> None:
+    mallory = keys.SigningKey.generate()
+    alice_b64 = ledger.entry(1).body["public_key"]
+    with duckdb.connect(str(ledger.path)) as conn:
+        (leaf,) = conn.execute("SELECT leaf FROM entries WHERE idx = 1").fetchone()
+        envelope = keys.parse_envelope(bytes(leaf))
+        body = envelope.body() | {"public_key": mallory.public.b64}
+        assert body["public_key"] != alice_b64
+        payload = rfc8785.dumps(body)
+        swapped = keys.format_envelope(keys.Envelope(payload, envelope.payload_type, envelope.signatures))
+        conn.execute("UPDATE entries SET leaf = ? WHERE idx = 1", [swapped])
+    report = verify_ledger(ledger)
+    assert_problem(report, 1, "does not verify")
+    assert_problem(report, 1, "sha256(public_key)")
+
+
+def test_revoke_of_unknown_key_and_double_revoke(ledger: Ledger) -> None:
+    log_key = keys.load_key_file(ledger.keys_dir / "log.pem")
+    bob = keys.load_key_file(ledger.keys_dir / "bob.pem")
+    start = rogue_append(ledger, [(entries.revoke_body("ab" * 32, "x"), log_key), (entries.revoke_body(bob.public.keyid, "again"), log_key)])
+    report = verify_ledger(ledger)
+    assert_problem(report, start, "unknown key")
+    assert_problem(report, start + 1, "already revoked at entry 9")
+
+
+def test_dangling_and_forward_references(ledger: Ledger) -> None:
+    alice = keys.load_key_file(ledger.keys_dir / "alice.pem")
+    start = rogue_append(
+        ledger,
+        [
+            (entries.batch_body(id="run/b1", count=0, records_root=hashlib.sha256(b"").hexdigest(), derived_from=[5]), alice),
+            (entries.checkpoint_body(id="ckpt-2", weights=[], parents=["ckpt-9"], batches=["run/zz", "run/b1"],
+                                     teachers=["ckpt-1", "ckpt-3"]), alice),
+            (entries.batch_body(id="run/b0", count=0, records_root=hashlib.sha256(b"").hexdigest()), alice),
+            (entries.checkpoint_body(id="ckpt-1", weights=[]), alice),
+            (call(1), alice),
+        ],
+    )
+    report = verify_ledger(ledger)
+    assert_problem(report, start, "derived_from 5", "expected an earlier call entry", "found batch entry")
+    assert_problem(report, start + 1, "parent 'ckpt-9'")
+    assert_problem(report, start + 1, "batch 'run/zz'")
+    assert_problem(report, start + 1, "teacher 'ckpt-3'")
+    assert not any("'run/b1'" in w or "'ckpt-1'" in w for w in problems_at(report, start + 1))
+    assert_problem(report, start + 2, "unique batch id", "'run/b0'", "entry 5")
+    assert_problem(report, start + 3, "unique checkpoint id", "entry 7")
+    assert_problem(report, start + 4, "unique call", "chatcmpl-1", "entry 3")
+
+
+# --- tree nodes, tree head, meta ------------------------------------------------------------------------
+
+
+def test_altered_leaf_node(ledger: Ledger) -> None:
+    sql(ledger, "UPDATE nodes SET hash = unhex(sha256('x')) WHERE level = 0 AND idx = 6")
+    assert_problem(verify_ledger(ledger), 6, "tree node of entry 6", "expected the leaf hash")
+
+
+def test_altered_interior_node(ledger: Ledger) -> None:
+    sql(ledger, "UPDATE nodes SET hash = unhex(sha256('x')) WHERE level = 2 AND idx = 1")
+    report = verify_ledger(ledger)
+    assert_problem(report, None, "level 2, index 1", "entries 4..7", "hash of its children")
+    assert_problem(report, None, "level 3, index 0", "hash of its children")
+
+
+def test_missing_duplicate_and_extra_nodes(ledger: Ledger) -> None:
+    sql(ledger, "DELETE FROM nodes WHERE level = 1 AND idx = 3",
+        "INSERT INTO nodes SELECT * FROM nodes WHERE level = 0 AND idx = 9",
+        "INSERT INTO nodes VALUES (0, 13, unhex(sha256('x'))), (4, 0, unhex(sha256('y')))")
+    report = verify_ledger(ledger)
+    assert_problem(report, None, "level 1, index 3", "missing")
+    assert_problem(report, 9, "tree node of entry 9", "stored once")
+    assert_problem(report, 13, "tree node of entry 13", "extra")
+    assert_problem(report, None, "level 4, index 0", "extra")
+
+
+def test_tree_head_row_tampering(ledger: Ledger) -> None:
+    sql(ledger, "UPDATE tree_head SET size = 12")
+    report = verify_ledger(ledger)
+    assert_problem(report, None, "tree head", "expected size 13", "found 12")
+    assert_problem(report, None, "tree head note", "size 12")
+
+
+def test_tree_head_rewritten_and_resigned_by_a_stranger(ledger: Ledger) -> None:
+    head = ledger.head()
+    stranger = keys.SigningKey.generate()
+    note = keys.sign_tree_head(keys.TreeHead(ORIGIN, head.size, head.root), stranger)
+    with duckdb.connect(str(ledger.path)) as conn:
+        conn.execute("UPDATE tree_head SET note = ?", [note])
+    assert_problem(verify_ledger(ledger), None, "tree head note", "current log key")
+
+
+def test_tree_head_missing_or_duplicated(ledger: Ledger) -> None:
+    sql(ledger, "INSERT INTO tree_head SELECT * FROM tree_head")
+    assert_problem(verify_ledger(ledger), None, "one stored tree head", "found 2")
+    sql(ledger, "DELETE FROM tree_head")
+    assert_problem(verify_ledger(ledger), None, "one stored tree head", "found 0")
+
+
+def test_meta_tampering(ledger: Ledger) -> None:
+    sql(ledger, "UPDATE meta SET value = 'evil.example/log' WHERE key = 'origin'")
+    assert_problem(verify_ledger(ledger), None, "tree head note", "'evil.example/log'")
+    sql(ledger, "INSERT INTO meta VALUES ('origin', 'another')")
+    assert_problem(verify_ledger(ledger), None, "meta", "one origin row", "found 2")
+
+
+# --- record sets ----------------------------------------------------------------------------------------
+
+
+def test_record_tampering(ledger: Ledger, built: Built) -> None:
+    b = built.batch
+    cases = {
+        f"UPDATE records SET digest = unhex(sha256('x')) WHERE batch = {b} AND position = 3": "records_root",
+        f"DELETE FROM records WHERE batch = {b} AND position = 22": "positions 0..22 once each",
+        f"INSERT INTO records SELECT * FROM records WHERE batch = {b} AND position = 0": "found 24 record rows",
+        f"UPDATE records SET position = 23 - position WHERE batch = {b} AND position IN (4, 19)": "records_root",
+        f"DELETE FROM record_segments WHERE rowid IN (SELECT min(rowid) FROM record_segments)": "records_root",
+        f"INSERT INTO record_segments SELECT * FROM record_segments LIMIT 1": "records_root",
+        f"INSERT INTO record_segments VALUES ({b}, 99, unhex(sha256('x')))": "no record",
+        f"UPDATE records SET fingerprint = 'x'::BLOB WHERE batch = {b} AND position = 5": "fingerprints root",
+        f"UPDATE records SET digest = 'short'::BLOB WHERE batch = {b} AND position = 5": "32-byte record digests",
+        f"INSERT INTO records VALUES (6, 0, unhex(sha256('x')), NULL)": "expected no record rows (count 0), found 1",
+        f"INSERT INTO records VALUES (3, 0, unhex(sha256('x')), NULL)": "non-batch entry",
+    }
+    for statement, words in cases.items():
+        copy = ledger.path.with_name("case.duckdb")
+        shutil.copy(ledger.path, copy)
+        with duckdb.connect(str(copy)) as conn:
+            conn.execute(statement)
+        report = verify_ledger(Ledger(copy, keys_dir=ledger.keys_dir))
+        index = 6 if "(6, 0" in statement else 3 if "(3, 0" in statement else b
+        assert_problem(report, index, words)
+        assert all(p.index is not None for p in report.problems), statement
+        copy.unlink()
+
+
+def test_uncommitted_fingerprints(tmp_path: Path) -> None:
+    lg = Ledger.init(tmp_path / "l.duckdb", origin=ORIGIN)
+    records = make_records(3, 4)
+    body = entries.batch_body(id="b", count=4, records_root=ref_mth([ref_record_leaf(r.digest, r.segments) for r in records]).hex())
+    index = lg.append_bodies([body]).start
+    with duckdb.connect(str(lg.path)) as conn:
+        insert_records(conn, index, [Rec(r.digest, r.segments, b"") for r in records])
+    assert verify_ledger(lg).ok
+    with duckdb.connect(str(lg.path)) as conn:
+        conn.execute("UPDATE records SET fingerprint = 'x'::BLOB WHERE position = 1")
+    assert_problem(verify_ledger(lg), index, "commits to none", "found 1")
+
+
+# --- --since: rollback, rewrite, foreign heads ----------------------------------------------------------
+
+
+def test_since_an_older_head(ledger: Ledger) -> None:
+    old = ledger.head().note
+    Ledger.open(ledger.path, key="alice").append_bodies([call(50)])
+    assert verify_ledger(ledger, since_note=old).ok
+    assert verify_ledger(ledger, since_note=ledger.head().note).ok
+
+
+def test_rollback_against_published_head(ledger: Ledger, tmp_path: Path) -> None:
+    older = tmp_path / "older.duckdb"
+    shutil.copy(ledger.path, older)
+    Ledger.open(ledger.path, key="alice").append_bodies([call(51)])
+    published = ledger.head().note
+    report = verify_ledger(Ledger(older, keys_dir=ledger.keys_dir), since_note=published)
+    assert_problem(report, None, "published tree head", "at least its 14 entries", "found 13", "rolled back")
+
+
+def test_rewritten_history_against_published_head(ledger: Ledger, tmp_path: Path) -> None:
+    fork = tmp_path / "fork.duckdb"
+    shutil.copy(ledger.path, fork)
+    Ledger.open(ledger.path, key="alice").append_bodies([call(52)])
+    published = ledger.head().note
+    forked = Ledger(fork, keys_dir=ledger.keys_dir, key="alice")
+    forked.append_bodies([call(53), call(54)])
+    report = verify_ledger(forked, since_note=published)
+    assert report.problems == [Problem(None, report.problems[0].what)]
+    assert_problem(report, None, "first 14 entries", "history was rewritten")
+
+
+def test_since_foreign_signed_note(ledger: Ledger) -> None:
+    head = ledger.head()
+    foreign = keys.sign_tree_head(keys.TreeHead(ORIGIN, head.size, head.root), keys.SigningKey.generate())
+    assert_problem(verify_ledger(ledger, since_note=foreign), None, "published tree head", "signature by a log key")
+    other_origin = keys.sign_tree_head(keys.TreeHead("else.where/log", head.size, head.root),
+                                       keys.load_key_file(ledger.keys_dir / "log.pem"))
+    assert_problem(verify_ledger(ledger, since_note=other_origin), None, "expected origin 'verify.test/log'")
+
+
+def test_since_head_signed_by_a_rotated_log_key(ledger: Ledger, built: Built) -> None:
+    """Heads outlive rotations: one signed by the old log key still counts as published."""
+    with duckdb.connect(str(ledger.path), read_only=True) as conn:
+        leaves = [bytes(r[0]) for r in conn.execute("SELECT leaf FROM entries WHERE idx < 10 ORDER BY idx").fetchall()]
+    retired = next(ledger.keys_dir.glob("log.*.retired.pem"))
+    note = keys.sign_tree_head(keys.TreeHead(ORIGIN, 10, ref_mth(leaves)), keys.load_key_file(retired))
+    assert verify_ledger(ledger, since_note=note).ok
+
+
+def test_malformed_published_head_is_an_input_error(ledger: Ledger) -> None:
+    with pytest.raises(InputError, match="published tree head"):
+        verify_ledger(ledger, since_note="not a note\n")
+
+
+# --- operational failures -------------------------------------------------------------------------------
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError):
+        verify_ledger(Ledger(tmp_path / "nothing.duckdb"))
+
+
+def test_locked_file(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('ok', flush=True); time.sleep(30)",
+         str(ledger.path)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "ok"
+        monkeypatch.setenv("LEDGER_LOCK_TIMEOUT", "0.2")
+        started = time.monotonic()
+        with pytest.raises(LockedError):
+            verify_ledger(ledger)
+        assert time.monotonic() - started < 10
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# --- record leaves and record sets (shared with the audit) ----------------------------------------------
+
+
+@pytest.fixture
+def memory_store() -> Iterator[duckdb.DuckDBPyConnection]:
+    conn = duckdb.connect()
+    store.create_schema(conn, "mem")
+    yield conn
+    conn.close()
+
+
+def test_record_leaves_match_conformance_vectors(memory_store: duckdb.DuckDBPyConnection) -> None:
+    vectors = CONFORMANCE["records"]
+    records = [Rec(bytes.fromhex(v["sha256"]), tuple(bytes.fromhex(s) for s in reversed(v["segments"])), b"") for v in vectors]
+    insert_records(memory_store, 7, records, shuffle=3)
+    assert [leaf.decode() for leaf in record_leaves(memory_store, 7)] == [v["record_leaf"] for v in vectors]
+    body = {"count": len(records), "records_root": CONFORMANCE["records_root"]}
+    assert check_record_set(memory_store, 7, body) == []
+    wrong = {"count": len(records), "records_root": "00" * 32}
+    assert [p.index for p in check_record_set(memory_store, 7, wrong)] == [7]
+
+
+segment_sets = st.lists(st.binary(min_size=32, max_size=32), max_size=6, unique=True)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    records=st.lists(st.tuples(st.binary(min_size=32, max_size=32), segment_sets, st.binary(max_size=20)), max_size=40),
+    shuffle=st.integers(0, 1000),
+    other=st.integers(0, 5),
+)
+def test_record_sets_against_reference(
+    memory_store: duckdb.DuckDBPyConnection, records: list[tuple[bytes, list[bytes], bytes]], shuffle: int, other: int
+) -> None:
+    memory_store.execute("DELETE FROM records")
+    memory_store.execute("DELETE FROM record_segments")
+    recs = [Rec(d, tuple(s), f) for d, s, f in records]
+    insert_records(memory_store, 5, recs, shuffle=shuffle)
+    insert_records(memory_store, 4, make_records(other, other))  # a neighbour batch must not leak in
+    expected = [ref_record_leaf(r.digest, r.segments) for r in recs]
+    assert list(record_leaves(memory_store, 5)) == expected
+    body = {"count": len(recs), "records_root": ref_mth(expected).hex(),
+            "fingerprints": {"root": ref_mth([r.fingerprint for r in recs]).hex()}}
+    assert check_record_set(memory_store, 5, body) == []
+    if recs:
+        memory_store.execute("DELETE FROM records WHERE batch = 5 AND position = ?", [len(recs) - 1])
+        found = check_record_set(memory_store, 5, body)
+        assert found and {p.index for p in found} == {5}
+
+
+def test_record_set_problems_name_the_batch(memory_store: duckdb.DuckDBPyConnection) -> None:
+    recs = make_records(9, 6)
+    insert_records(memory_store, 2, recs)
+    good = {"count": 6, "records_root": ref_mth([ref_record_leaf(r.digest, r.segments) for r in recs]).hex(),
+            "fingerprints": {"root": ref_mth([r.fingerprint for r in recs]).hex()}}
+    assert check_record_set(memory_store, 2, good) == []
+    assert_words = [p.what for p in check_record_set(memory_store, 2, {**good, "count": 7})]
+    assert len(assert_words) == 1 and "expected record positions 0..6" in assert_words[0]
+    memory_store.execute("UPDATE record_segments SET segment = unhex(sha256('z')) WHERE position = 1")
+    found = check_record_set(memory_store, 2, good)
+    if any(r.segments for r in recs[1:2]):
+        assert [p.index for p in found] == [2] and "records_root" in found[0].what
+
+
+def test_problem_list_is_capped(monkeypatch: pytest.MonkeyPatch, ledger: Ledger) -> None:
+    monkeypatch.setattr(verify, "MAX_PROBLEMS", 3)
+    sql(ledger, "UPDATE entries SET model = 'x'")
+    report = verify_ledger(ledger)
+    assert len(report.problems) == 4 and report.problems[-1].what.endswith("more problems not listed")
+
+
+def test_fresh_ledger_verifies(tmp_path: Path) -> None:
+    lg = Ledger.init(tmp_path / "fresh.duckdb", origin=ORIGIN)
+    report = verify_ledger(lg)
+    assert report.ok and report.size == 1
+    assert verify_ledger(lg, since_note=lg.head().note).ok
+
+
+@pytest.mark.skipif(os.environ.get("LEDGER_SKIP_SLOW") == "1", reason="slow")
+def test_recorded_batches_verify(tmp_path: Path) -> None:
+    """Record sets written by the recording code (JSONL with split) recompute to their committed roots."""
+    pytest.importorskip("ledger.fingerprint")
+    lg = Ledger.init(tmp_path / "r.duckdb", origin=ORIGIN)
+    data = tmp_path / "data.jsonl"
+    lines = [json.dumps({"messages": [{"role": "user", "content": f"question number {i} about the weather in Paris today"},
+                                      {"role": "assistant", "content": f"answer {i}: " + "sunny with light wind " * (i % 4)}]})
+             for i in range(50)]
+    data.write_text("\n".join(lines) + "\n")
+    lg.record_batch(id="ds", files=[data], split=16)
+    report = verify_ledger(lg)
+    assert report.ok, report.problems
+    sql(lg, "UPDATE record_segments SET segment = unhex(sha256('x')) WHERE rowid = 7")
+    report = verify_ledger(lg)
+    assert not report.ok and all("records_root" in p.what for p in report.problems)
