@@ -543,7 +543,6 @@ class _RecordingAsyncClient(httpx2.AsyncClient):
             response.stream = _TeeAsyncStream(response.stream, capture)  # type: ignore[arg-type]
         else:
             capture.whole(response.content)
-            capture.claim()
             await _record_off_loop(capture)
         return response
 
