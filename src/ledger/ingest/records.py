@@ -1,0 +1,779 @@
+"""Readers for training-data files: JSON Lines, Parquet and plain text, streamed in bounded memory.
+
+Every reader turns a user's file into typed values (`dict` for JSONL and Parquet rows, `str` for text
+lines) and reports bad input as one `InputError` line naming the file and the line or row, e.g.
+`data.jsonl:17: not a JSON object (found array)`. The rules are DESIGN.md's "Inputs" paragraph:
+
+- JSONL (`.jsonl`, `.ndjson`, `.json`, `.jsonlines`): each non-blank line is one JSON object; blank or
+  whitespace-only lines are skipped; `\\r\\n` endings and a leading UTF-8 byte order mark are accepted.
+- Parquet (`.parquet`, `.pq`): a row is the object of its columns, nulls kept. Timestamps become RFC 3339
+  strings in UTC (`2024-05-01T12:00:00.25Z`; fraction digits only as needed; a timestamp without a time
+  zone is taken as UTC), dates `YYYY-MM-DD`, times `HH:MM:SS[.fff]`; lists and structs become arrays and
+  objects, maps with string keys objects. `float32` values are written as their shortest float32
+  decimal form (so `0.1f` reads as `0.1`, like the JSONL it was likely made from), decimals as integers
+  when their scale is 0 and as doubles when the double is exact. Binary, durations, unions and decimals
+  with no exact double form have no JSON form: the first such value is an error naming row and column.
+- Text (`.txt`): each line is one `str` record without its `\\n` or `\\r\\n`; empty lines are skipped.
+
+An input with no records is an error. `iter_record_hashes` is the hot path of `ledger record batch`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import hashlib
+import io
+import multiprocessing
+import os
+import sys
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+from ledger.errors import InputError, LedgerError, UsageError
+from ledger.hashing import RecordHash, hash_record, parse_json_line
+
+__all__ = [
+    "RECORD_FORMATS",
+    "detect_format",
+    "file_sha256",
+    "iter_record_hashes",
+    "iter_records",
+]
+
+RECORD_FORMATS: Final = ("jsonl", "parquet", "txt")
+
+_EXTENSIONS: Final = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".jsonlines": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".txt": "txt",
+}
+_BOM: Final = b"\xef\xbb\xbf"
+# Unit of work for JSONL/text: big enough that per-task overhead vanishes, small enough that
+# `2 * workers + 2` blocks in flight stay far below any memory concern.
+_BLOCK_SIZE: Final = 4 << 20
+_PARQUET_BATCH_ROWS: Final = 4096
+# Below this much input a worker pool costs more to start than it saves.
+_POOL_MIN_BYTES: Final = 24 << 20
+# Errors that a JSON parser or the record hasher may raise for bad data (never for bugs of ours).
+_DATA_ERRORS: Final = (LedgerError, ValueError, TypeError, OverflowError, RecursionError)
+
+
+def detect_format(path: Path) -> str:
+    """Name the record format of `path` from its extension, so that a typo fails before any work."""
+    fmt = _EXTENSIONS.get(Path(path).suffix.lower())
+    if fmt is None:
+        known = ", ".join(_EXTENSIONS)
+        found = Path(path).suffix or "no extension"
+        raise InputError(
+            f"{path}: cannot tell the record format: expected one of {known}, found {found}"
+        )
+    return fmt
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in blocks so memory stays flat for any size."""
+    with _open_binary(Path(path)) as f:
+        try:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+
+
+def iter_records(
+    path: Path, fmt: str | None = None, *, progress: Callable[[int], None] | None = None
+) -> Iterator[tuple[int, object]]:
+    """Yield `(line or row number, record)`, 1-based, streaming; raise `InputError` on the first bad one.
+
+    Records are `dict` for JSONL and Parquet and `str` for text; a file with no records is an error.
+    `progress`, if given, is called with the number of input bytes done after each block of records.
+    """
+    path = Path(path)
+    fmt = _checked_format(path, fmt)
+    count = 0
+    for unit in _iter_units(path, fmt, _PARQUET_BATCH_ROWS, None):
+        for numbered in _records_of(unit):
+            count += 1
+            yield numbered
+        if progress is not None:
+            progress(unit.nbytes)
+    if count == 0:
+        raise InputError(_no_records_message(path, fmt))
+
+
+def iter_record_hashes(
+    paths: Sequence[Path],
+    text_fields: Sequence[str] | None = None,
+    min_chars: int = 32,
+    chunk_size: int = 8192,
+    workers: int | None = None,
+    *,
+    file_digests: dict[Path, str] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[list[RecordHash]]:
+    """Yield the `RecordHash` of every record of `paths`, in input order, in lists of `chunk_size`.
+
+    A chunk never spans two files (the last chunk of each file may be short). Parsing and hashing run
+    in a pool of `workers` processes (default `os.cpu_count()`, 1 runs inline) when the input is big
+    enough to pay for it; at most a few blocks are in flight, so memory stays flat for any file size.
+    A bad record raises the same `InputError` (file:line) as `iter_records`, after the chunks before it.
+    If `file_digests` is given it receives each file's hex SHA-256, computed from the bytes actually
+    read (JSONL and text) so that the `source` digest and the records cannot disagree. `progress`, if
+    given, is called with the number of input bytes done (estimated from row counts for Parquet).
+    """
+    if chunk_size < 1:
+        raise UsageError(f"chunk size must be at least 1, found {chunk_size}")
+    if workers is not None and workers < 1:
+        raise UsageError(f"workers must be at least 1, found {workers}")
+    plan = [(Path(p), detect_format(Path(p))) for p in paths]
+    total = sum(_file_size(p) for p, _ in plan)
+    wanted = workers if workers is not None else (os.cpu_count() or 1)
+    items = _iter_plan(plan, file_digests)
+    fields = tuple(text_fields) if text_fields is not None else None
+    if wanted <= 1 or total < _POOL_MIN_BYTES:
+        done: Iterator[tuple[_Unit | _FileEnd, list[RecordHash]]] = (
+            (item, [] if isinstance(item, _FileEnd) else _hash_unit(item, fields, min_chars))
+            for item in items
+        )
+        yield from _rechunk(done, chunk_size, progress)
+    else:
+        yield from _rechunk(_pool_map(items, fields, min_chars, wanted), chunk_size, progress)
+
+
+# --- units of work ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Block:
+    """A run of whole lines of one JSONL or text file, starting at line `first_line`."""
+
+    name: str
+    fmt: str
+    first_line: int
+    data: bytes
+    at_eof: bool  # the file's last block: its last line may lack a newline
+    nbytes: int  # input bytes this block accounts for, for progress
+
+
+@dataclass(frozen=True)
+class _Rows:
+    """A run of Parquet rows of one file, starting at row `first_row`."""
+
+    name: str
+    first_row: int
+    batch: pa.RecordBatch
+    nbytes: int  # estimated share of the file's bytes, for progress
+
+
+@dataclass(frozen=True)
+class _FileEnd:
+    """Marks the end of one input file in the stream of units, so chunks and empty checks are per file."""
+
+    path: Path
+    fmt: str
+
+
+_Unit = _Block | _Rows
+
+
+def _checked_format(path: Path, fmt: str | None) -> str:
+    """Resolve `fmt` (None = by extension) and reject names that are not record formats."""
+    if fmt is None:
+        return detect_format(path)
+    if fmt not in RECORD_FORMATS:
+        raise UsageError(
+            f"unknown record format {fmt!r}: expected one of {', '.join(RECORD_FORMATS)}"
+        )
+    return fmt
+
+
+def _open_binary(path: Path) -> io.BufferedReader:
+    """Open for reading, turning OS errors into one-line `InputError`s."""
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+
+
+def _file_size(path: Path) -> int:
+    """Size in bytes; also fails fast (before earlier files are processed) on a missing input."""
+    try:
+        return path.stat().st_size
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+
+
+def _no_records_message(path: Path, fmt: str) -> str:
+    """The error for an input without records; an empty batch is almost always a mistake."""
+    what = "rows" if fmt == "parquet" else "records (the file is empty or holds only blank lines)"
+    return f"{path}: no {what}"
+
+
+def _iter_plan(
+    plan: Sequence[tuple[Path, str]], file_digests: dict[Path, str] | None
+) -> Iterator[_Unit | _FileEnd]:
+    """Units of every file in order, each file followed by its `_FileEnd`."""
+    for path, fmt in plan:
+        sha = hashlib.sha256() if file_digests is not None and fmt != "parquet" else None
+        yield from _iter_units(path, fmt, _PARQUET_BATCH_ROWS, sha)
+        if file_digests is not None:
+            file_digests[path] = sha.hexdigest() if sha is not None else file_sha256(path)
+        yield _FileEnd(path, fmt)
+
+
+def _iter_units(path: Path, fmt: str, batch_rows: int, sha: Any) -> Iterator[_Unit]:
+    """Blocks of lines (JSONL, text) or batches of rows (Parquet) of one file."""
+    if fmt == "parquet":
+        return _iter_row_batches(path, batch_rows)
+    return _iter_blocks(path, fmt, sha)
+
+
+def _iter_blocks(path: Path, fmt: str, sha: Any, block_size: int | None = None) -> Iterator[_Block]:
+    """Read big binary blocks and cut them at the last newline; a line longer than a block is joined."""
+    name = str(path)
+    block_size = block_size or _BLOCK_SIZE
+    with _open_binary(path) as f:
+        line = 1
+        pending: list[bytes] = []
+        first = True
+        consumed = 0  # bytes read but not yet accounted to a block
+        while True:
+            try:
+                data = f.read(block_size)
+            except OSError as exc:
+                raise InputError(f"{name}:{line}: cannot read ({exc.strerror or exc})") from exc
+            if sha is not None:
+                sha.update(data)
+            consumed += len(data)
+            if first:
+                first = False
+                data = data.removeprefix(_BOM)
+            if not data:
+                break
+            cut = data.rfind(b"\n") + 1
+            if cut == 0:
+                pending.append(data)
+                continue
+            whole = b"".join((*pending, data[:cut])) if pending else data[:cut]
+            pending = [data[cut:]] if cut < len(data) else []
+            yield _Block(name, fmt, line, whole, False, consumed)
+            consumed = 0
+            line += whole.count(b"\n")
+        if pending:
+            yield _Block(name, fmt, line, b"".join(pending), True, consumed)
+
+
+def _iter_row_batches(path: Path, batch_rows: int) -> Iterator[_Rows]:
+    """Stream a Parquet file in record batches; pyarrow reads one row group's columns at a time."""
+    name = str(path)
+    try:
+        pf = pq.ParquetFile(path)
+    except FileNotFoundError as exc:
+        raise InputError(f"{name}: cannot read ({exc.strerror or exc})") from exc
+    except (OSError, pa.ArrowException) as exc:
+        raise InputError(f"{name}: not a readable Parquet file ({exc})") from exc
+    row = 1
+    total_rows = max(pf.metadata.num_rows, 1)
+    size = _file_size(path)
+    try:
+        batches = pf.iter_batches(batch_size=batch_rows)
+        while True:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except (OSError, pa.ArrowException) as exc:
+                raise InputError(f"{name}: row {row}: cannot read ({exc})") from exc
+            if batch.num_rows:
+                before = size * (row - 1) // total_rows
+                row += batch.num_rows
+                yield _Rows(
+                    name, row - batch.num_rows, batch, size * (row - 1) // total_rows - before
+                )
+    finally:
+        pf.close()
+
+
+def _records_of(unit: _Unit) -> Iterable[tuple[int, object]]:
+    """Numbered records of one unit (no hashing); lines stream, a Parquet batch converts at once."""
+    if isinstance(unit, _Rows):
+        return _rows_of(unit)
+    if unit.fmt == "txt":
+        return _text_lines(unit)
+    return _json_lines(unit)
+
+
+def _hash_unit(unit: _Unit, text_fields: Sequence[str] | None, min_chars: int) -> list[RecordHash]:
+    """Parse and hash one unit; runs in a worker process, so it must be a picklable top-level function."""
+    out: list[RecordHash] = []
+    append = out.append
+    for number, record in _records_of(unit):
+        try:
+            append(hash_record(record, text_fields, min_chars))
+        except _DATA_ERRORS as exc:
+            raise InputError(f"{_location(unit, number)}: {exc}") from exc
+    return out
+
+
+def _location(unit: _Unit, number: int) -> str:
+    """`file:line` for line formats, `file: row N` for Parquet."""
+    if isinstance(unit, _Rows):
+        return f"{unit.name}: row {number}"
+    return f"{unit.name}:{number}"
+
+
+# --- JSONL and text lines ------------------------------------------------------------------------
+
+
+def _split_lines(unit: _Block) -> list[bytes]:
+    """The block's lines without their `\\n`."""
+    lines = unit.data.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def _json_lines(unit: _Block) -> Iterator[tuple[int, object]]:
+    """Each non-blank line parsed as a JSON object (exact big integers, via `ledger.hashing`)."""
+    lines = _split_lines(unit)
+    last = len(lines) - 1
+    for i, line in enumerate(lines):
+        if not line or line.isspace():
+            continue
+        number = unit.first_line + i
+        yield number, _parse_object_line(unit.name, number, line, unit.at_eof and i == last)
+
+
+def _parse_object_line(
+    name: str, number: int, line: bytes, unterminated: bool = False
+) -> dict[str, Any]:
+    """One JSONL line as a JSON object, or an `InputError` naming `name:number` and what is wrong."""
+    try:
+        record = parse_json_line(line)
+    except _DATA_ERRORS as exc:
+        raise InputError(f"{name}:{number}: {_unparsable(line, exc, unterminated)}") from exc
+    if not isinstance(record, dict):
+        hint = ""
+        if number == 1 and name.lower().endswith(".json"):
+            hint = " (a .json input is read as JSON Lines: one object per line)"
+        raise InputError(f"{name}:{number}: not a JSON object (found {_json_kind(record)}){hint}")
+    return record
+
+
+def _unparsable(line: bytes, exc: BaseException, unterminated: bool) -> str:
+    """Say why a line did not parse: bad UTF-8 first (the likelier root cause), else the JSON error."""
+    try:
+        line.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        return f"invalid UTF-8 at byte {bad.start + 1} of the line"
+    detail = str(exc).replace("line 1 column", "column") or type(exc).__name__
+    why = f"invalid JSON ({detail})"
+    if unterminated:
+        why += "; the last line has no newline: is the file truncated?"
+    return why
+
+
+def _json_kind(value: object) -> str:
+    """JSON's name for the type of a parsed value."""
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if value is None:
+        return "null"
+    return type(value).__name__
+
+
+def _text_lines(unit: _Block) -> Iterator[tuple[int, object]]:
+    """Each non-empty line as a `str` without its `\\n` or `\\r\\n`."""
+    for i, line in enumerate(_split_lines(unit)):
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line:
+            continue
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(
+                f"{unit.name}:{unit.first_line + i}: invalid UTF-8 at byte {exc.start + 1} of the line"
+            ) from exc
+        yield unit.first_line + i, text
+
+
+# --- Parquet rows ----------------------------------------------------------------------------------
+
+
+class _NoJsonForm(Exception):
+    """A Parquet value that has no JSON form; `path` is the field path inside the column."""
+
+    def __init__(self, message: str, path: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+_Convert = Callable[[Any], object]
+_EPOCH: Final = dt.datetime(1970, 1, 1)
+_EPOCH_DATE: Final = dt.date(1970, 1, 1)
+_PER_SECOND: Final = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+_DIGITS: Final = {"s": 0, "ms": 3, "us": 6, "ns": 9}
+
+
+def _rows_of(unit: _Rows) -> list[tuple[int, object]]:
+    """Turn a record batch into numbered row objects, converting column by column (fast path)."""
+    batch = unit.batch
+    names = batch.schema.names
+    if len(set(names)) != len(names):
+        dup = next(n for n in names if names.count(n) > 1)
+        raise InputError(
+            f"{unit.name}: column {dup!r} appears twice; a row cannot be a JSON object"
+        )
+    if not names:
+        return [(unit.first_row + i, {}) for i in range(batch.num_rows)]
+    columns = [_column_values(unit, name, col) for name, col in zip(names, batch.columns)]
+    first = unit.first_row
+    return [(first + i, dict(zip(names, values))) for i, values in enumerate(zip(*columns))]
+
+
+def _column_values(unit: _Rows, name: str, column: pa.Array) -> list[object]:
+    """One column's values as JSON values; temporal types are read as integers to stay exact."""
+    if isinstance(column, pa.ExtensionArray):
+        column = column.storage
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
+    typ = column.type
+    convert = _converter(typ)
+    storage = _storage_type(typ)
+    if storage != typ:
+        column = column.cast(storage)
+    values: list[object] = column.to_pylist()
+    if convert is None:
+        return values
+    out: list[object] = []
+    append = out.append
+    for i, value in enumerate(values):
+        if value is None:
+            append(None)
+            continue
+        try:
+            append(convert(value))
+        except _NoJsonForm as exc:
+            where = ".".join((name, *exc.path))
+            raise InputError(
+                f"{unit.name}: row {unit.first_row + i}, column {where!r}: {exc}"
+            ) from None
+    return out
+
+
+def _storage_type(typ: pa.DataType) -> pa.DataType:
+    """The type to cast to before `to_pylist`: temporal values as integers, containers recursively."""
+    if pa.types.is_dictionary(typ):
+        return _storage_type(typ.value_type)
+    if pa.types.is_timestamp(typ) or pa.types.is_time64(typ) or pa.types.is_date64(typ):
+        return pa.int64()
+    if pa.types.is_duration(typ):
+        return pa.int64()
+    if pa.types.is_date32(typ) or pa.types.is_time32(typ):
+        return pa.int32()
+    if pa.types.is_list(typ):
+        return pa.list_(_storage_type(typ.value_type))
+    if pa.types.is_large_list(typ):
+        return pa.large_list(_storage_type(typ.value_type))
+    if pa.types.is_fixed_size_list(typ):
+        return pa.list_(_storage_type(typ.value_type), typ.list_size)
+    if pa.types.is_map(typ):
+        return pa.map_(_storage_type(typ.key_type), _storage_type(typ.item_type))
+    if pa.types.is_struct(typ):
+        return pa.struct([pa.field(f.name, _storage_type(f.type), f.nullable) for f in typ])
+    return typ
+
+
+def _converter(typ: pa.DataType) -> _Convert | None:
+    """How to turn a non-null storage value of `typ` into a JSON value; None when it already is one."""
+    t = pa.types
+    if t.is_dictionary(typ):
+        return _converter(typ.value_type)
+    if (
+        t.is_null(typ)
+        or t.is_boolean(typ)
+        or t.is_integer(typ)
+        or t.is_float64(typ)
+        or t.is_string(typ)
+        or t.is_large_string(typ)
+        or getattr(t, "is_string_view", lambda _: False)(typ)
+    ):
+        return None
+    if t.is_float32(typ):
+        return _float32_value
+    if t.is_float16(typ):
+        return _float16_value
+    if t.is_timestamp(typ):
+        return _timestamp_converter(typ.unit)
+    if t.is_date32(typ):
+        return _date32_text
+    if t.is_date64(typ):
+        return _date64_text
+    if t.is_time32(typ) or t.is_time64(typ):
+        return _time_converter(typ.unit)
+    if t.is_decimal(typ):
+        return _integer_decimal if typ.scale <= 0 else _double_decimal
+    if t.is_list(typ) or t.is_large_list(typ) or t.is_fixed_size_list(typ):
+        return _list_converter(_converter(typ.value_type))
+    if t.is_map(typ):
+        return _map_converter(_converter(typ.key_type), _converter(typ.item_type))
+    if t.is_struct(typ):
+        return _struct_converter([(f.name, _converter(f.type)) for f in typ])
+    return _refuser(typ)
+
+
+def _refuser(typ: pa.DataType) -> _Convert:
+    """A converter for a type with no JSON form (binary, duration, union, ...): any non-null value fails."""
+    kind = "binary" if "binary" in str(typ) else str(typ)
+
+    def refuse(_value: object) -> object:
+        raise _NoJsonForm(f"{kind} values have no JSON form")
+
+    return refuse
+
+
+def _float32_value(value: float) -> float:
+    """The double read from float32's shortest decimal form: `0.1f` becomes `0.1`, not 0.10000000149."""
+    return float(str(np.float32(value)))
+
+
+def _float16_value(value: float) -> float:
+    """As `_float32_value`, for half precision."""
+    return float(str(np.float16(value)))
+
+
+def _timestamp_converter(unit: str) -> _Convert:
+    """RFC 3339 in UTC from integer ticks since the epoch (exact for nanoseconds, unlike datetime)."""
+    per_second, digits = _PER_SECOND[unit], _DIGITS[unit]
+
+    def convert(ticks: int) -> str:
+        seconds, fraction = divmod(ticks, per_second)
+        try:
+            t = _EPOCH + dt.timedelta(seconds=seconds)
+        except OverflowError:
+            raise _NoJsonForm(f"timestamp {ticks} {unit} is outside years 1 to 9999") from None
+        text = f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
+        if fraction:
+            text += "." + f"{fraction:0{digits}d}".rstrip("0")
+        return text + "Z"
+
+    return convert
+
+
+def _time_converter(unit: str) -> _Convert:
+    """RFC 3339 partial-time `HH:MM:SS[.fff]` from integer ticks since midnight."""
+    per_second, digits = _PER_SECOND[unit], _DIGITS[unit]
+
+    def convert(ticks: int) -> str:
+        seconds, fraction = divmod(ticks, per_second)
+        minutes, second = divmod(seconds, 60)
+        hour, minute = divmod(minutes, 60)
+        text = f"{hour:02d}:{minute:02d}:{second:02d}"
+        if fraction:
+            text += "." + f"{fraction:0{digits}d}".rstrip("0")
+        return text
+
+    return convert
+
+
+def _date32_text(days: int) -> str:
+    """RFC 3339 full-date from days since the epoch."""
+    try:
+        return (_EPOCH_DATE + dt.timedelta(days=days)).isoformat()
+    except OverflowError:
+        raise _NoJsonForm(f"date {days} days from 1970-01-01 is outside years 1 to 9999") from None
+
+
+def _date64_text(millis: int) -> str:
+    """RFC 3339 full-date from milliseconds since the epoch."""
+    return _date32_text(millis // 86_400_000)
+
+
+def _integer_decimal(value: decimal.Decimal) -> int:
+    """A scale-0 decimal is an integer: written exactly, like a big JSONL integer."""
+    return int(value)
+
+
+def _double_decimal(value: decimal.Decimal) -> float:
+    """A decimal with a fraction becomes a double only when that double reads back as the same number."""
+    number = float(value)
+    if not np.isfinite(number) or decimal.Decimal(repr(number)) != value:
+        raise _NoJsonForm(f"decimal {value} has no exact double (JSON number) form")
+    return number
+
+
+def _list_converter(item: _Convert | None) -> _Convert | None:
+    """Convert list items; None when the items need nothing."""
+    if item is None:
+        return None
+
+    def convert(values: list[object]) -> list[object]:
+        out: list[object] = []
+        for i, v in enumerate(values):
+            try:
+                out.append(None if v is None else item(v))
+            except _NoJsonForm as exc:
+                raise _NoJsonForm(str(exc), (f"[{i}]", *exc.path)) from None
+        return out
+
+    return convert
+
+
+def _struct_converter(fields: list[tuple[str, _Convert | None]]) -> _Convert | None:
+    """Convert the fields of a struct that need it; None when none do."""
+    active = [(name, conv) for name, conv in fields if conv is not None]
+    if not active:
+        return None
+
+    def convert(value: dict[str, object]) -> dict[str, object]:
+        out = dict(value)
+        for name, conv in active:
+            v = out.get(name)
+            if v is not None:
+                try:
+                    out[name] = conv(v)
+                except _NoJsonForm as exc:
+                    raise _NoJsonForm(str(exc), (name, *exc.path)) from None
+        return out
+
+    return convert
+
+
+def _map_converter(key: _Convert | None, item: _Convert | None) -> _Convert:
+    """A map becomes a JSON object: keys must be distinct strings."""
+
+    def convert(pairs: list[tuple[object, object]]) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for k, v in pairs:
+            k = key(k) if key is not None else k
+            if not isinstance(k, str):
+                raise _NoJsonForm(
+                    f"map key {k!r} is not a string, so the map has no JSON object form"
+                )
+            if k in out:
+                raise _NoJsonForm(f"map key {k!r} appears twice")
+            try:
+                out[k] = v if v is None or item is None else item(v)
+            except _NoJsonForm as exc:
+                raise _NoJsonForm(str(exc), (k, *exc.path)) from None
+        return out
+
+    return convert
+
+
+# --- the worker pool -------------------------------------------------------------------------------
+
+_worker_options: tuple[Sequence[str] | None, int] = (None, 32)
+
+
+def _init_worker(text_fields: Sequence[str] | None, min_chars: int) -> None:
+    """Receive the hashing options once per worker instead of once per task."""
+    global _worker_options
+    _worker_options = (text_fields, min_chars)
+
+
+_Wire = list[tuple[bytes, tuple[bytes, ...], tuple[str, ...]]]
+
+
+def _work(unit: _Unit) -> _Wire:
+    """Pool task: hash one unit with the options given at start-up.
+
+    Results travel as plain tuples: pickle moves builtin containers about twice as fast as
+    dataclass instances, and the caller's process is the one that must keep up with every worker.
+    """
+    return [(h.digest, h.segments, h.texts) for h in _hash_unit(unit, *_worker_options)]
+
+
+class _Done:
+    """An already-finished (empty) result, queued in order among the pool's pending ones."""
+
+    def get(self) -> _Wire:
+        return []
+
+
+def _pool_map(
+    items: Iterator[_Unit | _FileEnd],
+    text_fields: Sequence[str] | None,
+    min_chars: int,
+    workers: int,
+) -> Iterator[tuple[_Unit | _FileEnd, list[RecordHash]]]:
+    """Hash units in a process pool, yielding results in input order with a bounded number in flight.
+
+    On Linux the workers are forked: unlike `spawn`/`forkserver` that needs no `if __name__ ==
+    "__main__"` guard in the caller's script (those re-import it in every worker), and the workers
+    touch only orjson, hashlib and pyarrow, which are fork-safe. Elsewhere the platform's default
+    start method applies. Errors raised in a worker come back as the same one-line `InputError`.
+    """
+    ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
+    pool = ctx.Pool(workers, initializer=_init_worker, initargs=(text_fields, min_chars))
+    pending: deque[tuple[_Unit | _FileEnd, Any]] = deque()
+    limit = 2 * workers + 2
+    try:
+        for item in items:
+            if isinstance(item, _FileEnd):
+                pending.append((item, _Done()))
+            else:
+                pending.append((item, pool.apply_async(_work, (item,))))
+            while len(pending) > limit:
+                yield _take(pending)
+        while pending:
+            yield _take(pending)
+        pool.close()
+    finally:
+        pool.terminate()
+        pool.join()
+
+
+def _take(
+    pending: deque[tuple[_Unit | _FileEnd, Any]],
+) -> tuple[_Unit | _FileEnd, list[RecordHash]]:
+    """Wait for the oldest result; re-raise a worker's `InputError` without the remote traceback."""
+    item, result = pending.popleft()
+    try:
+        wire = result.get()
+    except InputError as exc:
+        raise InputError(str(exc)) from None
+    return item, [RecordHash(digest, segments, texts) for digest, segments, texts in wire]
+
+
+def _rechunk(
+    done: Iterable[tuple[_Unit | _FileEnd, list[RecordHash]]],
+    chunk_size: int,
+    progress: Callable[[int], None] | None,
+) -> Iterator[list[RecordHash]]:
+    """Regroup per-unit results into `chunk_size` lists per file; reject files without records."""
+    buffer: list[RecordHash] = []
+    count = 0
+    for item, hashes in done:
+        if progress is not None and not isinstance(item, _FileEnd):
+            progress(item.nbytes)
+        if isinstance(item, _FileEnd):
+            if count == 0:
+                raise InputError(_no_records_message(item.path, item.fmt))
+            if buffer:
+                yield buffer
+            buffer, count = [], 0
+            continue
+        count += len(hashes)
+        buffer.extend(hashes)
+        while len(buffer) >= chunk_size:
+            yield buffer[:chunk_size]
+            del buffer[:chunk_size]
