@@ -1,0 +1,809 @@
+"""Audit: prove or disprove that third-party outputs entered a checkpoint's training lineage.
+
+Three steps, as DESIGN.md "Audit" fixes them:
+
+1. Integrity: the whole log up to its latest tree head verifies (`ledger.verify.verify_ledger`, which also
+   recomputes every batch's record set against its signed `records_root`), and the lineage closes (no
+   reference names a missing entry). Everything later reads only entries below the verified size.
+2. Findings: `declared` (batches derived_from calls, third-party teachers), `exact` (a lineage record
+   segment equals a recorded call's output segment or a suspect's, joined in DuckDB) and `near`
+   (fingerprint LSH bands joined in DuckDB, then a similarity estimate). A policy turns calls to allowed
+   providers/models into `allowed` findings.
+3. Verdict: inconclusive > contaminated > suspect > clean (`ledger.bundle.verdict_of`).
+
+`build_bundle` turns a report into the portable proof bundle; `export_records` writes a lineage's record
+leaves (hashes only) for a verifier who wants to check a `clean` verdict against its own suspects.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import pyarrow as pa
+
+from ledger import merkle, store
+from ledger.bundle import BUNDLE_FORMAT, Policy, Suspect, read_policy, read_suspects, verdict_of
+from ledger.errors import FingerprintMismatchError, InputError, NotFoundError, UsageError
+from ledger.lineage import Lineage, lineage
+from ledger.verify import Problem, verify_ledger
+
+if TYPE_CHECKING:
+    from ledger.ledger import Ledger
+
+__all__ = [
+    "AuditReport",
+    "ExportCounts",
+    "Finding",
+    "audit",
+    "build_bundle",
+    "export_records",
+    "finding_json",
+    "report_json",
+]
+
+Connection = duckdb.DuckDBPyConnection
+Progress = Callable[[int], None]
+
+_TYPE_ORDER = {"declared": 0, "exact": 1, "near": 2, "allowed": 3}
+# The payload of an entry leaf, decoded in SQL: the leaf is the JCS DSSE envelope, its payload base64 JCS.
+_PAYLOAD = "decode(from_base64(json_extract_string(decode(leaf), '$.payload')))"
+_HAYSTACK_CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One piece of evidence that third-party output entered the lineage.
+
+    `call` and `batch` are entry indexes, `record` a 0-based position in the batch, `segment` the hex
+    segment hash (for `near`: the call's or suspect's output segment that the record resembles).
+    `suspect` is the suspect's index in the suspects file. `path` holds the checkpoint ids from the
+    audited checkpoint down to the one that trained on the batch (or named the teacher). `allowed`
+    findings keep what they would otherwise have been in `basis`.
+    """
+
+    type: str
+    call: int | None = None
+    batch: int | None = None
+    record: int | None = None
+    segment: str | None = None
+    similarity: float | None = None
+    purpose: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    suspect: int | None = None
+    path: tuple[str, ...] = ()
+    basis: str | None = None
+    suspect_line: int | None = None
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """DESIGN.md: one finding per (type, call or suspect, batch, record position, segment)."""
+        source = ("call", self.call) if self.call is not None else ("suspect", self.suspect)
+        teacher = (
+            (self.provider, self.model) if self.call is None and self.suspect is None else None
+        )
+        return (self.type, self.basis, source, self.batch, self.record, self.segment, teacher)
+
+    def sort_key(self) -> tuple[Any, ...]:
+        return (
+            _TYPE_ORDER.get(self.type, 9),
+            -1 if self.call is None else self.call,
+            -1 if self.suspect is None else self.suspect,
+            -1 if self.batch is None else self.batch,
+            -1 if self.record is None else self.record,
+            self.segment or "",
+            self.provider or "",
+            self.model or "",
+        )
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """The outcome of `audit`. `problems` (integrity failures, dangling references) force `inconclusive`."""
+
+    verdict: str
+    checkpoint: str
+    checkpoint_index: int
+    findings: tuple[Finding, ...]
+    coverage: Mapping[str, int]
+    timings: Mapping[str, float]
+    problems: tuple[Problem, ...]
+    lineage: Lineage = field(repr=False)
+    size: int = 0
+    root: bytes = b""
+    policy: Policy = field(default_factory=Policy)
+    fuzzy: bool = True
+    threshold: float | None = None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ExportCounts:
+    """What `export_records` wrote: one Parquet file per lineage batch."""
+
+    batches: int
+    records: int
+    files: tuple[Path, ...]
+
+
+# --- entry point -----------------------------------------------------------------------------------------
+
+
+def audit(
+    ledger: Ledger,
+    checkpoint: str | None = None,
+    *,
+    weights: Sequence[Path] = (),
+    suspects: Path | None = None,
+    fuzzy: bool = True,
+    threshold: float | None = None,
+    policy: Path | Policy | None = None,
+    progress: Progress | None = None,
+) -> AuditReport:
+    """Audit a checkpoint (by id or entry index, or by the hashes of its weight files).
+
+    Raises NotFoundError for an unknown checkpoint, InputError for unreadable suspects/policy/weights,
+    FingerprintMismatchError when near matching would compare fingerprints made with different settings.
+    Tampering never raises: it is listed in `problems` and makes the verdict `inconclusive`.
+    """
+    started = time.perf_counter()
+    if (checkpoint is None) == (not weights):
+        raise UsageError("audit needs a checkpoint id or --weights files (one of the two)")
+    if threshold is not None and not 0.0 < threshold <= 1.0:
+        raise UsageError(f"threshold {threshold}: expected a similarity in (0, 1]")
+    rules = (
+        policy
+        if isinstance(policy, Policy)
+        else read_policy(policy)
+        if policy is not None
+        else Policy()
+    )
+    suspect_list = read_suspects(suspects) if suspects is not None else ()
+    weight_hashes = _weight_hashes(weights) if weights else []
+
+    verified = verify_ledger(ledger, progress=progress)
+    problems: list[Problem] = list(verified.problems)
+    size = verified.size
+    timings: dict[str, float] = {}
+    notes: list[str] = []
+    with store.session(ledger.path, read_only=True) as conn:
+        target = checkpoint if checkpoint is not None else _by_weights(conn, weight_hashes, size)
+        lin = lineage(conn, target, size=size)
+        problems.extend(lin.problems)
+        timings["integrity"] = time.perf_counter() - started
+
+        mark = time.perf_counter()
+        batches = [n.index for n in lin.batches if n.index is not None]
+        findings = _declared(lin, rules)
+        exact, call_count, call_segments = _exact_calls(conn, batches, size)
+        exact += _exact_suspects(conn, batches, suspect_list)
+        coverage = _coverage(conn, lin, batches, call_count, call_segments, suspect_list)
+        timings["matching"] = time.perf_counter() - mark
+
+        mark = time.perf_counter()
+        near: list[Finding] = []
+        if fuzzy:
+            near, near_notes = _near(conn, lin, batches, size, suspect_list, threshold)
+            notes.extend(near_notes)
+            covered = {_record_key(f) for f in exact}
+            near = [f for f in near if _record_key(f) not in covered]
+        timings["near"] = time.perf_counter() - mark
+
+    paths = {n.index: n.path for n in lin.batches}
+    for f in [*exact, *near]:
+        findings.append(_place(f, paths, rules))
+    unique = {f.key: f for f in findings}
+    ordered = tuple(sorted(unique.values(), key=Finding.sort_key))
+    verdict = verdict_of((f.type for f in ordered), inconclusive=bool(problems))
+    timings["total"] = time.perf_counter() - started
+    return AuditReport(
+        verdict=verdict,
+        checkpoint=lin.checkpoint,
+        checkpoint_index=lin.index,
+        findings=ordered,
+        coverage=coverage,
+        timings=timings,
+        problems=tuple(problems),
+        lineage=lin,
+        size=size,
+        root=verified.root,
+        policy=rules,
+        fuzzy=fuzzy,
+        threshold=threshold,
+        notes=tuple(notes),
+    )
+
+
+def _record_key(f: Finding) -> tuple[Any, ...]:
+    """An exact finding covers near ones for the same (call or suspect, batch, record)."""
+    return (f.call, f.suspect, f.batch, f.record)
+
+
+def _place(f: Finding, paths: Mapping[int | None, tuple[str, ...]], rules: Policy) -> Finding:
+    """Attach the checkpoint path, and make calls the policy allows `allowed`."""
+    path = paths.get(f.batch, ())
+    if f.call is not None and rules.allows(f.provider, f.model):
+        return Finding(**{**f.__dict__, "type": "allowed", "basis": f.type, "path": path})
+    return Finding(**{**f.__dict__, "path": path})
+
+
+def _weight_hashes(weights: Sequence[Path]) -> list[str]:
+    from ledger.recording import hash_weights
+
+    return [w["sha256"] for w in hash_weights([Path(w) for w in weights])]
+
+
+def _by_weights(conn: Connection, hashes: Sequence[str], size: int) -> int:
+    """The checkpoint whose weights include every given hash (the latest if several do)."""
+    rows = conn.execute(
+        f"""SELECT idx, ref, json_extract_string({_PAYLOAD}, '$.weights[*].sha256') FROM entries
+            WHERE kind = 'checkpoint' AND idx < ? ORDER BY idx""",
+        [size],
+    ).fetchall()
+    wanted = set(hashes)
+    matches = [(int(idx), str(ref)) for idx, ref, found in rows if wanted <= set(found or [])]
+    if not matches:
+        raise NotFoundError(
+            f"no recorded checkpoint has weights with sha256 {', '.join(h[:16] + '…' for h in hashes)}"
+        )
+    if len({ref for _, ref in matches}) > 1:
+        names = ", ".join(repr(ref) for _, ref in matches[:5])
+        raise UsageError(
+            f"these weights belong to several checkpoints ({names}): audit one of them by id"
+        )
+    return matches[-1][0]
+
+
+# --- declared -------------------------------------------------------------------------------------------
+
+
+def _declared(lin: Lineage, rules: Policy) -> list[Finding]:
+    """Every derived_from call of a lineage batch, and every third-party teacher."""
+    out: list[Finding] = []
+    nodes = {n.id: n for n in lin.nodes}
+    for edge in lin.edges:
+        if edge.kind == "derived_from":
+            batch, call = nodes[edge.source], nodes[edge.target]
+            if call.missing or call.body is None or batch.missing:
+                continue
+            provider, model = str(call.body.get("provider")), str(call.body.get("model"))
+            allowed = rules.allows(provider, model)
+            out.append(Finding(
+                type="allowed" if allowed else "declared", call=call.index, batch=batch.index,
+                purpose=call.body.get("purpose"), provider=provider, model=model, path=batch.path,
+                basis="declared" if allowed else None,
+            ))  # fmt: skip
+        elif edge.kind == "teacher" and nodes[edge.target].kind == "teacher":
+            teacher = nodes[edge.target]
+            body = teacher.body or {}
+            provider, model = str(body.get("provider")), str(body.get("model"))
+            allowed = rules.allows(provider, model)
+            out.append(Finding(
+                type="allowed" if allowed else "declared", provider=provider, model=model,
+                path=nodes[edge.source].path, basis="declared" if allowed else None,
+            ))  # fmt: skip
+    return out
+
+
+# --- exact ----------------------------------------------------------------------------------------------
+
+
+def _batch_table(conn: Connection, batches: Sequence[int]) -> str:
+    name = "_audit_batches"
+    conn.register(name, pa.table({"batch": pa.array(sorted(set(batches)), pa.int64())}))
+    return name
+
+
+def _exact_calls(
+    conn: Connection, batches: Sequence[int], size: int
+) -> tuple[list[Finding], int, int]:
+    """Lineage record segments equal to any recorded call's output segments, joined in DuckDB.
+
+    Call outputs come straight from the signed leaves (decoded in SQL), not from any derived table.
+    """
+    counts = conn.execute(
+        f"""SELECT count(*), coalesce(sum(len(json_extract_string({_PAYLOAD}, '$.outputs[*]'))), 0)
+            FROM entries WHERE kind = 'call' AND idx < ?""",
+        [size],
+    ).fetchall()
+    call_count, call_segments = (int(counts[0][0]), int(counts[0][1])) if counts else (0, 0)
+    if not batches or not call_segments:
+        return [], call_count, call_segments
+    table = _batch_table(conn, batches)
+    try:
+        rows = conn.execute(
+            f"""WITH outputs AS (
+                    SELECT idx AS call, provider, model, purpose,
+                           unnest(json_extract_string({_PAYLOAD}, '$.outputs[*]')) AS output
+                    FROM entries WHERE kind = 'call' AND idx < ?
+                ), call_segments AS (
+                    SELECT call, provider, model, purpose, unhex(output) AS segment FROM outputs
+                )
+                SELECT c.call, c.provider, c.model, c.purpose, s.batch, s.position, lower(hex(s.segment))
+                FROM record_segments s
+                JOIN call_segments c ON s.segment = c.segment
+                WHERE s.batch IN (SELECT batch FROM {table})""",
+            [size],
+        ).fetchall()
+    finally:
+        conn.unregister(table)
+    found = [
+        Finding(type="exact", call=int(call), batch=int(batch), record=int(position), segment=str(segment),
+                similarity=1.0, purpose=purpose, provider=provider, model=model)
+        for call, provider, model, purpose, batch, position, segment in rows
+    ]  # fmt: skip
+    return found, call_count, call_segments
+
+
+def _suspect_table(suspects: Sequence[Suspect]) -> pa.Table:
+    """(suspect, line, segment) with each distinct segment hash once, under its first suspect."""
+    seen: dict[bytes, Suspect] = {}
+    for suspect in suspects:
+        for segment in suspect.segments:
+            seen.setdefault(segment, suspect)
+    return pa.table({
+        "suspect": pa.array([s.index for s in seen.values()], pa.int64()),
+        "line": pa.array([s.line for s in seen.values()], pa.int64()),
+        "segment": pa.array(list(seen), pa.binary()),
+    })  # fmt: skip
+
+
+def _exact_suspects(
+    conn: Connection, batches: Sequence[int], suspects: Sequence[Suspect]
+) -> list[Finding]:
+    if not batches or not suspects:
+        return []
+    table = _batch_table(conn, batches)
+    conn.register("_audit_suspects", _suspect_table(suspects))
+    try:
+        rows = conn.execute(
+            f"""SELECT u.suspect, u.line, s.batch, s.position, lower(hex(s.segment))
+                FROM record_segments s JOIN _audit_suspects u ON s.segment = u.segment
+                WHERE s.batch IN (SELECT batch FROM {table})"""
+        ).fetchall()
+    finally:
+        conn.unregister("_audit_suspects")
+        conn.unregister(table)
+    return [
+        Finding(type="exact", suspect=int(suspect), suspect_line=int(line), batch=int(batch), record=int(position),
+                segment=str(segment), similarity=1.0)
+        for suspect, line, batch, position, segment in rows
+    ]  # fmt: skip
+
+
+def _coverage(
+    conn: Connection,
+    lin: Lineage,
+    batches: Sequence[int],
+    call_count: int,
+    call_segments: int,
+    suspects: Sequence[Suspect],
+) -> dict[str, int]:
+    segments = 0
+    if batches:
+        table = _batch_table(conn, batches)
+        try:
+            rows = conn.execute(
+                f"SELECT count(*) FROM record_segments WHERE batch IN (SELECT batch FROM {table})"
+            ).fetchall()
+        finally:
+            conn.unregister(table)
+        segments = int(rows[0][0]) if rows else 0
+    return {
+        "checkpoints": len(lin.checkpoints),
+        "batches": len(lin.batches),
+        "records": sum(int((n.body or {}).get("count", 0)) for n in lin.batches),
+        "segments": segments,
+        "calls": call_count,
+        "call_segments": call_segments,
+        "declared_calls": len(lin.calls),
+        "teachers": len(lin.teachers),
+        "suspects": len(suspects),
+        "suspect_segments": len({s for suspect in suspects for s in suspect.segments}),
+        "suspects_without_segments": sum(1 for s in suspects if not s.segments),
+    }
+
+
+# --- near -----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Needle:
+    """One fingerprinted output segment: a call's or a suspect's."""
+
+    fingerprint: bytes
+    segment: str
+    call: int | None = None
+    provider: str | None = None
+    model: str | None = None
+    purpose: str | None = None
+    suspect: int | None = None
+    suspect_line: int | None = None
+
+
+def _batch_params(
+    lin: Lineage, batches: Sequence[int]
+) -> tuple[dict[str, Any] | None, list[int], list[str]]:
+    """The fingerprint params all lineage batches share; batches without fingerprints are listed apart."""
+    from ledger import fingerprint
+
+    reference: dict[str, Any] | None = None
+    ref_params: Any = None
+    bare: list[int] = []
+    for node in lin.batches:
+        fps = (node.body or {}).get("fingerprints")
+        if not isinstance(fps, Mapping) or not isinstance(fps.get("params"), Mapping):
+            bare.append(int(node.index or 0))
+            continue
+        params = fingerprint.FingerprintParams.from_json(dict(fps["params"]))
+        if ref_params is None:
+            reference, ref_params = dict(fps["params"]), params
+        else:
+            _compatible(ref_params, params, f"batch entry {node.index}")
+    notes = (
+        [
+            f"{len(bare)} lineage batch(es) carry no fingerprints and were not searched for near matches"
+        ]
+        if bare
+        else []
+    )
+    return reference, bare, notes
+
+
+def _compatible(reference: Any, other: Any, what: str) -> None:
+    from ledger import fingerprint
+
+    try:
+        fingerprint.check_compatible(reference, other)
+    except FingerprintMismatchError as exc:
+        raise FingerprintMismatchError(f"{what}: {exc}") from exc
+
+
+def _call_needles(conn: Connection, size: int, reference: Any) -> list[_Needle]:
+    """Every recorded call's output fingerprints (`values[i]` belongs to `outputs[i]`), params checked."""
+    from ledger import fingerprint
+
+    rows = conn.execute(
+        f"""SELECT idx, provider, model, purpose, json_extract_string(p, '$.outputs[*]'),
+                   json_extract_string(p, '$.fingerprints.values[*]'), json_extract(p, '$.fingerprints.params')
+            FROM (SELECT idx, provider, model, purpose, {_PAYLOAD} AS p FROM entries
+                  WHERE kind = 'call' AND idx < ?)
+            WHERE json_exists(p, '$.fingerprints')
+            ORDER BY idx""",
+        [size],
+    ).fetchall()
+    checked: dict[str, int] = {}
+    needles: list[_Needle] = []
+    for idx, provider, model, purpose, outputs, values, params in rows:
+        if params not in checked:
+            _compatible(
+                reference,
+                fingerprint.FingerprintParams.from_json(json.loads(params)),
+                f"call entry {idx}",
+            )
+            checked[params] = idx
+        outputs, values = list(outputs or []), list(values or [])
+        if len(outputs) != len(values):
+            raise InputError(
+                f"call entry {idx}: {len(values)} fingerprints for {len(outputs)} outputs"
+            )
+        for segment, value in zip(outputs, values):
+            needles.append(
+                _Needle(base64.b64decode(value), segment, int(idx), provider, model, purpose)
+            )
+    return needles
+
+
+def _suspect_needles(suspects: Sequence[Suspect], reference: Any) -> list[_Needle]:
+    from ledger import fingerprint
+
+    pairs = [(s, seg.hex(), text) for s in suspects for seg, text in zip(s.segments, s.texts)]
+    if not pairs:
+        return []
+    fps = fingerprint.fingerprint_texts([text for _, _, text in pairs], reference)
+    return [
+        _Needle(fp, segment, suspect=s.index, suspect_line=s.line)
+        for (s, segment, _), fp in zip(pairs, fps)
+    ]
+
+
+def _haystack_rows(
+    conn: Connection, batches: Sequence[int]
+) -> Iterator[tuple[list[int], list[int], list[bytes]]]:
+    """(batches, positions, fingerprint blobs) of lineage records, a chunk at a time."""
+    table = _batch_table(conn, batches)
+    try:
+        result = conn.execute(
+            f"""SELECT batch, position, fingerprint FROM records
+                WHERE batch IN (SELECT batch FROM {table}) AND octet_length(fingerprint) > 0"""
+        )
+        while True:
+            part = result.fetchmany(_HAYSTACK_CHUNK)
+            if not part:
+                return
+            yield [int(r[0]) for r in part], [int(r[1]) for r in part], [bytes(r[2]) for r in part]
+    finally:
+        conn.unregister(table)
+
+
+def _near(
+    conn: Connection,
+    lin: Lineage,
+    batches: Sequence[int],
+    size: int,
+    suspects: Sequence[Suspect],
+    threshold: float | None,
+) -> tuple[list[Finding], list[str]]:
+    """Near duplicates: LSH band keys of needles and lineage records joined in DuckDB, then similarity."""
+    from ledger import fingerprint
+
+    if not batches:
+        return [], []
+    reference_json, bare, notes = _batch_params(lin, batches)
+    if reference_json is None:
+        return [], notes
+    params = fingerprint.FingerprintParams.from_json(reference_json)
+    needles = _call_needles(conn, size, params) + _suspect_needles(suspects, params)
+    if not needles:
+        return [], notes
+    limit = fingerprint.DEFAULT_THRESHOLD if threshold is None else threshold
+    needle_ids: list[int] = []
+    needle_bands: list[int] = []
+    for n, needle in enumerate(needles):
+        bands = fingerprint.needle_bands(needle.fingerprint, params)
+        needle_ids.extend([n] * len(bands))
+        needle_bands.extend(bands)
+    conn.register(
+        "_audit_needles",
+        pa.table(
+            {"needle": pa.array(needle_ids, pa.int64()), "band": pa.array(needle_bands, pa.int64())}
+        ),
+    )
+    searched = [b for b in batches if b not in set(bare)]
+    blobs: dict[tuple[int, int], bytes] = {}
+    candidates: set[tuple[int, int, int]] = set()
+    try:
+        for batch_col, position_col, blob_col in _haystack_rows(conn, searched):
+            hay_batch: list[int] = []
+            hay_position: list[int] = []
+            hay_band: list[int] = []
+            for batch, position, blob in zip(batch_col, position_col, blob_col):
+                bands = fingerprint.haystack_bands(blob, params)
+                hay_batch.extend([batch] * len(bands))
+                hay_position.extend([position] * len(bands))
+                hay_band.extend(bands)
+            conn.register("_audit_haystack", pa.table({
+                "batch": pa.array(hay_batch, pa.int64()), "position": pa.array(hay_position, pa.int64()),
+                "band": pa.array(hay_band, pa.int64()),
+            }))  # fmt: skip
+            try:
+                rows = conn.execute(
+                    """SELECT DISTINCT n.needle, h.batch, h.position FROM _audit_haystack h
+                       JOIN _audit_needles n ON h.band = n.band"""
+                ).fetchall()
+            finally:
+                conn.unregister("_audit_haystack")
+            hit = {(int(b), int(p)) for _, b, p in rows}
+            lookup = dict(zip(zip(batch_col, position_col), blob_col))
+            for key in hit:
+                blobs[key] = lookup[key]
+            candidates.update((int(n), int(b), int(p)) for n, b, p in rows)
+    finally:
+        conn.unregister("_audit_needles")
+    out: list[Finding] = []
+    for n, batch, position in sorted(candidates):
+        needle = needles[n]
+        score = float(fingerprint.similarity(needle.fingerprint, blobs[(batch, position)], params))
+        if score >= limit:
+            out.append(Finding(
+                type="near", call=needle.call, batch=batch, record=position, segment=needle.segment,
+                similarity=round(score, 6), purpose=needle.purpose, provider=needle.provider, model=needle.model,
+                suspect=needle.suspect, suspect_line=needle.suspect_line,
+            ))  # fmt: skip
+    return out, notes
+
+
+# --- JSON -----------------------------------------------------------------------------------------------
+
+
+def finding_json(f: Finding) -> dict[str, Any]:
+    """A finding as `ledger audit --json` and bundles print it (fixed fields first)."""
+    out: dict[str, Any] = {
+        "type": f.type, "call": f.call, "batch": f.batch, "record": f.record, "segment": f.segment,
+        "similarity": f.similarity, "purpose": f.purpose, "provider": f.provider, "model": f.model,
+        "suspect": f.suspect, "path": list(f.path),
+    }  # fmt: skip
+    if f.basis is not None:
+        out["basis"] = f.basis
+    if f.suspect_line is not None:
+        out["suspect_line"] = f.suspect_line
+    return out
+
+
+def report_json(report: AuditReport) -> dict[str, Any]:
+    """The fixed `ledger audit --json` document (schemas/audit.schema.json)."""
+    return {
+        "verdict": report.verdict,
+        "checkpoint": report.checkpoint,
+        "checkpoint_index": report.checkpoint_index,
+        "size": report.size,
+        "root": report.root.hex(),
+        "findings": [finding_json(f) for f in report.findings],
+        "coverage": dict(report.coverage),
+        "timings": {k: round(v, 6) for k, v in report.timings.items()},
+        "problems": [{"index": p.index, "what": p.what} for p in report.problems],
+        "policy": report.policy.to_json(),
+        "fuzzy": report.fuzzy,
+        "threshold": report.threshold,
+        "notes": list(report.notes),
+    }
+
+
+# --- bundles and exports --------------------------------------------------------------------------------
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _bundle_entries(
+    ledger: Ledger, report: AuditReport
+) -> tuple[Any, list[dict[str, Any]], list[dict[str, Any]]]:
+    """Lineage, finding, key and revoke entries with inclusion proofs against the latest tree head."""
+    from ledger import keys
+
+    wanted = set(report.lineage.entry_indexes())
+    wanted |= {f.call for f in report.findings if f.call is not None}
+    wanted |= {f.batch for f in report.findings if f.batch is not None}
+    with store.session(ledger.path, read_only=True) as conn:
+        rows = conn.execute(
+            "SELECT idx FROM entries WHERE kind IN ('key', 'revoke') AND idx < ? ORDER BY idx",
+            [report.size],
+        ).fetchall()
+    wanted |= {int(r[0]) for r in rows}
+    head, proofs = ledger.inclusion_proofs(sorted(wanted))
+    key_bodies: list[dict[str, Any]] = []
+    items: list[dict[str, Any]] = []
+    for index in sorted(wanted):
+        proof = proofs[index]
+        merkle.verify_inclusion(proof.leaf_hash, index, head.size, proof.proof, head.root)
+        items.append(
+            {"index": index, "leaf": _b64(proof.leaf), "proof": [p.hex() for p in proof.proof]}
+        )
+        body = keys.parse_envelope(proof.leaf, index=index).body()
+        if body["kind"] == "key":
+            key_bodies.append(body)
+    return head, items, key_bodies
+
+
+def _bundle_records(ledger: Ledger, report: AuditReport) -> list[dict[str, Any]]:
+    """Each matched record leaf (and, for near findings, its fingerprint) with proofs against its batch."""
+    wanted: dict[int, dict[int, bool]] = {}
+    for f in report.findings:
+        if f.batch is not None and f.record is not None:
+            near = f.type == "near" or f.basis == "near"
+            wanted.setdefault(f.batch, {})[f.record] = (
+                wanted.get(f.batch, {}).get(f.record, False) or near
+            )
+    out: list[dict[str, Any]] = []
+    if not wanted:
+        return out
+    bodies = {n.index: n.body or {} for n in report.lineage.batches}
+    with store.session(ledger.path, read_only=True) as conn:
+        for batch in sorted(wanted):
+            leaves = _batch_leaves(conn, batch)
+            nodes = merkle.nodes_from_leaves([merkle.leaf_hash(leaf) for leaf in leaves])
+            body = bodies[batch]
+            if merkle.root_from_nodes(len(leaves), nodes).hex() != body.get("records_root"):
+                continue  # the stored set no longer matches its root (an inconclusive audit): nothing to prove
+            fp_nodes = None
+            if any(wanted[batch].values()):
+                rows = conn.execute(
+                    "SELECT coalesce(fingerprint, ''::BLOB) FROM records WHERE batch = ? ORDER BY position",
+                    [batch],
+                ).fetchall()
+                fps = [bytes(r[0]) for r in rows]
+                fp_nodes = merkle.nodes_from_leaves([merkle.leaf_hash(fp) for fp in fps])
+            for position, near in sorted(wanted[batch].items()):
+                item: dict[str, Any] = {
+                    "batch": batch, "position": position, "leaf": _b64(leaves[position]),
+                    "proof": [p.hex() for p in merkle.inclusion_proof(position, len(leaves), nodes)],
+                }  # fmt: skip
+                if near and fp_nodes is not None:
+                    item["fingerprint"] = _b64(fps[position])
+                    item["fingerprint_proof"] = [
+                        p.hex() for p in merkle.inclusion_proof(position, len(fps), fp_nodes)
+                    ]
+                out.append(item)
+    return out
+
+
+def build_bundle(ledger: Ledger, report: AuditReport) -> dict[str, Any]:
+    """The portable proof bundle (DESIGN.md "Bundle layout"; schemas/audit-bundle.schema.json).
+
+    Proofs are against the latest tree head, which covers at least the audited log.
+    """
+    head, items, key_bodies = _bundle_entries(ledger, report)
+    document = report_json(report)
+    return {
+        "format": BUNDLE_FORMAT,
+        "tree_head": head.note,
+        "keys": key_bodies,
+        "checkpoint": report.checkpoint,
+        "entries": items,
+        "records": _bundle_records(ledger, report),
+        "verdict": report.verdict,
+        "findings": document["findings"],
+        "coverage": document["coverage"],
+        "problems": document["problems"],
+        "policy": document["policy"],
+        "audited_size": report.size,
+    }
+
+
+def export_records(ledger: Ledger, outdir: Path, checkpoint: str | None = None) -> ExportCounts:
+    """Write record leaves (hashes only) as Parquet `records.parquet`: columns batch, position, leaf.
+
+    With a checkpoint, its lineage's batches; without, every batch in the log. The leaves are rebuilt
+    from the stored rows as they are, so a verifier's recomputed roots show any tampering.
+    """
+    outdir = Path(outdir)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(
+            f"{outdir}: cannot create the output directory: {exc.strerror or exc}"
+        ) from None
+    path = outdir / "records.parquet"
+    with store.session(ledger.path, read_only=True) as conn:
+        size = int(conn.execute("SELECT count(*) FROM entries").fetchall()[0][0])
+        if checkpoint is not None:
+            batches = [
+                int(n.index)
+                for n in lineage(conn, checkpoint, size=size).batches
+                if n.index is not None
+            ]
+        else:
+            rows = conn.execute(
+                "SELECT idx FROM entries WHERE kind = 'batch' ORDER BY idx"
+            ).fetchall()
+            batches = [int(r[0]) for r in rows]
+        table = _batch_table(conn, batches)
+        try:
+            target = str(path).replace("'", "''")
+            written = conn.execute(
+                f"COPY ({_LEAVES_SQL.format(batches=table)}) TO '{target}' (FORMAT parquet)"
+            ).fetchall()
+        finally:
+            conn.unregister(table)
+    return ExportCounts(len(batches), int(written[0][0]) if written else 0, (path,))
+
+
+# Record leaves rebuilt in SQL: JCS {"segments": [sorted hex], "sha256": hex}. Blob order is byte order,
+# which is the order of the lowercase hex strings, so ORDER BY segment gives the committed order.
+_LEAVES_SQL = """
+    SELECT r.batch, r.position,
+           encode('{{"segments":[' || coalesce(string_agg('"' || lower(hex(s.segment)) || '"', ','
+                                                          ORDER BY s.segment), '')
+                  || '],"sha256":"' || lower(hex(r.digest)) || '"}}') AS leaf
+    FROM records r LEFT JOIN record_segments s ON s.batch = r.batch AND s.position = r.position
+    WHERE r.batch IN (SELECT batch FROM {batches})
+    GROUP BY r.batch, r.position, r.digest
+    ORDER BY r.batch, r.position"""
+
+
+def _batch_leaves(conn: Connection, batch: int) -> list[bytes]:
+    """A batch's record leaves in position order, rebuilt from its stored rows."""
+    table = _batch_table(conn, [batch])
+    try:
+        rows = conn.execute(_LEAVES_SQL.format(batches=table)).fetchall()
+    finally:
+        conn.unregister(table)
+    return [bytes(leaf) for _, _, leaf in rows]
