@@ -1,0 +1,480 @@
+"""Readers for logs of external model calls: OpenAI Batch API files, chat logs, and a generic JSONL.
+
+Three formats (`CALL_FORMATS`), each JSON Lines with blank lines skipped:
+
+`openai-batch`
+    A Batch API output (or error) file: lines `{"id", "custom_id", "response": {"status_code",
+    "request_id", "body"}, "error"}`. The request body is joined by `custom_id` from the batch input
+    file (`requests_path`, lines `{"custom_id", "method", "url", "body"}`), which is indexed by byte
+    offset, not held in memory. A line with `error` set or a status other than 200 is a `FailedCall`.
+    An output whose `custom_id` is not in the input gets `request=None` and `extra["request_missing"]`.
+
+`openai-chat`
+    A log with one call per line: `{"request": {...}, "response": {...}}`; optional `endpoint` (or
+    `url`), `provider` (default `openai`), `model`, `stream`, `complete`, `account`, `purpose`.
+    For a streamed call, `response` is the list of chunk objects as received.
+
+`jsonl` (generic, for any provider)
+    One call per line::
+
+        {"provider": "acme",                 # required
+         "model": "acme-large-2",            # else taken from the response, then the request
+         "endpoint": "/v1/chat/completions", # else inferred from the response's "object"
+         "request": {...},                   # the JSON body as sent; null or absent if unknown
+         "response": {...} | [chunk, ...],   # required: a chat completion, a legacy completion,
+                                             # a Responses-API object, or a list of stream chunks
+         "external_id": "...",               # optional, else the response's "id"
+         "account": "...", "purpose": "evaluation", "usage": {...},   # optional
+         "complete": false}                  # optional, for an abandoned stream
+
+    A line whose `error` is set (and has no response), or whose `status_code` is not 200, is a
+    `FailedCall`, as is a response that is only an `{"error": ...}` object.
+
+Every problem with the file itself is an `InputError` naming `file:line`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from ledger.errors import InputError, UsageError
+from ledger.hashing import parse_json_line
+from ledger.ingest.records import _BOM, _open_binary, _parse_object_line, _unparsable, iter_records
+
+__all__ = [
+    "CALL_FORMATS",
+    "CallRecord",
+    "FailedCall",
+    "infer_endpoint",
+    "infer_model",
+    "iter_calls",
+    "read_json_file",
+    "response_id",
+    "response_usage",
+    "stream_is_complete",
+]
+
+CALL_FORMATS: Final = ("openai-batch", "openai-chat", "jsonl")
+
+_ENDPOINTS: Final = {
+    "chat.completion": "/v1/chat/completions",
+    "chat.completion.chunk": "/v1/chat/completions",
+    "text_completion": "/v1/completions",
+    "response": "/v1/responses",
+    "embedding": "/v1/embeddings",
+}
+# Responses-API stream events after which nothing more comes.
+_FINAL_EVENTS: Final = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One external model call read from a log, ready to be hashed into a `call` entry."""
+
+    provider: str | None
+    model: str | None
+    endpoint: str | None
+    request: object | None  # the JSON body as sent (None if unavailable)
+    response: object  # the JSON body received, or for a stream the list of chunk objects
+    external_id: str | None  # the response body's "id"
+    stream: bool = False
+    complete: bool = True
+    account: str | None = None
+    usage: object | None = None
+    location: str = ""  # "file:line", for messages
+    extra: Mapping[str, object] = field(
+        default_factory=dict
+    )  # custom_id, status_code, purpose, ...
+
+
+@dataclass(frozen=True)
+class FailedCall:
+    """A line that records a call that failed (counted and reported, never recorded as a call)."""
+
+    location: str
+    custom_id: str | None
+    reason: str
+
+
+def iter_calls(
+    path: Path,
+    fmt: str,
+    requests_path: Path | None = None,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[CallRecord | FailedCall]:
+    """Yield the calls of a log file in order, streaming; raise `InputError` naming `file:line`.
+
+    `requests_path` is the Batch API input file and only applies to `openai-batch`. `progress`, if
+    given, is called with the number of bytes of `path` done.
+    """
+    path = Path(path)
+    if fmt not in CALL_FORMATS:
+        raise UsageError(f"unknown call format {fmt!r}: expected one of {', '.join(CALL_FORMATS)}")
+    if requests_path is not None and fmt != "openai-batch":
+        raise UsageError(f"a requests file applies only to format openai-batch, not {fmt}")
+    if fmt == "openai-batch":
+        requests = _RequestIndex(Path(requests_path)) if requests_path is not None else None
+        for number, line in iter_records(path, "jsonl", progress=progress):
+            yield _batch_call(f"{path}:{number}", _as_dict(line), requests)
+    else:
+        default_provider = "openai" if fmt == "openai-chat" else None
+        for number, line in iter_records(path, "jsonl", progress=progress):
+            yield _logged_call(f"{path}:{number}", _as_dict(line), default_provider)
+
+
+def read_json_file(path: Path) -> object:
+    """One whole JSON document (a request or response body, or an array of stream chunks).
+
+    Big integers stay exact, as in every other reader, so the body hashes as it was received.
+    """
+    path = Path(path)
+    with _open_binary(path) as f:
+        try:
+            data = f.read()
+        except OSError as exc:
+            raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    data = data.removeprefix(_BOM)
+    if not data.strip():
+        raise InputError(f"{path}: empty file, expected a JSON document")
+    try:
+        return parse_json_line(data)
+    except ValueError as exc:
+        why = _unparsable(data, exc, False).replace(" of the line", "")
+        raise InputError(f"{path}: {why}") from exc
+
+
+# --- inference from response bodies ----------------------------------------------------------------
+
+
+def infer_endpoint(response: object, request: object = None) -> str | None:
+    """The API path a body came from, by its `object` (or a stream's first chunk), else by the request.
+
+    `chat.completion(.chunk)` is `/v1/chat/completions`, `text_completion` `/v1/completions`,
+    `response` (and Responses-API stream events) `/v1/responses`, a list of embeddings `/v1/embeddings`.
+    """
+    body = _first_body(response)
+    if isinstance(body, dict):
+        kind = body.get("object")
+        if kind == "list":
+            data = body.get("data")
+            if isinstance(data, list) and data and isinstance(data[0], dict):
+                kind = data[0].get("object")
+        if isinstance(kind, str) and kind in _ENDPOINTS:
+            return _ENDPOINTS[kind]
+    if isinstance(request, dict):
+        if "messages" in request:
+            return "/v1/chat/completions"
+        if "prompt" in request:
+            return "/v1/completions"
+    return None
+
+
+def infer_model(response: object, request: object = None) -> str | None:
+    """The model that answered (the response's `model`), else the one asked for in the request."""
+    body = _first_body(response)
+    for source in (body, request):
+        if isinstance(source, dict) and isinstance(source.get("model"), str):
+            return str(source["model"])
+    return None
+
+
+def response_id(response: object) -> str | None:
+    """The provider's id of a response body (or of a stream: its first chunk's, or the Responses id)."""
+    body = _first_body(response)
+    if isinstance(body, dict):
+        value = body.get("id")
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+    return None
+
+
+def response_usage(response: object) -> object | None:
+    """Token usage: the body's `usage`, or for a stream the last chunk or final event that carries it."""
+    if isinstance(response, dict):
+        found: object = response.get("usage")
+        return found
+    if isinstance(response, list):
+        for chunk in reversed(response):
+            if not isinstance(chunk, dict):
+                continue
+            usage: object = chunk.get("usage")
+            inner = chunk.get("response")
+            if usage is None and isinstance(inner, dict):
+                usage = inner.get("usage")
+            if usage is not None:
+                return usage
+    return None
+
+
+def stream_is_complete(chunks: list[object]) -> bool:
+    """Whether a stream was received to its end: every choice finished, or a final Responses event."""
+    finished: dict[object, bool] = {}
+    for chunk in chunks:
+        if not isinstance(chunk, dict):
+            continue
+        if chunk.get("type") in _FINAL_EVENTS:
+            return True
+        choices = chunk.get("choices")
+        if isinstance(choices, list):
+            for choice in choices:
+                if isinstance(choice, dict):
+                    index = choice.get("index", 0)
+                    finished[index] = (
+                        finished.get(index, False) or choice.get("finish_reason") is not None
+                    )
+    return bool(finished) and all(finished.values())
+
+
+def _first_body(response: object) -> object:
+    """The object that carries id/model: the body itself, or a stream's first chunk or event response."""
+    if isinstance(response, list):
+        for chunk in response:
+            if isinstance(chunk, dict):
+                inner = chunk.get("response")
+                if isinstance(inner, dict) and "type" in chunk:
+                    return inner
+                if "id" in chunk or "model" in chunk:
+                    return chunk
+        return None
+    return response
+
+
+# --- openai-batch ----------------------------------------------------------------------------------
+
+
+class _RequestIndex:
+    """custom_id -> where the request line sits in the batch input file; bodies are read on demand.
+
+    Holding offsets instead of bodies keeps memory flat for a 200 MB input file.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._where: dict[str, tuple[int, int, int, str | None]] = {}
+        for number, offset, line, unterminated in _lines_with_offsets(path):
+            obj = _parse_object_line(str(path), number, line, unterminated)
+            custom_id = obj.get("custom_id")
+            if not isinstance(custom_id, str):
+                found = _kind(custom_id)
+                raise InputError(f"{path}:{number}: expected a string custom_id, found {found}")
+            if custom_id in self._where:
+                first = self._where[custom_id][2]
+                raise InputError(
+                    f"{path}:{number}: custom_id {custom_id!r} already used on line {first}"
+                )
+            if not isinstance(obj.get("body"), dict):
+                raise InputError(
+                    f"{path}:{number}: expected an object 'body', found {_kind(obj.get('body'))}"
+                )
+            url = obj.get("url")
+            self._where[custom_id] = (
+                offset,
+                len(line),
+                number,
+                url if isinstance(url, str) else None,
+            )
+        if not self._where:
+            raise InputError(f"{path}: no records (the file is empty or holds only blank lines)")
+
+    def get(self, custom_id: str) -> tuple[dict[str, Any], str | None] | None:
+        """The request body and url for `custom_id`, or None if the input file has no such line."""
+        where = self._where.get(custom_id)
+        if where is None:
+            return None
+        offset, length, number, url = where
+        with _open_binary(self.path) as f:
+            f.seek(offset)
+            line = f.read(length)
+        body = _parse_object_line(str(self.path), number, line).get("body")
+        if not isinstance(body, dict):  # the file changed under us since it was indexed
+            raise InputError(f"{self.path}:{number}: changed while being read")
+        return body, url
+
+
+def _lines_with_offsets(path: Path) -> Iterator[tuple[int, int, bytes, bool]]:
+    """(line number, byte offset, line without its ending, unterminated) for each non-blank line."""
+    with _open_binary(path) as f:
+        offset = 0
+        for number, raw in enumerate(f, start=1):
+            start = offset
+            offset += len(raw)
+            line = raw
+            if number == 1 and line.startswith(_BOM):
+                line, start = line[len(_BOM) :], start + len(_BOM)
+            unterminated = not line.endswith(b"\n")
+            line = line.rstrip(b"\r\n") if not unterminated else line
+            if line and not line.isspace():
+                yield number, start, line, unterminated
+
+
+def _batch_call(
+    location: str, line: dict[str, Any], requests: _RequestIndex | None
+) -> CallRecord | FailedCall:
+    """One Batch API output line as a call, or as a failure when it carries an error or a non-200."""
+    custom_id = line.get("custom_id")
+    custom_id = custom_id if isinstance(custom_id, str) else None
+    error = line.get("error")
+    response = line.get("response")
+    if error is not None:
+        return FailedCall(location, custom_id, _error_text(error))
+    if response is None:
+        return FailedCall(location, custom_id, "no response and no error")
+    if not isinstance(response, dict):
+        raise InputError(f"{location}: expected an object 'response', found {_kind(response)}")
+    status = response.get("status_code")
+    body = response.get("body")
+    if status != 200:
+        detail = (
+            _error_text(body.get("error")) if isinstance(body, dict) and body.get("error") else ""
+        )
+        return FailedCall(location, custom_id, f"HTTP {status}" + (f": {detail}" if detail else ""))
+    if not isinstance(body, dict):
+        raise InputError(f"{location}: expected an object 'response.body', found {_kind(body)}")
+    request: dict[str, Any] | None = None
+    url: str | None = None
+    extra: dict[str, object] = {"custom_id": custom_id, "status_code": status}
+    if isinstance(response.get("request_id"), str):
+        extra["request_id"] = response["request_id"]
+    if isinstance(line.get("id"), str):
+        extra["batch_request_id"] = line["id"]
+    found = requests.get(custom_id) if requests is not None and custom_id is not None else None
+    if found is None:
+        extra["request_missing"] = True
+    else:
+        request, url = found
+    return CallRecord(
+        provider="openai",
+        model=infer_model(body, request),
+        endpoint=url or infer_endpoint(body, request),
+        request=request,
+        response=body,
+        external_id=response_id(body),
+        usage=body.get("usage"),
+        location=location,
+        extra=extra,
+    )
+
+
+# --- openai-chat and generic jsonl -----------------------------------------------------------------
+
+
+def _logged_call(
+    location: str, line: dict[str, Any], default_provider: str | None
+) -> CallRecord | FailedCall:
+    """One line of a call log (`openai-chat` or generic `jsonl`)."""
+    provider = line.get("provider", default_provider)
+    if not isinstance(provider, str) or not provider:
+        raise InputError(f"{location}: expected a string 'provider', found {_kind(provider)}")
+    failure = _logged_failure(location, line)
+    if failure is not None:
+        return failure
+    if "response" not in line:
+        raise InputError(
+            f"{location}: missing 'response' (the JSON body received, or a list of chunks)"
+        )
+    response = line["response"]
+    request = line.get("request")
+    if request is not None and not isinstance(request, dict):
+        raise InputError(
+            f"{location}: expected an object or null 'request', found {_kind(request)}"
+        )
+    stream = isinstance(response, list)
+    if line.get("stream") is True and not stream:
+        raise InputError(f"{location}: 'stream' is true, so 'response' must be a list of chunks")
+    if not stream and not isinstance(response, dict):
+        raise InputError(
+            f"{location}: expected an object or a list of chunks as 'response', found {_kind(response)}"
+        )
+    if stream and not all(isinstance(c, dict) for c in response):
+        raise InputError(f"{location}: every stream chunk in 'response' must be an object")
+    if isinstance(response, dict) and _is_error_body(response):
+        return FailedCall(location, None, _error_text(response["error"]))
+    complete = line.get("complete")
+    if complete is not None and not isinstance(complete, bool):
+        raise InputError(
+            f"{location}: expected true or false as 'complete', found {_kind(complete)}"
+        )
+    endpoint = line.get("endpoint", line.get("url"))
+    external_id = line.get("external_id")
+    extra: dict[str, object] = {}
+    if isinstance(line.get("purpose"), str):
+        extra["purpose"] = line["purpose"]
+    return CallRecord(
+        provider=provider,
+        model=_optional_text(location, line, "model") or infer_model(response, request),
+        endpoint=endpoint if isinstance(endpoint, str) else infer_endpoint(response, request),
+        request=request,
+        response=response,
+        external_id=external_id if isinstance(external_id, str) else response_id(response),
+        stream=stream,
+        complete=complete if complete is not None else (not stream or stream_is_complete(response)),
+        account=_optional_text(location, line, "account"),
+        usage=line["usage"] if line.get("usage") is not None else response_usage(response),
+        location=location,
+        extra=extra,
+    )
+
+
+def _logged_failure(location: str, line: dict[str, Any]) -> FailedCall | None:
+    """A log line that says the call failed: an error without a response, or a non-200 status."""
+    custom_id = line.get("custom_id") if isinstance(line.get("custom_id"), str) else None
+    status = line.get("status_code")
+    if status is not None and status != 200:
+        return FailedCall(location, custom_id, f"HTTP {status}")
+    if line.get("error") is not None and line.get("response") is None:
+        return FailedCall(location, custom_id, _error_text(line["error"]))
+    return None
+
+
+def _is_error_body(body: dict[str, Any]) -> bool:
+    """A body that is only an API error object (`{"error": {...}}`), not a completion."""
+    return body.get("error") is not None and not any(
+        key in body for key in ("choices", "output", "object", "data")
+    )
+
+
+def _optional_text(location: str, line: dict[str, Any], key: str) -> str | None:
+    """An optional string field; any other type is an error rather than silently dropped."""
+    value = line.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise InputError(f"{location}: expected a string '{key}', found {_kind(value)}")
+
+
+def _error_text(error: object) -> str:
+    """A short reason from an OpenAI error object (`code: message`) or whatever else was given."""
+    if isinstance(error, dict):
+        code = error.get("code") or error.get("type")
+        message = error.get("message")
+        parts = [str(p) for p in (code, message) if p]
+        return ": ".join(parts) if parts else "error"
+    return str(error)
+
+
+def _as_dict(value: object) -> dict[str, Any]:
+    """`iter_records` yields objects for JSONL; narrow the type for the checker."""
+    assert isinstance(value, dict)
+    return value
+
+
+def _kind(value: object) -> str:
+    """JSON's name for a value's type, for "expected X, found Y" messages."""
+    if value is None:
+        return "null or nothing"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
