@@ -50,7 +50,9 @@ def ref_mth(leaves: Sequence[bytes]) -> bytes:
 
 
 def ref_record_leaf(digest: bytes, segments: Sequence[bytes]) -> bytes:
-    return rfc8785.dumps({"sha256": digest.hex(), "segments": sorted(s.hex() for s in set(segments))})
+    return rfc8785.dumps(
+        {"sha256": digest.hex(), "segments": sorted(s.hex() for s in set(segments))}
+    )
 
 
 @dataclass(frozen=True)
@@ -63,12 +65,18 @@ class Rec:
 def make_records(seed: int, count: int) -> list[Rec]:
     rng = random.Random(seed)
     return [
-        Rec(rng.randbytes(32), tuple(rng.randbytes(32) for _ in range(rng.randrange(0, 5))), rng.randbytes(rng.choice([0, 16, 40])))
+        Rec(
+            rng.randbytes(32),
+            tuple(rng.randbytes(32) for _ in range(rng.randrange(0, 5))),
+            rng.randbytes(rng.choice([0, 16, 40])),
+        )
         for _ in range(count)
     ]
 
 
-def insert_records(conn: duckdb.DuckDBPyConnection, batch: int, records: Sequence[Rec], shuffle: int | None = None) -> None:
+def insert_records(
+    conn: duckdb.DuckDBPyConnection, batch: int, records: Sequence[Rec], shuffle: int | None = None
+) -> None:
     rows = [(batch, p, r.digest, r.fingerprint) for p, r in enumerate(records)]
     segs = [(batch, p, s) for p, r in enumerate(records) for s in r.segments]
     if shuffle is not None:
@@ -84,16 +92,24 @@ def batch_body(batch_id: str, records: Sequence[Rec], **extra: Any) -> dict[str,
     root = ref_mth([ref_record_leaf(r.digest, r.segments) for r in records]).hex()
     fp_root = ref_mth([r.fingerprint for r in records]).hex()
     return entries.batch_body(
-        id=batch_id, count=len(records), records_root=root,
-        fingerprints={"params": {"scheme": "test"}, "root": fp_root}, **extra,
+        id=batch_id,
+        count=len(records),
+        records_root=root,
+        fingerprints={"params": {"scheme": "test"}, "root": fp_root},
+        **extra,
     )
 
 
 def call(i: int, provider: str = "openai") -> dict[str, Any]:
     return entries.call_body(
-        provider=provider, model="gpt-x", endpoint="/v1/chat/completions", purpose="evaluation",
-        request=hashlib.sha256(b"q%d" % i).hexdigest(), response=hashlib.sha256(b"r%d" % i).hexdigest(),
-        outputs=[hashlib.sha256(b"o%d" % i).hexdigest()], external_id=f"chatcmpl-{i}",
+        provider=provider,
+        model="gpt-x",
+        endpoint="/v1/chat/completions",
+        purpose="evaluation",
+        request=hashlib.sha256(b"q%d" % i).hexdigest(),
+        response=hashlib.sha256(b"r%d" % i).hexdigest(),
+        outputs=[hashlib.sha256(b"o%d" % i).hexdigest()],
+        external_id=f"chatcmpl-{i}",
     )
 
 
@@ -120,8 +136,14 @@ def _build(base: Path) -> Built:
     with duckdb.connect(str(path)) as conn:
         insert_records(conn, batch, records, shuffle=7)
     alice.append_bodies(
-        [entries.checkpoint_body(id="ckpt-1", weights=[{"path": "m.safetensors", "sha256": "ab" * 32}],
-                                 batches=["run/b0"], teachers=[{"provider": "openai", "model": "gpt-x"}])]
+        [
+            entries.checkpoint_body(
+                id="ckpt-1",
+                weights=[{"path": "m.safetensors", "sha256": "ab" * 32}],
+                batches=["run/b0"],
+                teachers=[{"provider": "openai", "model": "gpt-x"}],
+            )
+        ]
     )  # 7
     lg.new_key("bob")  # 8
     lg.revoke_key("bob", "left")  # 9
@@ -171,7 +193,12 @@ def rogue_append(lg: Ledger, signed: Sequence[tuple[dict[str, Any], keys.Signing
             signers = [key.public.keyid for _, key in signed]
             root = store.append_entries(conn, stored.size, leaves, facts, signers)
             size = stored.size + len(leaves)
-            store.write_head(conn, size, root, keys.sign_tree_head(keys.TreeHead(stored.origin, size, root), log_key))
+            store.write_head(
+                conn,
+                size,
+                root,
+                keys.sign_tree_head(keys.TreeHead(stored.origin, size, root), log_key),
+            )
     finally:
         conn.close()
     return stored.size
@@ -188,12 +215,18 @@ def test_intact_ledger_verifies(ledger: Ledger, built: Built) -> None:
     assert (report.size, report.root) == (head.size, head.root) == (built.size, head.root)
     assert sum(seen) == built.size
     with duckdb.connect(str(ledger.path), read_only=True) as conn:
-        leaves = [bytes(r[0]) for r in conn.execute("SELECT leaf FROM entries ORDER BY idx").fetchall()]
+        leaves = [
+            bytes(r[0]) for r in conn.execute("SELECT leaf FROM entries ORDER BY idx").fetchall()
+        ]
     assert report.root == ref_mth(leaves)
 
 
 def test_worker_processes_give_the_same_report(ledger: Ledger) -> None:
-    sql(ledger, "UPDATE entries SET model = 'other' WHERE idx = 3", "UPDATE entries SET leaf = leaf || ' '::BLOB WHERE idx = 7")
+    sql(
+        ledger,
+        "UPDATE entries SET model = 'other' WHERE idx = 3",
+        "UPDATE entries SET leaf = leaf || ' '::BLOB WHERE idx = 7",
+    )
     alone = verify_ledger(ledger, workers=1)
     pooled = verify_ledger(ledger, workers=2)
     assert alone == pooled and not alone.ok
@@ -201,7 +234,9 @@ def test_worker_processes_give_the_same_report(ledger: Ledger) -> None:
     assert_problem(pooled, 7, "not a canonical DSSE envelope")
 
 
-def test_small_record_chunks_plan_the_same_roots(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_small_record_chunks_plan_the_same_roots(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(verify, "_RECORD_CHUNK", 4)  # split the 23-record batch, group small ones
     assert verify_ledger(ledger).ok
     sql(ledger, "UPDATE records SET digest = unhex(sha256('x')) WHERE position = 21")
@@ -212,9 +247,13 @@ def test_physical_row_order_does_not_matter(ledger: Ledger) -> None:
     sql(
         ledger,
         "CREATE TABLE e2 AS SELECT * FROM entries ORDER BY random()",
-        "DELETE FROM entries", "INSERT INTO entries SELECT * FROM e2", "DROP TABLE e2",
+        "DELETE FROM entries",
+        "INSERT INTO entries SELECT * FROM e2",
+        "DROP TABLE e2",
         "CREATE TABLE s2 AS SELECT * FROM record_segments ORDER BY segment DESC",
-        "DELETE FROM record_segments", "INSERT INTO record_segments SELECT * FROM s2", "DROP TABLE s2",
+        "DELETE FROM record_segments",
+        "INSERT INTO record_segments SELECT * FROM s2",
+        "DROP TABLE s2",
     )
     assert verify_ledger(ledger).ok
 
@@ -223,7 +262,10 @@ def test_physical_row_order_does_not_matter(ledger: Ledger) -> None:
 
 
 def test_altered_leaf_is_named(ledger: Ledger) -> None:
-    sql(ledger, "UPDATE entries SET leaf = encode(replace(decode(leaf), '\"sig\":\"', '\"sig\":\"A')) WHERE idx = 3")
+    sql(
+        ledger,
+        'UPDATE entries SET leaf = encode(replace(decode(leaf), \'"sig":"\', \'"sig":"A\')) WHERE idx = 3',
+    )
     report = verify_ledger(ledger)
     assert_problem(report, 3, "canonical")
     assert_problem(report, 3, "tree node of entry 3", "expected the leaf hash")
@@ -236,8 +278,13 @@ def test_forged_signature(ledger: Ledger) -> None:
     alice = keys.load_key_file(ledger.keys_dir / "alice.pem")
     body = ledger.entry(4).body | {"model": "forged"}
     envelope = keys.parse_envelope(keys.sign_entry(body, stranger))
-    forged = keys.format_envelope(keys.Envelope(envelope.payload, envelope.payload_type,
-                                                ((alice.public.keyid, envelope.signatures[0][1]),)))
+    forged = keys.format_envelope(
+        keys.Envelope(
+            envelope.payload,
+            envelope.payload_type,
+            ((alice.public.keyid, envelope.signatures[0][1]),),
+        )
+    )
     with duckdb.connect(str(ledger.path)) as conn:
         conn.execute("UPDATE entries SET leaf = ?, model = 'forged' WHERE idx = 4", [forged])
     report = verify_ledger(ledger)
@@ -245,13 +292,19 @@ def test_forged_signature(ledger: Ledger) -> None:
 
 
 def test_altered_derived_columns(ledger: Ledger) -> None:
-    sql(ledger, "UPDATE entries SET purpose = 'training-data' WHERE idx = 2",
-        "UPDATE entries SET signer = 'ff' WHERE idx = 12", "UPDATE entries SET ref = 'run/other' WHERE idx = 5")
+    sql(
+        ledger,
+        "UPDATE entries SET purpose = 'training-data' WHERE idx = 2",
+        "UPDATE entries SET signer = 'ff' WHERE idx = 12",
+        "UPDATE entries SET ref = 'run/other' WHERE idx = 5",
+    )
     report = verify_ledger(ledger)
     assert_problem(report, 2, "column purpose", "'evaluation'", "'training-data'")
     assert_problem(report, 12, "column signer", "'ff'")
     assert_problem(report, 5, "column ref", "'run/b0'")
-    assert not [p for p in report.problems if p.index is None]  # leaves, tree and head are untouched
+    assert not [
+        p for p in report.problems if p.index is None
+    ]  # leaves, tree and head are untouched
 
 
 def test_deleted_entry(ledger: Ledger) -> None:
@@ -289,8 +342,10 @@ def test_first_entry_must_be_self_signed_log_key(tmp_path: Path) -> None:
     other = keys.SigningKey.generate()
     body = entries.key_body(other.public.keyid, other.public.b64, ORIGIN, "log")
     with duckdb.connect(str(lg.path)) as conn:
-        conn.execute("UPDATE entries SET leaf = ?, signer = ? WHERE idx = 0",
-                     [keys.sign_entry(body, log_key), log_key.public.keyid])
+        conn.execute(
+            "UPDATE entries SET leaf = ?, signer = ? WHERE idx = 0",
+            [keys.sign_entry(body, log_key), log_key.public.keyid],
+        )
     report = verify_ledger(lg)
     assert_problem(report, 0, "self-signed")
 
@@ -311,7 +366,9 @@ def test_entry_signed_by_unknown_key(ledger: Ledger) -> None:
 def test_key_entry_signed_by_recorder(ledger: Ledger) -> None:
     alice = keys.load_key_file(ledger.keys_dir / "alice.pem")
     new = keys.SigningKey.generate()
-    index = rogue_append(ledger, [(entries.key_body(new.public.keyid, new.public.b64, "eve", "recorder"), alice)])
+    index = rogue_append(
+        ledger, [(entries.key_body(new.public.keyid, new.public.b64, "eve", "recorder"), alice)]
+    )
     assert_problem(verify_ledger(ledger), index, "signed by a log key", "recorder key alice")
 
 
@@ -334,7 +391,9 @@ def test_swapped_public_key_by_raw_sql(ledger: Ledger) -> None:
         body = envelope.body() | {"public_key": mallory.public.b64}
         assert body["public_key"] != alice_b64
         payload = rfc8785.dumps(body)
-        swapped = keys.format_envelope(keys.Envelope(payload, envelope.payload_type, envelope.signatures))
+        swapped = keys.format_envelope(
+            keys.Envelope(payload, envelope.payload_type, envelope.signatures)
+        )
         conn.execute("UPDATE entries SET leaf = ? WHERE idx = 1", [swapped])
     report = verify_ledger(ledger)
     assert_problem(report, 1, "does not verify")
@@ -344,7 +403,13 @@ def test_swapped_public_key_by_raw_sql(ledger: Ledger) -> None:
 def test_revoke_of_unknown_key_and_double_revoke(ledger: Ledger) -> None:
     log_key = keys.load_key_file(ledger.keys_dir / "log.pem")
     bob = keys.load_key_file(ledger.keys_dir / "bob.pem")
-    start = rogue_append(ledger, [(entries.revoke_body("ab" * 32, "x"), log_key), (entries.revoke_body(bob.public.keyid, "again"), log_key)])
+    start = rogue_append(
+        ledger,
+        [
+            (entries.revoke_body("ab" * 32, "x"), log_key),
+            (entries.revoke_body(bob.public.keyid, "again"), log_key),
+        ],
+    )
     report = verify_ledger(ledger)
     assert_problem(report, start, "unknown key")
     assert_problem(report, start + 1, "already revoked at entry 9")
@@ -355,16 +420,39 @@ def test_dangling_and_forward_references(ledger: Ledger) -> None:
     start = rogue_append(
         ledger,
         [
-            (entries.batch_body(id="run/b1", count=0, records_root=hashlib.sha256(b"").hexdigest(), derived_from=[5]), alice),
-            (entries.checkpoint_body(id="ckpt-2", weights=[], parents=["ckpt-9"], batches=["run/zz", "run/b1"],
-                                     teachers=["ckpt-1", "ckpt-3"]), alice),
-            (entries.batch_body(id="run/b0", count=0, records_root=hashlib.sha256(b"").hexdigest()), alice),
+            (
+                entries.batch_body(
+                    id="run/b1",
+                    count=0,
+                    records_root=hashlib.sha256(b"").hexdigest(),
+                    derived_from=[5],
+                ),
+                alice,
+            ),
+            (
+                entries.checkpoint_body(
+                    id="ckpt-2",
+                    weights=[],
+                    parents=["ckpt-9"],
+                    batches=["run/zz", "run/b1"],
+                    teachers=["ckpt-1", "ckpt-3"],
+                ),
+                alice,
+            ),
+            (
+                entries.batch_body(
+                    id="run/b0", count=0, records_root=hashlib.sha256(b"").hexdigest()
+                ),
+                alice,
+            ),
             (entries.checkpoint_body(id="ckpt-1", weights=[]), alice),
             (call(1), alice),
         ],
     )
     report = verify_ledger(ledger)
-    assert_problem(report, start, "derived_from 5", "expected an earlier call entry", "found batch entry")
+    assert_problem(
+        report, start, "derived_from 5", "expected an earlier call entry", "found batch entry"
+    )
     assert_problem(report, start + 1, "parent 'ckpt-9'")
     assert_problem(report, start + 1, "batch 'run/zz'")
     assert_problem(report, start + 1, "teacher 'ckpt-3'")
@@ -390,9 +478,12 @@ def test_altered_interior_node(ledger: Ledger) -> None:
 
 
 def test_missing_duplicate_and_extra_nodes(ledger: Ledger) -> None:
-    sql(ledger, "DELETE FROM nodes WHERE level = 1 AND idx = 3",
+    sql(
+        ledger,
+        "DELETE FROM nodes WHERE level = 1 AND idx = 3",
         "INSERT INTO nodes SELECT * FROM nodes WHERE level = 0 AND idx = 9",
-        "INSERT INTO nodes VALUES (0, 13, unhex(sha256('x'))), (4, 0, unhex(sha256('y')))")
+        "INSERT INTO nodes VALUES (0, 13, unhex(sha256('x'))), (4, 0, unhex(sha256('y')))",
+    )
     report = verify_ledger(ledger)
     assert_problem(report, None, "level 1, index 3", "missing")
     assert_problem(report, 9, "tree node of entry 9", "stored once")
@@ -440,13 +531,13 @@ def test_record_tampering(ledger: Ledger, built: Built) -> None:
         f"DELETE FROM records WHERE batch = {b} AND position = 22": "positions 0..22 once each",
         f"INSERT INTO records SELECT * FROM records WHERE batch = {b} AND position = 0": "found 24 record rows",
         f"UPDATE records SET position = 23 - position WHERE batch = {b} AND position IN (4, 19)": "records_root",
-        f"DELETE FROM record_segments WHERE rowid IN (SELECT min(rowid) FROM record_segments)": "records_root",
-        f"INSERT INTO record_segments SELECT * FROM record_segments LIMIT 1": "records_root",
+        "DELETE FROM record_segments WHERE rowid IN (SELECT min(rowid) FROM record_segments)": "records_root",
+        "INSERT INTO record_segments SELECT * FROM record_segments LIMIT 1": "records_root",
         f"INSERT INTO record_segments VALUES ({b}, 99, unhex(sha256('x')))": "no record",
         f"UPDATE records SET fingerprint = 'x'::BLOB WHERE batch = {b} AND position = 5": "fingerprints root",
         f"UPDATE records SET digest = 'short'::BLOB WHERE batch = {b} AND position = 5": "32-byte record digests",
-        f"INSERT INTO records VALUES (6, 0, unhex(sha256('x')), NULL)": "expected no record rows (count 0), found 1",
-        f"INSERT INTO records VALUES (3, 0, unhex(sha256('x')), NULL)": "non-batch entry",
+        "INSERT INTO records VALUES (6, 0, unhex(sha256('x')), NULL)": "expected no record rows (count 0), found 1",
+        "INSERT INTO records VALUES (3, 0, unhex(sha256('x')), NULL)": "non-batch entry",
     }
     for statement, words in cases.items():
         copy = ledger.path.with_name("case.duckdb")
@@ -463,7 +554,11 @@ def test_record_tampering(ledger: Ledger, built: Built) -> None:
 def test_uncommitted_fingerprints(tmp_path: Path) -> None:
     lg = Ledger.init(tmp_path / "l.duckdb", origin=ORIGIN)
     records = make_records(3, 4)
-    body = entries.batch_body(id="b", count=4, records_root=ref_mth([ref_record_leaf(r.digest, r.segments) for r in records]).hex())
+    body = entries.batch_body(
+        id="b",
+        count=4,
+        records_root=ref_mth([ref_record_leaf(r.digest, r.segments) for r in records]).hex(),
+    )
     index = lg.append_bodies([body]).start
     with duckdb.connect(str(lg.path)) as conn:
         insert_records(conn, index, [Rec(r.digest, r.segments, b"") for r in records])
@@ -489,7 +584,9 @@ def test_rollback_against_published_head(ledger: Ledger, tmp_path: Path) -> None
     Ledger.open(ledger.path, key="alice").append_bodies([call(51)])
     published = ledger.head().note
     report = verify_ledger(Ledger(older, keys_dir=ledger.keys_dir), since_note=published)
-    assert_problem(report, None, "published tree head", "at least its 14 entries", "found 13", "rolled back")
+    assert_problem(
+        report, None, "published tree head", "at least its 14 entries", "found 13", "rolled back"
+    )
 
 
 def test_rewritten_history_against_published_head(ledger: Ledger, tmp_path: Path) -> None:
@@ -506,19 +603,35 @@ def test_rewritten_history_against_published_head(ledger: Ledger, tmp_path: Path
 
 def test_since_foreign_signed_note(ledger: Ledger) -> None:
     head = ledger.head()
-    foreign = keys.sign_tree_head(keys.TreeHead(ORIGIN, head.size, head.root), keys.SigningKey.generate())
-    assert_problem(verify_ledger(ledger, since_note=foreign), None, "published tree head", "signature by a log key")
-    other_origin = keys.sign_tree_head(keys.TreeHead("else.where/log", head.size, head.root),
-                                       keys.load_key_file(ledger.keys_dir / "log.pem"))
-    assert_problem(verify_ledger(ledger, since_note=other_origin), None, "expected origin 'verify.test/log'")
+    foreign = keys.sign_tree_head(
+        keys.TreeHead(ORIGIN, head.size, head.root), keys.SigningKey.generate()
+    )
+    assert_problem(
+        verify_ledger(ledger, since_note=foreign),
+        None,
+        "published tree head",
+        "signature by a log key",
+    )
+    other_origin = keys.sign_tree_head(
+        keys.TreeHead("else.where/log", head.size, head.root),
+        keys.load_key_file(ledger.keys_dir / "log.pem"),
+    )
+    assert_problem(
+        verify_ledger(ledger, since_note=other_origin), None, "expected origin 'verify.test/log'"
+    )
 
 
 def test_since_head_signed_by_a_rotated_log_key(ledger: Ledger, built: Built) -> None:
     """Heads outlive rotations: one signed by the old log key still counts as published."""
     with duckdb.connect(str(ledger.path), read_only=True) as conn:
-        leaves = [bytes(r[0]) for r in conn.execute("SELECT leaf FROM entries WHERE idx < 10 ORDER BY idx").fetchall()]
+        leaves = [
+            bytes(r[0])
+            for r in conn.execute("SELECT leaf FROM entries WHERE idx < 10 ORDER BY idx").fetchall()
+        ]
     retired = next(ledger.keys_dir.glob("log.*.retired.pem"))
-    note = keys.sign_tree_head(keys.TreeHead(ORIGIN, 10, ref_mth(leaves)), keys.load_key_file(retired))
+    note = keys.sign_tree_head(
+        keys.TreeHead(ORIGIN, 10, ref_mth(leaves)), keys.load_key_file(retired)
+    )
     assert verify_ledger(ledger, since_note=note).ok
 
 
@@ -537,9 +650,14 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_locked_file(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('ok', flush=True); time.sleep(30)",
-         str(ledger.path)],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); print('ok', flush=True); time.sleep(30)",
+            str(ledger.path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "ok"
@@ -566,9 +684,18 @@ def memory_store() -> Iterator[duckdb.DuckDBPyConnection]:
 
 def test_record_leaves_match_conformance_vectors(memory_store: duckdb.DuckDBPyConnection) -> None:
     vectors = CONFORMANCE["records"]
-    records = [Rec(bytes.fromhex(v["sha256"]), tuple(bytes.fromhex(s) for s in reversed(v["segments"])), b"") for v in vectors]
+    records = [
+        Rec(
+            bytes.fromhex(v["sha256"]),
+            tuple(bytes.fromhex(s) for s in reversed(v["segments"])),
+            b"",
+        )
+        for v in vectors
+    ]
     insert_records(memory_store, 7, records, shuffle=3)
-    assert [leaf.decode() for leaf in record_leaves(memory_store, 7)] == [v["record_leaf"] for v in vectors]
+    assert [leaf.decode() for leaf in record_leaves(memory_store, 7)] == [
+        v["record_leaf"] for v in vectors
+    ]
     body = {"count": len(records), "records_root": CONFORMANCE["records_root"]}
     assert check_record_set(memory_store, 7, body) == []
     wrong = {"count": len(records), "records_root": "00" * 32}
@@ -578,27 +705,42 @@ def test_record_leaves_match_conformance_vectors(memory_store: duckdb.DuckDBPyCo
 segment_sets = st.lists(st.binary(min_size=32, max_size=32), max_size=6, unique=True)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
-    records=st.lists(st.tuples(st.binary(min_size=32, max_size=32), segment_sets, st.binary(max_size=20)), max_size=40),
+    records=st.lists(
+        st.tuples(st.binary(min_size=32, max_size=32), segment_sets, st.binary(max_size=20)),
+        max_size=40,
+    ),
     shuffle=st.integers(0, 1000),
     other=st.integers(0, 5),
 )
 def test_record_sets_against_reference(
-    memory_store: duckdb.DuckDBPyConnection, records: list[tuple[bytes, list[bytes], bytes]], shuffle: int, other: int
+    memory_store: duckdb.DuckDBPyConnection,
+    records: list[tuple[bytes, list[bytes], bytes]],
+    shuffle: int,
+    other: int,
 ) -> None:
     memory_store.execute("DELETE FROM records")
     memory_store.execute("DELETE FROM record_segments")
     recs = [Rec(d, tuple(s), f) for d, s, f in records]
     insert_records(memory_store, 5, recs, shuffle=shuffle)
-    insert_records(memory_store, 4, make_records(other, other))  # a neighbour batch must not leak in
+    insert_records(
+        memory_store, 4, make_records(other, other)
+    )  # a neighbour batch must not leak in
     expected = [ref_record_leaf(r.digest, r.segments) for r in recs]
     assert list(record_leaves(memory_store, 5)) == expected
-    body = {"count": len(recs), "records_root": ref_mth(expected).hex(),
-            "fingerprints": {"root": ref_mth([r.fingerprint for r in recs]).hex()}}
+    body = {
+        "count": len(recs),
+        "records_root": ref_mth(expected).hex(),
+        "fingerprints": {"root": ref_mth([r.fingerprint for r in recs]).hex()},
+    }
     assert check_record_set(memory_store, 5, body) == []
     if recs:
-        memory_store.execute("DELETE FROM records WHERE batch = 5 AND position = ?", [len(recs) - 1])
+        memory_store.execute(
+            "DELETE FROM records WHERE batch = 5 AND position = ?", [len(recs) - 1]
+        )
         found = check_record_set(memory_store, 5, body)
         assert found and {p.index for p in found} == {5}
 
@@ -606,12 +748,17 @@ def test_record_sets_against_reference(
 def test_record_set_problems_name_the_batch(memory_store: duckdb.DuckDBPyConnection) -> None:
     recs = make_records(9, 6)
     insert_records(memory_store, 2, recs)
-    good = {"count": 6, "records_root": ref_mth([ref_record_leaf(r.digest, r.segments) for r in recs]).hex(),
-            "fingerprints": {"root": ref_mth([r.fingerprint for r in recs]).hex()}}
+    good = {
+        "count": 6,
+        "records_root": ref_mth([ref_record_leaf(r.digest, r.segments) for r in recs]).hex(),
+        "fingerprints": {"root": ref_mth([r.fingerprint for r in recs]).hex()},
+    }
     assert check_record_set(memory_store, 2, good) == []
     assert_words = [p.what for p in check_record_set(memory_store, 2, {**good, "count": 7})]
     assert len(assert_words) == 1 and "expected record positions 0..6" in assert_words[0]
-    memory_store.execute("UPDATE record_segments SET segment = unhex(sha256('z')) WHERE position = 1")
+    memory_store.execute(
+        "UPDATE record_segments SET segment = unhex(sha256('z')) WHERE position = 1"
+    )
     found = check_record_set(memory_store, 2, good)
     if any(r.segments for r in recs[1:2]):
         assert [p.index for p in found] == [2] and "records_root" in found[0].what
@@ -621,7 +768,9 @@ def test_problem_list_is_capped(monkeypatch: pytest.MonkeyPatch, ledger: Ledger)
     monkeypatch.setattr(verify, "MAX_PROBLEMS", 3)
     sql(ledger, "UPDATE entries SET model = 'x'")
     report = verify_ledger(ledger)
-    assert len(report.problems) == 4 and report.problems[-1].what.endswith("more problems not listed")
+    assert len(report.problems) == 4 and report.problems[-1].what.endswith(
+        "more problems not listed"
+    )
 
 
 def test_fresh_ledger_verifies(tmp_path: Path) -> None:
@@ -637,9 +786,23 @@ def test_recorded_batches_verify(tmp_path: Path) -> None:
     pytest.importorskip("ledger.fingerprint")
     lg = Ledger.init(tmp_path / "r.duckdb", origin=ORIGIN)
     data = tmp_path / "data.jsonl"
-    lines = [json.dumps({"messages": [{"role": "user", "content": f"question number {i} about the weather in Paris today"},
-                                      {"role": "assistant", "content": f"answer {i}: " + "sunny with light wind " * (i % 4)}]})
-             for i in range(50)]
+    lines = [
+        json.dumps(
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": f"question number {i} about the weather in Paris today",
+                    },
+                    {
+                        "role": "assistant",
+                        "content": f"answer {i}: " + "sunny with light wind " * (i % 4),
+                    },
+                ]
+            }
+        )
+        for i in range(50)
+    ]
     data.write_text("\n".join(lines) + "\n")
     lg.record_batch(id="ds", files=[data], split=16)
     report = verify_ledger(lg)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
-import pyarrow as pa
+import pyarrow as pa  # type: ignore[import-untyped]
 
 from ledger import entries, keys, merkle, store
 from ledger.errors import CorruptDatabaseError, InputError, VerificationError
@@ -33,7 +33,14 @@ from ledger.ledger import KeyRing
 if TYPE_CHECKING:
     from ledger.ledger import Ledger
 
-__all__ = ["MAX_PROBLEMS", "Problem", "VerifyReport", "check_record_set", "record_leaves", "verify_ledger"]
+__all__ = [
+    "MAX_PROBLEMS",
+    "Problem",
+    "VerifyReport",
+    "check_record_set",
+    "record_leaves",
+    "verify_ledger",
+]
 
 Connection = duckdb.DuckDBPyConnection
 
@@ -119,8 +126,12 @@ def _record_stats(conn: Connection, batch: int | None) -> dict[int, _RecordStats
     ).fetchall()
     for b, n, distinct, first, last, fps, bad in rows:
         found[int(b)] = {
-            "rows": int(n), "distinct": int(distinct), "first": int(first), "last": int(last),
-            "fingerprints": int(fps), "bad_digests": int(bad),
+            "rows": int(n),
+            "distinct": int(distinct),
+            "first": int(first),
+            "last": int(last),
+            "fingerprints": int(fps),
+            "bad_digests": int(bad),
         }
     seg_where = "WHERE s.batch = ?" if batch is not None else ""
     rows = conn.execute(
@@ -142,8 +153,16 @@ def _stats_problems(batch: int, count: int, stats: _RecordStats) -> list[Problem
     """Problems visible from row statistics alone; an empty list means the leaves can be rebuilt."""
     problems: list[Problem] = []
     if count == 0 and stats.rows:
-        problems.append(Problem(batch, f"batch entry {batch}: expected no record rows (count 0), found {stats.rows}"))
-    elif stats.rows != count or stats.distinct != count or (count and (stats.first, stats.last) != (0, count - 1)):
+        problems.append(
+            Problem(
+                batch, f"batch entry {batch}: expected no record rows (count 0), found {stats.rows}"
+            )
+        )
+    elif (
+        stats.rows != count
+        or stats.distinct != count
+        or (count and (stats.first, stats.last) != (0, count - 1))
+    ):
         span = f"positions {stats.first}..{stats.last}" if stats.rows else "no positions"
         problems.append(
             Problem(
@@ -153,27 +172,45 @@ def _stats_problems(batch: int, count: int, stats: _RecordStats) -> list[Problem
             )
         )
     if stats.bad_digests:
-        problems.append(Problem(batch, f"batch entry {batch}: expected 32-byte record digests, found "
-                                       f"{stats.bad_digests} of another length"))
+        problems.append(
+            Problem(
+                batch,
+                f"batch entry {batch}: expected 32-byte record digests, found "
+                f"{stats.bad_digests} of another length",
+            )
+        )
     if stats.bad_segments:
-        problems.append(Problem(batch, f"batch entry {batch}: expected 32-byte segment hashes, found "
-                                       f"{stats.bad_segments} of another length"))
+        problems.append(
+            Problem(
+                batch,
+                f"batch entry {batch}: expected 32-byte segment hashes, found "
+                f"{stats.bad_segments} of another length",
+            )
+        )
     if stats.orphan_segments:
-        problems.append(Problem(batch, f"batch entry {batch}: expected every segment row to belong to a record, "
-                                       f"found {stats.orphan_segments} naming positions with no record"))
+        problems.append(
+            Problem(
+                batch,
+                f"batch entry {batch}: expected every segment row to belong to a record, "
+                f"found {stats.orphan_segments} naming positions with no record",
+            )
+        )
     return problems
 
 
 _HEX_DIGITS = np.frombuffer(b"0123456789abcdef", np.uint8)
 _HEX_PAIRS = np.stack([_HEX_DIGITS[np.arange(256) >> 4], _HEX_DIGITS[np.arange(256) & 15]], axis=1)
-_LEAF_HEAD = np.frombuffer(b'\x00{"segments":', np.uint8)  # 0x00 = RFC 6962 leaf prefix, sliced off for leaves
+_LEAF_HEAD = np.frombuffer(
+    b'\x00{"segments":', np.uint8
+)  # 0x00 = RFC 6962 leaf prefix, sliced off for leaves
 _LEAF_MIDDLE = np.frombuffer(b'],"sha256":"', np.uint8)
 _LEAF_END = np.frombuffer(b'"}', np.uint8)
 
 
 def _hex_rows(raw: np.ndarray) -> np.ndarray:
     """(n, 32) bytes as (n, 64) lowercase hex digits."""
-    return _HEX_PAIRS[raw].reshape(len(raw), 2 * raw.shape[1])
+    hexed: np.ndarray = _HEX_PAIRS[raw].reshape(len(raw), 2 * raw.shape[1])
+    return hexed
 
 
 def _fixed32(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -182,7 +219,9 @@ def _fixed32(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     fixed = array.cast(pa.binary(32))
     if len(fixed) == 0:
         return np.zeros((0, 32), np.uint8)
-    data = np.frombuffer(fixed.buffers()[1], np.uint8, count=32 * len(fixed), offset=32 * fixed.offset)
+    data = np.frombuffer(
+        fixed.buffers()[1], np.uint8, count=32 * len(fixed), offset=32 * fixed.offset
+    )
     return data.reshape(len(fixed), 32)
 
 
@@ -199,7 +238,9 @@ class _LeafGroup:
     width: int
 
 
-def _assemble_leaves(digests: np.ndarray, counts: np.ndarray, starts: np.ndarray, segments: np.ndarray) -> list[_LeafGroup]:
+def _assemble_leaves(
+    digests: np.ndarray, counts: np.ndarray, starts: np.ndarray, segments: np.ndarray
+) -> list[_LeafGroup]:
     """Build record leaves `{"segments":["hex",...],"sha256":"hex"}` for many records at once.
 
     Records with the same segment count have the same leaf length, so each such group is one 2-D
@@ -277,13 +318,22 @@ _KEY_SHIFT = 32  # composite key = batch << 32 | position; positions are checked
 
 
 def _fetch_record_chunk(
-    conn: Connection, batch_lo: int, batch_hi: int, pos_lo: int, pos_hi: int, keep: np.ndarray | None
+    conn: Connection,
+    batch_lo: int,
+    batch_hi: int,
+    pos_lo: int,
+    pos_hi: int,
+    keep: np.ndarray | None,
 ) -> _RecordChunk:
     """Fetch one range of records and their segments and rebuild their leaves (SQL filters, numpy builds)."""
     params = [batch_lo, batch_hi, pos_lo, pos_hi]
     where = "WHERE batch BETWEEN ? AND ? AND position >= ? AND position < ?"
-    records = conn.sql(f"SELECT batch, position, digest, fingerprint FROM records {where}", params=params).to_arrow_table()
-    segs = conn.sql(f"SELECT batch, position, segment FROM record_segments {where}", params=params).to_arrow_table()
+    records = conn.sql(
+        f"SELECT batch, position, digest, fingerprint FROM records {where}", params=params
+    ).to_arrow_table()
+    segs = conn.sql(
+        f"SELECT batch, position, segment FROM record_segments {where}", params=params
+    ).to_arrow_table()
     rb, rp = _int64(records.column("batch")), _int64(records.column("position"))
     sb, sp = _int64(segs.column("batch")), _int64(segs.column("position"))
     digests = _fixed32(records.column("digest"))
@@ -297,7 +347,9 @@ def _fetch_record_chunk(
         smask = np.isin(sb, keep)
         if not smask.all():
             sb, sp, segments = sb[smask], sp[smask], segments[smask]
-    if len(rp) and (rp.min() < 0 or rp.max() >= 1 << _KEY_SHIFT or rb.min() < 0 or rb.max() >= 1 << 30):
+    if len(rp) and (
+        rp.min() < 0 or rp.max() >= 1 << _KEY_SHIFT or rb.min() < 0 or rb.max() >= 1 << 30
+    ):
         raise VerificationError(f"record keys out of range in batches {batch_lo}..{batch_hi}")
     rkey = (rb << _KEY_SHIFT) | rp
     if len(rkey) > 1 and not np.all(rkey[:-1] <= rkey[1:]):
@@ -315,7 +367,9 @@ def _fetch_record_chunk(
     return _RecordChunk(rb, rp, groups, [f if f is not None else b"" for f in fingerprints])
 
 
-def _plan_chunks(batches: Sequence[tuple[int, int]]) -> Iterator[tuple[int, int, int, int, np.ndarray]]:
+def _plan_chunks(
+    batches: Sequence[tuple[int, int]],
+) -> Iterator[tuple[int, int, int, int, np.ndarray]]:
     """Fetch units over batches in index order: several small batches together, a big one in position ranges."""
     group: list[int] = []
     total = 0
@@ -348,10 +402,14 @@ class _Commitment:
 def _commitment(body: Mapping[str, Any]) -> _Commitment:
     fingerprints = body.get("fingerprints")
     fp_root = fingerprints.get("root") if isinstance(fingerprints, Mapping) else None
-    return _Commitment(int(body["count"]), str(body["records_root"]), None if fp_root is None else str(fp_root))
+    return _Commitment(
+        int(body["count"]), str(body["records_root"]), None if fp_root is None else str(fp_root)
+    )
 
 
-def _recompute_roots(conn: Connection, batches: Sequence[tuple[int, int]]) -> Iterator[tuple[int, bytes, bytes]]:
+def _recompute_roots(
+    conn: Connection, batches: Sequence[tuple[int, int]]
+) -> Iterator[tuple[int, bytes, bytes]]:
     """(batch, records root, fingerprints root) for each batch whose rows passed the statistics checks."""
     builders: dict[int, tuple[merkle.RootBuilder, merkle.RootBuilder]] = {}
     counts = dict(batches)
@@ -359,8 +417,12 @@ def _recompute_roots(conn: Connection, batches: Sequence[tuple[int, int]]) -> It
         chunk = _fetch_record_chunk(conn, batch_lo, batch_hi, pos_lo, pos_hi, keep)
         hashes = chunk.leaf_hashes()
         fp_hashes = [merkle.leaf_hash(f) for f in chunk.fingerprints]
-        bounds = np.flatnonzero(np.diff(chunk.batches)) + 1 if len(hashes) else np.zeros(0, np.int64)
-        for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), len(hashes)]) if len(hashes) else ():
+        bounds = (
+            np.flatnonzero(np.diff(chunk.batches)) + 1 if len(hashes) else np.zeros(0, np.int64)
+        )
+        for lo, hi in (
+            zip([0, *bounds.tolist()], [*bounds.tolist(), len(hashes)]) if len(hashes) else ()
+        ):
             batch = int(chunk.batches[lo])
             records, fps = builders.setdefault(batch, (merkle.RootBuilder(), merkle.RootBuilder()))
             records.extend(hashes[lo:hi])
@@ -374,33 +436,57 @@ def _recompute_roots(conn: Connection, batches: Sequence[tuple[int, int]]) -> It
                 yield batch, builder[0].root(), builder[1].root()
 
 
-def _root_problems(batch: int, want: _Commitment, records_root: bytes, fp_root: bytes) -> list[Problem]:
+def _root_problems(
+    batch: int, want: _Commitment, records_root: bytes, fp_root: bytes
+) -> list[Problem]:
     problems = []
     if records_root.hex() != want.records_root:
-        problems.append(Problem(batch, f"batch entry {batch}: expected records_root {want.records_root} (signed), "
-                                       f"found {records_root.hex()} recomputed from the stored record set"))
+        problems.append(
+            Problem(
+                batch,
+                f"batch entry {batch}: expected records_root {want.records_root} (signed), "
+                f"found {records_root.hex()} recomputed from the stored record set",
+            )
+        )
     if want.fingerprints_root is not None and fp_root.hex() != want.fingerprints_root:
-        problems.append(Problem(batch, f"batch entry {batch}: expected fingerprints root {want.fingerprints_root} "
-                                       f"(signed), found {fp_root.hex()} recomputed from the stored fingerprints"))
+        problems.append(
+            Problem(
+                batch,
+                f"batch entry {batch}: expected fingerprints root {want.fingerprints_root} "
+                f"(signed), found {fp_root.hex()} recomputed from the stored fingerprints",
+            )
+        )
     return problems
 
 
-def _check_record_sets(conn: Connection, commitments: Mapping[int, _Commitment], batch: int | None) -> list[Problem]:
+def _check_record_sets(
+    conn: Connection, commitments: Mapping[int, _Commitment], batch: int | None
+) -> list[Problem]:
     """Statistics first (cheap, names the defect), then rebuild and compare the roots of the sound batches."""
     problems: list[Problem] = []
     stats = _record_stats(conn, batch)
     for stored_batch in sorted(stats.keys() - commitments.keys()):
         s = stats[stored_batch]
-        problems.append(Problem(stored_batch, f"entry {stored_batch}: expected record rows only for batch entries, "
-                                              f"found {s.rows} record and segment rows for a non-batch entry"))
+        problems.append(
+            Problem(
+                stored_batch,
+                f"entry {stored_batch}: expected record rows only for batch entries, "
+                f"found {s.rows} record and segment rows for a non-batch entry",
+            )
+        )
     sound: list[tuple[int, int]] = []
     for index in sorted(commitments):
         want = commitments[index]
         s = stats.get(index, _RecordStats())
         found = _stats_problems(index, want.count, s)
         if want.fingerprints_root is None and s.fingerprints:
-            found.append(Problem(index, f"batch entry {index}: expected no fingerprints (the entry commits to none), "
-                                        f"found {s.fingerprints} stored fingerprint values"))
+            found.append(
+                Problem(
+                    index,
+                    f"batch entry {index}: expected no fingerprints (the entry commits to none), "
+                    f"found {s.fingerprints} stored fingerprint values",
+                )
+            )
         problems.extend(found)
         if not found:
             sound.append((index, want.count))
@@ -439,7 +525,9 @@ class _Examined:
     kind: str | None  # None when the leaf or its body is unusable
     signer: str | None
     signature: int  # _SIG_OK, _SIG_BAD or _SIG_UNKNOWN (no key known to check it with)
-    body: dict[str, Any] | None  # kept for every kind but calls, which nothing later refers to by body
+    body: (
+        dict[str, Any] | None
+    )  # kept for every kind but calls, which nothing later refers to by body
     problems: tuple[Problem, ...]
 
 
@@ -462,17 +550,31 @@ def _examine(row: _Row, key_hints: Mapping[str, bytes]) -> _Examined:
     except (VerificationError, InputError) as exc:
         return _Examined(index, None, None, _SIG_BAD, None, (Problem(index, str(exc)),))
     if len(envelope.signatures) != 1:
-        problems.append(Problem(index, f"entry {index}: expected one signature, found {len(envelope.signatures)}"))
+        problems.append(
+            Problem(
+                index, f"entry {index}: expected one signature, found {len(envelope.signatures)}"
+            )
+        )
     signer = envelope.signatures[0][0]
     facts = entries.facts_of(body)
     for column, stored in zip(_COLUMNS, row[3:]):
         expected = getattr(facts, column)
         if stored != expected:
-            problems.append(Problem(index, f"entry {index}: column {column}: expected {expected!r} "
-                                           f"(from the signed body), found {stored!r}"))
+            problems.append(
+                Problem(
+                    index,
+                    f"entry {index}: column {column}: expected {expected!r} "
+                    f"(from the signed body), found {stored!r}",
+                )
+            )
     if row[2] != signer:
-        problems.append(Problem(index, f"entry {index}: column signer: expected {signer} "
-                                       f"(the envelope's keyid), found {row[2]!r}"))
+        problems.append(
+            Problem(
+                index,
+                f"entry {index}: column signer: expected {signer} "
+                f"(the envelope's keyid), found {row[2]!r}",
+            )
+        )
     raw = key_hints.get(signer)
     status = _SIG_UNKNOWN
     if raw is not None:
@@ -481,7 +583,9 @@ def _examine(row: _Row, key_hints: Mapping[str, bytes]) -> _Examined:
     return _Examined(index, kind, signer, status, None if kind == "call" else body, tuple(problems))
 
 
-def _verify_signature(envelope: keys.Envelope, raw: bytes, index: int, problems: list[Problem]) -> int:
+def _verify_signature(
+    envelope: keys.Envelope, raw: bytes, index: int, problems: list[Problem]
+) -> int:
     try:
         keys.verify_envelope(envelope, keys.PublicKey(raw), index=index)
     except VerificationError as exc:
@@ -556,12 +660,18 @@ class _Sequence:
     def _first(self, ex: _Examined, leaf: bytes) -> None:
         body = ex.body or {}
         if ex.kind != "key" or body.get("role") != "log" or body.get("keyid") != ex.signer:
-            self.problems.add(0, f"entry 0: expected the log key's self-signed key entry, found a {ex.kind} entry "
-                                 f"(role {body.get('role')!r}) signed by {ex.signer}")
+            self.problems.add(
+                0,
+                f"entry 0: expected the log key's self-signed key entry, found a {ex.kind} entry "
+                f"(role {body.get('role')!r}) signed by {ex.signer}",
+            )
             return
         raw = _public_key_of(body)
         if raw is None:
-            self.problems.add(0, "entry 0: expected keyid = sha256(public_key), found a key that does not hash to it")
+            self.problems.add(
+                0,
+                "entry 0: expected keyid = sha256(public_key), found a key that does not hash to it",
+            )
             return
         if ex.signature == _SIG_UNKNOWN:
             self._late_signature(0, leaf, raw)
@@ -571,15 +681,24 @@ class _Sequence:
         index, signer = ex.index, str(ex.signer)
         info = self.ring.by_id.get(signer)
         if info is None or info.index >= index:
-            self.problems.add(index, f"entry {index}: expected a signer introduced by an earlier key entry, "
-                                     f"found key {signer[:16]}… unknown at this point")
+            self.problems.add(
+                index,
+                f"entry {index}: expected a signer introduced by an earlier key entry, "
+                f"found key {signer[:16]}… unknown at this point",
+            )
             return
         if info.revoked_at is not None and index > info.revoked_at:
-            self.problems.add(index, f"entry {index}: signed by key {info.name} ({signer[:16]}…), "
-                                     f"which entry {info.revoked_at} revoked")
+            self.problems.add(
+                index,
+                f"entry {index}: signed by key {info.name} ({signer[:16]}…), "
+                f"which entry {info.revoked_at} revoked",
+            )
         if ex.kind in ("key", "revoke") and info.role != "log":
-            self.problems.add(index, f"entry {index}: expected a {ex.kind} entry signed by a log key, "
-                                     f"found {info.role} key {info.name}")
+            self.problems.add(
+                index,
+                f"entry {index}: expected a {ex.kind} entry signed by a log key, "
+                f"found {info.role} key {info.name}",
+            )
         if ex.signature == _SIG_UNKNOWN:
             self._late_signature(index, leaf, info.public.raw)
 
@@ -592,13 +711,19 @@ class _Sequence:
     def _key(self, index: int, body: Mapping[str, Any]) -> None:
         keyid = str(body["keyid"])
         if _public_key_of(body) is None:
-            self.problems.add(index, f"entry {index}: expected keyid = sha256(public_key), found key {keyid[:16]}… "
-                                     "whose public key does not hash to it")
+            self.problems.add(
+                index,
+                f"entry {index}: expected keyid = sha256(public_key), found key {keyid[:16]}… "
+                "whose public key does not hash to it",
+            )
             return
         known = self.ring.by_id.get(keyid)
         if known is not None:
-            self.problems.add(index, f"entry {index}: expected a new key, found key {keyid[:16]}… "
-                                     f"already introduced at entry {known.index}")
+            self.problems.add(
+                index,
+                f"entry {index}: expected a new key, found key {keyid[:16]}… "
+                f"already introduced at entry {known.index}",
+            )
             return
         self.ring.add(body, index)
 
@@ -606,25 +731,37 @@ class _Sequence:
         keyid = str(body["keyid"])
         known = self.ring.by_id.get(keyid)
         if known is None:
-            self.problems.add(index, f"entry {index}: expected to revoke a known key, found unknown key {keyid[:16]}…")
+            self.problems.add(
+                index,
+                f"entry {index}: expected to revoke a known key, found unknown key {keyid[:16]}…",
+            )
         elif known.revoked_at is not None:
-            self.problems.add(index, f"entry {index}: key {keyid[:16]}… was already revoked at entry {known.revoked_at}")
+            self.problems.add(
+                index,
+                f"entry {index}: key {keyid[:16]}… was already revoked at entry {known.revoked_at}",
+            )
         else:
             self.ring.revoke(keyid, index, str(body.get("reason", "")))
 
     def _batch(self, index: int, body: Mapping[str, Any]) -> None:
         batch_id = str(body["id"])
         if batch_id in self.batch_ids:
-            self.problems.add(index, f"entry {index}: expected a unique batch id, found {batch_id!r} "
-                                     f"already used by entry {self.batch_ids[batch_id]}")
+            self.problems.add(
+                index,
+                f"entry {index}: expected a unique batch id, found {batch_id!r} "
+                f"already used by entry {self.batch_ids[batch_id]}",
+            )
         else:
             self.batch_ids[batch_id] = index
         for ref in body.get("derived_from", []):
             kind = self.kinds[ref] if 0 <= ref < min(index, len(self.kinds)) else 0
             if kind != _KIND_CODES["call"]:
                 found = entries.KINDS[kind - 1] + " entry" if kind else "no valid entry"
-                self.problems.add(index, f"entry {index}: derived_from {ref}: expected an earlier call entry, "
-                                         f"found {found}")
+                self.problems.add(
+                    index,
+                    f"entry {index}: derived_from {ref}: expected an earlier call entry, "
+                    f"found {found}",
+                )
         self.commitments[index] = _commitment(body)
 
     def _checkpoint(self, index: int, body: Mapping[str, Any]) -> None:
@@ -632,16 +769,26 @@ class _Sequence:
         refs: list[tuple[str, Any, dict[str, int]]] = [
             *(("parent", p, self.checkpoint_ids) for p in _as_list(body["parents"])),
             *(("batch", b, self.batch_ids) for b in _as_list(body["batches"])),
-            *(("teacher", t, self.checkpoint_ids) for t in _as_list(body["teachers"]) if not isinstance(t, Mapping)),
+            *(
+                ("teacher", t, self.checkpoint_ids)
+                for t in _as_list(body["teachers"])
+                if not isinstance(t, Mapping)
+            ),
         ]
         for what, ref, known in refs:
             if not isinstance(ref, str) or ref not in known:
                 kind = "checkpoint" if known is self.checkpoint_ids else "batch"
-                self.problems.add(index, f"entry {index}: {what} {ref!r}: expected the id of an earlier {kind}, "
-                                         "found none")
+                self.problems.add(
+                    index,
+                    f"entry {index}: {what} {ref!r}: expected the id of an earlier {kind}, "
+                    "found none",
+                )
         if checkpoint_id in self.checkpoint_ids:
-            self.problems.add(index, f"entry {index}: expected a unique checkpoint id, found {checkpoint_id!r} "
-                                     f"already used by entry {self.checkpoint_ids[checkpoint_id]}")
+            self.problems.add(
+                index,
+                f"entry {index}: expected a unique checkpoint id, found {checkpoint_id!r} "
+                f"already used by entry {self.checkpoint_ids[checkpoint_id]}",
+            )
         else:
             self.checkpoint_ids[checkpoint_id] = index
 
@@ -662,13 +809,16 @@ def _check_indexes(conn: Connection, problems: _Problems) -> int:
         problems.add(0, "entry 0: expected the log key's key entry, found an empty log")
         return 0
     if count == distinct and first == 0 and last == count - 1:
-        return count
+        return int(count)
     for index, times in conn.execute(
         f"SELECT idx, count(*) FROM entries GROUP BY idx HAVING count(*) > 1 ORDER BY idx LIMIT {_QUERY_LIMIT}"
     ).fetchall():
         problems.add(int(index), f"entry {index}: expected it stored once, found {times} rows")
     if int(first) != 0:
-        problems.add(0 if int(first) > 0 else int(first), f"expected entry indexes from 0, found the first at {first}")
+        problems.add(
+            min(int(first), 0),
+            f"expected entry indexes from 0, found the first at {first}",
+        )
     for lo, hi in conn.execute(
         f"""SELECT idx + 1, nxt - 1 FROM (SELECT idx, lead(idx) OVER (ORDER BY idx) AS nxt
                                           FROM (SELECT DISTINCT idx FROM entries))
@@ -676,7 +826,7 @@ def _check_indexes(conn: Connection, problems: _Problems) -> int:
     ).fetchall():
         span = f"entry {lo}" if lo == hi else f"entries {lo}..{hi}"
         problems.add(int(lo), f"expected {span} in the log, found no row (deleted?)")
-    return count
+    return int(count)
 
 
 def _check_tree(conn: Connection, size: int, problems: _Problems) -> bool:
@@ -686,15 +836,21 @@ def _check_tree(conn: Connection, size: int, problems: _Problems) -> bool:
         f"""SELECT level, idx, count(*) FROM nodes GROUP BY level, idx HAVING count(*) > 1
             ORDER BY level, idx LIMIT {_QUERY_LIMIT}"""
     ).fetchall():
-        problems.add(_node_index(level, idx), f"{_node_name(level, idx)}: expected it stored once, found {times} rows")
+        problems.add(
+            _node_index(level, idx),
+            f"{_node_name(level, idx)}: expected it stored once, found {times} rows",
+        )
     for level, idx in conn.execute(
         f"""SELECT level, idx FROM nodes
             WHERE CASE WHEN level BETWEEN 0 AND 62 THEN idx < 0 OR idx >= (?::BIGINT >> level::BIGINT) ELSE true END
             ORDER BY level, idx LIMIT {_QUERY_LIMIT}""",
         [size],
     ).fetchall():
-        problems.add(_node_index(level, idx), f"{_node_name(level, idx)}: expected no such node in a log of "
-                                              f"{size} entries, found one (extra)")
+        problems.add(
+            _node_index(level, idx),
+            f"{_node_name(level, idx)}: expected no such node in a log of "
+            f"{size} entries, found one (extra)",
+        )
     present = dict(
         conn.execute(
             """SELECT level, count(DISTINCT idx) FROM nodes
@@ -711,13 +867,19 @@ def _check_tree(conn: Connection, size: int, problems: _Problems) -> bool:
             [size >> level, level],
         ).fetchall()
         for (idx,) in missing:
-            problems.add(_node_index(level, idx), f"{_node_name(level, idx)}: expected it stored, found none (missing)")
+            problems.add(
+                _node_index(level, idx),
+                f"{_node_name(level, idx)}: expected it stored, found none (missing)",
+            )
     for idx, want, got in conn.execute(
         f"""SELECT n.idx, unhex(sha256(unhex('00') || e.leaf)), n.hash FROM nodes n JOIN entries e ON e.idx = n.idx
             WHERE n.level = 0 AND n.hash != unhex(sha256(unhex('00') || e.leaf)) ORDER BY n.idx LIMIT {_QUERY_LIMIT}"""
     ).fetchall():
-        problems.add(int(idx), f"{_node_name(0, idx)}: expected the leaf hash {bytes(want).hex()}, "
-                               f"found {bytes(got).hex()}")
+        problems.add(
+            int(idx),
+            f"{_node_name(0, idx)}: expected the leaf hash {bytes(want).hex()}, "
+            f"found {bytes(got).hex()}",
+        )
     for level, idx, want, got in conn.execute(
         f"""SELECT p.level, p.idx, unhex(sha256(unhex('01') || l.hash || r.hash)), p.hash FROM nodes p
             JOIN nodes l ON l.level = p.level - 1 AND l.idx = 2 * p.idx
@@ -725,8 +887,11 @@ def _check_tree(conn: Connection, size: int, problems: _Problems) -> bool:
             WHERE p.level > 0 AND p.hash != unhex(sha256(unhex('01') || l.hash || r.hash))
             ORDER BY p.level, p.idx LIMIT {_QUERY_LIMIT}"""
     ).fetchall():
-        problems.add(_node_index(level, idx), f"{_node_name(level, idx)}: expected the hash of its children "
-                                              f"{bytes(want).hex()}, found {bytes(got).hex()}")
+        problems.add(
+            _node_index(level, idx),
+            f"{_node_name(level, idx)}: expected the hash of its children "
+            f"{bytes(want).hex()}, found {bytes(got).hex()}",
+        )
     return len(problems.items) + problems.dropped == before
 
 
@@ -743,13 +908,17 @@ def _node_index(level: int, idx: int = -1) -> int | None:
     return int(idx) if level == 0 and idx >= 0 else None
 
 
-def _check_head(conn: Connection, size: int, root: bytes, ring: KeyRing, problems: _Problems) -> str | None:
+def _check_head(
+    conn: Connection, size: int, root: bytes, ring: KeyRing, problems: _Problems
+) -> str | None:
     """The stored tree head must describe the recomputed log and be signed by the current log key."""
     meta = dict(conn.execute("SELECT key, count(*) FROM meta GROUP BY key").fetchall())
     for key in ("schema_version", "origin"):
         if meta.get(key, 0) != 1:
             problems.add(None, f"meta: expected one {key} row, found {meta.get(key, 0)}")
-    rows = conn.execute("SELECT value FROM meta WHERE key = 'origin' ORDER BY value LIMIT 1").fetchall()
+    rows = conn.execute(
+        "SELECT value FROM meta WHERE key = 'origin' ORDER BY value LIMIT 1"
+    ).fetchall()
     origin = str(rows[0][0]) if rows else None
     heads = conn.execute("SELECT size, root, note FROM tree_head").fetchall()
     if len(heads) != 1:
@@ -757,23 +926,33 @@ def _check_head(conn: Connection, size: int, root: bytes, ring: KeyRing, problem
     for head_size, head_root, note in heads:
         head_root = bytes(head_root)
         if head_size != size:
-            problems.add(None, f"tree head: expected size {size} (the entries stored), found {head_size}")
+            problems.add(
+                None, f"tree head: expected size {size} (the entries stored), found {head_size}"
+            )
         if head_root != root:
-            problems.add(None, f"tree head: expected root {root.hex()} (recomputed from the leaves), "
-                               f"found {head_root.hex()}")
+            problems.add(
+                None,
+                f"tree head: expected root {root.hex()} (recomputed from the leaves), "
+                f"found {head_root.hex()}",
+            )
         _check_note(str(note), origin, int(head_size), head_root, ring, problems)
     return origin
 
 
-def _check_note(note: str, origin: str | None, size: int, root: bytes, ring: KeyRing, problems: _Problems) -> None:
+def _check_note(
+    note: str, origin: str | None, size: int, root: bytes, ring: KeyRing, problems: _Problems
+) -> None:
     try:
         parsed, _ = keys.open_signed_note(note)
     except InputError as exc:
         problems.add(None, f"tree head note: {exc}")
         return
     if (parsed.origin, parsed.size, parsed.root) != (origin, size, root):
-        problems.add(None, f"tree head note: expected origin {origin!r}, size {size}, root {root.hex()}; "
-                           f"found {parsed.origin!r}, {parsed.size}, {parsed.root.hex()}")
+        problems.add(
+            None,
+            f"tree head note: expected origin {origin!r}, size {size}, root {root.hex()}; "
+            f"found {parsed.origin!r}, {parsed.size}, {parsed.root.hex()}",
+        )
     if origin is None:
         return
     try:
@@ -790,8 +969,11 @@ def _check_calls_unique(conn: Connection, problems: _Problems) -> None:
             GROUP BY provider, ref HAVING count(*) > 1 ORDER BY min(idx) LIMIT {_QUERY_LIMIT}"""
     ).fetchall():
         for index in indexes[1:]:
-            problems.add(int(index), f"entry {index}: expected a unique call ({provider}, external_id {ref!r}), "
-                                     f"found it already recorded at entry {indexes[0]}")
+            problems.add(
+                int(index),
+                f"entry {index}: expected a unique call ({provider}, external_id {ref!r}), "
+                f"found it already recorded at entry {indexes[0]}",
+            )
 
 
 def _parse_published(since_note: str) -> keys.TreeHead:
@@ -803,12 +985,19 @@ def _parse_published(since_note: str) -> keys.TreeHead:
 
 
 def _check_published(
-    since_note: str, published: keys.TreeHead, origin: str | None, size: int, prefix_root: bytes | None,
-    ring: KeyRing, problems: _Problems,
+    since_note: str,
+    published: keys.TreeHead,
+    origin: str | None,
+    size: int,
+    prefix_root: bytes | None,
+    ring: KeyRing,
+    problems: _Problems,
 ) -> None:
     """The log must be an append-only extension of a head published earlier, signed by one of its log keys."""
     if published.origin != origin:
-        problems.add(None, f"published tree head: expected origin {origin!r}, found {published.origin!r}")
+        problems.add(
+            None, f"published tree head: expected origin {origin!r}, found {published.origin!r}"
+        )
         return
     errors = []
     for info in sorted(ring.by_id.values(), key=lambda k: -k.index):
@@ -820,16 +1009,25 @@ def _check_published(
         except VerificationError as exc:
             errors.append(str(exc))
     else:
-        problems.add(None, "published tree head: expected a signature by a log key of this ledger, found none "
-                           f"({errors[-1] if errors else 'the ledger has no log key'})")
+        problems.add(
+            None,
+            "published tree head: expected a signature by a log key of this ledger, found none "
+            f"({errors[-1] if errors else 'the ledger has no log key'})",
+        )
         return
     if published.size > size:
-        problems.add(None, f"published tree head: expected the log to hold at least its {published.size} entries, "
-                           f"found {size}: the log was rolled back")
+        problems.add(
+            None,
+            f"published tree head: expected the log to hold at least its {published.size} entries, "
+            f"found {size}: the log was rolled back",
+        )
     elif prefix_root != published.root:
         found = prefix_root.hex() if prefix_root is not None else "none"
-        problems.add(None, f"published tree head: expected the first {published.size} entries to have root "
-                           f"{published.root.hex()}, found {found}: history was rewritten")
+        problems.add(
+            None,
+            f"published tree head: expected the first {published.size} entries to have root "
+            f"{published.root.hex()}, found {found}: history was rewritten",
+        )
 
 
 # --------------------------------------------------------------------------- the driver
@@ -850,18 +1048,21 @@ def verify_ledger(
     """
     published = _parse_published(since_note) if since_note is not None else None
     problems = _Problems()
-    pool = _start_pool(_choose_workers(ledger, workers))
+    workers = _choose_workers(ledger, workers)
+    pool = _start_pool(workers)
     try:
         with store.session(ledger.path, read_only=True) as conn:
             size = _check_indexes(conn, problems)
             sequence = _Sequence(size, problems)
-            root, prefix_root = _check_entries(conn, sequence, published, progress, pool)
+            root, prefix_root = _check_entries(conn, sequence, published, progress, pool, workers)
             _check_calls_unique(conn, problems)
             _check_tree(conn, size, problems)
             origin = _check_head(conn, size, root, sequence.ring, problems)
             problems.extend(_check_record_sets(conn, sequence.commitments, None))
             if published is not None and since_note is not None:
-                _check_published(since_note, published, origin, size, prefix_root, sequence.ring, problems)
+                _check_published(
+                    since_note, published, origin, size, prefix_root, sequence.ring, problems
+                )
     except duckdb.Error as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CorruptDatabaseError(f"{ledger.path}: cannot read the ledger: {first_line}") from exc
@@ -906,6 +1107,7 @@ def _check_entries(
     published: keys.TreeHead | None,
     progress: Callable[[int], None] | None,
     pool: ProcessPoolExecutor | None,
+    workers: int,
 ) -> tuple[bytes, bytes | None]:
     """Stream entries in index order through `_examine` (in the worker pool if any) and `_Sequence`.
 
@@ -915,7 +1117,7 @@ def _check_entries(
     builder = merkle.RootBuilder()
     want_prefix = published.size if published is not None else -1
     prefix_root = merkle.EMPTY_ROOT if want_prefix == 0 else None
-    in_flight = 2 * pool._max_workers if pool is not None else 0  # noqa: SLF001 - sizing the pipeline only
+    in_flight = 2 * workers if pool is not None else 0
     pending: deque[tuple[list[Any], Future[list[_Examined]] | list[_Examined]]] = deque()
 
     def settle() -> None:
@@ -937,11 +1139,14 @@ def _check_entries(
             prefix_root = builder.root()
             hashes = hashes[split:]
         builder.extend(hashes)
-        if pool is None:
-            pending.append((rows, [_examine(row, hints) for row in rows]))
-        else:
+        busy = sum(1 for _, r in pending if isinstance(r, Future) and not r.done())
+        if pool is not None and busy < in_flight:
             pending.append((rows, pool.submit(_examine_chunk, rows, hints)))
-        while len(pending) > in_flight:
+        else:  # every worker is busy: this process checks the chunk itself rather than wait
+            pending.append((rows, [_examine(row, hints) for row in rows]))
+        while pending and (isinstance(pending[0][1], list) or pending[0][1].done()):
+            settle()
+        while len(pending) > 2 * in_flight + 1:
             settle()
     while pending:
         settle()

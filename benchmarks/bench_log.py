@@ -1,0 +1,194 @@
+"""Benchmark the signed log: bulk append, full verification, and inclusion proofs at 1M entries.
+
+Every figure is printed next to a baseline measured in the same run: raw Ed25519 sign/verify rates
+(pyca/cryptography, one core) for appending and verifying, and pymerkle's SQLite tree for proofs when
+pymerkle is installed. Rates are given per wall second and per CPU second (this process plus its worker
+processes), because the CPU figure is the one that survives other work on a shared 2-core machine.
+
+    .venv/bin/python benchmarks/bench_log.py                  # 100k entries, then grow to 1M for proofs
+    .venv/bin/python benchmarks/bench_log.py --skip-big       # 100k only
+    .venv/bin/python benchmarks/bench_log.py --entries 20000 --big 200000
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import os
+import random
+import resource
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from ledger import entries, hashing, keys, merkle, store
+from ledger.ledger import Ledger
+from ledger.verify import verify_ledger
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Timing:
+    wall: float
+    cpu: float  # this process and every child it waited for
+
+
+def timed(fn: Callable[[], T]) -> tuple[Timing, T]:
+    def cpu() -> float:
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+    wall, used = time.perf_counter(), cpu()
+    result = fn()
+    return Timing(time.perf_counter() - wall, cpu() - used), result
+
+
+def call_body(i: int, rng: random.Random) -> dict[str, Any]:
+    """A call entry as the OpenAI importer writes one: three output segments, usage, one fingerprint."""
+    body = entries.call_body(
+        provider="openai",
+        model="gpt-4o-mini",
+        endpoint="/v1/chat/completions",
+        purpose=rng.choice(entries.PURPOSES),
+        request=hashlib.sha256(b"req%d" % i).hexdigest(),
+        response=hashlib.sha256(b"resp%d" % i).hexdigest(),
+        outputs=[hashlib.sha256(b"out%d/%d" % (i, j)).hexdigest() for j in range(3)],
+        external_id=f"chatcmpl-{i:012d}",
+        usage={
+            "prompt_tokens": 40 + i % 100,
+            "completion_tokens": 200 + i % 300,
+            "total_tokens": 240 + i % 400,
+        },
+        fingerprints={
+            "params": {"scheme": "bench"},
+            "values": [base64.b64encode(rng.randbytes(192)).decode()],
+        },
+    )
+    return body
+
+
+def ed25519_rates(message_size: int, n: int = 5000) -> tuple[float, float]:
+    """Raw signs/s and verifies/s per CPU second on one core: the floor under any signed log."""
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key()
+    messages = [os.urandom(message_size) for _ in range(n)]
+    sign_t, signatures = timed(lambda: [key.sign(m) for m in messages])
+    verify_t, _ = timed(lambda: [public.verify(s, m) for s, m in zip(signatures, messages)])
+    return n / sign_t.cpu, n / verify_t.cpu
+
+
+def pymerkle_proof_ms(n: int) -> float | None:
+    try:
+        import pymerkle  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = pymerkle.SqliteTree(str(Path(tmp) / "p.db"))
+        tree.append_entries([i.to_bytes(8, "big") * 4 for i in range(n)])
+        rng = random.Random(3)
+        tree.prove_inclusion(1)
+        t, _ = timed(lambda: [tree.prove_inclusion(rng.randrange(n) + 1) for _ in range(10)])
+        tree.close()
+    return t.wall / 10 * 1e3
+
+
+def append_all(lg: Ledger, start: int, count: int, chunk: int) -> Timing:
+    rng = random.Random(start)
+    total = Timing(0.0, 0.0)
+    for lo in range(start, start + count, chunk):
+        bodies = [call_body(i, rng) for i in range(lo, min(lo + chunk, start + count))]
+        t, _ = timed(lambda bodies=bodies: lg.append_bodies(bodies))
+        total = Timing(total.wall + t.wall, total.cpu + t.cpu)
+    return total
+
+
+def prove_times(lg: Ledger, size: int, samples: int = 20) -> tuple[float, float]:
+    """(ms per Ledger.prove call including opening the file, ms per proof inside an open session)."""
+    rng = random.Random(5)
+    indexes = [rng.randrange(size) for _ in range(samples)]
+    whole, _ = timed(lambda: [lg.prove(i) for i in indexes])
+    with store.session(lg.path, read_only=True) as conn:
+        head = store.head(conn)
+
+        def core() -> None:
+            for index in indexes:
+                leaf = store.entry_at(conn, index).leaf
+                nodes = store.fetch_nodes(
+                    conn, merkle.needed_nodes(merkle.inclusion_ranges(index, head.size))
+                )
+                proof = merkle.inclusion_proof(index, head.size, nodes)
+                merkle.verify_inclusion(merkle.leaf_hash(leaf), index, head.size, proof, head.root)
+
+        inner, _ = timed(core)
+    return whole.wall / samples * 1e3, inner.wall / samples * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--entries", type=int, default=100_000, help="entries appended and verified"
+    )
+    parser.add_argument("--big", type=int, default=1_000_000, help="log size for the proof timings")
+    parser.add_argument(
+        "--skip-big", action="store_true", help="do not grow the log for proof timings"
+    )
+    parser.add_argument("--chunk", type=int, default=100_000, help="entries per append_bodies call")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as tmp:
+        lg = Ledger.init(Path(tmp) / "bench.duckdb", origin="bench.local/log")
+        leaf_size = len(
+            keys.pae(keys.PAYLOAD_TYPE, hashing.canonical_json(call_body(0, random.Random(0))))
+        )
+        sign_rate, verify_rate = ed25519_rates(leaf_size)
+        print(
+            f"baseline Ed25519 (1 core, {leaf_size}-byte messages): {sign_rate:,.0f} signs/s, "
+            f"{verify_rate:,.0f} verifies/s per CPU second"
+        )
+
+        t = append_all(lg, 1, args.entries, args.chunk)
+        n = args.entries
+        print(
+            f"append_bodies, {n:,} signed call entries: {n / t.wall:,.0f}/s wall, {n / t.cpu:,.0f}/s per CPU s "
+            f"= {n / t.cpu / sign_rate:.2f}x raw signing (target >= 10k/s)"
+        )
+
+        for workers in (1, None):
+            t, report = timed(lambda workers=workers: verify_ledger(lg, workers=workers))
+            assert report.ok, report.problems[:3]
+            label = "1 process" if workers == 1 else "auto workers"
+            print(
+                f"verify ({label}), {report.size:,} entries: {report.size / t.wall:,.0f}/s wall, "
+                f"{report.size / t.cpu:,.0f}/s per CPU s = {report.size / t.cpu / verify_rate:.2f}x raw "
+                f"verification per CPU s (target >= 10k/s wall)"
+            )
+
+        size = lg.head().size
+        if not args.skip_big and args.big > size:
+            t = append_all(lg, size, args.big - size, args.chunk)
+            size = lg.head().size
+            print(
+                f"grew the log to {size:,} entries in {t.wall:,.0f} s wall ({(args.big - n) / t.wall:,.0f}/s)"
+            )
+        whole_ms, core_ms = prove_times(lg, size)
+        theirs = pymerkle_proof_ms(size)
+        ref = (
+            f"; pymerkle SqliteTree proof @ {size:,}: {theirs:.2f} ms" if theirs is not None else ""
+        )
+        print(
+            f"inclusion proof @ {size:,}: Ledger.prove {whole_ms:.2f} ms (opens the file), "
+            f"{core_ms:.3f} ms inside a session (target < 1 ms){ref}"
+        )
+        print(f"file size: {os.path.getsize(lg.path) / 1e6:,.0f} MB for {size:,} entries")
+
+
+if __name__ == "__main__":
+    main()
