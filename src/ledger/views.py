@@ -295,3 +295,257 @@ def batch_result_view(result: Any) -> RenderableType:
     for b in result.entries:
         table.add_row(str(b.index), b.id, str(b.count), b.records_root or Text("dataset (the batches below)", style="dim"))
     return table
+
+
+# --- audit, lineage, bundles ----------------------------------------------------------------------
+
+_VERDICT_STYLE = {"clean": "bold green", "contaminated": "bold red", "suspect": "bold yellow", "inconclusive": "bold yellow"}
+_VERDICT_SAYS = {
+    "clean": "no recorded third-party output found in the lineage (disproven with respect to this ledger)",
+    "contaminated": "third-party output entered the lineage (proven)",
+    "suspect": "near duplicates of third-party output only",
+    "inconclusive": "integrity failed or the lineage is incomplete: nothing can be proven or disproven",
+}
+_FINDING_STYLE = {"declared": "red", "exact": "red", "near": "yellow", "allowed": "green"}
+
+
+def json_text(document: Any) -> str:
+    """Compact JSON for files other tools read: every byte is meaningful (a bundle has no slack)."""
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False) + "\n"
+
+
+def audit_json(report: Any) -> dict[str, Any]:
+    from ledger.audit import report_json
+
+    return report_json(report)
+
+
+def _node_label(lin: Any, index: int | None) -> str:
+    if index is None:
+        return "-"
+    node = lin.by_index().get(index)
+    return f"{node.id} (#{index})" if node is not None else f"#{index}"
+
+
+def _finding_source(finding: Any) -> tuple[int, str]:
+    """A sort key and a heading: findings are grouped by the call (or suspect, or teacher) they name."""
+    if finding.call is not None:
+        return (0, f"call #{finding.call}  {finding.provider}/{finding.model}  purpose: {finding.purpose}")
+    if finding.suspect is not None:
+        line = f" (line {finding.suspect_line})" if finding.suspect_line is not None else ""
+        return (1, f"suspect #{finding.suspect}{line}")
+    return (2, f"teacher {finding.provider}:{finding.model}")
+
+
+def audit_view(report: Any) -> RenderableType:
+    """Verdict first, then findings grouped by call with the path that carries them, then coverage."""
+    parts: list[RenderableType] = [
+        Text.assemble(
+            (f"{report.verdict.upper()}", _VERDICT_STYLE.get(report.verdict, "")),
+            f"  checkpoint {report.checkpoint} (entry {report.checkpoint_index}): {_VERDICT_SAYS.get(report.verdict, '')}",
+        )
+    ]
+    if report.problems:
+        table = Table(box=box.SIMPLE_HEAD, title=Text("integrity problems", style="bold yellow"))
+        table.add_column("entry", justify="right")
+        table.add_column("problem")
+        for problem in report.problems[:50]:
+            table.add_row("-" if problem.index is None else str(problem.index), problem.what)
+        if len(report.problems) > 50:
+            table.add_row("", f"... {len(report.problems) - 50} more")
+        parts.append(table)
+    groups: dict[tuple[int, str], list[Any]] = {}
+    for finding in report.findings:
+        groups.setdefault(_finding_source(finding), []).append(finding)
+    for (_, heading), findings in sorted(groups.items()):
+        table = Table(box=box.SIMPLE_HEAD, title=Text(heading, style="bold"), title_justify="left")
+        for column in ("type", "batch", "record", "segment", "similarity", "path"):
+            table.add_column(column)
+        for f in findings[:100]:
+            kind = f.type if f.basis is None else f"{f.type} ({f.basis})"
+            table.add_row(
+                Text(kind, style=_FINDING_STYLE.get(f.type, "")),
+                _node_label(report.lineage, f.batch),
+                "-" if f.record is None else str(f.record),
+                "-" if f.segment is None else f.segment[:16] + "…",
+                "-" if f.similarity is None else f"{f.similarity:.3f}",
+                " → ".join(f.path),
+            )
+        if len(findings) > 100:
+            table.add_row("", "", "", f"... {len(findings) - 100} more", "", "")
+        parts.append(table)
+    coverage = Table.grid(padding=(0, 2))
+    for name, value in report.coverage.items():
+        coverage.add_row(name.replace("_", " "), str(value))
+    timings = ", ".join(f"{k} {v:.2f}s" for k, v in report.timings.items())
+    parts.append(Panel(coverage, title="coverage", box=box.ROUNDED, expand=False))
+    parts.append(Text(f"timings: {timings}", style="dim"))
+    parts.extend(Text(note, style="yellow") for note in report.notes)
+    return Group(*parts)
+
+
+def _taint(lin: Any, report: Any | None) -> tuple[dict[str, set[str]], set[str]]:
+    """Node id -> finding types that taint it (and the checkpoints on their paths); unverifiable node ids."""
+    tainted: dict[str, set[str]] = {}
+    unverifiable = {n.id for n in lin.nodes if n.missing}
+    if report is None:
+        return tainted, unverifiable
+    by_index = lin.by_index()
+    for f in report.findings:
+        if f.type == "allowed":
+            continue
+        targets = list(f.path)
+        for index in (f.batch, f.call):
+            if index is not None and index in by_index:
+                targets.append(by_index[index].id)
+        if f.call is None and f.suspect is None and f.batch is None:
+            targets.append(f"{f.provider}:{f.model}")
+        for node_id in targets:
+            tainted.setdefault(node_id, set()).add(f.type)
+    if report.problems:
+        unverifiable |= {by_index[p.index].id for p in report.problems if p.index in by_index}
+    return tainted, unverifiable
+
+
+def _lineage_label(node: Any, tainted: dict[str, set[str]], unverifiable: set[str], colored: bool) -> Text:
+    body = node.body or {}
+    details = []
+    if node.index is not None:
+        details.append(f"#{node.index}")
+    if body.get("time"):
+        details.append(str(body["time"])[:19].replace("T", " "))
+    if node.kind == "batch" and body:
+        details.append(f"{body.get('count')} records")
+    if node.kind == "call" and body:
+        details.append(f"{body.get('provider')}/{body.get('model')} {body.get('purpose')}")
+    if node.kind == "checkpoint" and body:
+        details.append(f"{len(body.get('batches', []))} batches")
+    text = Text.assemble((f"{node.kind} ", "dim"), (node.id, "bold"), f"  {'  '.join(details)}")
+    if node.id in unverifiable:
+        text.stylize("yellow")
+        text.append("  unverifiable" + ("  (missing)" if node.missing else ""), style="yellow")
+    elif node.id in tainted:
+        text.stylize("red")
+        text.append(f"  tainted: {', '.join(sorted(tainted[node.id]))}", style="bold red")
+    elif colored:
+        text.stylize("green")
+    return text
+
+
+def lineage_tree(lin: Any, report: Any | None = None) -> RenderableType:
+    """The lineage as a rich tree: red tainted paths with the finding types, green clean, yellow unverifiable."""
+    from rich.tree import Tree
+
+    tainted, unverifiable = _taint(lin, report)
+    nodes = {n.id: n for n in lin.nodes}
+    children: dict[str, list[Any]] = {}
+    for edge in lin.edges:
+        children.setdefault(edge.source, []).append(edge)
+    shown: set[str] = set()
+    colored = report is not None
+
+    def grow(branch: Any, node_id: str, how: str | None) -> None:
+        node = nodes[node_id]
+        label = _lineage_label(node, tainted, unverifiable, colored)
+        if how and how != node.kind:
+            label = Text.assemble((f"{how}: ", "dim"), label)
+        if node_id in shown and children.get(node_id):
+            branch.add(Text.assemble(label, (" (shown above)", "dim")))
+            return
+        shown.add(node_id)
+        sub = branch.add(label)
+        for edge in children.get(node_id, []):
+            grow(sub, edge.target, edge.kind)
+
+    title = _lineage_label(nodes[lin.checkpoint], tainted, unverifiable, colored)
+    tree = Tree(title)
+    shown.add(lin.checkpoint)
+    for edge in children.get(lin.checkpoint, []):
+        grow(tree, edge.target, edge.kind)
+    if lin.problems:
+        return Group(tree, *[Text(f"! {p.what}", style="yellow") for p in lin.problems])
+    return tree
+
+
+def _graph_status(node_id: str, tainted: dict[str, set[str]], unverifiable: set[str]) -> str:
+    if node_id in unverifiable:
+        return "unverifiable"
+    return "tainted" if node_id in tainted else "clean"
+
+
+def lineage_dot(lin: Any, report: Any | None = None) -> str:
+    """Graphviz DOT text of the lineage (colored when an audit report is given)."""
+    tainted, unverifiable = _taint(lin, report)
+    color = {"tainted": "red", "unverifiable": "orange", "clean": "darkgreen" if report is not None else "black"}
+    shape = {"checkpoint": "box", "batch": "folder", "call": "ellipse", "teacher": "octagon"}
+    lines = ["digraph lineage {", "  rankdir=TB;", '  node [fontname="Helvetica"];']
+    for n in lin.nodes:
+        label = f"{n.kind}\\n{n.id}" + (f"\\n#{n.index}" if n.index is not None else "")
+        status = _graph_status(n.id, tainted, unverifiable)
+        lines.append(f'  {json.dumps(n.id)} [label="{label.replace(chr(34), chr(39))}", shape={shape.get(n.kind, "box")}, color={color[status]}];')
+    for e in lin.edges:
+        lines.append(f'  {json.dumps(e.source)} -> {json.dumps(e.target)} [label="{e.kind}"];')
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def lineage_mermaid(lin: Any, report: Any | None = None) -> str:
+    """Mermaid flowchart text of the lineage, for docs and pull requests."""
+    tainted, unverifiable = _taint(lin, report)
+    ids = {n.id: f"n{i}" for i, n in enumerate(lin.nodes)}
+    lines = ["flowchart TD"]
+    for n in lin.nodes:
+        label = f"{n.kind}: {n.id}" + (f" #{n.index}" if n.index is not None else "")
+        lines.append(f'  {ids[n.id]}["{label.replace(chr(34), "#quot;")}"]')
+    for e in lin.edges:
+        lines.append(f"  {ids[e.source]} -->|{e.kind}| {ids[e.target]}")
+    if report is not None or unverifiable:
+        lines += ["  classDef tainted stroke:#d00,color:#d00", "  classDef clean stroke:#080",
+                  "  classDef unverifiable stroke:#d80,color:#d80"]  # fmt: skip
+        for n in lin.nodes:
+            status = _graph_status(n.id, tainted, unverifiable)
+            if report is not None or status == "unverifiable":
+                lines.append(f"  class {ids[n.id]} {status}")
+    return "\n".join(lines) + "\n"
+
+
+def lineage_json(lin: Any) -> dict[str, Any]:
+    from ledger.lineage import lineage_json as to_json
+
+    return to_json(lin)
+
+
+def bundle_report_json(report: Any) -> dict[str, Any]:
+    return {
+        "ok": report.ok,
+        "verdict": report.verdict,
+        "checkpoint": report.checkpoint,
+        "size": report.size,
+        "checked": dict(report.checked),
+        "problems": [{"where": p.where, "what": p.what} for p in report.problems],
+    }
+
+
+def bundle_report_view(report: Any) -> RenderableType:
+    checked = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in report.checked.items())
+    if report.ok:
+        return Text(
+            f"bundle verifies: checkpoint {report.checkpoint} is {report.verdict} (tree size {report.size}; "
+            f"checked {checked})",
+            style="bold green",
+        )
+    table = Table(box=box.SIMPLE_HEAD, title=Text(f"BUNDLE DOES NOT VERIFY: {len(report.problems)} problem(s)", style="bold red"))
+    table.add_column("where")
+    table.add_column("problem")
+    for problem in report.problems:
+        table.add_row(problem.where, problem.what)
+    return table
+
+
+def export_json(counts: Any) -> dict[str, Any]:
+    return {"batches": counts.batches, "records": counts.records, "files": [str(f) for f in counts.files]}
+
+
+def export_view(counts: Any) -> RenderableType:
+    files = ", ".join(str(f) for f in counts.files)
+    return Text(f"exported {counts.records} record leaves of {counts.batches} batches to {files}", style="green")
