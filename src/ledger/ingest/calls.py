@@ -118,8 +118,12 @@ def iter_calls(
         raise UsageError(f"a requests file applies only to format openai-batch, not {fmt}")
     if fmt == "openai-batch":
         requests = _RequestIndex(Path(requests_path)) if requests_path is not None else None
-        for number, line in iter_records(path, "jsonl", progress=progress):
-            yield _batch_call(f"{path}:{number}", _as_dict(line), requests)
+        try:
+            for number, line in iter_records(path, "jsonl", progress=progress):
+                yield _batch_call(f"{path}:{number}", _as_dict(line), requests)
+        finally:
+            if requests is not None:
+                requests.close()
     else:
         default_provider = "openai" if fmt == "openai-chat" else None
         for number, line in iter_records(path, "jsonl", progress=progress):
@@ -281,6 +285,11 @@ class _RequestIndex:
             )
         if not self._where:
             raise InputError(f"{path}: no records (the file is empty or holds only blank lines)")
+        self._file = _open_binary(path)
+
+    def close(self) -> None:
+        """Release the input file."""
+        self._file.close()
 
     def get(self, custom_id: str) -> tuple[dict[str, Any], str | None] | None:
         """The request body and url for `custom_id`, or None if the input file has no such line."""
@@ -288,9 +297,8 @@ class _RequestIndex:
         if where is None:
             return None
         offset, length, number, url = where
-        with _open_binary(self.path) as f:
-            f.seek(offset)
-            line = f.read(length)
+        self._file.seek(offset)
+        line = self._file.read(length)
         body = _parse_object_line(str(self.path), number, line).get("body")
         if not isinstance(body, dict):  # the file changed under us since it was indexed
             raise InputError(f"{self.path}:{number}: changed while being read")
