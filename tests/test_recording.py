@@ -27,7 +27,7 @@ import rfc8785
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger import recording
+from ledger import fingerprint, recording
 from ledger.errors import DuplicateError, InputError, NotFoundError, UsageError
 from ledger.ledger import Ledger
 
@@ -157,9 +157,14 @@ def test_batch_from_iterable_commits_root_rows_and_segments(lg: Ledger) -> None:
     body = lg.entry(entry.index).body
     assert body["kind"] == "batch" and body["id"] == "run7/step-000001"
     assert body["records_root"] == ref_root(records) and body["count"] == 20
-    assert set(body["fingerprints"]) == {"params", "root"}
-    stored = rows(lg, "SELECT position, digest FROM records WHERE batch = ? ORDER BY position", [entry.index])
-    assert [(p, bytes(d).hex()) for p, d in stored] == [(i, ref_digest(r)) for i, r in enumerate(records)]
+    # fingerprints: one blob per record over its segment texts in segment-hash order, committed by a root
+    texts = [sorted({ref_normalize(t) for t in ref_strings(r) if len(ref_normalize(t)) >= 32},
+                    key=lambda n: hashlib.sha256(n.encode()).digest()) for r in records]  # fmt: skip
+    blobs = fingerprint.fingerprint_records(texts)
+    assert body["fingerprints"] == {"params": fingerprint.DEFAULT_PARAMS.to_json(), "root": ref_mth(blobs).hex()}
+    stored = rows(lg, "SELECT position, digest, fingerprint FROM records WHERE batch = ? ORDER BY 1", [entry.index])
+    assert [(p, bytes(d).hex()) for p, d, _ in stored] == [(i, ref_digest(r)) for i, r in enumerate(records)]
+    assert [bytes(f) for _, _, f in stored] == blobs
     segs = rows(lg, "SELECT position, segment FROM record_segments WHERE batch = ?", [entry.index])
     for i, record in enumerate(records):
         mine = sorted(bytes(s).hex() for p, s in segs if p == i)
@@ -370,8 +375,13 @@ def test_call_body_matches_the_conformance_vectors(lg: Ledger) -> None:
     assert body["outputs"] == vector["outputs"]
     assert body["model"] == "gpt-4o-2024-08-06" and body["endpoint"] == "/v1/chat/completions"
     assert body["external_id"] == "chatcmpl-vec1" and body["purpose"] == "evaluation"
-    values = body["fingerprints"]["values"]
-    assert len(values) == len(body["outputs"]) and all(base64.b64decode(v) for v in values)
+    # values[i] is the fingerprint of the segment whose hash is outputs[i]
+    texts = [c["message"]["content"] or "" for c in vector["response"]["choices"]]
+    texts += [t["function"]["arguments"] for c in vector["response"]["choices"] for t in c["message"].get("tool_calls", [])]
+    by_hash = {hashlib.sha256(n.encode()).hexdigest(): n for t in texts for n in map(ref_normalize, [t, *re.split(r"\n\s*\n", t)])}
+    expected = fingerprint.fingerprint_texts([by_hash[h] for h in body["outputs"]])
+    assert [base64.b64decode(v) for v in body["fingerprints"]["values"]] == expected
+    assert fingerprint.FingerprintParams.from_json(body["fingerprints"]["params"]) == fingerprint.DEFAULT_PARAMS
     again = lg.record_call(provider="openai", purpose="evaluation", request=vector["request"], response=vector["response"])
     assert again.duplicate and again.index == result.index
     other = lg.record_call(provider="azure", purpose="evaluation", request=None, response=vector["response"])
