@@ -26,6 +26,7 @@ import fnmatch
 import itertools
 import json
 import math
+import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,6 +58,13 @@ VERDICTS = ("clean", "suspect", "contaminated", "inconclusive")
 FINDING_TYPES = ("declared", "exact", "near", "allowed")
 _BASES = ("declared", "exact", "near")
 _SIMILARITY_TOLERANCE = 1e-9
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_ENTRY_KEYS = frozenset({"index", "leaf", "proof"})
+_RECORD_KEYS = frozenset({"batch", "position", "leaf", "proof"})
+_RECORD_FP_KEYS = frozenset({"fingerprint", "fingerprint_proof"})
+_FINDING_KEYS = frozenset({"type", "call", "batch", "record", "segment", "similarity", "purpose", "provider", "model",
+                           "suspect", "path"})  # fmt: skip
+_FINDING_OPTIONAL = frozenset({"basis", "suspect_line"})
 
 
 # --- the verdict rule ----------------------------------------------------------------------------------
@@ -325,9 +333,13 @@ def _b64(value: Any, what: str) -> bytes:
     if not isinstance(value, str):
         raise _Bad(f"{what}: expected base64 text, found {type(value).__name__}")
     try:
-        return base64.b64decode(value.encode("ascii"), validate=True)
+        data = base64.b64decode(value.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError) as exc:
         raise _Bad(f"{what}: not base64 ({exc})") from None
+    if base64.b64encode(data).decode("ascii") != value:
+        # One spelling per value: otherwise an altered byte could leave the decoded bytes unchanged.
+        raise _Bad(f"{what}: not canonical base64")
+    return data
 
 
 def _hashes(value: Any, what: str) -> list[bytes]:
@@ -335,13 +347,20 @@ def _hashes(value: Any, what: str) -> list[bytes]:
         raise _Bad(f"{what}: expected a list of hex hashes")
     out = []
     for i, item in enumerate(value):
-        if not isinstance(item, str) or len(item) != 64:
-            raise _Bad(f"{what}[{i}]: expected 64 hex digits, found {item!r:.80}")
-        try:
-            out.append(bytes.fromhex(item))
-        except ValueError:
-            raise _Bad(f"{what}[{i}]: expected 64 hex digits, found {item!r:.80}") from None
+        if not isinstance(item, str) or not _HEX64.fullmatch(item):
+            raise _Bad(f"{what}[{i}]: expected 64 lowercase hex digits, found {item!r:.80}")
+        out.append(bytes.fromhex(item))
     return out
+
+
+def _keys(
+    item: Mapping[str, Any], required: frozenset[str], optional: frozenset[str] = frozenset()
+) -> None:
+    """Bundle items have fixed keys: a renamed key is an altered bundle, not an extension."""
+    missing = sorted(required - item.keys())
+    unknown = sorted(item.keys() - required - optional)
+    if missing or unknown:
+        raise _Bad(f"expected keys {sorted(required)}, missing {missing}, unknown {unknown}")
 
 
 def _int(value: Any) -> int | None:
@@ -403,6 +422,7 @@ class _Verifier:
             try:
                 if not isinstance(item, Mapping):
                     raise _Bad("expected an object with index, leaf and proof")
+                _keys(item, _ENTRY_KEYS)
                 index = _int(item.get("index"))
                 if index is None:
                     raise _Bad("expected an integer index")
@@ -604,6 +624,7 @@ class _Verifier:
             try:
                 if not isinstance(item, Mapping):
                     raise _Bad("expected an object with batch, position, leaf and proof")
+                _keys(item, _RECORD_KEYS, _RECORD_FP_KEYS)
                 batch, position = _int(item.get("batch")), _int(item.get("position"))
                 if batch is None or position is None:
                     raise _Bad("expected integer batch and position")
@@ -715,40 +736,33 @@ class _Verifier:
         self, f: Mapping[str, Any], basis: str, suspects: frozenset[str] | None
     ) -> tuple[Any, ...] | None:
         """Check one finding against the proven entries and leaves; return its declared key if declared."""
-        if basis not in _BASES:
-            raise _Bad(f"expected basis declared, exact or near, found {basis!r}")
+        _keys(f, _FINDING_KEYS, _FINDING_OPTIONAL)
+        if basis not in _BASES or ("basis" in f and f["type"] != "allowed"):
+            raise _Bad(
+                f"expected basis declared, exact or near on allowed findings only, found {basis!r}"
+            )
         call, batch, record = _int(f.get("call")), _int(f.get("batch")), _int(f.get("record"))
+        for name in ("call", "batch", "record", "suspect", "suspect_line"):
+            if f.get(name) is not None and _int(f.get(name)) is None:
+                raise _Bad(f"expected an integer or null {name}, found {f.get(name)!r}")
         call_body = None
         if call is not None:
             if call not in self.entries or self.entries[call].body["kind"] != "call":
                 raise _Bad(f"names call entry {call}, which is not among the entries")
+            if f.get("suspect") is not None or f.get("suspect_line") is not None:
+                raise _Bad("a finding names a call or a suspect, not both")
             call_body = self.entries[call].body
             for name in ("purpose", "provider", "model"):
                 if f.get(name) != call_body.get(name):
                     raise _Bad(
                         f"expected {name} {call_body.get(name)!r} (the call entry's), found {f.get(name)!r}"
                     )
+        elif f.get("purpose") is not None:
+            raise _Bad("only a call has a purpose")
         if batch is not None and batch not in self.lineage_batches:
             raise _Bad(f"names batch entry {batch}, which is not a batch of the audited lineage")
         if basis == "declared":
-            if call is not None and batch is not None:
-                if ("call", call, batch) not in self.declared:
-                    raise _Bad(f"batch {batch} does not declare derived_from call {call}")
-                if not self.path_ok(f.get("path"), batch=batch):
-                    raise _Bad(
-                        f"path {f.get('path')!r} does not lead from the audited checkpoint to batch {batch}"
-                    )
-                return ("call", call, batch)
-            pair = (str(f.get("provider")), str(f.get("model")))
-            if call is None and batch is None and ("teacher", *pair) in self.declared:
-                if not self.path_ok(f.get("path"), teacher=pair):
-                    raise _Bad(
-                        f"path {f.get('path')!r} does not lead to a checkpoint with teacher {pair[0]}:{pair[1]}"
-                    )
-                return ("teacher", *pair)
-            raise _Bad(
-                "a declared finding must name a call and the batch declaring it, or a lineage teacher"
-            )
+            return self.declared_finding(f, call, batch, record)
         # exact and near: a record of a lineage batch, matched against a call or a suspect
         if batch is None or record is None:
             raise _Bad(f"an {basis} finding must name a batch and a record")
@@ -759,26 +773,62 @@ class _Verifier:
                 f"path {f.get('path')!r} does not lead from the audited checkpoint to batch {batch}"
             )
         segment = f.get("segment")
-        if not isinstance(segment, str):
-            raise _Bad("expected the matched segment hash")
-        if call_body is None and _int(f.get("suspect")) is None:
-            raise _Bad("expected the call or the suspect the record matches")
-        if call_body is not None and segment not in call_body.get("outputs", []):
+        if not isinstance(segment, str) or not _HEX64.fullmatch(segment):
+            raise _Bad(
+                f"expected the matched segment hash (64 lowercase hex digits), found {segment!r:.80}"
+            )
+        if call_body is None:
+            if _int(f.get("suspect")) is None:
+                raise _Bad("expected the call or the suspect the record matches")
+            if f.get("provider") is not None or f.get("model") is not None:
+                raise _Bad("a suspect has no provider or model")
+            if suspects is not None and segment not in suspects:
+                raise _Bad(f"segment {segment[:16]}… is not among the verifier's suspects")
+        elif segment not in call_body.get("outputs", []):
             raise _Bad(f"segment {segment[:16]}… is not among call {call}'s outputs")
-        if call_body is None and suspects is not None and segment not in suspects:
-            raise _Bad(f"segment {segment[:16]}… is not among the verifier's suspects")
+        similarity = f.get("similarity")
         if basis == "exact":
+            if similarity != 1.0:
+                raise _Bad(f"an exact finding has similarity 1.0, found {similarity!r}")
             if segment not in self.records[(batch, record)][1]:
                 raise _Bad(f"segment {segment[:16]}… is not in record {record} of batch {batch}")
             return None
-        similarity = f.get("similarity")
-        if not isinstance(similarity, (int, float)) or not 0.0 <= float(similarity) <= 1.0:
+        if not isinstance(similarity, float) or not 0.0 <= similarity <= 1.0:
             raise _Bad(f"expected a similarity in [0, 1], found {similarity!r}")
-        if call_body is not None and (batch, record) in self.fingerprints:
-            self.near_similarity(
-                call_body, segment, self.fingerprints[(batch, record)], float(similarity), batch
-            )
+        if call_body is not None and _commits_fingerprints(call_body, self.entries[batch].body):
+            blob = self.fingerprints.get((batch, record))
+            if blob is None:
+                raise _Bad(
+                    f"expected the proven fingerprint of record {record} of batch {batch} for a near finding"
+                )
+            self.near_similarity(call_body, segment, blob, similarity, batch)
         return None
+
+    def declared_finding(
+        self, f: Mapping[str, Any], call: int | None, batch: int | None, record: int | None
+    ) -> tuple[Any, ...]:
+        if record is not None or f.get("segment") is not None or f.get("similarity") is not None:
+            raise _Bad("a declared finding names no record, segment or similarity")
+        if f.get("suspect") is not None:
+            raise _Bad("a declared finding names no suspect")
+        if call is not None and batch is not None:
+            if ("call", call, batch) not in self.declared:
+                raise _Bad(f"batch {batch} does not declare derived_from call {call}")
+            if not self.path_ok(f.get("path"), batch=batch):
+                raise _Bad(
+                    f"path {f.get('path')!r} does not lead from the audited checkpoint to batch {batch}"
+                )
+            return ("call", call, batch)
+        pair = (str(f.get("provider")), str(f.get("model")))
+        if call is None and batch is None and ("teacher", *pair) in self.declared:
+            if not self.path_ok(f.get("path"), teacher=pair):
+                raise _Bad(
+                    f"path {f.get('path')!r} does not lead to a checkpoint with teacher {pair[0]}:{pair[1]}"
+                )
+            return ("teacher", *pair)
+        raise _Bad(
+            "a declared finding must name a call and the batch declaring it, or a lineage teacher"
+        )
 
     def near_similarity(
         self, call_body: Mapping[str, Any], segment: str, blob: bytes, claimed: float, batch: int
@@ -811,6 +861,8 @@ class _Verifier:
             "checkpoints": len(self.lineage_checkpoints),
             "batches": len(self.lineage_batches),
             "records": sum(int(self.entries[b].body["count"]) for b in self.lineage_batches),
+            "declared_calls": len(self.lineage_calls),
+            "teachers": len(self.lineage_teachers),
         }
         if self.incomplete:
             return
@@ -821,6 +873,17 @@ class _Verifier:
                 )
 
 
+def _commits_fingerprints(call_body: Mapping[str, Any], batch_body: Mapping[str, Any]) -> bool:
+    """Both sides carry fingerprints, so a near finding between them can be recomputed offline."""
+    call_fps, batch_fps = call_body.get("fingerprints"), batch_body.get("fingerprints")
+    return (
+        isinstance(call_fps, Mapping)
+        and bool(call_fps.get("values"))
+        and isinstance(batch_fps, Mapping)
+        and isinstance(batch_fps.get("root"), str)
+    )
+
+
 def _opt_str(value: Any) -> str | None:
     return None if value is None else str(value)
 
@@ -829,7 +892,7 @@ def _read_export(
     records_dir: Path, wanted: Mapping[int, Mapping[str, Any]], p: _Problems
 ) -> dict[int, list[bytes]]:
     """Leaves per lineage batch from `ledger export records` Parquet files, checked against each batch root."""
-    import pyarrow.parquet as pq
+    import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
     files = sorted(Path(records_dir).rglob("*.parquet"))
     if not files:
@@ -885,6 +948,12 @@ def _read_export(
             continue
         out[batch] = leaves
     return out
+
+
+def _segment_count(leaf: bytes) -> int:
+    """Segments in a committed (canonical) record leaf: quoted hashes before the closing bracket."""
+    inner = leaf[13 : leaf.index(b"]", 13)]
+    return 0 if not inner else inner.count(b",") + 1
 
 
 def _suspects_in_export(
@@ -966,6 +1035,16 @@ def verify_bundle(
                 p.add(
                     f"records batch {batch}",
                     f"position {position}: the export and the bundle disagree",
+                )
+        coverage = bundle.get("coverage")
+        if not v.incomplete and len(leaves) == len(wanted) and isinstance(coverage, Mapping):
+            segments = sum(
+                _segment_count(leaf) for batch_leaves in leaves.values() for leaf in batch_leaves
+            )
+            if coverage.get("segments") != segments:
+                p.add(
+                    "coverage",
+                    f"expected {segments} segments (counted in the export), found {coverage.get('segments')!r}",
                 )
         if suspect_list is not None:
             hits = _suspects_in_export(leaves, suspect_list)
