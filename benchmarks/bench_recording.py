@@ -29,11 +29,47 @@ import duckdb
 
 from ledger.ledger import Ledger
 
-WORDS = (
-    "the model answer question data training provenance ledger record batch checkpoint output evaluation "
-    "summary paris france capital river history science language network gradient loss token context "
-    "window attention layer weight shard compliance audit proof tree head signature verify merkle"
-).split()
+WORDS = [
+    "the",
+    "model",
+    "answer",
+    "question",
+    "data",
+    "training",
+    "provenance",
+    "ledger",
+    "record",
+    "batch",
+    "checkpoint",
+    "output",
+    "evaluation",
+    "summary",
+    "paris",
+    "france",
+    "capital",
+    "river",
+    "history",
+    "science",
+    "language",
+    "network",
+    "gradient",
+    "loss",
+    "token",
+    "context",
+    "window",
+    "attention",
+    "layer",
+    "weight",
+    "shard",
+    "compliance",
+    "audit",
+    "proof",
+    "tree",
+    "head",
+    "signature",
+    "verify",
+    "merkle",
+]
 
 
 def chat_line(rng: random.Random, i: int) -> bytes:
@@ -49,7 +85,12 @@ def chat_line(rng: random.Random, i: int) -> bytes:
             {"role": "user", "content": " ".join(sentence(14) for _ in range(2))},
             {"role": "assistant", "content": " ".join(sentence(16) for _ in range(5))},
         ],
-        "meta": {"source": "synthetic", "lang": "en", "turn": i % 7, "score": round(rng.random(), 4)},
+        "meta": {
+            "source": "synthetic",
+            "lang": "en",
+            "turn": i % 7,
+            "score": round(rng.random(), 4),
+        },
     }
     return json.dumps(record, separators=(",", ":")).encode() + b"\n"
 
@@ -105,7 +146,10 @@ def peak_rss(directory: Path, path: Path, name: str) -> tuple[int, int, float, i
     """(parent KiB, largest worker KiB, seconds, records) of record_batch in a fresh process."""
     db = directory / f"{name}.duckdb"
     out = subprocess.run(
-        [sys.executable, "-c", _RSS_PROBE, str(db), str(path)], check=True, capture_output=True, text=True
+        [sys.executable, "-c", _RSS_PROBE, str(db), str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.split()
     return int(out[0]), int(out[1]), float(out[2]), int(out[3])
 
@@ -117,21 +161,69 @@ def make_batch_files(directory: Path, n: int, seed: int = 11) -> tuple[Path, Pat
     with open(inputs, "w") as fi, open(outputs, "w") as fo:
         for i in range(n):
             question = " ".join(rng.choice(WORDS) for _ in range(20))
-            body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": question}], "max_tokens": 400}
-            fi.write(json.dumps({"custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions", "body": body}) + "\n")
+            body = {
+                "model": "gpt-4o-mini",
+                "messages": [{"role": "user", "content": question}],
+                "max_tokens": 400,
+            }
+            fi.write(
+                json.dumps(
+                    {
+                        "custom_id": f"req-{i}",
+                        "method": "POST",
+                        "url": "/v1/chat/completions",
+                        "body": body,
+                    }
+                )
+                + "\n"
+            )
             if i % 100 == 99:
-                line = {"id": f"batch_req_{i}", "custom_id": f"req-{i}", "response": None,
-                        "error": {"code": "batch_expired", "message": "not executed in the completion window"}}  # fmt: skip
+                line = {
+                    "id": f"batch_req_{i}",
+                    "custom_id": f"req-{i}",
+                    "response": None,
+                    "error": {
+                        "code": "batch_expired",
+                        "message": "not executed in the completion window",
+                    },
+                }
             else:
-                answer = "\n\n".join(" ".join(rng.choice(WORDS) for _ in range(40)) for _ in range(3))
-                line = {"id": f"batch_req_{i}", "custom_id": f"req-{i}", "error": None, "response": {
-                    "status_code": 200, "request_id": f"r{i}", "body": {
-                        "id": f"chatcmpl-{i:08d}", "object": "chat.completion", "created": 1711652795,
-                        "model": "gpt-4o-mini-2024-07-18",
-                        "choices": [{"index": 0, "message": {"role": "assistant", "content": answer, "refusal": None},
-                                     "logprobs": None, "finish_reason": "stop"}],
-                        "usage": {"prompt_tokens": 30, "completion_tokens": 120, "total_tokens": 150},
-                        "system_fingerprint": "fp_44709d6fcb"}}}  # fmt: skip
+                answer = "\n\n".join(
+                    " ".join(rng.choice(WORDS) for _ in range(40)) for _ in range(3)
+                )
+                line = {
+                    "id": f"batch_req_{i}",
+                    "custom_id": f"req-{i}",
+                    "error": None,
+                    "response": {
+                        "status_code": 200,
+                        "request_id": f"r{i}",
+                        "body": {
+                            "id": f"chatcmpl-{i:08d}",
+                            "object": "chat.completion",
+                            "created": 1711652795,
+                            "model": "gpt-4o-mini-2024-07-18",
+                            "choices": [
+                                {
+                                    "index": 0,
+                                    "message": {
+                                        "role": "assistant",
+                                        "content": answer,
+                                        "refusal": None,
+                                    },
+                                    "logprobs": None,
+                                    "finish_reason": "stop",
+                                }
+                            ],
+                            "usage": {
+                                "prompt_tokens": 30,
+                                "completion_tokens": 120,
+                                "total_tokens": 150,
+                            },
+                            "system_fingerprint": "fp_44709d6fcb",
+                        },
+                    },
+                }
             fo.write(json.dumps(line) + "\n")
     return inputs, outputs
 
@@ -140,10 +232,14 @@ def import_rate(directory: Path, n: int) -> tuple[float, object, float]:
     inputs, outputs = make_batch_files(directory, n)
     lg = fresh_ledger(directory, "calls")
     start = time.perf_counter()
-    report = lg.import_calls(outputs, "openai-batch", provider="openai", purpose="evaluation", requests_path=inputs)
+    report = lg.import_calls(
+        outputs, "openai-batch", provider="openai", purpose="evaluation", requests_path=inputs
+    )
     first = time.perf_counter() - start
     start = time.perf_counter()
-    again = lg.import_calls(outputs, "openai-batch", provider="openai", purpose="evaluation", requests_path=inputs)
+    again = lg.import_calls(
+        outputs, "openai-batch", provider="openai", purpose="evaluation", requests_path=inputs
+    )
     second = time.perf_counter() - start
     assert again.added == 0, again
     return n / first, report, n / second
@@ -166,16 +262,26 @@ def small_batch_rate(directory: Path, calls: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--mb", type=float, default=200.0, help="size of the JSONL file (MB)")
-    parser.add_argument("--rss-factor", type=float, default=10.0, help="size of the big file, in multiples of --mb")
-    parser.add_argument("--calls", type=int, default=100_000, help="lines of the OpenAI batch output file")
+    parser.add_argument(
+        "--rss-factor", type=float, default=10.0, help="size of the big file, in multiples of --mb"
+    )
+    parser.add_argument(
+        "--calls", type=int, default=100_000, help="lines of the OpenAI batch output file"
+    )
     parser.add_argument("--steps", type=int, default=40, help="record_batch calls of 64 records")
-    parser.add_argument("--dir", type=Path, default=None, help="working directory (default: a temp dir)")
+    parser.add_argument(
+        "--dir", type=Path, default=None, help="working directory (default: a temp dir)"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-recording-", dir=args.dir))
     try:
-        print(f"cpus: {os.cpu_count()}  python: {sys.version.split()[0]}  duckdb: {duckdb.__version__}")
+        print(
+            f"cpus: {os.cpu_count()}  python: {sys.version.split()[0]}  duckdb: {duckdb.__version__}"
+        )
         data = work / "chat.jsonl"
         n = make_jsonl(data, args.mb)
         size = data.stat().st_size
@@ -187,14 +293,19 @@ def main() -> None:
         print(f"   record_batch   {rate / 1e6:8.1f} MB/s  ({per_record:,.0f} records/s)")
         print(f"   ratio          {rate / base:8.1%}   (target >= 25%)")
 
-        print(f"\n2. peak RSS (fresh process each; workers are separate processes)")
+        print("\n2. peak RSS (fresh process each; workers are separate processes)")
         small = peak_rss(work, data, "rss-small")
         big_path = work / "chat-big.jsonl"
         make_jsonl(big_path, args.mb * args.rss_factor)
         big = peak_rss(work, big_path, "rss-big")
-        for label, (parent, child, secs, count), path in (("1x", small, data), (f"{args.rss_factor:g}x", big, big_path)):
-            print(f"   {label:>4} {path.stat().st_size / 1e6:8.0f} MB  {count:>10,} records  "
-                  f"parent {parent / 1024:6.0f} MiB  worker {child / 1024:6.0f} MiB  {path.stat().st_size / secs / 1e6:6.1f} MB/s")  # fmt: skip
+        for label, (parent, child, secs, count), path in (
+            ("1x", small, data),
+            (f"{args.rss_factor:g}x", big, big_path),
+        ):
+            print(
+                f"   {label:>4} {path.stat().st_size / 1e6:8.0f} MB  {count:>10,} records  "
+                f"parent {parent / 1024:6.0f} MiB  worker {child / 1024:6.0f} MiB  {path.stat().st_size / secs / 1e6:6.1f} MB/s"
+            )
         print(f"   growth (parent) {big[0] / small[0]:.2f}x for {args.rss_factor:g}x the input")
         big_path.unlink()
 
@@ -203,7 +314,7 @@ def main() -> None:
         print(f"   first import   {calls_rate:10,.0f} calls/s  {report}")
         print(f"   re-import      {rerun_rate:10,.0f} calls/s  (adds nothing)")
 
-        print(f"\n4. training-loop API: record_batch of 64 records per call")
+        print("\n4. training-loop API: record_batch of 64 records per call")
         steps, opens = small_batch_rate(work, args.steps)
         print(f"   record_batch   {steps:8.1f} calls/s  ({1000 / steps:.0f} ms per call)")
         print(f"   duckdb open+close alone {opens:6.1f} /s  ({1000 / opens:.0f} ms)")

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 import unicodedata
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -105,15 +105,24 @@ def chat_record(i: int) -> dict[str, Any]:
     return {
         "id": 10**18 + i,  # a 64-bit id beyond 2**53: exact digits
         "messages": [
-            {"role": "user", "content": f"Question {i}: what is the capital city of country number {i}?"},
-            {"role": "assistant", "content": f"The capital of country {i} is a city with a long, long name."},
+            {
+                "role": "user",
+                "content": f"Question {i}: what is the capital city of country number {i}?",
+            },
+            {
+                "role": "assistant",
+                "content": f"The capital of country {i} is a city with a long, long name.",
+            },
         ],
         "meta": {"source": "unit-test", "tags": ["a", "b"], "score": i},
     }
 
 
 def small_record(i: int) -> dict[str, Any]:
-    return {"id": i, "text": f"record {i}: a training sentence that is long enough to count as a segment"}
+    return {
+        "id": i,
+        "text": f"record {i}: a training sentence that is long enough to count as a segment",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -158,12 +167,26 @@ def test_batch_from_iterable_commits_root_rows_and_segments(lg: Ledger) -> None:
     assert body["kind"] == "batch" and body["id"] == "run7/step-000001"
     assert body["records_root"] == ref_root(records) and body["count"] == 20
     # fingerprints: one blob per record over its segment texts in segment-hash order, committed by a root
-    texts = [sorted({ref_normalize(t) for t in ref_strings(r) if len(ref_normalize(t)) >= 32},
-                    key=lambda n: hashlib.sha256(n.encode()).digest()) for r in records]  # fmt: skip
+    texts = [
+        sorted(
+            {ref_normalize(t) for t in ref_strings(r) if len(ref_normalize(t)) >= 32},
+            key=lambda n: hashlib.sha256(n.encode()).digest(),
+        )
+        for r in records
+    ]
     blobs = fingerprint.fingerprint_records(texts)
-    assert body["fingerprints"] == {"params": fingerprint.DEFAULT_PARAMS.to_json(), "root": ref_mth(blobs).hex()}
-    stored = rows(lg, "SELECT position, digest, fingerprint FROM records WHERE batch = ? ORDER BY 1", [entry.index])
-    assert [(p, bytes(d).hex()) for p, d, _ in stored] == [(i, ref_digest(r)) for i, r in enumerate(records)]
+    assert body["fingerprints"] == {
+        "params": fingerprint.DEFAULT_PARAMS.to_json(),
+        "root": ref_mth(blobs).hex(),
+    }
+    stored = rows(
+        lg,
+        "SELECT position, digest, fingerprint FROM records WHERE batch = ? ORDER BY 1",
+        [entry.index],
+    )
+    assert [(p, bytes(d).hex()) for p, d, _ in stored] == [
+        (i, ref_digest(r)) for i, r in enumerate(records)
+    ]
     assert [bytes(f) for _, _, f in stored] == blobs
     segs = rows(lg, "SELECT position, segment FROM record_segments WHERE batch = ?", [entry.index])
     for i, record in enumerate(records):
@@ -180,7 +203,9 @@ def test_text_fields_limit_segments_but_not_the_digest(lg: Ledger) -> None:
     assert lg.entry("fields").body["text_fields"] == ["messages.content"]
 
 
-def test_same_records_from_jsonl_parquet_and_iterable_give_one_root(lg: Ledger, tmp_path: Path) -> None:
+def test_same_records_from_jsonl_parquet_and_iterable_give_one_root(
+    lg: Ledger, tmp_path: Path
+) -> None:
     records = [chat_record(i) for i in range(50)]
     jsonl = write_jsonl(tmp_path / "data.jsonl", records)
     parquet = tmp_path / "data.parquet"
@@ -190,11 +215,17 @@ def test_same_records_from_jsonl_parquet_and_iterable_give_one_root(lg: Ledger, 
     c = lg.record_batch(records, id="from-iterable").entries[0]
     assert a.records_root == b.records_root == c.records_root == ref_root(records)
     source = lg.entry("from-jsonl").body["source"]
-    assert source == [{"file": "data.jsonl", "sha256": hashlib.sha256(jsonl.read_bytes()).hexdigest()}]
+    assert source == [
+        {"file": "data.jsonl", "sha256": hashlib.sha256(jsonl.read_bytes()).hexdigest()}
+    ]
 
 
 def test_txt_lines_are_records(lg: Ledger, tmp_path: Path) -> None:
-    lines = ["First line of plain text, long enough to be a segment.", "short", "Third line, ÉCOLE and ﬁ ligature"]
+    lines = [
+        "First line of plain text, long enough to be a segment.",
+        "short",
+        "Third line, ÉCOLE and ﬁ ligature",
+    ]
     path = tmp_path / "lines.txt"
     path.write_bytes(("\r\n".join(lines[:2]) + "\n\n" + lines[2] + "\n").encode())
     entry = lg.record_batch(id="text", files=[path]).entries[0]
@@ -203,7 +234,9 @@ def test_txt_lines_are_records(lg: Ledger, tmp_path: Path) -> None:
 
 
 def test_conformance_records_root(lg: Ledger) -> None:
-    from ledger.hashing import parse_json_line  # exact big ints and 1.0-vs-1, as the vectors require
+    from ledger.hashing import (
+        parse_json_line,  # exact big ints and 1.0-vs-1, as the vectors require
+    )
 
     records = [parse_json_line(v["record_json"]) for v in CONFORMANCE["records"]]
     entry = lg.record_batch(records, id="vectors").entries[0]
@@ -227,7 +260,9 @@ def test_split_ids_dataset_and_checkpoint_by_dataset(lg: Ledger, tmp_path: Path)
         assert entry.records_root == ref_root(records[10 * k : 10 * k + 10])
         body = lg.entry(entry.index).body
         assert body["dataset"] == "run7/data"
-        positions = rows(lg, "SELECT position FROM records WHERE batch = ? ORDER BY 1", [entry.index])
+        positions = rows(
+            lg, "SELECT position FROM records WHERE batch = ? ORDER BY 1", [entry.index]
+        )
         assert [p for (p,) in positions] == list(range(entry.count))
     assert result.entries[0].index < result.entries[1].index  # batches refer back to their dataset
     w = tmp_path / "model.safetensors"
@@ -248,11 +283,22 @@ def test_dataset_label_without_split_is_expanded_too(lg: Ledger, tmp_path: Path)
 
 def test_derived_from_by_index_and_external_id(lg: Ledger) -> None:
     vector = CONFORMANCE["call"]
-    call = lg.record_call(provider="openai", purpose="evaluation", request=vector["request"], response=vector["response"])
+    call = lg.record_call(
+        provider="openai",
+        purpose="evaluation",
+        request=vector["request"],
+        response=vector["response"],
+    )
     other = dict(vector["response"], id="chatcmpl-other")
     call2 = lg.record_call(provider="openai", purpose="training-data", request=None, response=other)
-    result = lg.record_batch([small_record(1)], id="distilled", derived_from=[call.index, "chatcmpl-other", str(call.index)])
-    assert lg.entry(result.entries[0].index).body["derived_from"] == sorted({call.index, call2.index})
+    result = lg.record_batch(
+        [small_record(1)],
+        id="distilled",
+        derived_from=[call.index, "chatcmpl-other", str(call.index)],
+    )
+    assert lg.entry(result.entries[0].index).body["derived_from"] == sorted(
+        {call.index, call2.index}
+    )
 
 
 def test_unknown_or_wrong_references_leave_the_ledger_unchanged(lg: Ledger, tmp_path: Path) -> None:
@@ -283,7 +329,9 @@ def test_rerun_is_idempotent_and_a_changed_batch_is_a_duplicate(lg: Ledger, tmp_
         lg.record_batch(id="ds", files=[path], split=7)
     with pytest.raises(DuplicateError):
         lg.record_batch([small_record(0)], id="ds/000000")
-    with pytest.raises(DuplicateError):  # a batch id may not shadow a dataset id (REFs stay unambiguous)
+    with pytest.raises(
+        DuplicateError
+    ):  # a batch id may not shadow a dataset id (REFs stay unambiguous)
         lg.record_batch([small_record(0)], id="ds")
     assert lg.head().size == size
 
@@ -312,7 +360,9 @@ def test_bad_arguments_are_usage_errors(lg: Ledger, tmp_path: Path) -> None:
         lg.record_batch([small_record(0)], id="x", split=5, dataset="y")
 
 
-def test_spilled_rows_equal_in_memory_rows(lg: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_spilled_rows_equal_in_memory_rows(
+    lg: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     records = [chat_record(i) for i in range(300)]
     small = lg.record_batch(records, id="mem", split=128).entries
     monkeypatch.setattr(recording, "SPILL_ROWS", 50)
@@ -326,8 +376,12 @@ def test_spilled_rows_equal_in_memory_rows(lg: Ledger, tmp_path: Path, monkeypat
     assert not list(tmp_path.glob(".ledger.duckdb.spill-*"))  # the temporary Parquet files are gone
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(n=st.integers(1, 70), split=st.one_of(st.none(), st.integers(1, 30)), chunk=st.integers(1, 40))
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    n=st.integers(1, 70), split=st.one_of(st.none(), st.integers(1, 30)), chunk=st.integers(1, 40)
+)
 def test_hashing_phase_cuts_roots_like_the_reference(
     n: int, split: int | None, chunk: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -335,9 +389,14 @@ def test_hashing_phase_cuts_roots_like_the_reference(
     records = [small_record(i) for i in range(n)]
     spill = recording._SpillDir(tmp_path / "x.duckdb")
     hashed = recording.hash_batches(
-        records=records, files=(), split=split, text_fields=None, min_segment_chars=32,
-        spill_dir=spill, progress=lambda _: None,
-    )  # fmt: skip
+        records=records,
+        files=(),
+        split=split,
+        text_fields=None,
+        min_segment_chars=32,
+        spill_dir=spill,
+        progress=lambda _: None,
+    )
     step = split or n
     slices = [records[i : i + step] for i in range(0, n, step)]
     assert [p.count for p in hashed.parts] == [len(s) for s in slices]
@@ -356,7 +415,11 @@ def test_hashing_happens_before_the_database_is_opened(lg: Ledger, tmp_path: Pat
 
     def progress(advance: int) -> None:
         if not outcomes:
-            outcomes.append(subprocess.run([sys.executable, "-c", probe], capture_output=True).returncode)
+            outcomes.append(
+                subprocess.run(
+                    [sys.executable, "-c", probe], check=False, capture_output=True
+                ).returncode
+            )
 
     lg.record_batch(id="d", files=[path], progress=progress)
     assert outcomes == [0]
@@ -367,69 +430,133 @@ def test_hashing_happens_before_the_database_is_opened(lg: Ledger, tmp_path: Pat
 
 def test_call_body_matches_the_conformance_vectors(lg: Ledger) -> None:
     vector = CONFORMANCE["call"]
-    result = lg.record_call(provider="openai", purpose="evaluation", request=vector["request"], response=vector["response"])
+    result = lg.record_call(
+        provider="openai",
+        purpose="evaluation",
+        request=vector["request"],
+        response=vector["response"],
+    )
     assert not result.duplicate and result.external_id == vector["external_id"]
     body = lg.entry(result.index).body
-    assert body["request"] == vector["request_sha256"] == hashlib.sha256(rfc8785.dumps(vector["request"])).hexdigest()
+    assert (
+        body["request"]
+        == vector["request_sha256"]
+        == hashlib.sha256(rfc8785.dumps(vector["request"])).hexdigest()
+    )
     assert body["response"] == vector["response_sha256"]
     assert body["outputs"] == vector["outputs"]
     assert body["model"] == "gpt-4o-2024-08-06" and body["endpoint"] == "/v1/chat/completions"
     assert body["external_id"] == "chatcmpl-vec1" and body["purpose"] == "evaluation"
     # values[i] is the fingerprint of the segment whose hash is outputs[i]
     texts = [c["message"]["content"] or "" for c in vector["response"]["choices"]]
-    texts += [t["function"]["arguments"] for c in vector["response"]["choices"] for t in c["message"].get("tool_calls", [])]
-    by_hash = {hashlib.sha256(n.encode()).hexdigest(): n for t in texts for n in map(ref_normalize, [t, *re.split(r"\n\s*\n", t)])}
+    texts += [
+        t["function"]["arguments"]
+        for c in vector["response"]["choices"]
+        for t in c["message"].get("tool_calls", [])
+    ]
+    by_hash = {
+        hashlib.sha256(n.encode()).hexdigest(): n
+        for t in texts
+        for n in map(ref_normalize, [t, *re.split(r"\n\s*\n", t)])
+    }
     expected = fingerprint.fingerprint_texts([by_hash[h] for h in body["outputs"]])
     assert [base64.b64decode(v) for v in body["fingerprints"]["values"]] == expected
-    assert fingerprint.FingerprintParams.from_json(body["fingerprints"]["params"]) == fingerprint.DEFAULT_PARAMS
-    again = lg.record_call(provider="openai", purpose="evaluation", request=vector["request"], response=vector["response"])
+    assert (
+        fingerprint.FingerprintParams.from_json(body["fingerprints"]["params"])
+        == fingerprint.DEFAULT_PARAMS
+    )
+    again = lg.record_call(
+        provider="openai",
+        purpose="evaluation",
+        request=vector["request"],
+        response=vector["response"],
+    )
     assert again.duplicate and again.index == result.index
-    other = lg.record_call(provider="azure", purpose="evaluation", request=None, response=vector["response"])
+    other = lg.record_call(
+        provider="azure", purpose="evaluation", request=None, response=vector["response"]
+    )
     assert not other.duplicate and lg.entry(other.index).body["request"] is None
 
 
 def paragraph_hashes(text: str) -> set[str]:
     pieces = [text, *re.split(r"\n\s*\n", text)]
-    return {hashlib.sha256(n.encode()).hexdigest() for n in map(ref_normalize, pieces) if len(n) >= 32}
+    return {
+        hashlib.sha256(n.encode()).hexdigest() for n in map(ref_normalize, pieces) if len(n) >= 32
+    }
 
 
 def test_streamed_call_hashes_chunks_and_joins_deltas(lg: Ledger) -> None:
     text = "A streamed answer that arrives in pieces.\n\nIts second paragraph is long enough too."
     pieces = [text[:10], text[10:50], text[50:]]
     chunks = [
-        {"id": "chatcmpl-s1", "object": "chat.completion.chunk", "model": "gpt-4o-mini",
-         "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}]}
+        {
+            "id": "chatcmpl-s1",
+            "object": "chat.completion.chunk",
+            "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "delta": {"content": p}, "finish_reason": None}],
+        }
         for p in pieces
-    ] + [{"id": "chatcmpl-s1", "object": "chat.completion.chunk", "model": "gpt-4o-mini",
-          "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
-          "usage": {"prompt_tokens": 5, "completion_tokens": 20, "total_tokens": 25}}]  # fmt: skip
-    result = lg.record_call(provider="openai", purpose="other", request={"model": "gpt-4o-mini"}, response=chunks, stream=True)
+    ] + [
+        {
+            "id": "chatcmpl-s1",
+            "object": "chat.completion.chunk",
+            "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 20, "total_tokens": 25},
+        }
+    ]
+    result = lg.record_call(
+        provider="openai",
+        purpose="other",
+        request={"model": "gpt-4o-mini"},
+        response=chunks,
+        stream=True,
+    )
     body = lg.entry(result.index).body
     assert body["response"] == hashlib.sha256(rfc8785.dumps(chunks)).hexdigest()
     assert set(body["outputs"]) == paragraph_hashes(text)
     assert body["usage"]["total_tokens"] == 25 and body["external_id"] == "chatcmpl-s1"
     abandoned = lg.record_call(
-        provider="openai", purpose="other", request=None, response=chunks[:1] + [], stream=True,
-        complete=False, external_id="chatcmpl-s2",
-    )  # fmt: skip
+        provider="openai",
+        purpose="other",
+        request=None,
+        response=chunks[:1] + [],
+        stream=True,
+        complete=False,
+        external_id="chatcmpl-s2",
+    )
     assert lg.entry(abandoned.index).body["complete"] is False
 
 
 def test_completions_and_responses_shapes(lg: Ledger) -> None:
     text = "A legacy completion text that is certainly long enough."
-    legacy = {"id": "cmpl-1", "object": "text_completion", "model": "gpt-3.5-turbo-instruct",
-              "choices": [{"index": 0, "text": text, "finish_reason": "stop"}]}  # fmt: skip
-    responses = {"id": "resp_1", "object": "response", "model": "gpt-4.1",
-                 "output": [{"type": "message", "content": [{"type": "output_text", "text": text}]}]}  # fmt: skip
-    a = lg.entry(lg.record_call(provider="openai", purpose="other", request=None, response=legacy).index).body
-    b = lg.entry(lg.record_call(provider="openai", purpose="other", request=None, response=responses).index).body
+    legacy = {
+        "id": "cmpl-1",
+        "object": "text_completion",
+        "model": "gpt-3.5-turbo-instruct",
+        "choices": [{"index": 0, "text": text, "finish_reason": "stop"}],
+    }
+    responses = {
+        "id": "resp_1",
+        "object": "response",
+        "model": "gpt-4.1",
+        "output": [{"type": "message", "content": [{"type": "output_text", "text": text}]}],
+    }
+    a = lg.entry(
+        lg.record_call(provider="openai", purpose="other", request=None, response=legacy).index
+    ).body
+    b = lg.entry(
+        lg.record_call(provider="openai", purpose="other", request=None, response=responses).index
+    ).body
     assert a["endpoint"] == "/v1/completions" and b["endpoint"] == "/v1/responses"
     assert a["outputs"] == b["outputs"] == sorted(paragraph_hashes(text))
 
 
 def test_call_without_model_or_with_bad_purpose_is_refused(lg: Ledger) -> None:
     with pytest.raises(UsageError, match="purpose"):
-        lg.record_call(provider="openai", purpose="fun", request=None, response=CONFORMANCE["call"]["response"])
+        lg.record_call(
+            provider="openai", purpose="fun", request=None, response=CONFORMANCE["call"]["response"]
+        )
     with pytest.raises(InputError, match="model"):
         lg.record_call(provider="x", purpose="other", request=None, response={"choices": []})
     assert lg.head().size == 1
@@ -439,38 +566,111 @@ def openai_batch_files(tmp_path: Path, n: int) -> tuple[Path, Path]:
     """A realistic Batch API input/output pair, with an error line and a non-200 line."""
     inputs, outputs = [], []
     for i in range(n):
-        body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"Summarise document {i}."}], "max_tokens": 200}
-        inputs.append({"custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions", "body": body})
-        content = f"Document {i} is summarised here in a sentence that is long enough to be a segment."
-        outputs.append({
-            "id": f"batch_req_{i:04d}", "custom_id": f"req-{i}",
-            "response": {"status_code": 200, "request_id": f"r{i}", "body": {
-                "id": f"chatcmpl-{i:04d}", "object": "chat.completion", "created": 1711652795, "model": "gpt-4o-mini-2024-07-18",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": None},
-                             "logprobs": None, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 12, "completion_tokens": 20, "total_tokens": 32},
-                "system_fingerprint": "fp_abc"}},
-            "error": None})  # fmt: skip
-    outputs.insert(3, {"id": "batch_req_e1", "custom_id": "req-x", "response": None,
-                       "error": {"code": "batch_expired", "message": "This request could not be executed before the completion window expired."}})  # fmt: skip
-    outputs.insert(7, {"id": "batch_req_e2", "custom_id": "req-y", "error": None,
-                       "response": {"status_code": 400, "request_id": "r-bad", "body": {"error": {
-                           "message": "Invalid model", "type": "invalid_request_error", "param": None, "code": None}}}})  # fmt: skip
+        body = {
+            "model": "gpt-4o-mini",
+            "messages": [{"role": "user", "content": f"Summarise document {i}."}],
+            "max_tokens": 200,
+        }
+        inputs.append(
+            {"custom_id": f"req-{i}", "method": "POST", "url": "/v1/chat/completions", "body": body}
+        )
+        content = (
+            f"Document {i} is summarised here in a sentence that is long enough to be a segment."
+        )
+        outputs.append(
+            {
+                "id": f"batch_req_{i:04d}",
+                "custom_id": f"req-{i}",
+                "response": {
+                    "status_code": 200,
+                    "request_id": f"r{i}",
+                    "body": {
+                        "id": f"chatcmpl-{i:04d}",
+                        "object": "chat.completion",
+                        "created": 1711652795,
+                        "model": "gpt-4o-mini-2024-07-18",
+                        "choices": [
+                            {
+                                "index": 0,
+                                "message": {
+                                    "role": "assistant",
+                                    "content": content,
+                                    "refusal": None,
+                                },
+                                "logprobs": None,
+                                "finish_reason": "stop",
+                            }
+                        ],
+                        "usage": {"prompt_tokens": 12, "completion_tokens": 20, "total_tokens": 32},
+                        "system_fingerprint": "fp_abc",
+                    },
+                },
+                "error": None,
+            }
+        )
+    outputs.insert(
+        3,
+        {
+            "id": "batch_req_e1",
+            "custom_id": "req-x",
+            "response": None,
+            "error": {
+                "code": "batch_expired",
+                "message": "This request could not be executed before the completion window expired.",
+            },
+        },
+    )
+    outputs.insert(
+        7,
+        {
+            "id": "batch_req_e2",
+            "custom_id": "req-y",
+            "error": None,
+            "response": {
+                "status_code": 400,
+                "request_id": "r-bad",
+                "body": {
+                    "error": {
+                        "message": "Invalid model",
+                        "type": "invalid_request_error",
+                        "param": None,
+                        "code": None,
+                    }
+                },
+            },
+        },
+    )
     outputs.append(outputs[5])  # the same call twice in one file
-    return write_jsonl(tmp_path / "batch_input.jsonl", inputs), write_jsonl(tmp_path / "batch_output.jsonl", outputs)
+    return write_jsonl(tmp_path / "batch_input.jsonl", inputs), write_jsonl(
+        tmp_path / "batch_output.jsonl", outputs
+    )
 
 
 def test_import_openai_batch_twice_adds_nothing_the_second_time(lg: Ledger, tmp_path: Path) -> None:
     requests, output = openai_batch_files(tmp_path, 23)
     seen: list[int] = []
-    first = lg.import_calls(output, "openai-batch", provider="openai", purpose="evaluation",
-                            requests_path=requests, chunk=5, progress=seen.append)  # fmt: skip
+    first = lg.import_calls(
+        output,
+        "openai-batch",
+        provider="openai",
+        purpose="evaluation",
+        requests_path=requests,
+        chunk=5,
+        progress=seen.append,
+    )
     assert (first.added, first.duplicates, first.failed) == (23, 1, 2)
     assert len(first.failed_examples) == 2 and "batch_output.jsonl:4" in first.failed_examples[0]
     assert sum(seen) == output.stat().st_size
     size = lg.head().size
     assert size == 1 + 23
-    second = lg.import_calls(output, "openai-batch", provider="openai", purpose="evaluation", requests_path=requests, chunk=5)
+    second = lg.import_calls(
+        output,
+        "openai-batch",
+        provider="openai",
+        purpose="evaluation",
+        requests_path=requests,
+        chunk=5,
+    )
     assert (second.added, second.duplicates, second.failed) == (0, 24, 2)
     assert lg.head().size == size
     call = lg.entry("chatcmpl-0007")
@@ -484,10 +684,16 @@ def test_import_resumes_after_a_partial_run(lg: Ledger, tmp_path: Path) -> None:
     requests, output = openai_batch_files(tmp_path, 12)
     partial = tmp_path / "partial.jsonl"
     partial.write_text("".join(output.read_text().splitlines(keepends=True)[:6]))
-    lg.import_calls(partial, "openai-batch", provider="openai", purpose="evaluation", requests_path=requests)
-    rest = lg.import_calls(output, "openai-batch", provider="openai", purpose="evaluation", requests_path=requests)
+    lg.import_calls(
+        partial, "openai-batch", provider="openai", purpose="evaluation", requests_path=requests
+    )
+    rest = lg.import_calls(
+        output, "openai-batch", provider="openai", purpose="evaluation", requests_path=requests
+    )
     assert rest.added == 12 - 5 and rest.duplicates == 5 + 1
-    assert rows(lg, "SELECT count(*), count(DISTINCT ref) FROM entries WHERE kind = 'call'") == [(12, 12)]
+    assert rows(lg, "SELECT count(*), count(DISTINCT ref) FROM entries WHERE kind = 'call'") == [
+        (12, 12)
+    ]
 
 
 # --- checkpoints ----------------------------------------------------------------------------------------
@@ -496,8 +702,11 @@ def test_import_resumes_after_a_partial_run(lg: Ledger, tmp_path: Path) -> None:
 def test_checkpoint_from_a_directory_of_shards(lg: Ledger, tmp_path: Path) -> None:
     shards = tmp_path / "ckpt-1000"
     (shards / "sub").mkdir(parents=True)
-    files = {"model-00002-of-00002.safetensors": b"b" * 3_000_000, "model-00001-of-00002.safetensors": b"a" * 10,
-             "sub/config.json": b"{}"}  # fmt: skip
+    files = {
+        "model-00002-of-00002.safetensors": b"b" * 3_000_000,
+        "model-00001-of-00002.safetensors": b"a" * 10,
+        "sub/config.json": b"{}",
+    }
     for name, data in files.items():
         (shards / name).write_bytes(data)
     config = tmp_path / "train.yaml"
@@ -505,11 +714,22 @@ def test_checkpoint_from_a_directory_of_shards(lg: Ledger, tmp_path: Path) -> No
     lg.record_batch([small_record(1)], id="b1")
     base = lg.record_checkpoint(id="base", weights=[shards / "sub" / "config.json"])
     seen: list[int] = []
-    entry = lg.record_checkpoint(id="run7/ckpt-1000", weights=[shards], batches=["b1"], parents=["base"],
-                                 teachers=["base", "openai:gpt-4o"], config=config, progress=seen.append)  # fmt: skip
+    entry = lg.record_checkpoint(
+        id="run7/ckpt-1000",
+        weights=[shards],
+        batches=["b1"],
+        parents=["base"],
+        teachers=["base", "openai:gpt-4o"],
+        config=config,
+        progress=seen.append,
+    )
     body = entry.body
-    assert body["weights"] == [{"path": n, "sha256": hashlib.sha256(files[n]).hexdigest()} for n in sorted(files)]
-    assert base.body["weights"] == [{"path": "config.json", "sha256": hashlib.sha256(b"{}").hexdigest()}]
+    assert body["weights"] == [
+        {"path": n, "sha256": hashlib.sha256(files[n]).hexdigest()} for n in sorted(files)
+    ]
+    assert base.body["weights"] == [
+        {"path": "config.json", "sha256": hashlib.sha256(b"{}").hexdigest()}
+    ]
     assert body["parents"] == ["base"] and body["batches"] == ["b1"]
     assert body["teachers"] == ["base", {"provider": "openai", "model": "gpt-4o"}]
     assert body["config"] == hashlib.sha256(b"lr: 0.001\n").hexdigest()
@@ -522,7 +742,9 @@ def test_checkpoint_references_must_exist_and_ids_must_be_new(lg: Ledger, tmp_pa
     lg.record_batch([small_record(1)], id="b1")
     size = lg.head().size
     with pytest.raises(NotFoundError) as err:
-        lg.record_checkpoint(id="c", weights=[w], batches=["b1", "b-missing"], parents=["p-missing"])
+        lg.record_checkpoint(
+            id="c", weights=[w], batches=["b1", "b-missing"], parents=["p-missing"]
+        )
     assert "b-missing" in str(err.value) and "p-missing" in str(err.value)
     with pytest.raises(UsageError, match="PROVIDER:MODEL"):
         lg.record_checkpoint(id="c", weights=[w], teachers=["not-a-checkpoint"])

@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from ledger import entries, fingerprint, hashing, keys, merkle
 from ledger.errors import DuplicateError, InputError, LedgerError, NotFoundError, UsageError
@@ -41,9 +41,9 @@ __all__ = [
     "BatchResult",
     "CallResult",
     "ImportReport",
+    "Progress",
     "RecordedBatch",
     "RecordedCheckpoint",
-    "Progress",
     "import_calls",
     "record_batch",
     "record_call",
@@ -133,6 +133,11 @@ class _Part:
     def count(self) -> int:
         return self.records.size
 
+    def summary(self) -> _PartSummary:
+        return _PartSummary(
+            self.count, self.records.root().hex(), self.fingerprints.root().hex(), tuple(self.files)
+        )
+
 
 @dataclass(frozen=True)
 class _PartSummary:
@@ -143,9 +148,16 @@ class _PartSummary:
 
 
 _RECORD_SCHEMA = pa.schema(
-    [("part", pa.int64()), ("position", pa.int64()), ("digest", pa.binary()), ("fingerprint", pa.binary())]
+    [
+        ("part", pa.int64()),
+        ("position", pa.int64()),
+        ("digest", pa.binary()),
+        ("fingerprint", pa.binary()),
+    ]
 )
-_SEGMENT_SCHEMA = pa.schema([("part", pa.int64()), ("position", pa.int64()), ("segment", pa.binary())])
+_SEGMENT_SCHEMA = pa.schema(
+    [("part", pa.int64()), ("position", pa.int64()), ("segment", pa.binary())]
+)
 
 
 class _Spill:
@@ -214,7 +226,9 @@ class _SpillDir:
     def __call__(self) -> Path:
         if self.path is None:
             try:
-                self.path = Path(tempfile.mkdtemp(prefix=f".{self._near.name}.spill-", dir=self._near.parent))
+                self.path = Path(
+                    tempfile.mkdtemp(prefix=f".{self._near.name}.spill-", dir=self._near.parent)
+                )
             except OSError:
                 self.path = Path(tempfile.mkdtemp(prefix="ledger-spill-"))
         return self.path
@@ -228,10 +242,13 @@ class _SpillDir:
 class _BatchHasher:
     """Cut a stream of RecordHash chunks into batches of `split` records, with roots and row spills."""
 
-    def __init__(self, split: int | None, params: fingerprint.FingerprintParams, spill_dir: _SpillDir) -> None:
+    def __init__(
+        self, split: int | None, params: fingerprint.FingerprintParams, spill_dir: _SpillDir
+    ) -> None:
         self._split = split
         self._params = params
-        self._parts: list[_Part] = [_Part()]
+        self._done: list[_PartSummary] = []  # finished batches keep only their roots
+        self._part = _Part()
         self._total = 0
         self._records = _Spill(_RECORD_SCHEMA, spill_dir, "records")
         self._segments = _Spill(_SEGMENT_SCHEMA, spill_dir, "segments")
@@ -266,18 +283,22 @@ class _BatchHasher:
                 [
                     pa.array(np.repeat(part_of, counts)),
                     pa.array(np.repeat(position_of, counts)),
-                    pa.array(list(itertools.chain.from_iterable(r.segments for r in chunk)), pa.binary()),
+                    pa.array(
+                        list(itertools.chain.from_iterable(r.segments for r in chunk)), pa.binary()
+                    ),
                 ]
             )
         self._total += len(chunk)
 
-    def _feed_roots(self, leaf_hashes: list[bytes], fp_hashes: list[bytes], file_index: int | None) -> None:
+    def _feed_roots(
+        self, leaf_hashes: list[bytes], fp_hashes: list[bytes], file_index: int | None
+    ) -> None:
         start = 0
         while start < len(leaf_hashes):
-            part = self._parts[-1]
+            part = self._part
             if self._split and part.count == self._split:
-                part = _Part()
-                self._parts.append(part)
+                self._done.append(part.summary())
+                part = self._part = _Part()
             room = (self._split - part.count) if self._split else len(leaf_hashes) - start
             end = min(len(leaf_hashes), start + room)
             part.records.extend(leaf_hashes[start:end])
@@ -287,16 +308,15 @@ class _BatchHasher:
             start = end
 
     def finish(self, sources: list[dict[str, str]]) -> _HashedBatches:
-        summaries = [
-            _PartSummary(p.count, p.records.root().hex(), p.fingerprints.root().hex(), tuple(p.files))
-            for p in self._parts
-            if p.count
-        ]
-        return _HashedBatches(summaries, sources, self._records.finish(), self._segments.finish(), self._params)
+        summaries = [*self._done, self._part.summary()] if self._part.count else list(self._done)
+        return _HashedBatches(
+            summaries, sources, self._records.finish(), self._segments.finish(), self._params
+        )
 
 
-def _iter_record_chunks(records: Iterable[Mapping[str, Any] | str], text_fields: Sequence[str] | None,
-                        min_chars: int) -> Iterator[list[hashing.RecordHash]]:
+def _iter_record_chunks(
+    records: Iterable[Mapping[str, Any] | str], text_fields: Sequence[str] | None, min_chars: int
+) -> Iterator[list[hashing.RecordHash]]:
     """Hash an in-memory iterable in chunks; a bad record is an InputError naming its position."""
     it = iter(records)
     position = 0
@@ -347,7 +367,12 @@ def hash_batches(
     for file_index, path in enumerate(files):
         digests: dict[Path, str] = {}
         for chunk in ingest_records.iter_record_hashes(
-            [path], text_fields, min_segment_chars, HASH_CHUNK, file_digests=digests, progress=progress
+            [path],
+            text_fields,
+            min_segment_chars,
+            HASH_CHUNK,
+            file_digests=digests,
+            progress=progress,
         ):
             hasher.add(chunk, file_index)
         digest = digests.get(path) or ingest_records.file_sha256(path)
@@ -365,7 +390,9 @@ def _check_id(id: str, what: str = "id") -> str:
     if not isinstance(id, str) or not id or id != id.strip():
         raise UsageError(f"{what} {id!r}: expected a non-empty string without surrounding spaces")
     if id.isdigit():
-        raise UsageError(f"{what} {id!r}: an all-digit id would read as an entry index; add a prefix")
+        raise UsageError(
+            f"{what} {id!r}: an all-digit id would read as an entry index; add a prefix"
+        )
     return id
 
 
@@ -377,7 +404,9 @@ def _body_of(leaf: bytes) -> dict[str, Any]:
     return keys.parse_envelope(leaf).body()
 
 
-def _existing_by_ref(conn: Connection, refs: Sequence[str], kinds: Sequence[str]) -> dict[str, list[tuple[int, str, bytes]]]:
+def _existing_by_ref(
+    conn: Connection, refs: Sequence[str], kinds: Sequence[str]
+) -> dict[str, list[tuple[int, str, bytes]]]:
     """Entries of `kinds` answering to any of `refs`: ref -> [(index, kind, leaf)] in index order."""
     if not refs:
         return {}
@@ -399,18 +428,23 @@ def resolve_calls(conn: Connection, refs: Sequence[int | str]) -> list[int]:
     missing: list[str] = []
     for ref in refs:
         if isinstance(ref, bool):
-            raise UsageError(f"derived_from item {ref!r}: expected an entry index or a call external id")
+            raise UsageError(
+                f"derived_from item {ref!r}: expected an entry index or a call external id"
+            )
         if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
             rows = conn.execute("SELECT kind FROM entries WHERE idx = ?", [int(ref)]).fetchall()
             if not rows:
                 missing.append(f"entry {ref}")
             elif rows[0][0] != "call":
-                raise NotFoundError(f"derived_from {ref}: expected a call entry, found a {rows[0][0]} entry")
+                raise NotFoundError(
+                    f"derived_from {ref}: expected a call entry, found a {rows[0][0]} entry"
+                )
             else:
                 out.append(int(ref))
             continue
         rows = conn.execute(
-            "SELECT idx, provider FROM entries WHERE kind = 'call' AND ref = ? ORDER BY idx", [str(ref)]
+            "SELECT idx, provider FROM entries WHERE kind = 'call' AND ref = ? ORDER BY idx",
+            [str(ref)],
         ).fetchall()
         providers = {str(r[1]) for r in rows}
         if not rows:
@@ -438,7 +472,9 @@ def _batch_signature(body: Mapping[str, Any]) -> tuple[Any, ...]:
     )
 
 
-def _dataset_body(id: str, batches: int, count: int, split: int, sources: Sequence[Mapping[str, str]]) -> dict[str, Any]:
+def _dataset_body(
+    id: str, batches: int, count: int, split: int, sources: Sequence[Mapping[str, str]]
+) -> dict[str, Any]:
     body: dict[str, Any] = {
         "kind": "dataset",
         "v": entries.VERSION,
@@ -457,11 +493,14 @@ def _dataset_signature(body: Mapping[str, Any]) -> tuple[Any, ...]:
     return (body.get("batches"), body.get("count"), body.get("split"))
 
 
-def _insert_rows(conn: Connection, table: str, columns: str, rows: pa.Table | Path, base: int) -> None:
+def _insert_rows(
+    conn: Connection, table: str, columns: str, rows: pa.Table | Path, base: int
+) -> None:
     """Bulk insert spilled rows, turning a part number into the batch entry's index."""
     if isinstance(rows, Path):
         conn.execute(
-            f"INSERT INTO {table} SELECT part + ?, {columns} FROM read_parquet(?)", [base, str(rows)]
+            f"INSERT INTO {table} SELECT part + ?, {columns} FROM read_parquet(?)",
+            [base, str(rows)],
         )
         return
     if not rows.num_rows:
@@ -521,7 +560,9 @@ def record_batch(
             spill_dir=spill_dir,
             progress=progress or _no_progress,
         )
-        return _append_batches(ledger, hashed, id, split, fields, derived_from, dataset, min_segment_chars)
+        return _append_batches(
+            ledger, hashed, id, split, fields, derived_from, dataset, min_segment_chars
+        )
     finally:
         spill_dir.cleanup()
 
@@ -595,10 +636,14 @@ def _match_existing(
             continue
         index, kind, leaf = found[0]
         old = _body_of(leaf)
-        same = kind == body["kind"] and len(found) == 1 and (
-            _batch_signature(old) == _batch_signature(body)
-            if kind == "batch"
-            else _dataset_signature(old) == _dataset_signature(body)
+        same = (
+            kind == body["kind"]
+            and len(found) == 1
+            and (
+                _batch_signature(old) == _batch_signature(body)
+                if kind == "batch"
+                else _dataset_signature(old) == _dataset_signature(body)
+            )
         )
         if not same:
             conflicts.append(f"{ref!r} is already entry {index} ({kind}) with different content")
@@ -636,21 +681,27 @@ def _chunks_of(call: _CallInput) -> list[Mapping[str, Any]]:
         raise UsageError(f"a streamed response must be a list of chunk objects, found {found}")
     for i, chunk in enumerate(call.response):
         if not isinstance(chunk, Mapping):
-            raise InputError(f"stream chunk {i}: expected a JSON object, found {type(chunk).__name__}")
+            raise InputError(
+                f"stream chunk {i}: expected a JSON object, found {type(chunk).__name__}"
+            )
     return list(call.response)
 
 
 def _model_of(call: _CallInput) -> str:
     model = call.model or ingest_calls.infer_model(call.response, call.request)
     if not model:
-        raise InputError("cannot tell the call's model from the response or the request: pass model=")
+        raise InputError(
+            "cannot tell the call's model from the response or the request: pass model="
+        )
     return model
 
 
 def _endpoint_of(call: _CallInput) -> str:
     endpoint = call.endpoint or ingest_calls.infer_endpoint(call.response, call.request)
     if not endpoint:
-        raise InputError("cannot tell the call's endpoint from the response or the request: pass endpoint=")
+        raise InputError(
+            "cannot tell the call's endpoint from the response or the request: pass endpoint="
+        )
     return endpoint
 
 
@@ -672,7 +723,9 @@ def _prepare_call(call: _CallInput, min_chars: int) -> _PreparedCall:
     else:
         if not isinstance(call.response, Mapping):
             found = type(call.response).__name__
-            raise InputError(f"a response must be a JSON object (stream=True for chunks), found {found}")
+            raise InputError(
+                f"a response must be a JSON object (stream=True for chunks), found {found}"
+            )
         texts = hashing.response_texts(call.response)
         response_digest = hashing.request_response_digest(call.response)
     assert response_digest is not None
@@ -701,7 +754,9 @@ def _prepare_call(call: _CallInput, min_chars: int) -> _PreparedCall:
     return _PreparedCall(body, [segments[h] for h in outputs])
 
 
-def _with_fingerprints(prepared: Sequence[_PreparedCall], params: fingerprint.FingerprintParams) -> list[dict[str, Any]]:
+def _with_fingerprints(
+    prepared: Sequence[_PreparedCall], params: fingerprint.FingerprintParams
+) -> list[dict[str, Any]]:
     """Fingerprint every call's output segments in one vectorised pass; `values[i]` is `outputs[i]`'s."""
     texts = [t for p in prepared for t in p.fingerprint_texts]
     fps = fingerprint.fingerprint_texts(texts, params) if texts else []
@@ -709,7 +764,9 @@ def _with_fingerprints(prepared: Sequence[_PreparedCall], params: fingerprint.Fi
     at = 0
     params_json = params.to_json()
     for p in prepared:
-        values = [base64.b64encode(fp).decode("ascii") for fp in fps[at : at + len(p.fingerprint_texts)]]
+        values = [
+            base64.b64encode(fp).decode("ascii") for fp in fps[at : at + len(p.fingerprint_texts)]
+        ]
         at += len(p.fingerprint_texts)
         out.append({**p.body, "fingerprints": {"params": params_json, "values": values}})
     return out
@@ -717,7 +774,8 @@ def _with_fingerprints(prepared: Sequence[_PreparedCall], params: fingerprint.Fi
 
 def _existing_call(conn: Connection, provider: str, external_id: str) -> int | None:
     row = conn.execute(
-        "SELECT min(idx) FROM entries WHERE kind = 'call' AND provider = ? AND ref = ?", [provider, external_id]
+        "SELECT min(idx) FROM entries WHERE kind = 'call' AND provider = ? AND ref = ?",
+        [provider, external_id],
     ).fetchone()
     return None if row is None or row[0] is None else int(row[0])
 
@@ -741,9 +799,20 @@ def record_call(
     if not provider:
         raise UsageError("provider: expected a non-empty name")
     call = _CallInput(
-        provider, purpose, request, response, model, endpoint, external_id, account, stream, complete
+        provider,
+        purpose,
+        request,
+        response,
+        model,
+        endpoint,
+        external_id,
+        account,
+        stream,
+        complete,
     )
-    body = _with_fingerprints([_prepare_call(call, min_segment_chars)], fingerprint.DEFAULT_PARAMS)[0]
+    body = _with_fingerprints([_prepare_call(call, min_segment_chars)], fingerprint.DEFAULT_PARAMS)[
+        0
+    ]
     ext = body.get("external_id")
     outcome: dict[str, int] = {}
 
@@ -757,13 +826,17 @@ def record_call(
         return [(body, ledger.signer_for(ring))]
 
     result = ledger._append(build)
-    return CallResult(outcome["index"], None if ext is None else str(ext), duplicate=result.count == 0)
+    return CallResult(
+        outcome["index"], None if ext is None else str(ext), duplicate=result.count == 0
+    )
 
 
-def _call_input(item: ingest_calls.CallRecord, provider: str | None, purpose: str, account: str | None) -> _CallInput:
+def _call_input(
+    item: ingest_calls.CallRecord, provider: str | None, purpose: str, account: str | None
+) -> _CallInput:
     chosen = provider or item.provider
     if not chosen:
-        raise InputError(f"{item.location}: no provider in the line and none given")
+        raise InputError("no provider in the line and none given")
     return _CallInput(
         provider=chosen,
         purpose=purpose,
@@ -805,20 +878,26 @@ def import_calls(
     examples: list[str] = []
     pending: list[_PreparedCall] = []
     requests = Path(requests_path) if requests_path is not None else None
-    for item in ingest_calls.iter_calls(Path(path), fmt, requests, progress=progress):
-        if isinstance(item, ingest_calls.FailedCall):
-            report["failed"] += 1
-            if len(examples) < MAX_FAILED_EXAMPLES:
-                examples.append(f"{item.location}: {item.reason}")
-            continue
-        try:
-            prepared = _prepare_call(_call_input(item, provider, purpose, account), min_segment_chars)
-        except InputError as exc:
-            raise InputError(f"{item.location}: {exc}") from exc
-        pending.append(prepared)
-        if len(pending) >= chunk:
+    try:
+        for item in ingest_calls.iter_calls(Path(path), fmt, requests, progress=progress):
+            if isinstance(item, ingest_calls.FailedCall):
+                report["failed"] += 1
+                if len(examples) < MAX_FAILED_EXAMPLES:
+                    examples.append(f"{item.location}: {item.reason}")
+                continue
+            try:
+                call = _call_input(item, provider, purpose, account)
+                pending.append(_prepare_call(call, min_segment_chars))
+            except InputError as exc:
+                raise InputError(f"{item.location}: {exc}") from exc
+            if len(pending) >= chunk:
+                _append_calls(ledger, pending, report)
+                pending = []
+    except InputError:
+        # Everything before the bad line is recorded, so fixing it and re-running finishes the import.
+        if pending:
             _append_calls(ledger, pending, report)
-            pending = []
+        raise
     if pending:
         _append_calls(ledger, pending, report)
     return ImportReport(report["added"], report["duplicates"], report["failed"], examples)
@@ -833,13 +912,12 @@ def _append_calls(ledger: Ledger, pending: Sequence[_PreparedCall], report: dict
         for body in bodies:
             if "external_id" in body:
                 by_provider.setdefault(str(body["provider"]), []).append(str(body["external_id"]))
-        seen = {
-            (p, e) for p, ids in by_provider.items() for e in _existing_calls(conn, p, ids)
-        }
+        seen = {(p, e) for p, ids in by_provider.items() for e in _existing_calls(conn, p, ids)}
         fresh = []
         for body in bodies:
-            key = (str(body["provider"]), body.get("external_id"))
-            if key[1] is not None:
+            ext = body.get("external_id")
+            if ext is not None:
+                key = (str(body["provider"]), str(ext))
                 if key in seen:
                     continue
                 seen.add(key)
@@ -902,7 +980,9 @@ def _weight_files(paths: Sequence[Path]) -> list[tuple[str, Path]]:
     names = [name for name, _ in out]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise UsageError(f"weights paths collide: {', '.join(dupes[:5])} (give one directory instead)")
+        raise UsageError(
+            f"weights paths collide: {', '.join(dupes[:5])} (give one directory instead)"
+        )
     return out
 
 
@@ -911,12 +991,17 @@ def weights_total_bytes(weights: Sequence[Path | str]) -> int:
     return sum(p.stat().st_size for _, p in _weight_files([Path(w) for w in weights]))
 
 
-def hash_weights(weights: Sequence[Path | str], progress: Progress | None = None) -> list[dict[str, str]]:
+def hash_weights(
+    weights: Sequence[Path | str], progress: Progress | None = None
+) -> list[dict[str, str]]:
     """`[{"path", "sha256"}]` for weights files and directories (sorted within a directory)."""
     if not weights:
         raise UsageError("a checkpoint needs at least one weights file or directory")
     advance = progress or _no_progress
-    return [{"path": name, "sha256": _hash_file(p, advance)} for name, p in _weight_files([Path(w) for w in weights])]
+    return [
+        {"path": name, "sha256": _hash_file(p, advance)}
+        for name, p in _weight_files([Path(w) for w in weights])
+    ]
 
 
 def _batches_of_datasets(conn: Connection, datasets: Sequence[str]) -> dict[str, list[str]]:
@@ -985,7 +1070,9 @@ def record_checkpoint(
         known_checkpoints = set(_existing_by_ref(conn, [*parents, *teachers], ("checkpoint",)))
         missing += [f"parent checkpoint {p!r}" for p in parents if p not in known_checkpoints]
         if missing:
-            raise NotFoundError(f"checkpoint {id!r} refers to unrecorded entries: {', '.join(missing)}")
+            raise NotFoundError(
+                f"checkpoint {id!r} refers to unrecorded entries: {', '.join(missing)}"
+            )
         teacher_values = [entries.parse_teacher(t, t in known_checkpoints) for t in teachers]
         body = entries.checkpoint_body(
             id=id,
