@@ -25,11 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+import duckdb
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger import entries, hashing, keys, merkle, store
 from ledger.ledger import Ledger
-from ledger.verify import verify_ledger
+from ledger.verify import check_record_set, record_leaves, verify_ledger
 
 T = TypeVar("T")
 
@@ -131,6 +132,57 @@ def prove_times(lg: Ledger, size: int, samples: int = 20) -> tuple[float, float]
     return whole.wall / samples * 1e3, inner.wall / samples * 1e3
 
 
+_STRING_AGG_LEAVES = """
+SELECT '{"segments":[' || coalesce(string_agg('"' || lower(hex(s.segment)) || '"', ',' ORDER BY s.segment), '')
+       || '],"sha256":"' || lower(hex(r.digest)) || '"}' AS leaf
+FROM records r LEFT JOIN record_segments s ON s.batch = r.batch AND s.position = r.position
+WHERE r.batch = 1 GROUP BY r.position, r.digest ORDER BY r.position"""
+
+
+def record_set_rates(n: int, segments_per_record: int = 3) -> None:
+    """check_record_set on n records vs the bare root part over the same leaves, and vs SQL string_agg."""
+    conn = duckdb.connect()
+    store.create_schema(conn, "bench")
+    conn.execute(
+        f"""INSERT INTO records SELECT 1, i, unhex(sha256(i::VARCHAR)), unhex(repeat(sha256('f' || i), 6))
+            FROM range({n}) t(i)"""
+    )
+    conn.execute(
+        f"""INSERT INTO record_segments SELECT 1, i // {segments_per_record} AS p,
+            unhex(sha256('s' || i::VARCHAR)) AS s FROM range({n * segments_per_record}) t(i) ORDER BY p, s"""
+    )
+    leaves_t, leaves = timed(lambda: list(record_leaves(conn, 1)))
+    sha = hashlib.sha256
+    root_t, root = timed(lambda: merkle.root([sha(b"\x00" + leaf).digest() for leaf in leaves]))
+    fps = [
+        bytes(r[0])
+        for r in conn.execute("SELECT fingerprint FROM records ORDER BY position").fetchall()
+    ]
+    fp_root = merkle.root([sha(b"\x00" + f).digest() for f in fps])
+    body = {"count": n, "records_root": root.hex(), "fingerprints": {"root": fp_root.hex()}}
+    check_t, problems = timed(lambda: check_record_set(conn, 1, body))
+    assert problems == [], problems
+    print(
+        f"check_record_set, {n:,} records x {segments_per_record} segments (both roots): "
+        f"{n / check_t.wall:,.0f}/s wall, {n / check_t.cpu:,.0f}/s per CPU s; "
+        f"record_leaves alone {n / leaves_t.cpu:,.0f}/s per CPU s"
+    )
+    print(
+        f"  baseline, the bare root part (leaf hash + merkle.root over ready leaves): {n / root_t.cpu:,.0f}/s "
+        f"per CPU s -> check_record_set is {root_t.cpu / check_t.cpu:.2f}x of it (target >= 1M/s)"
+    )
+    small = min(n, 200_000)
+    conn.execute(f"DELETE FROM records WHERE position >= {small}")
+    conn.execute(f"DELETE FROM record_segments WHERE position >= {small}")
+    agg_t, _ = timed(lambda: conn.execute(_STRING_AGG_LEAVES).fetchall())
+    ours_t, _ = timed(lambda: list(record_leaves(conn, 1)))
+    print(
+        f"  leaves by SQL string_agg (ordered): {small / agg_t.wall:,.0f}/s wall vs record_leaves "
+        f"{small / ours_t.wall:,.0f}/s wall on {small:,} records"
+    )
+    conn.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument(
@@ -141,7 +193,11 @@ def main() -> None:
         "--skip-big", action="store_true", help="do not grow the log for proof timings"
     )
     parser.add_argument("--chunk", type=int, default=100_000, help="entries per append_bodies call")
+    parser.add_argument(
+        "--records", type=int, default=1_000_000, help="records for the record-set check"
+    )
     args = parser.parse_args()
+    record_set_rates(args.records)
 
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as tmp:
         lg = Ledger.init(Path(tmp) / "bench.duckdb", origin="bench.local/log")
