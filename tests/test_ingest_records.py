@@ -565,3 +565,35 @@ def test_a_missing_later_file_fails_before_any_work(tmp_path: Path) -> None:
     stream = iter_record_hashes([path, tmp_path / "gone.jsonl"])
     with pytest.raises(InputError, match="gone.jsonl: cannot read"):
         next(stream)
+
+
+def test_fingerprints_computed_beside_the_hashes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ledger.fingerprint import fingerprint_records
+
+    text = "Paragraph of training text that is long enough to be a segment, copy "
+    path = write(
+        tmp_path / "fp.jsonl",
+        "".join(json.dumps({"t": text + str(i), "n": i}) + "\n" for i in range(600)).encode(),
+    )
+    plain = flat_hashes([path])
+    expected = fingerprint_records([h.texts for h in plain])
+    monkeypatch.setattr(records, "_POOL_MIN_BYTES", 0)
+    monkeypatch.setattr(records, "_BLOCK_SIZE", 2048)
+    for workers in (1, 2):
+        chunks = list(
+            records.iter_fingerprinted_record_hashes(
+                [path], fingerprint_records, chunk_size=250, workers=workers
+            )
+        )
+        assert [len(h) for h, _ in chunks] == [250, 250, 100]
+        assert [len(f) for _, f in chunks] == [250, 250, 100]
+        assert [f for _, fps in chunks for f in fps] == expected
+        got = [h for hs, _ in chunks for h in hs]
+        assert [(h.digest, h.segments) for h in got] == [(h.digest, h.segments) for h in plain]
+        assert all(h.texts == () for h in got)
+    [(kept, _)] = list(
+        records.iter_fingerprinted_record_hashes([path], fingerprint_records, keep_texts=True)
+    )
+    assert kept == plain

@@ -44,6 +44,7 @@ __all__ = [
     "RECORD_FORMATS",
     "detect_format",
     "file_sha256",
+    "iter_fingerprinted_record_hashes",
     "iter_record_hashes",
     "iter_records",
 ]
@@ -132,6 +133,72 @@ def iter_record_hashes(
     read (JSONL and text) so that the `source` digest and the records cannot disagree. `progress`, if
     given, is called with the number of input bytes done (estimated from row counts for Parquet).
     """
+    job = _Job(_fields(text_fields), min_chars, None, True)
+    for hashes, _ in _iter_hashed(paths, job, chunk_size, workers, file_digests, progress):
+        yield hashes
+
+
+def iter_fingerprinted_record_hashes(
+    paths: Sequence[Path],
+    fingerprint: Callable[[Sequence[Sequence[str]]], list[bytes]],
+    text_fields: Sequence[str] | None = None,
+    min_chars: int = 32,
+    chunk_size: int = 8192,
+    workers: int | None = None,
+    *,
+    keep_texts: bool = False,
+    file_digests: dict[Path, str] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[tuple[list[RecordHash], list[bytes]]]:
+    """As `iter_record_hashes`, with `fingerprint(texts of each record)` computed in the workers too.
+
+    Yields `(hashes, fingerprints)` with one fingerprint per record. Near-duplicate fingerprints cost
+    more CPU than hashing, so computing them beside the hash keeps the caller's process free; and
+    unless `keep_texts`, the segment texts (the bulk of a result) never travel back at all.
+    `fingerprint` must give each record the same value however records are grouped (for example
+    `functools.partial(ledger.fingerprint.fingerprint_records, params=...)`); off Linux it must be
+    picklable.
+    """
+    job = _Job(_fields(text_fields), min_chars, fingerprint, keep_texts)
+    for hashes, fingerprints in _iter_hashed(
+        paths, job, chunk_size, workers, file_digests, progress
+    ):
+        assert fingerprints is not None
+        yield hashes, fingerprints
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What every unit is hashed with; sent to each worker once."""
+
+    text_fields: tuple[str, ...] | None
+    min_chars: int
+    fingerprint: Callable[[Sequence[Sequence[str]]], list[bytes]] | None
+    keep_texts: bool
+
+
+# One unit's result: its hashes, and the fingerprints if the job asks for them.
+_Result = tuple[list[RecordHash], list[bytes] | None]
+
+
+def _fields(text_fields: Sequence[str] | None) -> tuple[str, ...] | None:
+    """Text fields as an immutable tuple (also catches a bare string passed by mistake)."""
+    if isinstance(text_fields, str):
+        raise UsageError(
+            f"text fields must be a list of dotted paths, found the string {text_fields!r}"
+        )
+    return tuple(text_fields) if text_fields is not None else None
+
+
+def _iter_hashed(
+    paths: Sequence[Path],
+    job: _Job,
+    chunk_size: int,
+    workers: int | None,
+    file_digests: dict[Path, str] | None,
+    progress: Callable[[int], None] | None,
+) -> Iterator[_Result]:
+    """Check options and inputs up front, then hash inline or in a pool and regroup into chunks."""
     if chunk_size < 1:
         raise UsageError(f"chunk size must be at least 1, found {chunk_size}")
     if workers is not None and workers < 1:
@@ -140,15 +207,14 @@ def iter_record_hashes(
     total = sum(_file_size(p) for p, _ in plan)
     wanted = workers if workers is not None else (os.cpu_count() or 1)
     items = _iter_plan(plan, file_digests)
-    fields = tuple(text_fields) if text_fields is not None else None
     if wanted <= 1 or total < _POOL_MIN_BYTES:
-        done: Iterator[tuple[_Unit | _FileEnd, list[RecordHash]]] = (
-            (item, [] if isinstance(item, _FileEnd) else _hash_unit(item, fields, min_chars))
+        done: Iterator[tuple[_Unit | _FileEnd, _Result]] = (
+            (item, ([], None) if isinstance(item, _FileEnd) else _process(item, job))
             for item in items
         )
         yield from _rechunk(done, chunk_size, progress)
     else:
-        yield from _rechunk(_pool_map(items, fields, min_chars, wanted), chunk_size, progress)
+        yield from _rechunk(_pool_map(items, job, wanted), chunk_size, progress)
 
 
 # --- units of work ---------------------------------------------------------------------------------
@@ -681,49 +747,63 @@ def _map_converter(key: _Convert | None, item: _Convert | None) -> _Convert:
 
 # --- the worker pool -------------------------------------------------------------------------------
 
-_worker_options: tuple[Sequence[str] | None, int] = (None, 32)
+_worker_job = _Job(None, 32, None, True)
 
 
-def _init_worker(text_fields: Sequence[str] | None, min_chars: int) -> None:
-    """Receive the hashing options once per worker instead of once per task."""
-    global _worker_options
-    _worker_options = (text_fields, min_chars)
+def _init_worker(job: _Job) -> None:
+    """Receive the job once per worker instead of once per task."""
+    global _worker_job
+    _worker_job = job
 
 
-_Wire = list[tuple[bytes, tuple[bytes, ...], tuple[str, ...]]]
+def _process(unit: _Unit, job: _Job) -> _Result:
+    """Hash one unit, then fingerprint its records' texts and drop the texts if the job says so."""
+    hashes = _hash_unit(unit, job.text_fields, job.min_chars)
+    fingerprints = None
+    if job.fingerprint is not None:
+        fingerprints = job.fingerprint([h.texts for h in hashes])
+        if len(fingerprints) != len(hashes):
+            raise ValueError(
+                f"fingerprint gave {len(fingerprints)} values for {len(hashes)} records"
+            )
+    if not job.keep_texts:
+        hashes = [RecordHash(h.digest, h.segments, ()) for h in hashes]
+    return hashes, fingerprints
+
+
+_Wire = tuple[list[tuple[bytes, tuple[bytes, ...], tuple[str, ...]]], list[bytes] | None]
 
 
 def _work(unit: _Unit) -> _Wire:
-    """Pool task: hash one unit with the options given at start-up.
+    """Pool task: process one unit with the job given at start-up.
 
     Results travel as plain tuples: pickle moves builtin containers about twice as fast as
     dataclass instances, and the caller's process is the one that must keep up with every worker.
     """
-    return [(h.digest, h.segments, h.texts) for h in _hash_unit(unit, *_worker_options)]
+    hashes, fingerprints = _process(unit, _worker_job)
+    return [(h.digest, h.segments, h.texts) for h in hashes], fingerprints
 
 
 class _Done:
     """An already-finished (empty) result, queued in order among the pool's pending ones."""
 
     def get(self) -> _Wire:
-        return []
+        return [], None
 
 
 def _pool_map(
-    items: Iterator[_Unit | _FileEnd],
-    text_fields: Sequence[str] | None,
-    min_chars: int,
-    workers: int,
-) -> Iterator[tuple[_Unit | _FileEnd, list[RecordHash]]]:
-    """Hash units in a process pool, yielding results in input order with a bounded number in flight.
+    items: Iterator[_Unit | _FileEnd], job: _Job, workers: int
+) -> Iterator[tuple[_Unit | _FileEnd, _Result]]:
+    """Process units in a process pool, yielding results in input order with a bounded number in flight.
 
     On Linux the workers are forked: unlike `spawn`/`forkserver` that needs no `if __name__ ==
     "__main__"` guard in the caller's script (those re-import it in every worker), and the workers
-    touch only orjson, hashlib and pyarrow, which are fork-safe. Elsewhere the platform's default
-    start method applies. Errors raised in a worker come back as the same one-line `InputError`.
+    touch only orjson, hashlib, numpy and pyarrow, which are fork-safe. Elsewhere the platform's
+    default start method applies. Errors raised in a worker come back as the same one-line
+    `InputError`.
     """
     ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
-    pool = ctx.Pool(workers, initializer=_init_worker, initargs=(text_fields, min_chars))
+    pool = ctx.Pool(workers, initializer=_init_worker, initargs=(job,))
     pending: deque[tuple[_Unit | _FileEnd, Any]] = deque()
     limit = 2 * workers + 2
     try:
@@ -742,38 +822,43 @@ def _pool_map(
         pool.join()
 
 
-def _take(
-    pending: deque[tuple[_Unit | _FileEnd, Any]],
-) -> tuple[_Unit | _FileEnd, list[RecordHash]]:
+def _take(pending: deque[tuple[_Unit | _FileEnd, Any]]) -> tuple[_Unit | _FileEnd, _Result]:
     """Wait for the oldest result; re-raise a worker's `InputError` without the remote traceback."""
     item, result = pending.popleft()
     try:
-        wire = result.get()
+        wire, fingerprints = result.get()
     except InputError as exc:
         raise InputError(str(exc)) from None
-    return item, [RecordHash(digest, segments, texts) for digest, segments, texts in wire]
+    return item, ([RecordHash(d, s, t) for d, s, t in wire], fingerprints)
 
 
 def _rechunk(
-    done: Iterable[tuple[_Unit | _FileEnd, list[RecordHash]]],
+    done: Iterable[tuple[_Unit | _FileEnd, _Result]],
     chunk_size: int,
     progress: Callable[[int], None] | None,
-) -> Iterator[list[RecordHash]]:
+) -> Iterator[_Result]:
     """Regroup per-unit results into `chunk_size` lists per file; reject files without records."""
-    buffer: list[RecordHash] = []
+    hashes: list[RecordHash] = []
+    prints: list[bytes] | None = None
     count = 0
-    for item, hashes in done:
-        if progress is not None and not isinstance(item, _FileEnd):
-            progress(item.nbytes)
+    for item, (unit_hashes, unit_prints) in done:
         if isinstance(item, _FileEnd):
             if count == 0:
                 raise InputError(_no_records_message(item.path, item.fmt))
-            if buffer:
-                yield buffer
-            buffer, count = [], 0
+            if hashes:
+                yield hashes, prints
+            hashes, prints, count = [], None, 0
             continue
-        count += len(hashes)
-        buffer.extend(hashes)
-        while len(buffer) >= chunk_size:
-            yield buffer[:chunk_size]
-            del buffer[:chunk_size]
+        if progress is not None:
+            progress(item.nbytes)
+        count += len(unit_hashes)
+        hashes.extend(unit_hashes)
+        if unit_prints is not None:
+            if prints is None:
+                prints = []
+            prints.extend(unit_prints)
+        while len(hashes) >= chunk_size:
+            yield hashes[:chunk_size], (prints[:chunk_size] if prints is not None else None)
+            del hashes[:chunk_size]
+            if prints is not None:
+                del prints[:chunk_size]
