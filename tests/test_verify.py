@@ -29,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ledger import entries, keys, store, verify
-from ledger.errors import InputError, LockedError, NotFoundError
+from ledger.errors import InputError, LockedError, NotFoundError, VerificationError
 from ledger.ledger import Ledger
 from ledger.verify import Problem, check_record_set, record_leaves, verify_ledger
 
@@ -241,6 +241,21 @@ def test_small_record_chunks_plan_the_same_roots(
     assert verify_ledger(ledger).ok
     sql(ledger, "UPDATE records SET digest = unhex(sha256('x')) WHERE position = 21")
     assert_problem(verify_ledger(ledger), 5, "records_root")
+
+
+def test_broken_batch_between_sound_ones(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches fetched together (5 and a new one) must not trip over a broken batch between them (6)."""
+    records = make_records(4, 5)
+    alice = Ledger.open(ledger.path, key="alice")
+    index = alice.append_bodies([batch_body("run/b2", records)]).start
+    with duckdb.connect(str(ledger.path)) as conn:
+        insert_records(conn, index, records)
+        conn.execute("INSERT INTO records VALUES (6, 0, 'short'::BLOB, NULL)")
+    report = verify_ledger(ledger)
+    assert [p.index for p in report.problems] == [6, 6]
+    assert_problem(report, 6, "32-byte record digests")
+    with duckdb.connect(str(ledger.path)) as conn, pytest.raises(VerificationError, match="32-byte"):
+        list(record_leaves(conn, 6))
 
 
 def test_physical_row_order_does_not_matter(ledger: Ledger) -> None:

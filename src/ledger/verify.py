@@ -214,7 +214,12 @@ def _hex_rows(raw: np.ndarray) -> np.ndarray:
 def _fixed32(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """A binary column whose values are all 32 bytes (checked beforehand) as an (n, 32) uint8 array."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    fixed = array.cast(pa.binary(32))
+    try:
+        fixed = array.cast(pa.binary(32))
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise VerificationError(
+            f"expected 32-byte hashes in the record set, found others ({exc})"
+        ) from None
     if len(fixed) == 0:
         return np.zeros((0, 32), np.uint8)
     data = np.frombuffer(
@@ -332,19 +337,14 @@ def _fetch_record_chunk(
     segs = conn.sql(
         f"SELECT batch, position, segment FROM record_segments {where}", params=params
     ).to_arrow_table()
+    if keep is not None:  # drop batches that failed their checks before touching their values
+        records = records.filter(pa.array(np.isin(_int64(records.column("batch")), keep)))
+        segs = segs.filter(pa.array(np.isin(_int64(segs.column("batch")), keep)))
     rb, rp = _int64(records.column("batch")), _int64(records.column("position"))
     sb, sp = _int64(segs.column("batch")), _int64(segs.column("position"))
     digests = _fixed32(records.column("digest"))
     segments = _fixed32(segs.column("segment"))
     fingerprints = records.column("fingerprint").to_pylist()
-    if keep is not None:
-        mask = np.isin(rb, keep)
-        if not mask.all():
-            rb, rp, digests = rb[mask], rp[mask], digests[mask]
-            fingerprints = [f for f, m in zip(fingerprints, mask.tolist()) if m]
-        smask = np.isin(sb, keep)
-        if not smask.all():
-            sb, sp, segments = sb[smask], sp[smask], segments[smask]
     if len(rp) and (
         rp.min() < 0 or rp.max() >= 1 << _KEY_SHIFT or rb.min() < 0 or rb.max() >= 1 << 30
     ):
@@ -414,7 +414,9 @@ def _recompute_roots(
     for batch_lo, batch_hi, pos_lo, pos_hi, keep in _plan_chunks(batches):
         chunk = _fetch_record_chunk(conn, batch_lo, batch_hi, pos_lo, pos_hi, keep)
         hashes = chunk.leaf_hashes()
-        sha = hashlib.sha256  # a NULL fingerprint is the empty one, as recording writes b"" for no texts
+        sha = (
+            hashlib.sha256
+        )  # a NULL fingerprint is the empty one, as recording writes b"" for no texts
         fp_hashes = [sha(b"\x00" + (f or b"")).digest() for f in chunk.fingerprints]
         bounds = (
             np.flatnonzero(np.diff(chunk.batches)) + 1 if len(hashes) else np.zeros(0, np.int64)
