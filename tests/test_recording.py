@@ -756,3 +756,35 @@ def test_checkpoint_references_must_exist_and_ids_must_be_new(lg: Ledger, tmp_pa
         lg.record_checkpoint(id="c", weights=[w])
     with pytest.raises(DuplicateError):
         lg.record_checkpoint(id="b1", weights=[w])
+
+
+def test_record_batches_appends_buffered_steps_in_one_transaction(
+    lg: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ledger import store
+
+    steps = [
+        (f"run8/step-{k:06d}", [small_record(10 * k + i) for i in range(k + 1)]) for k in range(4)
+    ]
+    opened: list[Path] = []
+    connect = store.connect
+    monkeypatch.setattr(
+        store, "connect", lambda path, **kw: opened.append(path) or connect(path, **kw)
+    )
+    result = lg.record_batches(steps, dataset="run8")
+    assert len(opened) == 1  # one open, one transaction, for every step
+    monkeypatch.undo()
+    assert [(e.id, e.count, e.records_root) for e in result.entries] == [
+        (step_id, len(records), ref_root(records)) for step_id, records in steps
+    ]
+    for entry in result.entries:
+        assert lg.entry(entry.index).body["dataset"] == "run8"
+        positions = rows(
+            lg, "SELECT position FROM records WHERE batch = ? ORDER BY 1", [entry.index]
+        )
+        assert [p for (p,) in positions] == list(range(entry.count))
+    size = lg.head().size
+    assert lg.record_batches(steps, dataset="run8").already_recorded
+    with pytest.raises(InputError, match="step-9"):
+        lg.record_batches([("run8/step-8", [small_record(1)]), ("run8/step-9", [])])
+    assert lg.head().size == size

@@ -436,6 +436,24 @@ class Ledger:
             derived_from=derived_from, dataset=dataset, min_segment_chars=min_segment_chars, progress=progress,
         )  # fmt: skip
 
+    def record_batches(
+        self,
+        batches: Iterable[tuple[str, Iterable[Mapping[str, Any] | str]]],
+        *,
+        text_fields: Sequence[str] | None = None,
+        derived_from: Sequence[int | str] = (),
+        dataset: str | None = None,
+        min_segment_chars: int = 32,
+        progress: Callable[[int], None] | None = None,
+    ) -> recording.BatchResult:
+        """Record many (id, records) batches in one transaction: one DuckDB open for buffered steps."""
+        from ledger import recording
+
+        return recording.record_batches(
+            self, batches, text_fields=text_fields, derived_from=derived_from, dataset=dataset,
+            min_segment_chars=min_segment_chars, progress=progress,
+        )  # fmt: skip
+
     def record_call(
         self,
         *,

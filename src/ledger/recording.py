@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
@@ -46,6 +47,7 @@ __all__ = [
     "RecordedCheckpoint",
     "import_calls",
     "record_batch",
+    "record_batches",
     "record_call",
     "record_checkpoint",
 ]
@@ -263,12 +265,7 @@ class _BatchHasher:
         fps = fingerprint.fingerprint_records([r.texts for r in chunk], self._params)
         leaf_hashes = [merkle.leaf_hash(r.leaf) for r in chunk]
         fp_hashes = [merkle.leaf_hash(fp) for fp in fps]
-        ordinals = np.arange(self._total, self._total + len(chunk), dtype=np.int64)
-        if self._split:
-            part_of, position_of = ordinals // self._split, ordinals % self._split
-        else:
-            part_of, position_of = np.zeros_like(ordinals), ordinals
-        self._feed_roots(leaf_hashes, fp_hashes, file_index)
+        part_of, position_of = self._feed_roots(leaf_hashes, fp_hashes, file_index)
         self._records.add(
             [
                 pa.array(part_of),
@@ -279,33 +276,43 @@ class _BatchHasher:
         )
         counts = np.fromiter((len(r.segments) for r in chunk), dtype=np.int64, count=len(chunk))
         if counts.any():
+            segments = list(itertools.chain.from_iterable(r.segments for r in chunk))
             self._segments.add(
                 [
                     pa.array(np.repeat(part_of, counts)),
                     pa.array(np.repeat(position_of, counts)),
-                    pa.array(
-                        list(itertools.chain.from_iterable(r.segments for r in chunk)), pa.binary()
-                    ),
+                    pa.array(segments, pa.binary()),
                 ]
             )
         self._total += len(chunk)
 
+    def cut(self) -> None:
+        """End the current batch here (a training step's records end); later records start a new one."""
+        if self._part.count:
+            self._done.append(self._part.summary())
+            self._part = _Part()
+
     def _feed_roots(
         self, leaf_hashes: list[bytes], fp_hashes: list[bytes], file_index: int | None
-    ) -> None:
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """Extend the running roots, starting a new batch every `split` records; (part, position) per record."""
+        parts: list[npt.NDArray[np.int64]] = []
+        positions: list[npt.NDArray[np.int64]] = []
         start = 0
         while start < len(leaf_hashes):
+            if self._split and self._part.count == self._split:
+                self.cut()
             part = self._part
-            if self._split and part.count == self._split:
-                self._done.append(part.summary())
-                part = self._part = _Part()
             room = (self._split - part.count) if self._split else len(leaf_hashes) - start
             end = min(len(leaf_hashes), start + room)
+            parts.append(np.full(end - start, len(self._done), dtype=np.int64))
+            positions.append(np.arange(part.count, part.count + end - start, dtype=np.int64))
             part.records.extend(leaf_hashes[start:end])
             part.fingerprints.extend(fp_hashes[start:end])
             if file_index is not None and file_index not in part.files:
                 part.files.append(file_index)
             start = end
+        return np.concatenate(parts), np.concatenate(positions)
 
     def finish(self, sources: list[dict[str, str]]) -> _HashedBatches:
         summaries = [*self._done, self._part.summary()] if self._part.count else list(self._done)
@@ -560,8 +567,65 @@ def record_batch(
             spill_dir=spill_dir,
             progress=progress or _no_progress,
         )
+        ids = _batch_ids(id, len(hashed.parts), split)
+        header = None
+        if split:
+            total = sum(p.count for p in hashed.parts)
+            header = _dataset_body(id, len(ids), total, split, hashed.sources)
         return _append_batches(
-            ledger, hashed, id, split, fields, derived_from, dataset, min_segment_chars
+            ledger,
+            hashed,
+            ids,
+            header,
+            id if split else dataset,
+            fields,
+            derived_from,
+            min_segment_chars,
+        )
+    finally:
+        spill_dir.cleanup()
+
+
+def record_batches(
+    ledger: Ledger,
+    batches: Iterable[tuple[str, Iterable[Mapping[str, Any] | str]]],
+    *,
+    text_fields: Sequence[str] | None = None,
+    derived_from: Sequence[int | str] = (),
+    dataset: str | None = None,
+    min_segment_chars: int = hashing.MIN_SEGMENT_CHARS,
+    progress: Progress | None = None,
+) -> BatchResult:
+    """Record many batches, e.g. a training loop's buffered steps, in one transaction.
+
+    Opening the DuckDB file dominates the cost of a small `record_batch`; this pays it once for all
+    the batches. All or nothing, idempotent like `record_batch`; every batch must have records.
+    """
+    if min_segment_chars < 1:
+        raise UsageError(f"min_segment_chars {min_segment_chars}: expected at least 1")
+    fields = list(text_fields) if text_fields else None
+    advance = progress or _no_progress
+    spill_dir = _SpillDir(ledger.path)
+    try:
+        hasher = _BatchHasher(None, fingerprint.DEFAULT_PARAMS, spill_dir)
+        ids: list[str] = []
+        for batch_id, records in batches:
+            _check_id(batch_id)
+            if batch_id in ids:
+                raise UsageError(f"batch id {batch_id!r} appears twice in one call")
+            before = hasher.total
+            for chunk in _iter_record_chunks(records, fields, min_segment_chars):
+                hasher.add(chunk, None)
+                advance(len(chunk))
+            if hasher.total == before:
+                raise InputError(f"batch {batch_id!r}: no records")
+            hasher.cut()
+            ids.append(batch_id)
+        if not ids:
+            raise UsageError("record_batches needs at least one batch")
+        hashed = hasher.finish([])
+        return _append_batches(
+            ledger, hashed, ids, None, dataset, fields, derived_from, min_segment_chars
         )
     finally:
         spill_dir.cleanup()
@@ -570,15 +634,14 @@ def record_batch(
 def _append_batches(
     ledger: Ledger,
     hashed: _HashedBatches,
-    id: str,
-    split: int | None,
+    ids: Sequence[str],
+    header: dict[str, Any] | None,
+    dataset_id: str | None,
     text_fields: list[str] | None,
     derived_from: Sequence[int | str],
-    dataset: str | None,
     min_segment_chars: int,
 ) -> BatchResult:
-    ids = _batch_ids(id, len(hashed.parts), split)
-    dataset_id = id if split else dataset
+    """One transaction: resolve references, check ids, insert the rows, append `header` and batches."""
     fp_params = hashed.params.to_json()
     outcome: dict[str, Any] = {}
 
@@ -598,15 +661,14 @@ def _append_batches(
             )
             for batch_id, part in zip(ids, hashed.parts)
         ]
-        if split:
-            total = sum(p.count for p in hashed.parts)
-            bodies.insert(0, _dataset_body(id, len(ids), total, split, hashed.sources))
+        if header is not None:
+            bodies.insert(0, header)
         existing = _existing_by_ref(conn, [str(b["id"]) for b in bodies], _REF_KINDS)
         if existing:
             outcome["entries"] = _match_existing(bodies, existing)
             return []
         signer = ledger.signer_for(ring)
-        first_batch = start + (1 if split else 0)
+        first_batch = start + (1 if header is not None else 0)
         _insert_rows(conn, "records", "position, digest, fingerprint", hashed.records, first_batch)
         _insert_rows(conn, "record_segments", "position, segment", hashed.segments, first_batch)
         outcome["entries"] = [_recorded(start + offset, body) for offset, body in enumerate(bodies)]
