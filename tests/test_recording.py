@@ -788,3 +788,12 @@ def test_record_batches_appends_buffered_steps_in_one_transaction(
     with pytest.raises(InputError, match="step-9"):
         lg.record_batches([("run8/step-8", [small_record(1)]), ("run8/step-9", [])])
     assert lg.head().size == size
+
+
+def test_records_without_segments_have_empty_fingerprints(lg: Ledger, tmp_path: Path) -> None:
+    records = [{"id": i, "label": "short"} for i in range(5)]
+    path = write_jsonl(tmp_path / "ids.jsonl", records)
+    entry = lg.record_batch(id="ids", files=[path]).entries[0]
+    assert entry.records_root == ref_root(records)
+    assert lg.entry("ids").body["fingerprints"]["root"] == ref_mth([b""] * 5).hex()
+    assert rows(lg, "SELECT count(*) FROM record_segments") == [(0,)]

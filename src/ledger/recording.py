@@ -15,6 +15,7 @@ any input size) and inserted with one `INSERT ... SELECT FROM read_parquet(...)`
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import itertools
 import shutil
@@ -259,10 +260,17 @@ class _BatchHasher:
     def total(self) -> int:
         return self._total
 
-    def add(self, chunk: Sequence[hashing.RecordHash], file_index: int | None) -> None:
+    def add(
+        self,
+        chunk: Sequence[hashing.RecordHash],
+        file_index: int | None,
+        fps: Sequence[bytes] | None = None,
+    ) -> None:
+        """Take the next records (with their fingerprint blobs if computed elsewhere)."""
         if not chunk:
             return
-        fps = fingerprint.fingerprint_records([r.texts for r in chunk], self._params)
+        if fps is None:
+            fps = _fingerprint_records([r.texts for r in chunk], self._params)
         leaf_hashes = [merkle.leaf_hash(r.leaf) for r in chunk]
         fp_hashes = [merkle.leaf_hash(fp) for fp in fps]
         part_of, position_of = self._feed_roots(leaf_hashes, fp_hashes, file_index)
@@ -321,6 +329,15 @@ class _BatchHasher:
         )
 
 
+def _fingerprint_records(
+    texts_per_record: Sequence[Sequence[str]], params: fingerprint.FingerprintParams
+) -> list[bytes]:
+    """Record fingerprint blobs; records without segment texts get `b""` (module level: picklable)."""
+    if not any(texts_per_record):
+        return [b""] * len(texts_per_record)
+    return fingerprint.fingerprint_records(texts_per_record, params)
+
+
 def _iter_record_chunks(
     records: Iterable[Mapping[str, Any] | str], text_fields: Sequence[str] | None, min_chars: int
 ) -> Iterator[list[hashing.RecordHash]]:
@@ -373,15 +390,17 @@ def hash_batches(
             progress(len(chunk))
     for file_index, path in enumerate(files):
         digests: dict[Path, str] = {}
-        for chunk in ingest_records.iter_record_hashes(
+        # Fingerprints cost more CPU than hashing: the reader's workers compute both.
+        for chunk, fps in ingest_records.iter_fingerprinted_record_hashes(
             [path],
+            functools.partial(_fingerprint_records, params=params),
             text_fields,
             min_segment_chars,
             HASH_CHUNK,
             file_digests=digests,
             progress=progress,
         ):
-            hasher.add(chunk, file_index)
+            hasher.add(chunk, file_index, fps)
         digest = digests.get(path) or ingest_records.file_sha256(path)
         sources.append({"file": path.name, "sha256": digest})
     if hasher.total == 0:
