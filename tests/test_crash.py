@@ -33,10 +33,11 @@ from ledger.ledger import Ledger
 LEDGER = str(Path(sys.executable).with_name("ledger"))
 SEED = int(os.environ.get("LEDGER_CRASH_SEED", "20261122"))
 KILLS = int(os.environ.get("LEDGER_CRASH_KILLS", "6"))
-WORDS = (
-    "the model answered that rivers carry sediment to the sea while glaciers grind mountains into fine "
-    "flour and winds lift dust across deserts so that every landscape records the forces acting on it"
-).split()
+WORDS = [
+    "the", "model", "answered", "that", "rivers", "carry", "sediment", "to", "sea", "while", "glaciers",
+    "grind", "mountains", "into", "fine", "flour", "and", "winds", "lift", "dust", "across", "deserts",
+    "so", "every", "landscape", "records", "forces", "acting", "on", "it",
+]
 
 
 # --- inputs ------------------------------------------------------------------------------------------
@@ -95,7 +96,7 @@ def ledger_env() -> dict[str, str]:
 
 
 def run(args: Sequence[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([LEDGER, *args], cwd=cwd, env=ledger_env(), capture_output=True, text=True, timeout=300)
+    return subprocess.run([LEDGER, *args], check=False, cwd=cwd, env=ledger_env(), capture_output=True, text=True, timeout=300)
 
 
 def timed_run(args: Sequence[str], cwd: Path, db: Path) -> tuple[float, float]:
