@@ -184,7 +184,7 @@ def build_story(base: Path) -> Story:
                 "Water it first, ease the roots loose and use a "
                 "slightly bigger pot with fresh compost.",
             )
-        ],  # fmt: skip
+        ],
         "masked": [{"text": "Story of the week. " + MASKED_COPY + " Tell us yours."}],
     }
     batches: dict[str, int] = {}
@@ -220,3 +220,13 @@ def build_story(base: Path) -> Story:
     checkpoint("masked-ckpt", ["masked"])
     return Story(lg.path, lg.keys_dir, eval_call, distill_call, unused_call, masked_call, batches, records,
                  checkpoints, weights)  # fmt: skip
+
+
+_SHARED: dict[str, Story] = {}
+
+
+def shared_story(factory: Any) -> Story:
+    """One story per test process (both audit test modules read it; tampering tests copy it first)."""
+    if "story" not in _SHARED:
+        _SHARED["story"] = build_story(factory.mktemp("story"))
+    return _SHARED["story"]

@@ -24,10 +24,10 @@ from audit_scenarios import (
     EVAL_TEXT,
     VERIFIER_SECRET,
     Story,
-    build_story,
     ref_normalize,
     ref_record_leaf,
     ref_segment,
+    shared_story,
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -48,7 +48,7 @@ def schema(name: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def story(tmp_path_factory: pytest.TempPathFactory) -> Story:
-    return build_story(tmp_path_factory.mktemp("story"))
+    return shared_story(tmp_path_factory)
 
 
 @pytest.fixture
@@ -420,7 +420,9 @@ def run(story: Story, *args: str) -> subprocess.CompletedProcess[str]:
         "LEDGER_LOCK_TIMEOUT": "5",
         "COLUMNS": "200",
     }
-    return subprocess.run([LEDGER, *args], capture_output=True, text=True, env=env, timeout=120)
+    return subprocess.run(
+        [LEDGER, *args], check=False, capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def test_cli_audit_exit_codes_and_json(story: Story, tmp_path: Path) -> None:

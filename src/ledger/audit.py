@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pyarrow as pa
+import pyarrow as pa  # type: ignore[import-untyped]
 
 from ledger import merkle, store
 from ledger.bundle import BUNDLE_FORMAT, Policy, Suspect, read_policy, read_suspects, verdict_of
@@ -604,7 +604,7 @@ def _near(
         if score >= limit:
             out.append(Finding(
                 type="near", call=needle.call, batch=batch, record=position, segment=needle.segment,
-                similarity=round(score, 6), purpose=needle.purpose, provider=needle.provider, model=needle.model,
+                similarity=score, purpose=needle.purpose, provider=needle.provider, model=needle.model,
                 suspect=needle.suspect, suspect_line=needle.suspect_line,
             ))  # fmt: skip
     return out, notes

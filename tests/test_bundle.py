@@ -1,0 +1,385 @@
+"""Audit bundles: built from real audits, verified offline, re-checked by independent tools, and attacked.
+
+Independent checks use only the fixed formats: a transcription of RFC 9162's inclusion-proof check,
+securesystemslib for the DSSE envelopes, and `cryptography` for the signed note. Exported record leaves
+are rebuilt from the story's raw records with rfc8785 (tests/audit_scenarios.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from audit_scenarios import CLEAN_TEXTS, VERIFIER_SECRET, Story, ref_record_leaf, shared_story
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from securesystemslib.dsse import Envelope as SslibEnvelope
+from securesystemslib.signer import SSlibKey  # type: ignore[attr-defined]
+
+from ledger.audit import audit, build_bundle, export_records
+from ledger.bundle import load_bundle, verify_bundle
+from ledger.errors import VerificationError
+
+SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+LEDGER = str(Path(sys.executable).with_name("ledger"))
+
+
+@pytest.fixture(scope="module")
+def story(tmp_path_factory: pytest.TempPathFactory) -> Story:
+    return shared_story(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def vkey(story: Story) -> str:
+    lg = story.ledger()
+    return lg.export_key("log").vkey(lg.origin)
+
+
+@pytest.fixture(scope="module")
+def bundles(story: Story) -> dict[str, dict[str, Any]]:
+    lg = story.ledger()
+    return {
+        name: build_bundle(lg, audit(lg, name))
+        for name in ("c3", "clean-ckpt", "student", "masked-ckpt")
+    }
+
+
+def problems(bundle: dict[str, Any], vkey: str, **kwargs: Any) -> list[str]:
+    report = verify_bundle(bundle, vkey, **kwargs)
+    return [f"{p.where}: {p.what}" for p in report.problems]
+
+
+# --- independent re-checks ----------------------------------------------------------------------------
+
+
+def rfc9162_verify_inclusion(
+    leaf: bytes, index: int, size: int, proof: list[bytes], root: bytes
+) -> bool:
+    """RFC 9162 §2.1.3.2, transcribed."""
+    if index >= size:
+        return False
+    fn, sn = index, size - 1
+    r = hashlib.sha256(b"\x00" + leaf).digest()
+    for p in proof:
+        if sn == 0:
+            return False
+        if fn & 1 or fn == sn:
+            r = hashlib.sha256(b"\x01" + p + r).digest()
+            while not fn & 1 and fn != 0:
+                fn >>= 1
+                sn >>= 1
+        else:
+            r = hashlib.sha256(b"\x01" + r + p).digest()
+        fn >>= 1
+        sn >>= 1
+    return sn == 0 and r == root
+
+
+def open_note(note: str, vkey: str) -> tuple[int, bytes]:
+    """Check a C2SP signed tree head with `cryptography` alone; return (size, root)."""
+    name, key_hash, key_b64 = vkey.split("+", 2)
+    key = base64.b64decode(key_b64)
+    assert key[0] == 1
+    text, _, signatures = note.partition("\n\n")
+    text += "\n"
+    (line,) = signatures.strip("\n").split("\n")
+    assert line.startswith(f"\u2014 {name} ")
+    raw = base64.b64decode(line.rsplit(" ", 1)[1])
+    assert raw[:4].hex() == key_hash
+    Ed25519PublicKey.from_public_bytes(key[1:]).verify(raw[4:], text.encode())
+    origin, size, root_b64 = text.rstrip("\n").split("\n")
+    assert origin == name
+    return int(size), base64.b64decode(root_b64)
+
+
+def test_contaminated_bundle_verifies_and_independent_tools_agree(
+    bundles: dict[str, Any], vkey: str, story: Story
+) -> None:
+    bundle = bundles["c3"]
+    jsonschema.validate(bundle, json.loads((SCHEMAS / "audit-bundle.schema.json").read_text()))
+    report = verify_bundle(bundle, vkey)
+    assert report.ok, report.problems
+    assert report.verdict == "contaminated" and report.checkpoint == "c3"
+
+    size, root = open_note(bundle["tree_head"], vkey)
+    keys_by_id = {k["keyid"]: k for k in bundle["keys"]}
+    indexes = {e["index"] for e in bundle["entries"]}
+    assert {story.eval_call, story.batches["early"], *story.checkpoints.values()} >= {
+        story.checkpoints["c3"]
+    }
+    assert {story.eval_call, story.batches["early"], story.checkpoints["base"]} <= indexes
+    for item in bundle["entries"]:
+        leaf = base64.b64decode(item["leaf"])
+        proof = [bytes.fromhex(p) for p in item["proof"]]
+        assert rfc9162_verify_inclusion(leaf, item["index"], size, proof, root)
+        envelope = SslibEnvelope.from_dict(json.loads(leaf))
+        (signature,) = envelope.signatures.values()
+        key = keys_by_id[signature.keyid]
+        public = Ed25519PublicKey.from_public_bytes(base64.b64decode(key["public_key"]))
+        assert list(envelope.verify([SSlibKey.from_crypto(public, keyid=key["keyid"])], 1)) == [
+            key["keyid"]
+        ]
+
+    bodies = {e["index"]: json.loads(base64.b64decode(json.loads(base64.b64decode(e["leaf"]))["payload"]))
+              for e in bundle["entries"]}  # fmt: skip
+    (record,) = bundle["records"]
+    batch = bodies[record["batch"]]
+    leaf = base64.b64decode(record["leaf"])
+    assert leaf == ref_record_leaf(story.records["early"][2])
+    assert rfc9162_verify_inclusion(
+        leaf, record["position"], batch["count"], [bytes.fromhex(p) for p in record["proof"]],
+        bytes.fromhex(batch["records_root"]),
+    )  # fmt: skip
+    exact = [f for f in bundle["findings"] if f["type"] == "exact"]
+    assert exact and all(f["segment"] in bodies[f["call"]]["outputs"] for f in exact)
+    assert all(f["segment"] in json.loads(leaf)["segments"] for f in exact)
+
+
+def test_declared_near_and_clean_bundles_verify(bundles: dict[str, Any], vkey: str) -> None:
+    for name, verdict in (
+        ("student", "contaminated"),
+        ("masked-ckpt", "suspect"),
+        ("clean-ckpt", "clean"),
+    ):
+        report = verify_bundle(bundles[name], vkey)
+        assert report.ok, (name, report.problems)
+        assert report.verdict == verdict
+    near_records = bundles["masked-ckpt"]["records"]
+    assert near_records and all("fingerprint" in r for r in near_records)
+
+
+def test_bundles_never_import_duckdb(bundles: dict[str, Any], vkey: str, tmp_path: Path) -> None:
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps(bundles["masked-ckpt"]))
+    code = (
+        "import sys; sys.modules['duckdb'] = None\n"
+        "from ledger.bundle import load_bundle, verify_bundle\n"
+        f"r = verify_bundle(load_bundle({str(path)!r}), {vkey!r})\n"
+        "assert r.ok, r.problems; print(r.verdict)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "suspect"
+
+
+# --- tampering ---------------------------------------------------------------------------------------
+
+
+def test_claims_that_do_not_follow_are_refused(bundles: dict[str, Any], vkey: str) -> None:
+    student = copy.deepcopy(bundles["student"])
+    student["findings"] = []
+    student["verdict"] = "clean"
+    found = problems(student, vkey)
+    assert any("declares call" in p for p in found)
+
+    c3 = copy.deepcopy(bundles["c3"])
+    c3["verdict"] = "clean"
+    assert any("expected contaminated" in p for p in problems(c3, vkey))
+
+    c3 = copy.deepcopy(bundles["c3"])
+    c3["findings"][0]["purpose"] = "training-data"
+    assert any("expected purpose 'evaluation'" in p for p in problems(c3, vkey))
+
+    c3 = copy.deepcopy(bundles["c3"])
+    early = next(e for e in c3["entries"] if e["index"] == c3["records"][0]["batch"])
+    c3["entries"].remove(early)  # hide the batch that carries the evidence
+    assert problems(c3, vkey)
+
+    masked = copy.deepcopy(bundles["masked-ckpt"])
+    masked["findings"][0]["similarity"] = 0.99
+    assert any("recomputed from the proven fingerprints" in p for p in problems(masked, vkey))
+
+
+def test_wrong_key_fails_at_the_tree_head(bundles: dict[str, Any], story: Story) -> None:
+    from ledger import keys
+
+    other = keys.vkey("audit.test/log", keys.SigningKey.generate().public)
+    found = problems(bundles["c3"], other)
+    assert len(found) == 1 and found[0].startswith("tree_head:")
+
+
+def compact(bundle: dict[str, Any]) -> bytes:
+    return (json.dumps(bundle, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+
+def regions(raw: bytes, bundle: dict[str, Any]) -> list[tuple[int, int]]:
+    """Byte ranges of the parts whose every byte is checked: head, keys, entries, records, findings, verdict."""
+    text = raw.decode()
+    out = []
+    for key in ("tree_head", "keys", "entries", "records", "findings", "verdict", "checkpoint"):
+        value = json.dumps(bundle[key], separators=(",", ":"), ensure_ascii=False)
+        start = len(text[: text.index(f'"{key}":' + value)].encode())
+        out.append((start, start + len(f'"{key}":'.encode() + value.encode())))
+    return out
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_any_flipped_byte_in_the_evidence_is_caught(
+    bundles: dict[str, Any], vkey: str, data: st.DataObject
+) -> None:
+    bundle = bundles["masked-ckpt"] if data.draw(st.booleans()) else bundles["c3"]
+    raw = compact(bundle)
+    start, end = data.draw(st.sampled_from(regions(raw, bundle)))
+    position = data.draw(st.integers(start, end - 1))
+    value = data.draw(st.integers(0, 255).filter(lambda v: v != raw[position]))
+    flipped = raw[:position] + bytes([value]) + raw[position + 1 :]
+    try:
+        document = json.loads(flipped.decode())
+    except (UnicodeDecodeError, ValueError):
+        return  # unreadable: `load_bundle` refuses it and the CLI exits 1
+    assert not verify_bundle(document, vkey).ok, (
+        position,
+        raw[position - 20 : position + 20],
+        value,
+    )
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([LEDGER, *args], capture_output=True, text=True, check=False, timeout=120)
+
+
+def test_cli_one_flipped_byte_exits_1(bundles: dict[str, Any], vkey: str, tmp_path: Path) -> None:
+    (tmp_path / "lab.vkey").write_text(vkey + "\n")
+    raw = compact(bundles["c3"])
+    intact = tmp_path / "intact.json"
+    intact.write_bytes(raw)
+    good = run("verify-bundle", str(intact), "--key", str(tmp_path / "lab.vkey"), "--json")
+    assert good.returncode == 0, good.stdout + good.stderr
+    jsonschema.validate(
+        json.loads(good.stdout), json.loads((SCHEMAS / "verify-bundle.schema.json").read_text())
+    )
+    leaf = bundles["c3"]["entries"][3]["leaf"]
+    at = raw.index(leaf.encode()) + len(leaf) // 2
+    flipped = tmp_path / "flipped.json"
+    flipped.write_bytes(raw[:at] + bytes([raw[at] ^ 0x01]) + raw[at + 1 :])
+    bad = run("verify-bundle", str(flipped), "--key", vkey)
+    assert bad.returncode == 1
+    assert "BUNDLE DOES NOT VERIFY" in bad.stdout
+    broken = tmp_path / "broken.json"
+    broken.write_bytes(raw[:10] + b"\xff" + raw[11:])
+    assert run("verify-bundle", str(broken), "--key", vkey).returncode == 1
+
+
+def test_not_json_is_a_verification_error(tmp_path: Path) -> None:
+    path = tmp_path / "b.json"
+    path.write_bytes(b'{"format": "ledger.audit-bundle/v1", "entr')
+    with pytest.raises(VerificationError, match="not valid JSON"):
+        load_bundle(path)
+
+
+# --- a clean verdict, checked against the verifier's own suspects -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def exported(story: Story, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("export")
+    export_records(story.ledger(), out, "clean-ckpt")
+    return out
+
+
+def test_clean_bundle_export_and_verifier_suspects(bundles: dict[str, Any], vkey: str, exported: Path,
+                                                   tmp_path: Path) -> None:  # fmt: skip
+    bundle = tmp_path / "clean.json"
+    bundle.write_bytes(compact(bundles["clean-ckpt"]))
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text(
+        json.dumps({"text": "nothing like this was ever in the training data, surely"}) + "\n"
+    )
+    ok = run(
+        "verify-bundle",
+        str(bundle),
+        "--key",
+        vkey,
+        "--records",
+        str(exported),
+        "--suspects",
+        str(mine),
+    )
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    mine.write_text(json.dumps({"text": VERIFIER_SECRET}) + "\n")
+    refuted = run(
+        "verify-bundle",
+        str(bundle),
+        "--key",
+        vkey,
+        "--records",
+        str(exported),
+        "--suspects",
+        str(mine),
+    )
+    assert refuted.returncode == 1
+    assert "suspect #0" in refuted.stdout and "expected contaminated" in refuted.stdout.replace(
+        "\n", " "
+    )
+
+
+def test_altered_exports_are_caught(
+    bundles: dict[str, Any], vkey: str, exported: Path, tmp_path: Path
+) -> None:
+    table = pq.read_table(exported)
+    rows = list(zip(*(table.column(c).to_pylist() for c in ("batch", "position", "leaf"))))
+    assert [leaf for _, _, leaf in rows] == [ref_record_leaf(r) for r in shared_records(bundles)]
+
+    def check(altered: list[tuple[int, int, bytes]]) -> list[str]:
+        out = tmp_path / f"alt{len(list(tmp_path.iterdir()))}"
+        out.mkdir()
+        pq.write_table(pa.table({"batch": pa.array([r[0] for r in altered], pa.int64()),
+                                 "position": pa.array([r[1] for r in altered], pa.int64()),
+                                 "leaf": pa.array([r[2] for r in altered], pa.binary())}), out / "r.parquet")  # fmt: skip
+        return problems(bundles["clean-ckpt"], vkey, records_dir=out)
+
+    assert check(rows) == []
+    assert any("missing" in p for p in check(rows[:-1]))
+    assert any("appears 2 times" in p for p in check([*rows, rows[0]]))
+    assert any("extra row" in p for p in check([*rows, (rows[0][0], 99, rows[0][2])]))
+    hidden = ref_record_leaf({"messages": [{"role": "user", "content": "x"}]})
+    assert any("was altered" in p for p in check([rows[0], (rows[1][0], 1, hidden), rows[2]]))
+
+
+def shared_records(bundles: dict[str, Any]) -> list[Any]:
+    from audit_scenarios import chat_record
+
+    return [chat_record("Say something plain.", t) for t in CLEAN_TEXTS[:3]]
+
+
+def test_inconclusive_audit_still_gives_a_verifiable_bundle(
+    story: Story, vkey: str, tmp_path: Path
+) -> None:
+    import duckdb
+
+    private = story.copy(tmp_path / "copy")
+    conn = duckdb.connect(str(private.path))
+    conn.execute(
+        f"DELETE FROM record_segments WHERE batch = {private.batches['early']} AND position = 2"
+    )
+    conn.close()
+    lg = private.ledger()
+    report = audit(lg, "c3")
+    assert report.verdict == "inconclusive"
+    bundle = build_bundle(lg, report)
+    assert bundle["problems"]
+    result = verify_bundle(bundle, vkey)
+    assert result.ok and result.verdict == "inconclusive"
+    # the evidence row is gone, but the record's committed fingerprint still resembles the call
+    assert {(f.type, f.record) for f in report.findings if f.call == private.eval_call} == {
+        ("near", 2)
+    }
+    bundle["problems"] = []  # a bundle that hides why it is inconclusive does not verify
+    assert any(p.startswith("verdict: expected suspect") for p in problems(bundle, vkey))
