@@ -228,7 +228,9 @@ def regions(raw: bytes, bundle: dict[str, Any]) -> list[tuple[int, int]]:
 
 
 @settings(
-    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=int(os.environ.get("FLIP_EXAMPLES", "150")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(data=st.data())
 def test_any_flipped_byte_in_the_evidence_is_caught(

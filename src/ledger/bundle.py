@@ -1047,13 +1047,13 @@ def verify_bundle(
                 )
         coverage = bundle.get("coverage")
         if not v.incomplete and len(leaves) == len(wanted) and isinstance(coverage, Mapping):
-            segments = sum(
+            counted = sum(
                 _segment_count(leaf) for batch_leaves in leaves.values() for leaf in batch_leaves
             )
-            if coverage.get("segments") != segments:
+            if coverage.get("segments") != counted:
                 p.add(
                     "coverage",
-                    f"expected {segments} segments (counted in the export), found {coverage.get('segments')!r}",
+                    f"expected {counted} segments (counted in the export), found {coverage.get('segments')!r}",
                 )
         if suspect_list is not None:
             hits = _suspects_in_export(leaves, suspect_list)
