@@ -10,8 +10,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import unicodedata
@@ -797,3 +799,22 @@ def test_records_without_segments_have_empty_fingerprints(lg: Ledger, tmp_path: 
     assert entry.records_root == ref_root(records)
     assert lg.entry("ids").body["fingerprints"]["root"] == ref_mth([b""] * 5).hex()
     assert rows(lg, "SELECT count(*) FROM record_segments") == [(0,)]
+
+
+def test_a_killed_recorders_spill_files_are_removed_by_the_next(
+    lg: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    stale = tmp_path / f".ledger.duckdb.spill-{socket.gethostname()}-{dead}-abc"
+    stale.mkdir()
+    (stale / "records.parquet").write_bytes(b"partial")
+    alive = tmp_path / f".ledger.duckdb.spill-{socket.gethostname()}-{os.getpid()}-def"
+    alive.mkdir()
+    monkeypatch.setattr(recording, "SPILL_ROWS", 10)
+    lg.record_batch([small_record(i) for i in range(20)], id="spilled")
+    assert not stale.exists() and alive.exists()

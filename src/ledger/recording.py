@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import base64
 import functools
+import glob
 import hashlib
 import itertools
+import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -220,26 +223,55 @@ class _HashedBatches:
 
 
 class _SpillDir:
-    """A temporary directory for spilled rows, created on first use, next to the DB or in TMPDIR."""
+    """A temporary directory for spilled rows, created on first use, next to the DB or in TMPDIR.
+
+    Next to the database because the rows end up there anyway (TMPDIR is often a small tmpfs). The name
+    carries host and pid, so leftovers of a killed recorder are removed by the next one.
+    """
 
     def __init__(self, near: Path) -> None:
         self._near = near
         self.path: Path | None = None
 
+    def _prefix(self) -> str:
+        return f".{self._near.name}.spill-{socket.gethostname()}-"
+
     def __call__(self) -> Path:
         if self.path is None:
+            self._remove_stale()
             try:
-                self.path = Path(
-                    tempfile.mkdtemp(prefix=f".{self._near.name}.spill-", dir=self._near.parent)
-                )
+                prefix = f"{self._prefix()}{os.getpid()}-"
+                self.path = Path(tempfile.mkdtemp(prefix=prefix, dir=self._near.parent))
             except OSError:
                 self.path = Path(tempfile.mkdtemp(prefix="ledger-spill-"))
         return self.path
+
+    def _remove_stale(self) -> None:
+        """Delete spill directories of this host's recorders that no longer run (killed mid-hash)."""
+        prefix = self._prefix()
+        try:
+            candidates = list(self._near.parent.glob(glob.escape(prefix) + "*"))
+        except OSError:
+            return
+        for candidate in candidates:
+            pid_text = candidate.name[len(prefix) :].split("-", 1)[0]
+            if pid_text.isdigit() and not _process_alive(int(pid_text)):
+                shutil.rmtree(candidate, ignore_errors=True)
 
     def cleanup(self) -> None:
         if self.path is not None:
             shutil.rmtree(self.path, ignore_errors=True)
             self.path = None
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class _BatchHasher:
