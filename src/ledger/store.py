@@ -16,6 +16,7 @@ by `verify`/`audit`):
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -130,11 +131,37 @@ def _check_schema(conn: duckdb.DuckDBPyConnection, path: Path) -> None:
         raise CorruptDatabaseError(f"{path}: not a ledger database (no meta table)") from exc
     if row is None:
         raise CorruptDatabaseError(f"{path}: not a ledger database (no schema version)")
-    version = int(row[0])
+    try:
+        version = int(str(row[0]))
+    except ValueError:
+        version = 0
+    if version < 1:  # no ledger ever had such a version: a damaged meta row, not something to migrate
+        raise CorruptDatabaseError(f"{path}: expected a schema version 1..{SCHEMA_VERSION}, found {str(row[0])[:40]!r}")
     if version > SCHEMA_VERSION:
         raise CorruptDatabaseError(f"{path}: schema version {version} is newer than this ledger ({SCHEMA_VERSION})")
     if version < SCHEMA_VERSION:
-        migrate(conn, version)
+        try:
+            migrate(conn, version)
+        except duckdb.Error as exc:
+            raise CorruptDatabaseError(f"{path}: cannot migrate schema version {version}: {_first_line(exc)}") from exc
+    found = {tuple(r) for r in conn.execute(_COLUMNS_SQL).fetchall()}
+    missing = sorted(_expected_columns() - found)
+    if missing:
+        names = ", ".join(f"{table}.{column} {kind}" for table, column, kind in missing[:4])
+        raise CorruptDatabaseError(f"{path}: not a ledger database (expected columns {names}, found none)")
+
+
+_COLUMNS_SQL = """SELECT table_name, column_name, data_type FROM duckdb_columns()
+                  WHERE database_name = current_database() AND schema_name = 'main'"""
+
+
+@functools.cache
+def _expected_columns() -> frozenset[tuple[str, str, str]]:
+    """The tables and columns every query relies on; a file without them fails one clear way, not many odd ones."""
+    with duckdb.connect() as memory:
+        for statement in _SCHEMA:
+            memory.execute(statement)
+        return frozenset(tuple(r) for r in memory.execute(_COLUMNS_SQL).fetchall())
 
 
 def migrate(conn: duckdb.DuckDBPyConnection, version: int) -> None:
