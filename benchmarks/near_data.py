@@ -19,6 +19,7 @@ import random
 import re
 import sysconfig
 import unicodedata
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -81,7 +82,9 @@ def stdlib_paragraphs(max_files: int | None = None) -> Iterator[Paragraph]:
     """Docstring paragraphs of the standard library's modules, classes and functions."""
     root = sysconfig.get_paths()["stdlib"]
     files = sorted(glob.glob(os.path.join(root, "**", "*.py"), recursive=True))
-    files = [f for f in files if not re.search(r"(/test/|/tests/|site-packages|/idlelib/|/lib2to3/)", f)]
+    files = [
+        f for f in files if not re.search(r"(/test/|/tests/|site-packages|/idlelib/|/lib2to3/)", f)
+    ]
     for path in files[:max_files] if max_files is not None else files:
         try:
             with open(path, encoding="utf-8") as fh:
@@ -146,8 +149,18 @@ def pydoc_topic_paragraphs() -> Iterator[Paragraph]:
 
 
 _TROFF_INLINE = re.compile(r"\\f(\[[^]]*\]|\(..|.)|\\s[-+]?\d|\\\*(\(..|\[[^]]*\]|.)|\\[&|^%]")
-_TROFF_CHARS = {r"\-": "-", r"\(em": "--", r"\(en": "-", r"\(aq": "'", r"\(dq": '"', r"\(lq": '"',
-                r"\(rq": '"', r"\e": "\\", r"\ ": " ", r"\(bu": "*"}  # fmt: skip
+_TROFF_CHARS = {
+    r"\-": "-",
+    r"\(em": "--",
+    r"\(en": "-",
+    r"\(aq": "'",
+    r"\(dq": '"',
+    r"\(lq": '"',
+    r"\(rq": '"',
+    r"\e": "\\",
+    r"\ ": " ",
+    r"\(bu": "*",
+}
 
 
 def _troff_text(line: str) -> str:
@@ -187,12 +200,14 @@ def man_paragraphs(max_files: int | None = 4000) -> Iterator[Paragraph]:
             yield Paragraph(path, " ".join(lines))
 
 
+_NOT_PROSE = re.compile(r"[^\w\s]|[\d_]")
+
+
 def _is_prose(text: str) -> bool:
     """Running English text: mostly letters and spaces, several words."""
     if len(text) < 60 or len(text.split()) < 10:
         return False
-    letters = sum(c.isalpha() or c.isspace() for c in text)
-    return letters >= 0.85 * len(text)
+    return len(_NOT_PROSE.findall(text)) <= 0.15 * len(text)
 
 
 def _sentences(text: str, limit: int) -> Iterator[str]:
@@ -273,11 +288,10 @@ def load_paragraphs(
     index: dict[str, list[int]] = {}
     for para in passages(itertools.chain(*sources), rng):
         grams = _word_grams(para.text)
-        hits: dict[int, int] = {}
-        for g in grams:
-            for j in index.get(g, ()):
-                hits[j] = hits.get(j, 0) + 1
-        if any(c / max(1, min(len(grams), len(kept_grams[j]))) > max_overlap for j, c in hits.items()):
+        hits = Counter(itertools.chain.from_iterable(index.get(g, ()) for g in grams))
+        if any(
+            c / max(1, min(len(grams), len(kept_grams[j]))) > max_overlap for j, c in hits.items()
+        ):
             continue
         for g in grams:
             index.setdefault(g, []).append(len(kept))
@@ -339,9 +353,17 @@ def recase(text: str, rng: random.Random) -> str:
 
 def repunct(text: str, rng: random.Random) -> str:
     """Change punctuation: drop or swap marks, quotes and dashes, add stray commas."""
-    swaps = {",": ("", ";", " -"), ".": (";", "!", "", " ..."), ";": (",", "."), ":": (" -", ","),
-             '"': ("'", "“", ""), "'": ("’", ""), "(": ("", "[", ", "), ")": ("", "]", ","),
-             "-": (" ", "", "—")}  # fmt: skip
+    swaps = {
+        ",": ("", ";", " -"),
+        ".": (";", "!", "", " ..."),
+        ";": (",", "."),
+        ":": (" -", ","),
+        '"': ("'", "“", ""),
+        "'": ("’", ""),
+        "(": ("", "[", ", "),
+        ")": ("", "]", ","),
+        "-": (" ", "", "—"),
+    }
     out: list[str] = []
     for c in text:
         if c in swaps and rng.random() < 0.6:
@@ -389,9 +411,19 @@ def embed(text: str, pool: Sequence[Paragraph], rng: random.Random) -> str:
 # --------------------------------------------------------------------------- the set
 
 EDITS = (
-    "exact", "mask10", "mask20", "respace", "recase", "repunct", "reformat",
-    "truncate-half", "embedded", "embedded-mask10", "split-texts", "split-part",
-)  # fmt: skip
+    "exact",
+    "mask10",
+    "mask20",
+    "respace",
+    "recase",
+    "repunct",
+    "reformat",
+    "truncate-half",
+    "embedded",
+    "embedded-mask10",
+    "split-texts",
+    "split-part",
+)
 
 
 def make_eval_set(
@@ -441,7 +473,9 @@ def make_eval_set(
             records.append(Record(f"o{o}/split-part/{j}", (normalize(part),), o, "split-part"))
     n_near = min(len(near_topic), n_distractors // 2)
     for j, pi in enumerate(sorted(rng.sample(near_topic, n_near))):
-        records.append(Record(f"d{j}/near-topic", (normalize(paragraphs[pi].text),), None, "near-topic"))
+        records.append(
+            Record(f"d{j}/near-topic", (normalize(paragraphs[pi].text),), None, "near-topic")
+        )
     for j in range(n_distractors - n_near):
         if j % 2:
             texts = [paragraphs[rest[rng.randrange(len(rest))]].text]
@@ -449,7 +483,9 @@ def make_eval_set(
         else:
             texts = ["\n\n".join(_filler(filler_pool, rng.randrange(600, 6000), rng))]
             edit = "random-long"
-        records.append(Record(f"d{n_near + j}/{edit}", tuple(normalize(t) for t in texts), None, edit))
+        records.append(
+            Record(f"d{n_near + j}/{edit}", tuple(normalize(t) for t in texts), None, edit)
+        )
     return EvalSet(
         outputs=tuple(normalize(paragraphs[i].text) for i in out_idx),
         output_sources=tuple(paragraphs[i].source for i in out_idx),

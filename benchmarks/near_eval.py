@@ -28,8 +28,16 @@ import near_data
 
 from ledger import fingerprint as fpm
 
-TARGETS = {"mask10": 0.95, "mask20": 0.95, "respace": 0.95, "recase": 0.95, "repunct": 0.95,
-           "reformat": 0.95, "truncate-half": 0.95, "embedded": 0.95}  # fmt: skip
+TARGETS = {
+    "mask10": 0.95,
+    "mask20": 0.95,
+    "respace": 0.95,
+    "recase": 0.95,
+    "repunct": 0.95,
+    "reformat": 0.95,
+    "truncate-half": 0.95,
+    "embedded": 0.95,
+}
 
 
 @dataclass(frozen=True)
@@ -46,14 +54,22 @@ class Result:
     keys_per_record: float
 
 
-def run(ev: near_data.EvalSet, params: fpm.FingerprintParams) -> Result:
+def run(
+    ev: near_data.EvalSet, params: fpm.FingerprintParams, min_samples: int = fpm.DEFAULT_MIN_SAMPLES
+) -> Result:
     """Fingerprint needles and records, search with threshold 0 and keep every candidate's score."""
     t0 = time.perf_counter()
     needle_fps = fpm.fingerprint_texts(ev.outputs, params)
     blobs = fpm.fingerprint_records([r.texts for r in ev.records], params)
     t1 = time.perf_counter()
     scores: dict[tuple[int, int], float] = {}
-    for n, h, s in fpm.near_matches(list(enumerate(needle_fps)), enumerate(blobs), params, threshold=0.0):
+    for n, h, s in fpm.near_matches(
+        list(enumerate(needle_fps)),
+        enumerate(blobs),
+        params,
+        threshold=0.0,
+        min_samples=min_samples,
+    ):
         assert isinstance(n, int) and isinstance(h, int)
         scores[(n, h)] = s
     t2 = time.perf_counter()
@@ -66,7 +82,9 @@ def run(ev: near_data.EvalSet, params: fpm.FingerprintParams) -> Result:
         match_seconds=t2 - t1,
         needle_bytes=float(np.mean([len(f) for f in needle_fps])),
         record_bytes=float(np.mean([len(b) for b in blobs])),
-        text_bytes_per_kchar=1000 * (sum(len(b) for b in blobs) - header) / sum(len(t) for t in texts),
+        text_bytes_per_kchar=1000
+        * (sum(len(b) for b in blobs) - header)
+        / sum(len(t) for t in texts),
         keys_per_record=float(np.mean([len(fpm.haystack_bands(b, params)) for b in blobs[:2000]])),
     )
 
@@ -118,7 +136,9 @@ def rates(ev: near_data.EvalSet, res: Result, threshold: float) -> Rates:
     )
 
 
-def datasketch_speed(texts: Sequence[str], params: fpm.FingerprintParams, num_perm: int) -> tuple[float, float]:
+def datasketch_speed(
+    texts: Sequence[str], params: fpm.FingerprintParams, num_perm: int
+) -> tuple[float, float]:
     """Seconds for our fingerprints and for datasketch.MinHash.bulk on the same texts.
 
     datasketch gets the same shingles (canonical 8-byte char shingles) ready-made, so its time
@@ -139,7 +159,9 @@ def datasketch_speed(texts: Sequence[str], params: fpm.FingerprintParams, num_pe
     return t2 - t1, t1 - t0
 
 
-def peer_recall(ev: near_data.EvalSet, params: fpm.FingerprintParams, n_outputs: int) -> dict[str, float]:
+def peer_recall(
+    ev: near_data.EvalSet, params: fpm.FingerprintParams, n_outputs: int
+) -> dict[str, float]:
     """Recall and FP of the reference peer: datasketch MinHash + MinHashLSH (Jaccard >= 0.5)."""
     from datasketch import MinHash, MinHashLSH
 
@@ -171,7 +193,9 @@ def peer_recall(ev: near_data.EvalSet, params: fpm.FingerprintParams, n_outputs:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--outputs", type=int, default=1000)
     ap.add_argument("--distractors", type=int, default=5000)
     ap.add_argument("--man-files", type=int, default=1500)
@@ -181,6 +205,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--no-peer", action="store_true", help="skip the datasketch MinHashLSH recall")
     ap.add_argument("--speed-texts", type=int, default=3000)
     ap.add_argument("--param", action="append", default=[], help="override a param: name=int")
+    ap.add_argument("--min-samples", type=int, default=fpm.DEFAULT_MIN_SAMPLES)
     args = ap.parse_args(argv)
     params = fpm.DEFAULT_PARAMS
     for p in args.param:
@@ -192,11 +217,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     ev = near_data.make_eval_set(paragraphs, args.outputs, args.distractors, seed=args.seed)
     load_s = time.perf_counter() - t
     n_texts = len(ev.outputs) + sum(len(r.texts) for r in ev.records)
-    print(f"eval set: {len(paragraphs)} passages -> {len(ev.outputs)} outputs, {len(ev.records)} records "
-          f"({n_texts} texts), built in {load_s:.1f}s")
-    print(f"params: {params.to_json()}  threshold {args.threshold}")
+    print(
+        f"eval set: {len(paragraphs)} passages -> {len(ev.outputs)} outputs, {len(ev.records)} records "
+        f"({n_texts} texts), built in {load_s:.1f}s"
+    )
+    print(f"params: {params.to_json()}  threshold {args.threshold}  min_samples {args.min_samples}")
 
-    res = run(ev, params)
+    res = run(ev, params, args.min_samples)
     r = rates(ev, res, args.threshold)
     print(f"\n{'edit':<18}{'recall':>8}{'found':>12}{'target':>8}")
     for edit in near_data.EDITS:
@@ -206,45 +233,77 @@ def main(argv: Sequence[str] | None = None) -> None:
         tgt = f"{target:.2f}" if target else "-"
         print(f"{edit:<18}{got / max(1, of):>8.3f}{f'{got}/{of}':>12}{tgt:>8}{flag}")
     fp_rate = r.fp_distractor_pairs / max(1, r.n_distractor_pairs)
-    print(f"\nfalse positives, distractor pairs: {r.fp_distractor_pairs}/{r.n_distractor_pairs} = "
-          f"{100 * fp_rate:.4f}% (target <= 0.1%)  {'ok' if fp_rate <= 0.001 else 'MISS'}")
-    print(f"false positives, pairs with other outputs' variants: {r.fp_other_pairs}/{r.n_other_pairs} = "
-          f"{100 * r.fp_other_pairs / max(1, r.n_other_pairs):.4f}%")
-    print(f"distractor records matching any output: {r.distractors_hit}/{r.n_distractors} = "
-          f"{100 * r.distractors_hit / max(1, r.n_distractors):.3f}%")
-    for n, ri, s in r.fp_examples[:3]:
+    print(
+        f"\nfalse positives, distractor pairs: {r.fp_distractor_pairs}/{r.n_distractor_pairs} = "
+        f"{100 * fp_rate:.4f}% (target <= 0.1%)  {'ok' if fp_rate <= 0.001 else 'MISS'}"
+    )
+    print(
+        f"false positives, pairs with other outputs' variants: {r.fp_other_pairs}/{r.n_other_pairs} = "
+        f"{100 * r.fp_other_pairs / max(1, r.n_other_pairs):.4f}%"
+    )
+    print(
+        f"distractor records matching any output: {r.distractors_hit}/{r.n_distractors} = "
+        f"{100 * r.distractors_hit / max(1, r.n_distractors):.3f}%"
+    )
+    shown = [x for x in r.fp_examples if ev.records[x[1]].output is None][:4]
+    shown += [x for x in r.fp_examples if ev.records[x[1]].output is not None][:2]
+    for n, ri, s in shown:
         truth = max(near_data.true_overlap(ev.outputs[n], t) for t in ev.records[ri].texts)
-        print(f"  fp: output {n} vs {ev.records[ri].key}: similarity {s:.2f}, exact word-4-gram overlap {truth:.2f}")
+        print(
+            f"  fp: output {n} vs record {ev.records[ri].key}: similarity {s:.2f}; "
+            f"exact word-4-gram overlap coefficient {truth:.2f} (independent check of the label)"
+        )
     cands = len(res.scores) / max(1, res.n_outputs)
-    print(f"\ncandidates per needle: {cands:.1f} of {len(ev.records)} records; band keys per record: "
-          f"{res.keys_per_record:.0f}")
-    print(f"storage: needle {res.needle_bytes:.0f} B avg, record {res.record_bytes:.0f} B avg, "
-          f"{res.text_bytes_per_kchar:.0f} B per 1000 chars of text")
-    print(f"time: fingerprint {res.fingerprint_seconds:.2f}s ({n_texts / res.fingerprint_seconds:,.0f} texts/s), "
-          f"search {res.match_seconds:.2f}s")
+    print(
+        f"\ncandidates per needle: {cands:.1f} of {len(ev.records)} records; band keys per record: "
+        f"{res.keys_per_record:.0f}"
+    )
+    print(
+        f"storage: needle {res.needle_bytes:.0f} B avg, record {res.record_bytes:.0f} B avg, "
+        f"{res.text_bytes_per_kchar:.0f} B per 1000 chars of text"
+    )
+    print(
+        f"time: fingerprint {res.fingerprint_seconds:.2f}s ({n_texts / res.fingerprint_seconds:,.0f} texts/s), "
+        f"search {res.match_seconds:.2f}s"
+    )
 
     if args.sweep:
-        print(f"\n{'threshold':>9} " + " ".join(f"{e[:9]:>9}" for e in near_data.EDITS) + f" {'fp-pairs':>9}")
+        print(
+            f"\n{'threshold':>9} "
+            + " ".join(f"{e[:9]:>9}" for e in near_data.EDITS)
+            + f" {'fp-pairs':>9}"
+        )
         for th in (0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.7):
             rr = rates(ev, res, th)
-            cells = " ".join(f"{rr.recall[e][0] / max(1, rr.recall[e][1]):>9.3f}" for e in near_data.EDITS)
-            print(f"{th:>9.2f} {cells} {100 * rr.fp_distractor_pairs / max(1, rr.n_distractor_pairs):>8.4f}%")
+            cells = " ".join(
+                f"{rr.recall[e][0] / max(1, rr.recall[e][1]):>9.3f}" for e in near_data.EDITS
+            )
+            print(
+                f"{th:>9.2f} {cells} {100 * rr.fp_distractor_pairs / max(1, rr.n_distractor_pairs):>8.4f}%"
+            )
 
     texts = list(ev.outputs) + [t for rec in ev.records for t in rec.texts]
-    texts = texts[: args.speed_texts]
-    print(f"\nspeed on {len(texts)} texts (avg {np.mean([len(t) for t in texts]):.0f} chars), same run:")
+    pick = np.random.default_rng(args.seed).permutation(len(texts))[: args.speed_texts]
+    texts = [texts[i] for i in sorted(pick)]
+    print(
+        f"\nspeed on {len(texts)} texts (avg {np.mean([len(t) for t in texts]):.0f} chars), same run:"
+    )
     for num_perm in (128, 256):
         ours, theirs = datasketch_speed(texts, params, num_perm)
-        print(f"  datasketch.MinHash.bulk num_perm={num_perm}: {theirs:.2f}s; ours {ours:.3f}s; "
-              f"ratio {theirs / ours:.1f}x (target >= 5x)")
+        print(
+            f"  datasketch.MinHash.bulk num_perm={num_perm}: {theirs:.2f}s; ours {ours:.3f}s; "
+            f"ratio {theirs / ours:.1f}x (target >= 5x)"
+        )
     if not args.no_peer:
         n = min(200, len(ev.outputs))
         t = time.perf_counter()
         peer = peer_recall(ev, params, n)
         cells = ", ".join(f"{e} {v:.2f}" for e, v in peer.items() if e != "fp-rate")
-        print(f"\nreference peer, datasketch MinHashLSH(threshold=0.5, num_perm=128) on whole records, "
-              f"{n} outputs ({time.perf_counter() - t:.1f}s):\n  recall {cells};\n"
-              f"  fp-rate {100 * peer['fp-rate']:.4f}%")
+        print(
+            f"\nreference peer, datasketch MinHashLSH(threshold=0.5, num_perm=128) on whole records, "
+            f"{n} outputs ({time.perf_counter() - t:.1f}s):\n  recall {cells};\n"
+            f"  fp-rate {100 * peer['fp-rate']:.4f}%"
+        )
 
 
 if __name__ == "__main__":

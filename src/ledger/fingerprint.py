@@ -37,6 +37,7 @@ import numpy.typing as npt
 from ledger.errors import FingerprintMismatchError, InputError
 
 __all__ = [
+    "DEFAULT_MIN_SAMPLES",
     "DEFAULT_PARAMS",
     "DEFAULT_THRESHOLD",
     "FingerprintParams",
@@ -45,6 +46,7 @@ __all__ = [
     "check_compatible",
     "fingerprint_records",
     "fingerprint_texts",
+    "haystack_band_arrays",
     "haystack_bands",
     "near_matches",
     "needle_bands",
@@ -60,7 +62,7 @@ CANON = "drop-mask-email-digit-punct-space-v1"
 
 @dataclass(frozen=True)
 class FingerprintParams:
-    """Everything that changes fingerprint bytes, band keys or the similarity estimate."""
+    """Everything that changes fingerprint bytes or band keys (stored with the fingerprints)."""
 
     scheme: str = SCHEME
     canon: str = CANON
@@ -72,8 +74,6 @@ class FingerprintParams:
     """Bits stored per kept shingle: 16 or 32."""
     band_rows: int = 3
     """Consecutive kept values hashed into one band key."""
-    min_samples: int = 8
-    """Floor on the denominator of the similarity, so a tiny text cannot score high by chance."""
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -90,8 +90,6 @@ class FingerprintParams:
             problems.append(f"value_bits {self.value_bits} (expected 16 or 32)")
         if not 1 <= self.band_rows <= 8:
             problems.append(f"band_rows {self.band_rows} (expected 1..8)")
-        if not 1 <= self.min_samples <= 1 << 16:
-            problems.append(f"min_samples {self.min_samples} (expected 1..65536)")
         if not 0 <= self.seed < 1 << 64:
             problems.append(f"seed {self.seed} (expected 0..2**64-1)")
         if problems:
@@ -115,7 +113,9 @@ class FingerprintParams:
             want = str if typ in ("str", str) else int
             value = d[name]
             if not isinstance(value, want) or isinstance(value, bool):
-                raise InputError(f"fingerprint params: {name} must be {want.__name__}, found {value!r}")
+                raise InputError(
+                    f"fingerprint params: {name} must be {want.__name__}, found {value!r}"
+                )
         return cls(**d)
 
     @property
@@ -126,7 +126,11 @@ class FingerprintParams:
 
 DEFAULT_PARAMS = FingerprintParams()
 DEFAULT_THRESHOLD = 0.5
-"""Similarity at or above which a candidate is a `near` finding (chosen in benchmarks/near_eval.py)."""
+"""Similarity at or above which a candidate is a `near` finding (chosen in benchmarks/near_sweep.py)."""
+DEFAULT_MIN_SAMPLES = 12
+"""Floor on a similarity's denominator: a text must share this many kept values (about 100
+letters of canonical text) to score 1, so short stock phrases cannot reach the threshold alone.
+A scoring choice, not part of the fingerprint."""
 
 
 def check_compatible(a: FingerprintParams, b: FingerprintParams) -> None:
@@ -144,7 +148,9 @@ _X_RUN = re.compile(r"(?<![^\W\d_])x{3,}(?![^\W\d_])")
 _BRACKETED = re.compile(r"\[[^\s\[\]]{0,24}\]|<[^\s<>]{0,24}>|\{[^\s{}]{0,24}\}")
 # Everything that is not a letter goes: punctuation, symbols (*, #, █), digits, underscores, spaces.
 _NON_LETTERS = re.compile(r"[^\w\n]+|[\d_]+")
-_ASCII_NON_LETTERS = bytes(b for b in range(256) if not (65 <= b <= 90 or 97 <= b <= 122 or b == 10))
+_ASCII_NON_LETTERS = bytes(
+    b for b in range(256) if not (65 <= b <= 90 or 97 <= b <= 122 or b == 10)
+)
 
 
 def _canonical_batch(texts: Sequence[str]) -> list[bytes]:
@@ -236,9 +242,12 @@ def _byte_mask(width: npt.NDArray[np.int64] | int) -> U64 | np.uint64:
 
 
 def _hash_shingles(
-    buf: npt.NDArray[np.uint8], pos: I64 | None, count: int, width: npt.NDArray[np.int64] | int,
+    buf: npt.NDArray[np.uint8],
+    pos: I64 | None,
+    count: int,
+    width: npt.NDArray[np.int64] | int,
     params: FingerprintParams,
-) -> U64:  # fmt: skip
+) -> U64:
     """Hash the shingles of `width` bytes starting at `pos` (or at every offset < count).
 
     Each 8-byte little-endian word of the shingle (zero-padded) is folded in as
@@ -314,7 +323,9 @@ def _sample(texts: Sequence[str], params: FingerprintParams) -> _Samples:
 # --------------------------------------------------------------------------- fingerprints
 
 
-def fingerprint_texts(texts: Sequence[str], params: FingerprintParams = DEFAULT_PARAMS) -> list[bytes]:
+def fingerprint_texts(
+    texts: Sequence[str], params: FingerprintParams = DEFAULT_PARAMS
+) -> list[bytes]:
     """One fingerprint per normalized text (call outputs, suspects): its kept values, little-endian.
 
     Deterministic across processes and platforms; a text with no kept shingle gives ``b""``.
@@ -348,7 +359,9 @@ def fingerprint_records(
             continue
         c = counts[at_text : at_text + n]
         nbytes = int(c.sum()) * size
-        out.append(np.uint32(n).astype("<u4").tobytes() + c.tobytes() + raw[at_byte : at_byte + nbytes])
+        out.append(
+            np.uint32(n).astype("<u4").tobytes() + c.tobytes() + raw[at_byte : at_byte + nbytes]
+        )
         at_text += n
         at_byte += nbytes
     return out
@@ -364,7 +377,9 @@ def _needle_values(fp: bytes, params: FingerprintParams) -> npt.NDArray[np.unsig
     return np.frombuffer(fp, dtype=params.value_dtype)
 
 
-def _record_texts(blob: bytes, params: FingerprintParams) -> list[npt.NDArray[np.unsignedinteger[Any]]]:
+def _record_texts(
+    blob: bytes, params: FingerprintParams
+) -> list[npt.NDArray[np.unsignedinteger[Any]]]:
     """Parse a record blob into one value array per text, checking every length."""
     if not blob:
         return []
@@ -418,8 +433,11 @@ def haystack_bands(blob: bytes, params: FingerprintParams = DEFAULT_PARAMS) -> l
 # --------------------------------------------------------------------------- similarity
 
 
-def _text_score(needle: npt.NDArray[np.unsignedinteger[Any]], text: npt.NDArray[np.unsignedinteger[Any]],
-                floor: int) -> float:  # fmt: skip
+def _text_score(
+    needle: npt.NDArray[np.unsignedinteger[Any]],
+    text: npt.NDArray[np.unsignedinteger[Any]],
+    floor: int,
+) -> float:
     """Overlap of a needle value set and one text's value sequence, containment either way.
 
     `inside`: the largest share of the needle found within any stretch of the text twice the
@@ -445,27 +463,166 @@ def _text_score(needle: npt.NDArray[np.unsignedinteger[Any]], text: npt.NDArray[
     return min(1.0, max(inside, covered))
 
 
-def best_match(needle_fp: bytes, haystack_blob: bytes, params: FingerprintParams = DEFAULT_PARAMS
-               ) -> tuple[float, int | None]:  # fmt: skip
+def best_match(
+    needle_fp: bytes,
+    haystack_blob: bytes,
+    params: FingerprintParams = DEFAULT_PARAMS,
+    *,
+    min_samples: int = DEFAULT_MIN_SAMPLES,
+) -> tuple[float, int | None]:
     """The similarity and the index of the record text that gives it (None when nothing matches)."""
     needle = np.unique(_needle_values(needle_fp, params))
     best, where = 0.0, None
     for i, text in enumerate(_record_texts(haystack_blob, params)):
-        score = _text_score(needle, text, params.min_samples)
+        score = _text_score(needle, text, min_samples)
         if score > best:
             best, where = score, i
     return best, where
 
 
-def similarity(needle_fp: bytes, haystack_blob: bytes, params: FingerprintParams = DEFAULT_PARAMS) -> float:
+def similarity(
+    needle_fp: bytes,
+    haystack_blob: bytes,
+    params: FingerprintParams = DEFAULT_PARAMS,
+    *,
+    min_samples: int = DEFAULT_MIN_SAMPLES,
+) -> float:
     """Estimated share of the needle inside a record text, or of a record text inside the needle.
 
     In [0, 1]; the larger of the two directions, maximized over the record's texts.
     """
-    return best_match(needle_fp, haystack_blob, params)[0]
+    return best_match(needle_fp, haystack_blob, params, min_samples=min_samples)[0]
 
 
 # --------------------------------------------------------------------------- search
+
+_PAIR_BUDGET = 4_000_000  # record values scored per step of a chunk (bounds memory)
+
+
+@dataclass(frozen=True)
+class _NeedleIndex:
+    """All needles' band keys and (needle, value) pairs, sorted for binary search."""
+
+    keys: I64
+    key_owner: I64
+    members: U64
+    sizes: I64
+
+
+def _needle_index(
+    needles: Sequence[tuple[object, bytes]], params: FingerprintParams
+) -> _NeedleIndex:
+    values = [np.unique(_needle_values(fp, params)) for _, fp in needles]
+    keys = [np.unique(_band_keys(_needle_values(fp, params), params)) for _, fp in needles]
+    empty64 = np.zeros(0, dtype=np.int64)
+    all_keys = np.concatenate(keys) if keys else empty64
+    owner = np.repeat(np.arange(len(needles), dtype=np.int64), [len(k) for k in keys])
+    order = np.argsort(all_keys, kind="stable")
+    sizes = np.array([len(v) for v in values], dtype=np.int64)
+    ids = np.repeat(np.arange(len(needles), dtype=np.uint64), sizes)
+    members = (ids << np.uint64(32)) | (np.concatenate(values).astype(np.uint64) if values else ids)
+    return _NeedleIndex(all_keys[order], owner[order], np.sort(members), sizes)
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """A chunk of parsed record blobs as flat arrays: values, their text, each text's record."""
+
+    values: U64
+    text_of: I64
+    record_of_text: I64
+    text_start: I64
+
+
+def _parse_chunk(blobs: Sequence[bytes], params: FingerprintParams) -> _Chunk:
+    arrays: list[npt.NDArray[np.unsignedinteger[Any]]] = []
+    lengths: list[int] = []
+    owners: list[int] = []
+    for r, blob in enumerate(blobs):
+        for text in _record_texts(blob, params):
+            arrays.append(text)
+            lengths.append(len(text))
+            owners.append(r)
+    counts = np.array(lengths, dtype=np.int64)
+    values = np.concatenate(arrays).astype(np.uint64) if arrays else np.zeros(0, dtype=np.uint64)
+    text_of = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+    return _Chunk(values, text_of, np.array(owners, dtype=np.int64), np.cumsum(counts) - counts)
+
+
+def _chunk_keys(chunk: _Chunk, params: FingerprintParams) -> tuple[I64, I64]:
+    """Band keys of every text in the chunk at once (same values as `_band_keys`) and their record."""
+    r = params.band_rows
+    n = len(chunk.values) - r + 1
+    if n <= 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    h = np.full(n, _mix_scalar(params.seed, r, 0xBA4D), dtype=np.uint64)
+    for j in range(r):
+        h ^= chunk.values[j : n + j]
+        h = _fmix64(h)
+        h += np.uint64(_GOLDEN)
+    whole = chunk.text_of[:n] == chunk.text_of[r - 1 :]
+    return h.view(np.int64)[whole], chunk.record_of_text[chunk.text_of[:n][whole]]
+
+
+def _candidates(chunk: _Chunk, index: _NeedleIndex, params: FingerprintParams) -> tuple[I64, I64]:
+    """Distinct (record, needle) pairs of the chunk sharing at least one band key."""
+    keys, recs = _chunk_keys(chunk, params)
+    lo = np.searchsorted(index.keys, keys, side="left")
+    hi = np.searchsorted(index.keys, keys, side="right")
+    span = hi - lo
+    if not span.any():
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    rec_rep = np.repeat(recs, span)
+    offsets = np.arange(int(span.sum()), dtype=np.int64) - np.repeat(np.cumsum(span) - span, span)
+    needle = index.key_owner[np.repeat(lo, span) + offsets]
+    n_needles = np.int64(len(index.sizes))
+    pairs = np.unique(rec_rep * n_needles + needle)
+    return pairs // n_needles, pairs % n_needles
+
+
+def _score_pairs(
+    chunk: _Chunk, index: _NeedleIndex, recs: I64, needles: I64, floor: int
+) -> npt.NDArray[np.float64]:
+    """`_text_score` maximized over each record's texts, for many (record, needle) pairs at once."""
+    # The texts of each pair's record, then every value of those texts.
+    text_lo = np.searchsorted(chunk.record_of_text, recs, side="left")
+    text_hi = np.searchsorted(chunk.record_of_text, recs, side="right")
+    n_texts = text_hi - text_lo
+    seg_pair = np.repeat(np.arange(len(recs), dtype=np.int64), n_texts)
+    seg_text = np.repeat(text_lo, n_texts) + (
+        np.arange(int(n_texts.sum()), dtype=np.int64)
+        - np.repeat(np.cumsum(n_texts) - n_texts, n_texts)
+    )
+    counts = np.bincount(chunk.text_of, minlength=len(chunk.record_of_text))[seg_text]
+    keep = counts > 0
+    seg_pair, seg_text, counts = seg_pair[keep], seg_text[keep], counts[keep]
+    scores = np.zeros(len(recs), dtype=np.float64)
+    if not len(seg_text):
+        return scores
+    seg_start = np.cumsum(counts) - counts
+    total_len = int(counts.sum())
+    el_seg = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+    el_pos = chunk.text_start[seg_text][el_seg] + (
+        np.arange(total_len, dtype=np.int64) - seg_start[el_seg]
+    )
+    el_needle = needles[seg_pair][el_seg]
+    probe = (el_needle.astype(np.uint64) << np.uint64(32)) | chunk.values[el_pos]
+    at = np.minimum(np.searchsorted(index.members, probe), len(index.members) - 1)
+    hits = (index.members[at] == probe).astype(np.int64)
+    c = np.concatenate(([0], np.cumsum(hits)))
+    seg_end = seg_start + counts
+    total = c[seg_end] - c[seg_start]
+    n = index.sizes[needles[seg_pair]]
+    w = np.maximum(2 * n, 2 * floor)
+    # Hits within w values from each position, not crossing the end of its text.
+    stop = np.minimum(np.arange(total_len, dtype=np.int64) + w[el_seg], seg_end[el_seg])
+    local = np.maximum.reduceat(c[stop] - c[:-1], seg_start)
+    inside = local / np.maximum(n, floor)
+    covered = total / np.maximum(counts, floor)
+    seg_score = np.minimum(1.0, np.maximum(inside, covered))
+    seg_score[n == 0] = 0.0
+    np.maximum.at(scores, seg_pair, seg_score)
+    return scores
 
 
 def near_matches(
@@ -473,53 +630,68 @@ def near_matches(
     haystacks: Iterable[tuple[object, bytes]],
     params: FingerprintParams = DEFAULT_PARAMS,
     threshold: float = DEFAULT_THRESHOLD,
+    *,
+    min_samples: int = DEFAULT_MIN_SAMPLES,
     chunk: int = 4096,
 ) -> Iterator[tuple[object, object, float]]:
     """Yield (needle_key, haystack_key, similarity) for every pair at or above `threshold`.
 
-    Candidates are pairs sharing a band key; haystacks are streamed in chunks against an index of
-    the needles' keys, so memory holds the needles and one chunk. Pairs come out in haystack order.
+    Candidates are pairs sharing a band key; haystacks are streamed in chunks against a sorted
+    index of the needles' keys, so memory holds the needles and one chunk. Scores equal
+    `similarity`; pairs come out in haystack order.
     """
-    needle_vals = [np.unique(_needle_values(fp, params)) for _, fp in needles]
-    keys = [np.unique(_band_keys(_needle_values(fp, params), params)) for _, fp in needles]
-    n_keys = np.concatenate([k for k in keys] or [np.zeros(0, np.int64)])
-    n_owner = np.repeat(np.arange(len(needles), dtype=np.int64), [len(k) for k in keys])
-    order = np.argsort(n_keys, kind="stable")
-    n_keys, n_owner = n_keys[order], n_owner[order]
+    index = _needle_index(needles, params)
     batch: list[tuple[object, bytes]] = []
     for item in haystacks:
         batch.append(item)
         if len(batch) >= chunk:
-            yield from _match_chunk(batch, needles, needle_vals, n_keys, n_owner, params, threshold)
+            yield from _match_chunk(batch, needles, index, params, threshold, min_samples)
             batch = []
     if batch:
-        yield from _match_chunk(batch, needles, needle_vals, n_keys, n_owner, params, threshold)
+        yield from _match_chunk(batch, needles, index, params, threshold, min_samples)
 
 
 def _match_chunk(
     batch: list[tuple[object, bytes]],
     needles: Sequence[tuple[object, bytes]],
-    needle_vals: list[npt.NDArray[np.unsignedinteger[Any]]],
-    n_keys: I64,
-    n_owner: I64,
+    index: _NeedleIndex,
     params: FingerprintParams,
     threshold: float,
+    min_samples: int,
 ) -> Iterator[tuple[object, object, float]]:
-    """Candidates of one haystack chunk by key lookup, then the similarity of each candidate."""
-    parsed = [_record_texts(blob, params) for _, blob in batch]
-    for h, texts in enumerate(parsed):
-        hk = np.unique(np.concatenate([_band_keys(t, params) for t in texts] or [np.zeros(0, np.int64)]))
-        if len(hk) == 0 or len(n_keys) == 0:
+    """Candidates of one haystack chunk by key lookup, then their similarities, vectorized."""
+    parsed = _parse_chunk([blob for _, blob in batch], params)
+    recs, ndl = _candidates(parsed, index, params)
+    if not len(recs):
+        return
+    rec_size = np.bincount(parsed.record_of_text[parsed.text_of], minlength=len(batch))[recs]
+    bounds = np.searchsorted(
+        np.cumsum(rec_size), np.arange(_PAIR_BUDGET, int(rec_size.sum()), _PAIR_BUDGET)
+    )
+    for part in np.split(np.arange(len(recs)), bounds):
+        if not len(part):
             continue
-        lo = np.searchsorted(n_keys, hk, side="left")
-        hi = np.searchsorted(n_keys, hk, side="right")
-        hit = hi > lo
-        if not hit.any():
-            continue
-        owners = np.unique(np.concatenate([n_owner[a:b] for a, b in zip(lo[hit], hi[hit], strict=True)]))
-        for ni in owners:
-            needle = needle_vals[int(ni)]
-            score = max((_text_score(needle, t, params.min_samples) for t in texts), default=0.0)
-            if score >= threshold:
-                yield needles[int(ni)][0], batch[h][0], score
+        scores = _score_pairs(parsed, index, recs[part], ndl[part], min_samples)
+        found = np.flatnonzero(scores >= threshold)
+        for n, r, score in zip(
+            ndl[part][found].tolist(),
+            recs[part][found].tolist(),
+            scores[found].tolist(),
+            strict=True,
+        ):
+            yield needles[n][0], batch[r][0], score
 
+
+def haystack_band_arrays(
+    blobs: Sequence[bytes], params: FingerprintParams = DEFAULT_PARAMS
+) -> tuple[I64, I64]:
+    """Band keys of many record blobs at once, for bulk loading into a join table.
+
+    Returns ``(keys, rows)``: ``keys[i]`` (int64) belongs to ``blobs[rows[i]]``; each record's keys
+    are distinct and equal `haystack_bands` of that blob.
+    """
+    keys, rows = _chunk_keys(_parse_chunk(blobs, params), params)
+    if not len(keys):
+        return keys, rows
+    pairs = np.unique(np.stack((rows, keys)), axis=1)
+    return pairs[1].copy(), pairs[0].copy()
