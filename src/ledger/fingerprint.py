@@ -160,6 +160,8 @@ def _canonical_batch(texts: Sequence[str]) -> list[bytes]:
     per-character filter. ASCII texts take a ``bytes.translate`` fast path that keeps exactly what
     the regular expression keeps on them (the letters a-z, A-Z).
     """
+    if not texts:  # "\n".join([]) splits back into one empty text, not none
+        return []
     cleaned = []
     for t in texts:
         if "\n" in t:
