@@ -37,7 +37,8 @@ def show(renderable: RenderableType) -> None:
 
 
 def error(message: str) -> None:
-    err.print(Text(f"error: {message}"), highlight=False)
+    """One line whatever the message holds (a parser's or DuckDB's text may carry newlines)."""
+    err.print(Text("error: " + " ".join(message.split())), highlight=False)
 
 
 def warn(message: str) -> None:
