@@ -166,25 +166,26 @@ def audit(
         else Policy()
     )
     suspect_list = read_suspects(suspects) if suspects is not None else ()
+    suspect_table = _suspect_table(suspect_list)
     weight_hashes = _weight_hashes(weights) if weights else []
+    timings: dict[str, float] = {"inputs": time.perf_counter() - started}
 
+    mark = time.perf_counter()
     verified = verify_ledger(ledger, progress=progress)
     problems: list[Problem] = list(verified.problems)
     size = verified.size
-    timings: dict[str, float] = {}
     notes: list[str] = []
     with store.session(ledger.path, read_only=True) as conn:
         target = checkpoint if checkpoint is not None else _by_weights(conn, weight_hashes, size)
         lin = lineage(conn, target, size=size)
         problems.extend(lin.problems)
-        timings["integrity"] = time.perf_counter() - started
+        timings["integrity"] = time.perf_counter() - mark
 
         mark = time.perf_counter()
         batches = [n.index for n in lin.batches if n.index is not None]
         findings = _declared(lin, rules)
-        exact, call_count, call_segments = _exact_calls(conn, batches, size)
-        exact += _exact_suspects(conn, batches, suspect_list)
-        coverage = _coverage(conn, lin, batches, call_count, call_segments, suspect_list)
+        exact = _exact_calls(conn, batches, size)
+        exact += _exact_suspects(conn, batches, suspect_table)
         timings["matching"] = time.perf_counter() - mark
 
         mark = time.perf_counter()
@@ -195,6 +196,7 @@ def audit(
             covered = {_record_key(f) for f in exact}
             near = [f for f in near if _record_key(f) not in covered]
         timings["near"] = time.perf_counter() - mark
+        coverage = _coverage(conn, lin, batches, size, suspect_list)
 
     paths = {n.index: n.path for n in lin.batches}
     for f in [*exact, *near]:
@@ -301,21 +303,13 @@ def _batch_table(conn: Connection, batches: Sequence[int]) -> str:
     return name
 
 
-def _exact_calls(
-    conn: Connection, batches: Sequence[int], size: int
-) -> tuple[list[Finding], int, int]:
+def _exact_calls(conn: Connection, batches: Sequence[int], size: int) -> list[Finding]:
     """Lineage record segments equal to any recorded call's output segments, joined in DuckDB.
 
     Call outputs come straight from the signed leaves (decoded in SQL), not from any derived table.
     """
-    counts = conn.execute(
-        f"""SELECT count(*), coalesce(sum(len(json_extract_string({_PAYLOAD}, '$.outputs[*]'))), 0)
-            FROM entries WHERE kind = 'call' AND idx < ?""",
-        [size],
-    ).fetchall()
-    call_count, call_segments = (int(counts[0][0]), int(counts[0][1])) if counts else (0, 0)
-    if not batches or not call_segments:
-        return [], call_count, call_segments
+    if not batches:
+        return []
     table = _batch_table(conn, batches)
     try:
         rows = conn.execute(
@@ -339,29 +333,24 @@ def _exact_calls(
                 similarity=1.0, purpose=purpose, provider=provider, model=model)
         for call, provider, model, purpose, batch, position, segment in rows
     ]  # fmt: skip
-    return found, call_count, call_segments
+    return found
 
 
 def _suspect_table(suspects: Sequence[Suspect]) -> pa.Table:
-    """(suspect, line, segment) with each distinct segment hash once, under its first suspect."""
-    seen: dict[bytes, Suspect] = {}
-    for suspect in suspects:
-        for segment in suspect.segments:
-            seen.setdefault(segment, suspect)
+    """One row per (suspect, segment); a hash on several lines gives one finding per suspect."""
+    rows = [(s.index, s.line, segment) for s in suspects for segment in s.segments]
     return pa.table({
-        "suspect": pa.array([s.index for s in seen.values()], pa.int64()),
-        "line": pa.array([s.line for s in seen.values()], pa.int64()),
-        "segment": pa.array(list(seen), pa.binary()),
+        "suspect": pa.array([r[0] for r in rows], pa.int64()),
+        "line": pa.array([r[1] for r in rows], pa.int64()),
+        "segment": pa.array([r[2] for r in rows], pa.binary()),
     })  # fmt: skip
 
 
-def _exact_suspects(
-    conn: Connection, batches: Sequence[int], suspects: Sequence[Suspect]
-) -> list[Finding]:
-    if not batches or not suspects:
+def _exact_suspects(conn: Connection, batches: Sequence[int], suspects: pa.Table) -> list[Finding]:
+    if not batches or not suspects.num_rows:
         return []
     table = _batch_table(conn, batches)
-    conn.register("_audit_suspects", _suspect_table(suspects))
+    conn.register("_audit_suspects", suspects)
     try:
         rows = conn.execute(
             f"""SELECT u.suspect, u.line, s.batch, s.position, lower(hex(s.segment))
@@ -379,13 +368,15 @@ def _exact_suspects(
 
 
 def _coverage(
-    conn: Connection,
-    lin: Lineage,
-    batches: Sequence[int],
-    call_count: int,
-    call_segments: int,
-    suspects: Sequence[Suspect],
+    conn: Connection, lin: Lineage, batches: Sequence[int], size: int, suspects: Sequence[Suspect]
 ) -> dict[str, int]:
+    """What the audit looked at: lineage sizes, every recorded call compared, the suspects."""
+    counts = conn.execute(
+        f"""SELECT count(*), coalesce(sum(len(json_extract_string({_PAYLOAD}, '$.outputs[*]'))), 0)
+            FROM entries WHERE kind = 'call' AND idx < ?""",
+        [size],
+    ).fetchall()
+    call_count, call_segments = (int(counts[0][0]), int(counts[0][1])) if counts else (0, 0)
     segments = 0
     if batches:
         table = _batch_table(conn, batches)

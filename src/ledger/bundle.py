@@ -30,7 +30,9 @@ import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
+
+import orjson
 
 from ledger import entries, hashing, keys, merkle
 from ledger.errors import InputError, LedgerError, VerificationError
@@ -168,18 +170,22 @@ def read_policy(path: Path) -> Policy:
 # --- suspects ----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Suspect:
+class Suspect(NamedTuple):
     """One suspect: its segment hashes, and (for a text) the normalized texts to fingerprint.
 
     `index` is the 0-based position among the file's suspects (blank lines skipped), `line` 1-based.
-    A text suspect has the segments a call output would have (the text and each paragraph).
+    A text suspect has the segments a call output would have (the text and each paragraph). A named
+    tuple, because a verifier's suspects file may hold millions of hashes.
     """
 
     index: int
     line: int
     segments: tuple[bytes, ...]
     texts: tuple[str, ...] = ()
+
+
+# The common line `{"sha256": "<hex>"}` parsed without a JSON decoder (anything else takes the full path).
+_SHA256_LINE = re.compile(rb'\{\s*"sha256"\s*:\s*"([0-9a-fA-F]{64})"\s*\}\s*')
 
 
 def _suspect_of(value: Any, where: str, index: int, line: int, min_chars: int) -> Suspect:
@@ -225,7 +231,12 @@ def read_suspects(path: Path, min_chars: int = hashing.MIN_SEGMENT_CHARS) -> tup
         raise InputError(f"{path}: cannot read suspects: {exc.strerror or exc}") from None
     plain = path.suffix.lower() == ".txt"
     out: list[Suspect] = []
+    fast = _SHA256_LINE.fullmatch
     for number, line in enumerate(raw.split(b"\n"), start=1):
+        match = None if plain else fast(line)
+        if match is not None:
+            out.append(Suspect(len(out), number, (bytes.fromhex(match[1].decode("ascii")),)))
+            continue
         where = f"{path}:{number}"
         try:
             text = line.decode("utf-8")
@@ -238,8 +249,8 @@ def read_suspects(path: Path, min_chars: int = hashing.MIN_SEGMENT_CHARS) -> tup
             value: Any = text
         else:
             try:
-                value = json.loads(text)
-            except ValueError as exc:
+                value = orjson.loads(text)
+            except orjson.JSONDecodeError as exc:
                 raise InputError(f"{where}: not JSON: {exc}") from None
         out.append(_suspect_of(value, where, len(out), number, min_chars))
     if not out:
@@ -681,15 +692,18 @@ class _Verifier:
                 continue
             kind = str(finding["type"])
             basis = str(finding.get("basis", "declared")) if kind == "allowed" else kind
-            key = (
-                kind,
-                finding.get("call"),
-                finding.get("suspect"),
-                finding.get("batch"),
-                finding.get("record"),
-                finding.get("segment"),
-                finding.get("provider") if finding.get("call") is None else None,
-                finding.get("model") if finding.get("call") is None else None,
+            key = tuple(
+                json.dumps(value, sort_keys=True)  # any JSON value, lists and objects included
+                for value in (
+                    kind,
+                    finding.get("call"),
+                    finding.get("suspect"),
+                    finding.get("batch"),
+                    finding.get("record"),
+                    finding.get("segment"),
+                    finding.get("provider") if finding.get("call") is None else None,
+                    finding.get("model") if finding.get("call") is None else None,
+                )
             )
             if key in seen:
                 self.p.add(where, "the same finding is listed twice")
