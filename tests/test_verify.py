@@ -221,17 +221,23 @@ def test_intact_ledger_verifies(ledger: Ledger, built: Built) -> None:
     assert report.root == ref_mth(leaves)
 
 
-def test_worker_processes_give_the_same_report(ledger: Ledger) -> None:
+def test_worker_processes_give_the_same_report(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(verify, "_RECORD_CHUNK", 4)  # several record units for the workers
+    assert verify_ledger(ledger, workers=2).ok
     sql(
         ledger,
         "UPDATE entries SET model = 'other' WHERE idx = 3",
         "UPDATE entries SET leaf = leaf || ' '::BLOB WHERE idx = 7",
+        "UPDATE records SET digest = unhex(sha256('x')) WHERE position = 13",
     )
     alone = verify_ledger(ledger, workers=1)
     pooled = verify_ledger(ledger, workers=2)
     assert alone == pooled and not alone.ok
     assert_problem(pooled, 3, "column model", "'gpt-x'", "'other'")
     assert_problem(pooled, 7, "not a canonical DSSE envelope")
+    assert_problem(pooled, 5, "records_root")
 
 
 def test_small_record_chunks_plan_the_same_roots(

@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -48,7 +49,10 @@ MAX_PROBLEMS = 1000  # beyond this a report says how many more there were instea
 _QUERY_LIMIT = 100  # rows of one kind of defect fetched per query
 _ENTRY_CHUNK = 2048  # entries per fetch and per worker task
 _POOL_MIN_ENTRIES = 20_000  # below this, starting worker processes costs more than it saves
-_RECORD_CHUNK = 1 << 16  # record rows fetched per query
+_POOL_MIN_RECORDS = 200_000
+_RECORD_CHUNK = (
+    1 << 16
+)  # record rows per fetch; a power of two, so slices of a batch are perfect subtrees
 _POSITION_END = 1 << 62
 
 _SIG_OK, _SIG_BAD, _SIG_UNKNOWN = 0, 1, 2
@@ -405,36 +409,93 @@ def _commitment(body: Mapping[str, Any]) -> _Commitment:
     )
 
 
-def _recompute_roots(
-    conn: Connection, batches: Sequence[tuple[int, int]]
-) -> Iterator[tuple[int, bytes, bytes]]:
-    """(batch, records root, fingerprints root) for each batch whose rows passed the statistics checks."""
-    builders: dict[int, tuple[merkle.RootBuilder, merkle.RootBuilder]] = {}
-    counts = dict(batches)
+@dataclass(frozen=True)
+class _Unit:
+    """One fetch: the rows of `keep` batches in [batch_lo, batch_hi] with positions in [pos_lo, pos_hi)."""
+
+    batch_lo: int
+    batch_hi: int
+    pos_lo: int
+    pos_hi: int
+    keep: tuple[int, ...]
+
+
+def _units(batches: Sequence[tuple[int, int]]) -> Iterator[_Unit]:
     for batch_lo, batch_hi, pos_lo, pos_hi, keep in _plan_chunks(batches):
-        chunk = _fetch_record_chunk(conn, batch_lo, batch_hi, pos_lo, pos_hi, keep)
-        hashes = chunk.leaf_hashes()
-        sha = (
-            hashlib.sha256
-        )  # a NULL fingerprint is the empty one, as recording writes b"" for no texts
-        fp_hashes = [sha(b"\x00" + (f or b"")).digest() for f in chunk.fingerprints]
-        bounds = (
-            np.flatnonzero(np.diff(chunk.batches)) + 1 if len(hashes) else np.zeros(0, np.int64)
-        )
-        for lo, hi in (
-            zip([0, *bounds.tolist()], [*bounds.tolist(), len(hashes)]) if len(hashes) else ()
-        ):
-            batch = int(chunk.batches[lo])
-            records, fps = builders.setdefault(batch, (merkle.RootBuilder(), merkle.RootBuilder()))
-            records.extend(hashes[lo:hi])
-            fps.extend(fp_hashes[lo:hi])
-        for batch in keep.tolist():
-            builder = builders.get(batch)
-            if builder is None and counts[batch] == 0:
-                yield batch, merkle.EMPTY_ROOT, merkle.EMPTY_ROOT
-            elif builder is not None and builder[0].size >= counts[batch]:
-                del builders[batch]
-                yield batch, builder[0].root(), builder[1].root()
+        yield _Unit(batch_lo, batch_hi, pos_lo, pos_hi, tuple(keep.tolist()))
+
+
+_Piece = tuple[
+    int, int, bytes, bytes
+]  # batch, rows, records root and fingerprints root of those rows
+
+
+def _unit_pieces(conn: Connection, unit: _Unit) -> list[_Piece]:
+    """Roots of each batch's rows in one unit. A unit is a whole batch or an aligned 2^k-row slice of one,
+    so a batch's root is the RFC 6962 root over its pieces' roots taken as leaf hashes."""
+    keep = np.array(unit.keep, np.int64)
+    chunk = _fetch_record_chunk(conn, unit.batch_lo, unit.batch_hi, unit.pos_lo, unit.pos_hi, keep)
+    hashes = chunk.leaf_hashes()
+    if not hashes:
+        return []
+    sha = (
+        hashlib.sha256
+    )  # a NULL fingerprint is the empty one, as recording writes b"" for no texts
+    fp_hashes = [sha(b"\x00" + (f or b"")).digest() for f in chunk.fingerprints]
+    bounds = (np.flatnonzero(np.diff(chunk.batches)) + 1).tolist()
+    return [
+        (int(chunk.batches[lo]), hi - lo, merkle.root(hashes[lo:hi]), merkle.root(fp_hashes[lo:hi]))
+        for lo, hi in zip([0, *bounds], [*bounds, len(hashes)])
+    ]
+
+
+_worker_connections: dict[str, Connection] = {}
+
+
+def _unit_pieces_in_worker(path: str, unit: _Unit) -> list[_Piece]:
+    """Worker side: each worker process keeps its own read-only connection for the whole verification."""
+    conn = _worker_connections.get(path)
+    if conn is None:
+        conn = _worker_connections[path] = store.connect(Path(path), read_only=True)
+    return _unit_pieces(conn, unit)
+
+
+def _recompute_roots(
+    conn: Connection,
+    batches: Sequence[tuple[int, int]],
+    pool: ProcessPoolExecutor | None = None,
+    path: Path | None = None,
+    workers: int = 1,
+) -> Iterator[tuple[int, bytes, bytes]]:
+    """(batch, records root, fingerprints root) for each batch whose rows passed the statistics checks.
+
+    Units run in the worker pool when there is one (each worker reads the file itself), else here.
+    """
+    pieces: dict[int, list[_Piece]] = {}
+    counts = dict(batches)
+    for batch, count in batches:
+        if count == 0:
+            yield batch, merkle.EMPTY_ROOT, merkle.EMPTY_ROOT
+    pending: deque[Future[list[_Piece]] | list[_Piece]] = deque()
+
+    def settle() -> Iterator[tuple[int, bytes, bytes]]:
+        done = pending.popleft()
+        for piece in done if isinstance(done, list) else done.result():
+            have = pieces.setdefault(piece[0], [])
+            have.append(piece)
+            if sum(p[1] for p in have) == counts[piece[0]]:
+                del pieces[piece[0]]
+                yield piece[0], merkle.root([p[2] for p in have]), merkle.root([p[3] for p in have])
+
+    for unit in _units([(b, c) for b, c in batches if c]):
+        if pool is not None and path is not None:
+            pending.append(pool.submit(_unit_pieces_in_worker, str(path), unit))
+        else:
+            pending.append(_unit_pieces(conn, unit))
+        while len(pending) > 2 * workers:
+            yield from settle()
+    while pending:
+        yield from settle()
 
 
 def _root_problems(
@@ -461,7 +522,12 @@ def _root_problems(
 
 
 def _check_record_sets(
-    conn: Connection, commitments: Mapping[int, _Commitment], batch: int | None
+    conn: Connection,
+    commitments: Mapping[int, _Commitment],
+    batch: int | None,
+    pool: ProcessPoolExecutor | None = None,
+    path: Path | None = None,
+    workers: int = 1,
 ) -> list[Problem]:
     """Statistics first (cheap, names the defect), then rebuild and compare the roots of the sound batches."""
     problems: list[Problem] = []
@@ -491,7 +557,7 @@ def _check_record_sets(
         problems.extend(found)
         if not found:
             sound.append((index, want.count))
-    for index, records_root, fp_root in _recompute_roots(conn, sound):
+    for index, records_root, fp_root in _recompute_roots(conn, sound, pool, path, workers):
         problems.extend(_root_problems(index, commitments[index], records_root, fp_root))
     return problems
 
@@ -1044,8 +1110,9 @@ def verify_ledger(
     """Verify the whole ledger in one read-only session; collect every problem instead of stopping at one.
 
     `since_note` is a tree head published earlier: the log must extend it. `progress` is called with the
-    number of entries just checked. `workers` is the number of processes parsing and checking signatures
-    (default: one per CPU, up to 2, for logs of at least 20k entries on Linux; 1 = this process only).
+    number of entries just checked. `workers` is the number of processes checking signatures and
+    rebuilding record sets (default: one per CPU, up to 2, for logs of at least 20k entries or 200k
+    records on Linux; 1 = this process only).
     """
     published = _parse_published(since_note) if since_note is not None else None
     problems = _Problems()
@@ -1059,7 +1126,9 @@ def verify_ledger(
             _check_calls_unique(conn, problems)
             _check_tree(conn, size, problems)
             origin = _check_head(conn, size, root, sequence.ring, problems)
-            problems.extend(_check_record_sets(conn, sequence.commitments, None))
+            problems.extend(
+                _check_record_sets(conn, sequence.commitments, None, pool, ledger.path, workers)
+            )
             if published is not None and since_note is not None:
                 _check_published(
                     since_note, published, origin, size, prefix_root, sequence.ring, problems
@@ -1080,8 +1149,11 @@ def _choose_workers(ledger: Ledger, workers: int | None) -> int:
     if not sys.platform.startswith("linux") or (os.cpu_count() or 1) < 2:
         return 1
     with store.session(ledger.path, read_only=True) as conn:
-        ((count,),) = conn.execute("SELECT count(*) FROM entries").fetchall()
-    return min(2, os.cpu_count() or 1) if int(count) >= _POOL_MIN_ENTRIES else 1
+        ((count, records),) = conn.execute(
+            "SELECT (SELECT count(*) FROM entries), (SELECT count(*) FROM records)"
+        ).fetchall()
+    big = int(count) >= _POOL_MIN_ENTRIES or int(records) >= _POOL_MIN_RECORDS
+    return min(2, os.cpu_count() or 1) if big else 1
 
 
 def _start_pool(workers: int) -> ProcessPoolExecutor | None:
