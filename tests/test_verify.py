@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pyarrow as pa
 import pytest
 import rfc8785
 from hypothesis import HealthCheck, given, settings
@@ -82,10 +83,16 @@ def insert_records(
     if shuffle is not None:
         random.Random(shuffle).shuffle(rows)
         random.Random(shuffle).shuffle(segs)
-    if rows:
-        conn.executemany("INSERT INTO records VALUES (?, ?, ?, ?)", rows)
-    if segs:
-        conn.executemany("INSERT INTO record_segments VALUES (?, ?, ?)", segs)
+    for table, values, names in (
+        ("records", rows, ("batch", "position", "digest", "fingerprint")),
+        ("record_segments", segs, ("batch", "position", "segment")),
+    ):
+        if values:
+            columns = list(zip(*values, strict=True))
+            arrow = pa.table({n: pa.array(c) for n, c in zip(names, columns, strict=True)})
+            conn.register("new_rows", arrow)
+            conn.execute(f"INSERT INTO {table} SELECT * FROM new_rows")
+            conn.unregister("new_rows")
 
 
 def batch_body(batch_id: str, records: Sequence[Rec], **extra: Any) -> dict[str, Any]:
@@ -260,7 +267,10 @@ def test_broken_batch_between_sound_ones(ledger: Ledger, monkeypatch: pytest.Mon
     report = verify_ledger(ledger)
     assert [p.index for p in report.problems] == [6, 6]
     assert_problem(report, 6, "32-byte record digests")
-    with duckdb.connect(str(ledger.path)) as conn, pytest.raises(VerificationError, match="32-byte"):
+    with (
+        duckdb.connect(str(ledger.path)) as conn,
+        pytest.raises(VerificationError, match="32-byte"),
+    ):
         list(record_leaves(conn, 6))
 
 
@@ -764,6 +774,35 @@ def test_record_sets_against_reference(
         )
         found = check_record_set(memory_store, 5, body)
         assert found and {p.index for p in found} == {5}
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(counts=st.lists(st.integers(0, 20), min_size=1, max_size=5), chunk_bits=st.integers(1, 4))
+def test_grouped_and_sliced_batches_against_reference(
+    memory_store: duckdb.DuckDBPyConnection, counts: list[int], chunk_bits: int
+) -> None:
+    """Many batches fetched in groups and big ones in aligned slices give each batch its own root."""
+    memory_store.execute("DELETE FROM records")
+    memory_store.execute("DELETE FROM record_segments")
+    commitments = {}
+    for batch, count in enumerate(counts, start=1):
+        recs = make_records(batch * 100 + count, count)
+        insert_records(memory_store, batch, recs, shuffle=batch)
+        body = batch_body(f"b{batch}", recs)
+        commitments[batch] = verify._commitment(body)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(verify, "_RECORD_CHUNK", 1 << chunk_bits)
+        assert verify._check_record_sets(memory_store, commitments, None) == []
+        broken = max(commitments, key=lambda b: counts[b - 1])
+        if counts[broken - 1]:
+            memory_store.execute(
+                "UPDATE records SET digest = unhex(sha256('x')) WHERE batch = ? AND position = 0",
+                [broken],
+            )
+            found = verify._check_record_sets(memory_store, commitments, None)
+            assert [p.index for p in found] == [broken] and "records_root" in found[0].what
 
 
 def test_record_set_problems_name_the_batch(memory_store: duckdb.DuckDBPyConnection) -> None:
