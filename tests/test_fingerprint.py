@@ -266,6 +266,7 @@ def test_deterministic_across_processes(passages: list[str]) -> None:
 def test_empty_inputs() -> None:
     assert fpm.fingerprint_texts([]) == []
     assert fpm.fingerprint_records([]) == []
+    assert fpm.fingerprint_records([[], []]) == [b"", b""]
     assert fpm.fingerprint_texts(["", "!!! 123 ***"]) == [b"", b""]
     assert fpm.needle_bands(b"") == []
     assert fpm.haystack_bands(b"") == []

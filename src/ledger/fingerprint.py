@@ -143,7 +143,7 @@ def check_compatible(a: FingerprintParams, b: FingerprintParams) -> None:
 
 # --------------------------------------------------------------------------- canonical text
 
-_EMAIL = re.compile(r"[^\s@]+@[^\s@]+")
+_EMAIL = re.compile(r"(?<!\S)[^\s@]+@\S+")  # a whole token with text on both sides of an "@"
 _X_RUN = re.compile(r"(?<![^\W\d_])x{3,}(?![^\W\d_])")
 _BRACKETED = re.compile(r"\[[^\s\[\]]{0,24}\]|<[^\s<>]{0,24}>|\{[^\s{}]{0,24}\}")
 # Everything that is not a letter goes: punctuation, symbols (*, #, █), digits, underscores, spaces.
@@ -151,6 +151,17 @@ _NON_LETTERS = re.compile(r"[^\w\n]+|[\d_]+")
 _ASCII_NON_LETTERS = bytes(
     b for b in range(256) if not (65 <= b <= 90 or 97 <= b <= 122 or b == 10)
 )
+
+
+def _drop_rare_tokens(text: str) -> str:
+    """Newlines to spaces, e-mail addresses and x-runs out, testing before each slow regex."""
+    if "\n" in text:
+        text = text.replace("\n", " ")
+    if "@" in text:
+        text = _EMAIL.sub(" ", text)
+    if "xxx" in text:
+        text = _X_RUN.sub(" ", text)
+    return text
 
 
 def _canonical_batch(texts: Sequence[str]) -> list[bytes]:
@@ -162,16 +173,10 @@ def _canonical_batch(texts: Sequence[str]) -> list[bytes]:
     """
     if not texts:  # "\n".join([]) splits back into one empty text, not none
         return []
-    cleaned = []
-    for t in texts:
-        if "\n" in t:
-            t = t.replace("\n", " ")
-        if "@" in t:
-            t = _EMAIL.sub(" ", t)
-        if "xxx" in t:
-            t = _X_RUN.sub(" ", t)
-        cleaned.append(t)
-    joined = "\n".join(cleaned)
+    joined = "\n".join(texts)
+    if joined.count("\n") != len(texts) - 1 or "@" in joined or "xxx" in joined:
+        # Rare: per text, because these patterns are slow on a whole batch.
+        joined = "\n".join(_drop_rare_tokens(t) for t in texts)
     if "[" in joined or "<" in joined or "{" in joined:
         joined = _BRACKETED.sub(" ", joined)
     if joined.isascii():
@@ -281,7 +286,28 @@ class _Samples:
     counts: I64
 
 
+_STEP_CHARS = 1 << 20  # text per vectorized step: ~32 bytes of temporaries per character
+
+
 def _sample(texts: Sequence[str], params: FingerprintParams) -> _Samples:
+    """Sample many texts in steps of about a megabyte, so memory stays flat for any batch size."""
+    steps: list[_Samples] = []
+    begin, size = 0, 0
+    for i, text in enumerate(texts):
+        size += len(text) + 1
+        if size >= _STEP_CHARS:
+            steps.append(_sample_step(texts[begin : i + 1], params))
+            begin, size = i + 1, 0
+    if begin < len(texts) or not steps:
+        steps.append(_sample_step(texts[begin:], params))
+    if len(steps) == 1:
+        return steps[0]
+    return _Samples(
+        np.concatenate([s.values for s in steps]), np.concatenate([s.counts for s in steps])
+    )
+
+
+def _sample_step(texts: Sequence[str], params: FingerprintParams) -> _Samples:
     """Canonicalize, shingle, hash and sample every text in one vectorized pass.
 
     Hashes are computed at every byte offset of the joined buffer and sampled first; only the few
@@ -300,9 +326,12 @@ def _sample(texts: Sequence[str], params: FingerprintParams) -> _Samples:
     n_full = max(0, len(data) - k + 1)
     h = _hash_shingles(buf, None, n_full, k, params)
     pos = np.flatnonzero(h <= bound)
-    newlines = np.concatenate(([0], np.cumsum(buf[: len(data)] == 10)))
-    inside = newlines[pos + k] == newlines[pos]
-    pos, h = pos[inside], h[pos[inside]]
+    # A shingle starting in the last k-1 bytes before a separator would cross into the next text.
+    crosses = np.zeros(n_full + k, dtype=bool)
+    seps = starts[1:] - 1
+    crosses[(seps[:, None] - np.arange(k - 1, -1, -1)).ravel().clip(0)] = True
+    pos = pos[~crosses[pos]]
+    h = h[pos]
     short = np.flatnonzero((lens > 0) & (lens < k))  # a text shorter than k bytes is one shingle
     if len(short):
         hs = _hash_shingles(buf, starts[short], 0, lens[short], params)
