@@ -671,6 +671,42 @@ def test_malformed_published_head_is_an_input_error(ledger: Ledger) -> None:
         verify_ledger(ledger, since_note="not a note\n")
 
 
+# --- through the CLI ------------------------------------------------------------------------------------
+
+
+def test_cli_verify_exit_codes_and_json(ledger: Ledger) -> None:
+    """`ledger verify --json`: exit 0 and an empty list when intact, exit 1 naming the entry when not."""
+    import jsonschema
+
+    schema = json.loads(
+        (Path(__file__).parent.parent / "schemas" / "verify.schema.json").read_text()
+    )
+    command = [
+        str(Path(sys.executable).with_name("ledger")),
+        "verify",
+        "--db",
+        str(ledger.path),
+        "--json",
+    ]
+    env = {**os.environ, "LEDGER_KEYS_DIR": str(ledger.keys_dir), "LEDGER_LOCK_TIMEOUT": "5"}
+    intact = subprocess.run(
+        command, check=False, capture_output=True, text=True, env=env, timeout=120
+    )
+    assert intact.returncode == 0, intact.stderr
+    document = json.loads(intact.stdout)
+    jsonschema.validate(document, schema)
+    assert document["ok"] is True and document["problems"] == [] and document["size"] == 13
+    assert document["root"] == ledger.head().root.hex()
+    sql(ledger, "UPDATE entries SET purpose = 'other' WHERE idx = 4")
+    tampered = subprocess.run(
+        command, check=False, capture_output=True, text=True, env=env, timeout=120
+    )
+    assert tampered.returncode == 1, tampered.stderr
+    document = json.loads(tampered.stdout)
+    jsonschema.validate(document, schema)
+    assert document["ok"] is False and [p["index"] for p in document["problems"]] == [4]
+
+
 # --- operational failures -------------------------------------------------------------------------------
 
 
