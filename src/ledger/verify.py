@@ -757,8 +757,8 @@ class _Sequence:
         if info.revoked_at is not None and index > info.revoked_at:
             self.problems.add(
                 index,
-                f"entry {index}: signed by key {info.name} ({signer[:16]}…), "
-                f"which entry {info.revoked_at} revoked",
+                f"entry {index}: expected a signer not revoked before it, found key {info.name} "
+                f"({signer[:16]}…) revoked at entry {info.revoked_at}",
             )
         if ex.kind in ("key", "revoke") and info.role != "log":
             self.problems.add(
