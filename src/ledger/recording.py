@@ -1006,10 +1006,14 @@ def import_calls(
             if len(pending) >= chunk:
                 _append_calls(ledger, pending, report)
                 pending = []
-    except InputError:
-        # Everything before the bad line is recorded, so fixing it and re-running finishes the import.
-        if pending:
-            _append_calls(ledger, pending, report)
+    except InputError as exc:
+        # Bad input leaves the ledger as it was, but for whole chunks committed before the bad line
+        # (their transactions are done); a re-run after fixing the line skips those.
+        if report["added"]:
+            raise InputError(
+                f"{exc} ({report['added']} calls before it were recorded in earlier transactions; "
+                "re-running after fixing the line skips them)"
+            ) from exc
         raise
     if pending:
         _append_calls(ledger, pending, report)
