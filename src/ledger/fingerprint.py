@@ -149,7 +149,7 @@ _BRACKETED = re.compile(r"\[[^\s\[\]]{0,24}\]|<[^\s<>]{0,24}>|\{[^\s{}]{0,24}\}"
 # Everything that is not a letter goes: punctuation, symbols (*, #, █), digits, underscores, spaces.
 _NON_LETTERS = re.compile(r"[^\w\n]+|[\d_]+")
 _ASCII_NON_LETTERS = bytes(
-    b for b in range(256) if not (65 <= b <= 90 or 97 <= b <= 122 or b == 10)
+    b for b in range(128) if not (65 <= b <= 90 or 97 <= b <= 122 or b == 10)
 )
 
 
@@ -168,8 +168,8 @@ def _canonical_batch(texts: Sequence[str]) -> list[bytes]:
     """UTF-8 canonical texts: placeholders and e-mails dropped, then every non-letter.
 
     Masks go as whole tokens first (``[name]`` must not leave ``name`` behind); the rest is a
-    per-character filter. ASCII texts take a ``bytes.translate`` fast path that keeps exactly what
-    the regular expression keeps on them (the letters a-z, A-Z).
+    per-character filter: ``bytes.translate`` drops ASCII non-letters (exactly what the regular
+    expression drops among ASCII characters) and the regular expression handles the rest.
     """
     if not texts:  # "\n".join([]) splits back into one empty text, not none
         return []
@@ -179,15 +179,13 @@ def _canonical_batch(texts: Sequence[str]) -> list[bytes]:
         joined = "\n".join(_drop_rare_tokens(t) for t in texts)
     if "[" in joined or "<" in joined or "{" in joined:
         joined = _BRACKETED.sub(" ", joined)
-    if joined.isascii():
-        out = joined.encode("ascii").translate(None, _ASCII_NON_LETTERS).split(b"\n")
-    else:
-        out = [
-            t.encode("ascii").translate(None, _ASCII_NON_LETTERS)
-            if t.isascii()
-            else _NON_LETTERS.sub("", t).encode("utf-8")
-            for t in joined.split("\n")
-        ]
+    # Non-letters are removed char by char, so ASCII ones can go first for the whole batch (UTF-8
+    # bytes >= 0x80 survive the translate) and only non-ASCII texts need the regular expression.
+    out = joined.encode("utf-8").translate(None, _ASCII_NON_LETTERS).split(b"\n")
+    if not joined.isascii():
+        for i, t in enumerate(out):
+            if not t.isascii():
+                out[i] = _NON_LETTERS.sub("", t.decode("utf-8")).encode("utf-8")
     if len(out) != len(texts):  # pragma: no cover - nothing above removes or adds "\n"
         raise AssertionError("canonicalization lost a text boundary")
     return out
