@@ -45,24 +45,36 @@ def ledger(*args: str, expect: int = 0) -> str:
 
 
 def paragraphs(limit: int) -> list[str]:
-    """Real English paragraphs (200-900 chars) from standard-library docstrings, read without importing."""
+    """Real English paragraphs (200-900 chars) from standard-library docstrings, read without importing.
+
+    One paragraph per top-level module or package, so that unrelated texts really are unrelated (sibling
+    docstrings, say email.mime.audio and email.mime.image, share whole sentences, which the near matcher
+    rightly reports).
+    """
     found: list[str] = []
+    seen: set[str] = set()
+    tops: set[str] = set()
     stdlib = Path(sysconfig.get_paths()["stdlib"])
-    for path in sorted(stdlib.glob("*.py")):
+    for path in sorted(stdlib.rglob("*.py")):
+        top = path.relative_to(stdlib).parts[0].removesuffix(".py").lstrip("_")
+        if top in tops or top in {"test", "tests", "site-packages", "idlelib", "lib2to3", "pydecimal", "pyio"}:
+            continue
         try:
             tree = ast.parse(path.read_text(encoding="utf-8"))
-        except (SyntaxError, UnicodeDecodeError, OSError):
+        except (SyntaxError, UnicodeDecodeError, OSError, ValueError):
             continue
         for node in ast.walk(tree):
             if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)):
-                doc = ast.get_docstring(node)
-                for para in re.split(r"\n\s*\n", doc or ""):
-                    text = " ".join(para.split())
-                    if 200 <= len(text) <= 900 and text.count(" ") > 30 and ">>>" not in text:
-                        found.append(text)
-        if len(found) >= limit * 3:
-            break
+                texts = [" ".join(p.split()) for p in re.split(r"\n\s*\n", ast.get_docstring(node) or "")]
+                good = [t for t in texts if 200 <= len(t) <= 900 and t.count(" ") > 30 and ">>>" not in t]
+                if good and good[0].casefold() not in seen:
+                    seen.add(good[0].casefold())
+                    tops.add(top)
+                    found.append(good[0])
+                    break
     RNG.shuffle(found)
+    if len(found) < limit:
+        raise SystemExit(f"demo: found only {len(found)} docstring paragraphs in {stdlib}, need {limit}")
     return found[:limit]
 
 
@@ -81,8 +93,8 @@ def write_jsonl(path: Path, rows: list[dict[str, object]]) -> None:
 def main() -> None:
     shutil.rmtree(OUT, ignore_errors=True)
     OUT.mkdir(parents=True)
-    texts = paragraphs(260)
-    outputs, questions, corpus = texts[:60], texts[60:120], texts[120:]
+    texts = paragraphs(150)
+    outputs, corpus = texts[:40], texts[40:]
 
     say("A lab sets up its ledger: one DuckDB file and a log key (PEM, 0600).")
     ledger("init", "--origin", "lab.example/ledger")
@@ -90,7 +102,8 @@ def main() -> None:
 
     say("The provider's evaluation calls arrive as an OpenAI Batch API input and output file.")
     batch_in, batch_out = [], []
-    for i, (question, answer) in enumerate(zip(questions, outputs, strict=True)):
+    for i, answer in enumerate(outputs):
+        question = f"Question {i}: explain, in a paragraph, what this part of a standard library does."
         body = {"model": "gpt-4o-2024-08-06", "messages": [{"role": "user", "content": question}]}
         batch_in.append({"custom_id": f"eval-{i}", "method": "POST", "url": "/v1/chat/completions", "body": body})
         response = {
