@@ -22,6 +22,7 @@ import pytest
 from audit_scenarios import (
     CLEAN_TEXTS,
     EVAL_TEXT,
+    MASKED_SOURCE,
     VERIFIER_SECRET,
     Story,
     ref_normalize,
@@ -185,6 +186,14 @@ def test_suspects_find_exact_and_near(story: Story, tmp_path: Path) -> None:
         (1, 3, clean0, 2, secret_hash),
     }
     assert report.coverage["suspects"] == 3 and report.coverage["suspects_without_segments"] == 1
+
+
+def test_suspect_texts_are_fingerprinted_too(story: Story, tmp_path: Path) -> None:
+    suspects = tmp_path / "mine.txt"
+    suspects.write_text(f"an unrelated line that matches nothing in the ledger\n{MASKED_SOURCE}\n")
+    report = audit(story.ledger(), "masked-ckpt", suspects=suspects)
+    near = {(f.suspect, f.suspect_line, f.batch, f.record) for f in of_type(report, "near") if f.call is None}
+    assert near == {(1, 2, story.batches["masked"], 0)}
 
 
 def test_one_finding_per_key(story: Story) -> None:

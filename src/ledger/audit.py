@@ -18,6 +18,7 @@ leaves (hashes only) for a verifier who wants to check a `clean` verdict against
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -26,10 +27,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa  # type: ignore[import-untyped]
 
 from ledger import merkle, store
-from ledger.bundle import BUNDLE_FORMAT, Policy, Suspect, read_policy, read_suspects, verdict_of
+from ledger.bundle import BUNDLE_FORMAT, Policy, Suspects, read_policy, read_suspects, verdict_of
 from ledger.errors import FingerprintMismatchError, InputError, NotFoundError, UsageError
 from ledger.lineage import Lineage, lineage
 from ledger.verify import Problem, verify_ledger
@@ -165,7 +167,7 @@ def audit(
         if policy is not None
         else Policy()
     )
-    suspect_list = read_suspects(suspects) if suspects is not None else ()
+    suspect_list = read_suspects(suspects) if suspects is not None else Suspects([], [0], b"")
     suspect_table = _suspect_table(suspect_list)
     weight_hashes = _weight_hashes(weights) if weights else []
     timings: dict[str, float] = {"inputs": time.perf_counter() - started}
@@ -336,14 +338,22 @@ def _exact_calls(conn: Connection, batches: Sequence[int], size: int) -> list[Fi
     return found
 
 
-def _suspect_table(suspects: Sequence[Suspect]) -> pa.Table:
+def _int_array(values: Sequence[int]) -> Any:
+    """An int64 array; a range (a file of hashes only) without a Python loop."""
+    if isinstance(values, range):
+        return np.arange(values.start, values.stop, values.step, dtype=np.int64)
+    return np.asarray(values, dtype=np.int64)
+
+
+def _suspect_table(suspects: Suspects) -> pa.Table:
     """One row per (suspect, segment); a hash on several lines gives one finding per suspect."""
-    rows = [(s.index, s.line, segment) for s in suspects for segment in s.segments]
-    return pa.table({
-        "suspect": pa.array([r[0] for r in rows], pa.int64()),
-        "line": pa.array([r[1] for r in rows], pa.int64()),
-        "segment": pa.array([r[2] for r in rows], pa.binary()),
-    })  # fmt: skip
+    counts = np.diff(_int_array(suspects.starts)).astype(np.int64)
+    owners = np.repeat(np.arange(len(suspects), dtype=np.int64), counts)
+    lines = np.repeat(_int_array(suspects.lines), counts)
+    fixed = pa.FixedSizeBinaryArray.from_buffers(
+        pa.binary(32), suspects.rows, [None, pa.py_buffer(suspects.blob)]
+    )
+    return pa.table({"suspect": owners, "line": lines, "segment": fixed.cast(pa.binary())})
 
 
 def _exact_suspects(conn: Connection, batches: Sequence[int], suspects: pa.Table) -> list[Finding]:
@@ -368,7 +378,7 @@ def _exact_suspects(conn: Connection, batches: Sequence[int], suspects: pa.Table
 
 
 def _coverage(
-    conn: Connection, lin: Lineage, batches: Sequence[int], size: int, suspects: Sequence[Suspect]
+    conn: Connection, lin: Lineage, batches: Sequence[int], size: int, suspects: Suspects
 ) -> dict[str, int]:
     """What the audit looked at: lineage sizes, every recorded call compared, the suspects."""
     counts = conn.execute(
@@ -397,8 +407,10 @@ def _coverage(
         "declared_calls": len(lin.calls),
         "teachers": len(lin.teachers),
         "suspects": len(suspects),
-        "suspect_segments": len({s for suspect in suspects for s in suspect.segments}),
-        "suspects_without_segments": sum(1 for s in suspects if not s.segments),
+        "suspect_segments": len(set(suspects.row_hashes())),
+        "suspects_without_segments": sum(
+            1 for a, b in itertools.pairwise(suspects.starts) if a == b
+        ),
     }
 
 
@@ -492,10 +504,13 @@ def _call_needles(conn: Connection, size: int, reference: Any) -> list[_Needle]:
     return needles
 
 
-def _suspect_needles(suspects: Sequence[Suspect], reference: Any) -> list[_Needle]:
+def _suspect_needles(suspects: Suspects, reference: Any) -> list[_Needle]:
     from ledger import fingerprint
 
-    pairs = [(s, seg.hex(), text) for s in suspects for seg, text in zip(s.segments, s.texts)]
+    pairs = []
+    for index in sorted(suspects.texts):
+        suspect = suspects[index]
+        pairs += [(suspect, seg.hex(), text) for seg, text in zip(suspect.segments, suspect.texts)]
     if not pairs:
         return []
     fps = fingerprint.fingerprint_texts([text for _, _, text in pairs], reference)
@@ -529,7 +544,7 @@ def _near(
     lin: Lineage,
     batches: Sequence[int],
     size: int,
-    suspects: Sequence[Suspect],
+    suspects: Suspects,
     threshold: float | None,
 ) -> tuple[list[Finding], list[str]]:
     """Near duplicates: LSH band keys of needles and lineage records joined in DuckDB, then similarity."""
@@ -655,8 +670,8 @@ def _bundle_entries(
     wanted |= {f.batch for f in report.findings if f.batch is not None}
     with store.session(ledger.path, read_only=True) as conn:
         rows = conn.execute(
-            "SELECT idx FROM entries WHERE kind IN ('key', 'revoke') AND idx < ? ORDER BY idx",
-            [report.size],
+            """SELECT idx FROM entries WHERE kind IN ('key', 'revoke')
+               AND idx < (SELECT max(size) FROM tree_head) ORDER BY idx""",
         ).fetchall()
     wanted |= {int(r[0]) for r in rows}
     head, proofs = ledger.inclusion_proofs(sorted(wanted))

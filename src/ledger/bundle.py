@@ -30,7 +30,7 @@ import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, overload
 
 import orjson
 
@@ -46,6 +46,7 @@ __all__ = [
     "BundleReport",
     "Policy",
     "Suspect",
+    "Suspects",
     "load_bundle",
     "read_policy",
     "read_suspects",
@@ -170,12 +171,12 @@ def read_policy(path: Path) -> Policy:
 # --- suspects ----------------------------------------------------------------------------------------
 
 
-class Suspect(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class Suspect:
     """One suspect: its segment hashes, and (for a text) the normalized texts to fingerprint.
 
     `index` is the 0-based position among the file's suspects (blank lines skipped), `line` 1-based.
-    A text suspect has the segments a call output would have (the text and each paragraph). A named
-    tuple, because a verifier's suspects file may hold millions of hashes.
+    A text suspect has the segments a call output would have (the text and each paragraph).
     """
 
     index: int
@@ -184,7 +185,73 @@ class Suspect(NamedTuple):
     texts: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Suspects(Sequence[Suspect]):
+    """A suspects file as columns, so that millions of hashes cost no object per line.
+
+    Suspect `i` has line `lines[i]` and the segment hashes in rows `starts[i]:starts[i + 1]` of
+    `blob` (32 bytes per row); a text suspect's normalized segment texts are `texts[i]`, row-aligned.
+    Indexing and iteration give `Suspect` values.
+    """
+
+    lines: Sequence[int]
+    starts: Sequence[int]
+    blob: bytes
+    texts: Mapping[int, tuple[str, ...]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    @overload
+    def __getitem__(self, i: int) -> Suspect: ...
+    @overload
+    def __getitem__(self, i: slice) -> Sequence[Suspect]: ...
+    def __getitem__(self, i: int | slice) -> Suspect | Sequence[Suspect]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(f"suspect {i} out of range")
+        lo, hi = self.starts[i], self.starts[i + 1]
+        segments = tuple(self.blob[r * 32 : r * 32 + 32] for r in range(lo, hi))
+        return Suspect(i, self.lines[i], segments, self.texts.get(i, ()))
+
+    @property
+    def rows(self) -> int:
+        """Segment rows (a hash on several lines counts once per line)."""
+        return len(self.blob) // 32
+
+    def row_owners(self) -> list[int]:
+        """The suspect index of every segment row."""
+        owners: list[int] = []
+        for i in range(len(self)):
+            owners.extend([i] * (self.starts[i + 1] - self.starts[i]))
+        return owners
+
+    def row_hashes(self) -> list[bytes]:
+        blob = self.blob
+        return [blob[r : r + 32] for r in range(0, len(blob), 32)]
+
+    @classmethod
+    def of(cls, suspects: Iterable[Suspect]) -> Suspects:
+        lines: list[int] = []
+        starts = [0]
+        parts: list[bytes] = []
+        texts: dict[int, tuple[str, ...]] = {}
+        for n, suspect in enumerate(suspects):
+            lines.append(suspect.line)
+            parts.extend(suspect.segments)
+            starts.append(starts[-1] + len(suspect.segments))
+            if suspect.texts:
+                texts[n] = suspect.texts
+        return cls(lines, starts, b"".join(parts), texts)
+
+
 # The common line `{"sha256": "<hex>"}` parsed without a JSON decoder (anything else takes the full path).
+_SHA256_LINES = re.compile(
+    rb'^[ \t]*\{[ \t]*"sha256"[ \t]*:[ \t]*"([0-9a-fA-F]{64})"[ \t]*\}[ \t]*\r?$', re.MULTILINE
+)
 _SHA256_LINE = re.compile(rb'\{\s*"sha256"\s*:\s*"([0-9a-fA-F]{64})"\s*\}\s*')
 
 
@@ -216,7 +283,20 @@ def _suspect_of(value: Any, where: str, index: int, line: int, min_chars: int) -
     return Suspect(index, line, tuple(h for h, _ in pairs), tuple(t for _, t in pairs))
 
 
-def read_suspects(path: Path, min_chars: int = hashing.MIN_SEGMENT_CHARS) -> tuple[Suspect, ...]:
+def _all_sha256_lines(raw: bytes) -> bytes | None:
+    """The digests (concatenated) of a file made only of `{"sha256": ...}` lines, else None.
+
+    One C-level scan instead of a parse per line: a verifier's file may hold a million hashes.
+    """
+    if not raw or b"\n\n" in raw or b"\n\r\n" in raw or raw[:1] in (b"\n", b"\r"):
+        return None
+    found = _SHA256_LINES.findall(raw)
+    if len(found) != raw.count(b"\n") + (not raw.endswith(b"\n")):
+        return None
+    return bytes.fromhex(b"".join(found).decode("ascii"))
+
+
+def read_suspects(path: Path, min_chars: int = hashing.MIN_SEGMENT_CHARS) -> Suspects:
     """Suspects from JSONL (a JSON string, `{"text"}` or `{"sha256"}` per line) or `.txt` (a text per line).
 
     A bad line is an InputError naming `file:line`; a text too short to be a segment is kept with no
@@ -230,6 +310,11 @@ def read_suspects(path: Path, min_chars: int = hashing.MIN_SEGMENT_CHARS) -> tup
     except OSError as exc:
         raise InputError(f"{path}: cannot read suspects: {exc.strerror or exc}") from None
     plain = path.suffix.lower() == ".txt"
+    if not plain:
+        blob = _all_sha256_lines(raw)
+        if blob is not None:
+            count = len(blob) // 32
+            return Suspects(range(1, count + 1), range(count + 1), blob)
     out: list[Suspect] = []
     fast = _SHA256_LINE.fullmatch
     for number, line in enumerate(raw.split(b"\n"), start=1):
@@ -255,7 +340,7 @@ def read_suspects(path: Path, min_chars: int = hashing.MIN_SEGMENT_CHARS) -> tup
         out.append(_suspect_of(value, where, len(out), number, min_chars))
     if not out:
         raise InputError(f"{path}: no suspects in the file")
-    return tuple(out)
+    return Suspects.of(out)
 
 
 def read_vkey(value: str) -> str:
@@ -977,13 +1062,12 @@ def _segment_count(leaf: bytes) -> int:
 
 
 def _suspects_in_export(
-    leaves: Mapping[int, list[bytes]], suspects: Sequence[Suspect]
+    leaves: Mapping[int, list[bytes]], suspects: Suspects
 ) -> list[tuple[Suspect, int, int, str]]:
     """(suspect, batch, position, segment) for every suspect segment in a committed exported leaf."""
-    wanted: dict[bytes, Suspect] = {}
-    for suspect in suspects:
-        for segment in suspect.segments:
-            wanted.setdefault(b'"' + segment.hex().encode("ascii") + b'"', suspect)
+    wanted: dict[bytes, int] = {}
+    for owner, digest in zip(suspects.row_owners(), suspects.row_hashes()):
+        wanted.setdefault(b'"' + digest.hex().encode("ascii") + b'"', owner)
     hits = []
     for batch, batch_leaves in sorted(leaves.items()):
         for position, leaf in enumerate(batch_leaves):
@@ -992,7 +1076,9 @@ def _suspects_in_export(
             if not inner:
                 continue
             for quoted in set(inner.split(b",")) & wanted.keys():
-                hits.append((wanted[quoted], batch, position, quoted[1:-1].decode("ascii")))
+                hits.append(
+                    (suspects[wanted[quoted]], batch, position, quoted[1:-1].decode("ascii"))
+                )
     return hits
 
 
@@ -1000,7 +1086,7 @@ def verify_bundle(
     bundle: Mapping[str, Any],
     vkey: str,
     records_dir: Path | None = None,
-    suspects: Path | Sequence[Suspect] | None = None,
+    suspects: Path | Suspects | None = None,
 ) -> BundleReport:
     """Check an audit bundle offline against the verifier key; collect every problem (never raise for them).
 
@@ -1031,7 +1117,7 @@ def verify_bundle(
         policy = Policy()
     segments = None
     if suspect_list is not None:
-        segments = frozenset(s.hex() for suspect in suspect_list for s in suspect.segments)
+        segments = frozenset(h.hex() for h in suspect_list.row_hashes())
     listed_problems = bundle.get("problems") or []
     lenient = claimed == "inconclusive" and bool(listed_problems)
     types = v.findings(policy, segments, lenient=lenient)

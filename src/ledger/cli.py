@@ -467,7 +467,7 @@ def lineage(
     ledger = _open(db)
     report = run_audit(ledger, checkpoint, fuzzy=False) if audit_ else None
     if report is None:
-        with ledger.session() as conn:
+        with ledger.session(read_only=True) as conn:
             lin = closure(conn, checkpoint)
     else:
         lin = report.lineage
