@@ -145,12 +145,16 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(res
 def peak_rss(directory: Path, path: Path, name: str) -> tuple[int, int, float, int]:
     """(parent KiB, largest worker KiB, seconds, records) of record_batch in a fresh process."""
     db = directory / f"{name}.duckdb"
-    out = subprocess.run(
-        [sys.executable, "-c", _RSS_PROBE, str(db), str(path)],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.split()
+    out = (
+        subprocess.run(
+            [sys.executable, "-c", _RSS_PROBE, str(db), str(path)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        .stdout.splitlines()[-1]
+        .split()
+    )
     return int(out[0]), int(out[1]), float(out[2]), int(out[3])
 
 

@@ -818,3 +818,30 @@ def test_a_killed_recorders_spill_files_are_removed_by_the_next(
     monkeypatch.setattr(recording, "SPILL_ROWS", 10)
     lg.record_batch([small_record(i) for i in range(20)], id="spilled")
     assert not stale.exists() and alive.exists()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    paragraphs=st.lists(
+        st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=80), max_size=4
+    ),
+    seps=st.lists(
+        st.sampled_from(["\n\n", "\n \n", "\r\n\r\n", "\n\t\n\n", " "]), min_size=4, max_size=4
+    ),
+)
+def test_call_outputs_are_the_texts_and_their_paragraphs(
+    paragraphs: list[str], seps: list[str]
+) -> None:
+    text = "".join(p + s for p, s in zip(paragraphs, seps))
+    response = {
+        "id": "x",
+        "object": "chat.completion",
+        "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}],
+    }
+    call = recording._CallInput("p", "other", None, response)
+    prepared = recording._prepare_call(call, 32)
+    assert prepared.body["outputs"] == sorted(paragraph_hashes(text))
+    assert [
+        hashlib.sha256(t.encode()).hexdigest() for t in prepared.fingerprint_texts
+    ] == prepared.body["outputs"]
