@@ -192,8 +192,47 @@ def test_suspect_texts_are_fingerprinted_too(story: Story, tmp_path: Path) -> No
     suspects = tmp_path / "mine.txt"
     suspects.write_text(f"an unrelated line that matches nothing in the ledger\n{MASKED_SOURCE}\n")
     report = audit(story.ledger(), "masked-ckpt", suspects=suspects)
-    near = {(f.suspect, f.suspect_line, f.batch, f.record) for f in of_type(report, "near") if f.call is None}
+    near = {
+        (f.suspect, f.suspect_line, f.batch, f.record)
+        for f in of_type(report, "near")
+        if f.call is None
+    }
     assert near == {(1, 2, story.batches["masked"], 0)}
+
+
+WORDS = [
+    "the",
+    "river",
+    "rises",
+    "in",
+    "hills",
+    "above",
+    "old",
+    "mill",
+    "town",
+    "runs",
+    "south",
+    "sea",
+]
+words = st.sampled_from(WORDS)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.lists(st.lists(words, min_size=0, max_size=40).map(" ".join), max_size=4), max_size=6
+    )
+)
+def test_vectorized_haystack_bands_equal_the_fingerprint_module(records: list[list[str]]) -> None:
+    from ledger import fingerprint
+
+    blobs = fingerprint.fingerprint_records(records)
+    rows, keys = audit_mod.haystack_band_rows(blobs, fingerprint.DEFAULT_PARAMS)
+    got: dict[int, set[int]] = {}
+    for row, key in zip(rows.tolist(), keys.tolist()):
+        got.setdefault(row, set()).add(key)
+    want = {i: set(fingerprint.haystack_bands(b)) for i, b in enumerate(blobs)}
+    assert {i: k for i, k in got.items()} == {i: k for i, k in want.items() if k}
 
 
 def test_one_finding_per_key(story: Story) -> None:

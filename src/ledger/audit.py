@@ -523,20 +523,59 @@ def _suspect_needles(suspects: Suspects, reference: Any) -> list[_Needle]:
 def _haystack_rows(
     conn: Connection, batches: Sequence[int]
 ) -> Iterator[tuple[list[int], list[int], list[bytes]]]:
-    """(batches, positions, fingerprint blobs) of lineage records, a chunk at a time."""
-    table = _batch_table(conn, batches)
+    """(batches, positions, fingerprint blobs) of lineage records, a chunk at a time.
+
+    Streams from its own cursor, so the caller can query `conn` between chunks.
+    """
+    cursor = conn.cursor()
+    table = _batch_table(cursor, batches)
     try:
-        result = conn.execute(
+        reader = cursor.sql(
             f"""SELECT batch, position, fingerprint FROM records
                 WHERE batch IN (SELECT batch FROM {table}) AND octet_length(fingerprint) > 0"""
-        )
-        while True:
-            part = result.fetchmany(_HAYSTACK_CHUNK)
-            if not part:
-                return
-            yield [int(r[0]) for r in part], [int(r[1]) for r in part], [bytes(r[2]) for r in part]
+        ).to_arrow_reader(_HAYSTACK_CHUNK)
+        for chunk in reader:
+            yield (
+                chunk.column(0).to_pylist(),
+                chunk.column(1).to_pylist(),
+                chunk.column(2).to_pylist(),
+            )
     finally:
-        conn.unregister(table)
+        cursor.close()
+
+
+def haystack_band_rows(blobs: Sequence[bytes], params: Any) -> tuple[Any, Any]:
+    """(blob row, band key) for every band of every text of each record blob, in one numpy pass.
+
+    The same keys as `fingerprint.haystack_bands` per blob (tests hold them equal), without a numpy
+    round per record: the texts' values are concatenated in the blob layout that module documents
+    (`uint32 n`, `n` uint32 counts, the values), banded once, and windows that would straddle two
+    texts are dropped.
+    """
+    from ledger import fingerprint
+
+    counts_parts: list[bytes] = []
+    value_parts: list[bytes] = []
+    texts_per_row: list[int] = []
+    for blob in blobs:
+        n = int.from_bytes(blob[:4], "little") if blob else 0
+        texts_per_row.append(n)
+        counts_parts.append(blob[4 : 4 + 4 * n])
+        value_parts.append(blob[4 + 4 * n :])
+    counts = np.frombuffer(b"".join(counts_parts), dtype="<u4").astype(np.int64)
+    values = np.frombuffer(b"".join(value_parts), dtype=params.value_dtype)
+    if int(counts.sum()) != len(values):
+        raise InputError(
+            "a record fingerprint does not match its own text counts: made with other settings?"
+        )
+    width = len(values) - params.band_rows + 1
+    if width <= 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    row_of_text = np.repeat(np.arange(len(blobs), dtype=np.int64), texts_per_row)
+    text_of_value = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
+    keys = fingerprint._band_keys(values, params)
+    inside = text_of_value[:width] == text_of_value[params.band_rows - 1 :]
+    return row_of_text[text_of_value[:width][inside]], keys[inside]
 
 
 def _near(
@@ -577,30 +616,19 @@ def _near(
     candidates: set[tuple[int, int, int]] = set()
     try:
         for batch_col, position_col, blob_col in _haystack_rows(conn, searched):
-            hay_batch: list[int] = []
-            hay_position: list[int] = []
-            hay_band: list[int] = []
-            for batch, position, blob in zip(batch_col, position_col, blob_col):
-                bands = fingerprint.haystack_bands(blob, params)
-                hay_batch.extend([batch] * len(bands))
-                hay_position.extend([position] * len(bands))
-                hay_band.extend(bands)
-            conn.register("_audit_haystack", pa.table({
-                "batch": pa.array(hay_batch, pa.int64()), "position": pa.array(hay_position, pa.int64()),
-                "band": pa.array(hay_band, pa.int64()),
-            }))  # fmt: skip
+            rows, keys = haystack_band_rows(blob_col, params)
+            conn.register("_audit_haystack", pa.table({"row": rows, "band": keys}))
             try:
-                rows = conn.execute(
-                    """SELECT DISTINCT n.needle, h.batch, h.position FROM _audit_haystack h
+                hits = conn.execute(
+                    """SELECT DISTINCT n.needle, h.row FROM _audit_haystack h
                        JOIN _audit_needles n ON h.band = n.band"""
                 ).fetchall()
             finally:
                 conn.unregister("_audit_haystack")
-            hit = {(int(b), int(p)) for _, b, p in rows}
-            lookup = dict(zip(zip(batch_col, position_col), blob_col))
-            for key in hit:
-                blobs[key] = lookup[key]
-            candidates.update((int(n), int(b), int(p)) for n, b, p in rows)
+            for n, row in hits:
+                key = (int(batch_col[row]), int(position_col[row]))
+                blobs[key] = blob_col[row]
+                candidates.add((int(n), *key))
     finally:
         conn.unregister("_audit_needles")
     out: list[Finding] = []
