@@ -18,19 +18,11 @@ import os
 import random
 import re
 import sysconfig
-import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-try:
-    from ledger.hashing import normalize
-except ImportError:  # hashing.py is written in parallel; its normalize is fixed by DESIGN.md
-
-    def normalize(s: str) -> str:
-        """DESIGN.md text normalization: NFKC, casefold, whitespace collapsed."""
-        return " ".join(unicodedata.normalize("NFKC", s).casefold().split())
-
+from ledger.hashing import normalize
 
 MIN_CHARS = 200
 MAX_CHARS = 1500
