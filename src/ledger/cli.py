@@ -283,7 +283,7 @@ def verify(
 
     ledger = _open(db)
     since_note = read_note_file(since) if since is not None else None
-    with views.progress("verifying", ledger.head().size, enabled=not json) as advance:
+    with views.progress("verifying", ledger.entry_count(), enabled=not json) as advance:
         report = verify_ledger(ledger, since_note, progress=advance)
     document = views.verify_json(report)
     views.print_json(document) if json else views.show(views.verify_view(report))

@@ -517,6 +517,11 @@ class Ledger:
         return self.entry(recorded.index)
 
     # --- reading -----------------------------------------------------------------------------------
+    def entry_count(self) -> int:
+        """Entries stored, without trusting the tree head (for progress totals of `verify`)."""
+        with self.session() as conn:
+            return store.entry_count(conn)
+
     def head(self) -> TreeHeadInfo:
         with self.session() as conn:
             stored = store.head(conn)
