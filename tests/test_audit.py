@@ -223,7 +223,7 @@ words = st.sampled_from(WORDS)
         st.lists(st.lists(words, min_size=0, max_size=40).map(" ".join), max_size=4), max_size=6
     )
 )
-def test_vectorized_haystack_bands_equal_the_fingerprint_module(records: list[list[str]]) -> None:
+def test_vectorized_band_keys_equal_the_fingerprint_module(records: list[list[str]]) -> None:
     from ledger import fingerprint
 
     blobs = fingerprint.fingerprint_records(records)
@@ -233,6 +233,14 @@ def test_vectorized_haystack_bands_equal_the_fingerprint_module(records: list[li
         got.setdefault(row, set()).add(key)
     want = {i: set(fingerprint.haystack_bands(b)) for i, b in enumerate(blobs)}
     assert {i: k for i, k in got.items()} == {i: k for i, k in want.items() if k}
+
+    needles = fingerprint.fingerprint_texts([t for texts in records for t in texts])
+    rows, keys = audit_mod.needle_band_rows(needles, fingerprint.DEFAULT_PARAMS)
+    got = {}
+    for row, key in zip(rows.tolist(), keys.tolist()):
+        got.setdefault(row, set()).add(key)
+    want = {i: set(fingerprint.needle_bands(fp)) for i, fp in enumerate(needles)}
+    assert got == {i: k for i, k in want.items() if k}
 
 
 def test_one_finding_per_key(story: Story) -> None:

@@ -544,6 +544,29 @@ def _haystack_rows(
         cursor.close()
 
 
+def needle_band_rows(fps: Sequence[bytes], params: Any) -> tuple[Any, Any]:
+    """(fingerprint row, band key) for every band of each needle fingerprint, in one numpy pass.
+
+    The same keys as `fingerprint.needle_bands` per fingerprint (a needle is its values, in order).
+    """
+    from ledger import fingerprint
+
+    size = params.value_dtype.itemsize
+    if any(len(fp) % size for fp in fps):
+        raise InputError(
+            f"a call fingerprint is not a whole number of {params.value_bits}-bit values"
+        )
+    counts = np.fromiter((len(fp) // size for fp in fps), dtype=np.int64, count=len(fps))
+    values = np.frombuffer(b"".join(fps), dtype=params.value_dtype)
+    width = len(values) - params.band_rows + 1
+    if width <= 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    row_of_value = np.repeat(np.arange(len(fps), dtype=np.int64), counts)
+    keys = fingerprint._band_keys(values, params)
+    inside = row_of_value[:width] == row_of_value[params.band_rows - 1 :]
+    return row_of_value[:width][inside], keys[inside]
+
+
 def haystack_band_rows(blobs: Sequence[bytes], params: Any) -> tuple[Any, Any]:
     """(blob row, band key) for every band of every text of each record blob, in one numpy pass.
 
@@ -599,18 +622,8 @@ def _near(
     if not needles:
         return [], notes
     limit = fingerprint.DEFAULT_THRESHOLD if threshold is None else threshold
-    needle_ids: list[int] = []
-    needle_bands: list[int] = []
-    for n, needle in enumerate(needles):
-        bands = fingerprint.needle_bands(needle.fingerprint, params)
-        needle_ids.extend([n] * len(bands))
-        needle_bands.extend(bands)
-    conn.register(
-        "_audit_needles",
-        pa.table(
-            {"needle": pa.array(needle_ids, pa.int64()), "band": pa.array(needle_bands, pa.int64())}
-        ),
-    )
+    needle_rows, needle_keys = needle_band_rows([n.fingerprint for n in needles], params)
+    conn.register("_audit_needles", pa.table({"needle": needle_rows, "band": needle_keys}))
     searched = [b for b in batches if b not in set(bare)]
     blobs: dict[tuple[int, int], bytes] = {}
     candidates: set[tuple[int, int, int]] = set()
