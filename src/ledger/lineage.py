@@ -321,9 +321,9 @@ def lineage(conn: Connection, checkpoint: int | str, *, size: int | None = None)
                         f"checkpoint {node.id!r}: teacher {teacher!r} is neither an id nor "
                         "{provider, model}",
                     )
-            for batch in _strings(node.body.get("batches"), b, node, "batches"):
-                b.edge(node.id, batch, "batch")
-                batch_wanted.append((batch, referrer, node.index, node.path))
+            for batch_id in _strings(node.body.get("batches"), b, node, "batches"):
+                b.edge(node.id, batch_id, "batch")
+                batch_wanted.append((batch_id, referrer, node.index, node.path))
         level = b.resolve("checkpoint", wanted)
     batches = b.resolve("batch", batch_wanted)
     call_wanted: list[tuple[int, str, int, tuple[str, ...]]] = []
