@@ -328,17 +328,18 @@ def _node_label(lin: Any, index: int | None) -> str:
     return f"{node.id} (#{index})" if node is not None else f"#{index}"
 
 
-def _finding_source(finding: Any) -> tuple[int, str]:
-    """A sort key and a heading: findings are grouped by the call (or suspect, or teacher) they name."""
+def _finding_source(finding: Any) -> tuple[tuple[int, int, str], str]:
+    """A sort key and a label: findings are grouped by the call (or suspect, or teacher) they name."""
     if finding.call is not None:
-        return (0, f"call #{finding.call}  {finding.provider}/{finding.model}  purpose: {finding.purpose}")
+        label = f"call #{finding.call}\n{finding.provider}/{finding.model}\npurpose: {finding.purpose}"
+        return (0, finding.call, ""), label
     if finding.suspect is not None:
-        line = f" (line {finding.suspect_line})" if finding.suspect_line is not None else ""
-        return (1, f"suspect #{finding.suspect}{line}")
-    return (2, f"teacher {finding.provider}:{finding.model}")
+        line = f"\nline {finding.suspect_line}" if finding.suspect_line is not None else ""
+        return (1, finding.suspect, ""), f"suspect #{finding.suspect}{line}"
+    return (2, 0, f"{finding.provider}:{finding.model}"), f"teacher\n{finding.provider}:{finding.model}"
 
 
-def audit_view(report: Any) -> RenderableType:
+def audit_view(report: Any, limit: int = 20) -> RenderableType:
     """Verdict first, then findings grouped by call with the path that carries them, then coverage."""
     parts: list[RenderableType] = [
         Text.assemble(
@@ -347,7 +348,7 @@ def audit_view(report: Any) -> RenderableType:
         )
     ]
     if report.problems:
-        table = Table(box=box.SIMPLE_HEAD, title=Text("integrity problems", style="bold yellow"))
+        table = Table(box=box.SIMPLE_HEAD, title=Text("integrity problems", style="bold yellow"), title_justify="left")
         table.add_column("entry", justify="right")
         table.add_column("problem")
         for problem in report.problems[:50]:
@@ -355,25 +356,30 @@ def audit_view(report: Any) -> RenderableType:
         if len(report.problems) > 50:
             table.add_row("", f"... {len(report.problems) - 50} more")
         parts.append(table)
-    groups: dict[tuple[int, str], list[Any]] = {}
+    groups: dict[tuple[int, int, str], tuple[str, list[Any]]] = {}
     for finding in report.findings:
-        groups.setdefault(_finding_source(finding), []).append(finding)
-    for (_, heading), findings in sorted(groups.items()):
-        table = Table(box=box.SIMPLE_HEAD, title=Text(heading, style="bold"), title_justify="left")
-        for column in ("type", "batch", "record", "segment", "similarity", "path"):
+        key, label = _finding_source(finding)
+        groups.setdefault(key, (label, []))[1].append(finding)
+    if groups:
+        table = Table(box=box.SIMPLE_HEAD, title=Text(f"{len(report.findings)} finding(s)", style="bold"), title_justify="left")
+        for column in ("source", "type", "batch", "record", "segment", "similarity", "path"):
             table.add_column(column)
-        for f in findings[:100]:
-            kind = f.type if f.basis is None else f"{f.type} ({f.basis})"
-            table.add_row(
-                Text(kind, style=_FINDING_STYLE.get(f.type, "")),
-                _node_label(report.lineage, f.batch),
-                "-" if f.record is None else str(f.record),
-                "-" if f.segment is None else f.segment[:16] + "…",
-                "-" if f.similarity is None else f"{f.similarity:.3f}",
-                " → ".join(f.path),
-            )
-        if len(findings) > 100:
-            table.add_row("", "", "", f"... {len(findings) - 100} more", "", "")
+        for _, (label, findings) in sorted(groups.items()):
+            shown = findings[:limit]
+            for n, f in enumerate(shown):
+                kind = f.type if f.basis is None else f"{f.type} ({f.basis})"
+                table.add_row(
+                    label if n == 0 else "",
+                    Text(kind, style=_FINDING_STYLE.get(f.type, "")),
+                    _node_label(report.lineage, f.batch),
+                    "-" if f.record is None else str(f.record),
+                    "-" if f.segment is None else f.segment[:16] + "…",
+                    "-" if f.similarity is None else f"{f.similarity:.3f}",
+                    " → ".join(f.path),
+                    end_section=n == len(shown) - 1 and len(findings) <= limit,
+                )
+            if len(findings) > limit:
+                table.add_row("", f"... {len(findings) - limit} more", "", "", "", "", "", end_section=True)
         parts.append(table)
     coverage = Table.grid(padding=(0, 2))
     for name, value in report.coverage.items():
