@@ -100,6 +100,7 @@ def test_evaluation_output_three_checkpoints_up_is_contaminated(story: Story) ->
 
 def test_audit_by_index_and_by_weights_agree(story: Story) -> None:
     lg = story.ledger()
+    assert lg.audit("c3", fuzzy=False).verdict == "contaminated"  # the Python API of DESIGN.md
     by_weights = audit(lg, weights=[story.weights["c3"]], fuzzy=False)
     by_index = audit(lg, str(story.checkpoints["c3"]), fuzzy=False)
     assert by_weights.checkpoint == by_index.checkpoint == "c3"
@@ -463,6 +464,9 @@ def test_export_records_match_an_independent_leaf_rebuild(story: Story, tmp_path
     ]
     assert rows == expected
     assert (counts.batches, counts.records) == (4, len(expected))
+    from ledger import views
+
+    jsonschema.validate(views.export_json(counts), schema("export-records"))
 
 
 # --- the CLI ----------------------------------------------------------------------------------------------

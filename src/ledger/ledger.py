@@ -30,7 +30,7 @@ from ledger.errors import (
 )
 
 if TYPE_CHECKING:
-    from ledger import recording
+    from ledger import audit, recording
 
 DEFAULT_DB = "ledger.duckdb"
 LOG_KEY_FILE = "log.pem"
@@ -515,6 +515,26 @@ class Ledger:
             config=config, progress=progress,
         )  # fmt: skip
         return self.entry(recorded.index)
+
+    # --- audit (logic in ledger.audit) -------------------------------------------------------------
+    def audit(
+        self,
+        checkpoint: str | None = None,
+        *,
+        weights: Sequence[Path | str] = (),
+        suspects: Path | str | None = None,
+        fuzzy: bool = True,
+        threshold: float | None = None,
+        policy: Path | str | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> audit.AuditReport:
+        """Audit a checkpoint's lineage for third-party outputs: `report.verdict`, `report.findings`."""
+        from ledger import audit
+
+        return audit.audit(
+            self, checkpoint, weights=[Path(w) for w in weights], suspects=None if suspects is None else Path(suspects),
+            fuzzy=fuzzy, threshold=threshold, policy=None if policy is None else Path(policy), progress=progress,
+        )  # fmt: skip
 
     # --- reading -----------------------------------------------------------------------------------
     def entry_count(self) -> int:
