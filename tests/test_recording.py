@@ -845,3 +845,10 @@ def test_call_outputs_are_the_texts_and_their_paragraphs(
     assert [
         hashlib.sha256(t.encode()).hexdigest() for t in prepared.fingerprint_texts
     ] == prepared.body["outputs"]
+
+
+def test_a_single_record_is_not_mistaken_for_many(lg: Ledger) -> None:
+    with pytest.raises(UsageError, match="iterable"):
+        lg.record_batch(small_record(1), id="one")  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="iterable"):
+        lg.record_batch("a text", id="one")

@@ -455,6 +455,15 @@ def _check_id(id: str, what: str = "id") -> str:
     return id
 
 
+def _check_iterable(records: object) -> None:
+    """A lone record passed where an iterable of records belongs would be split into characters or keys."""
+    if isinstance(records, (str, bytes, Mapping)):
+        kind = type(records).__name__
+        raise UsageError(
+            f"records must be an iterable of records (dicts or str), found a single {kind}"
+        )
+
+
 def _batch_ids(id: str, parts: int, split: int | None) -> list[str]:
     return [f"{id}/{k:06d}" for k in range(parts)] if split else [id]
 
@@ -601,6 +610,7 @@ def record_batch(
         raise UsageError("record_batch needs records or files")
     if records is not None and paths:
         raise UsageError("record_batch takes records or files, not both")
+    _check_iterable(records)
     if split is not None and (isinstance(split, bool) or split < 1):
         raise UsageError(f"split {split!r}: expected a positive number of records per batch")
     if split is not None and dataset is not None and dataset != id:
@@ -667,6 +677,7 @@ def record_batches(
         ids: list[str] = []
         for batch_id, records in batches:
             _check_id(batch_id)
+            _check_iterable(records)
             if batch_id in ids:
                 raise UsageError(f"batch id {batch_id!r} appears twice in one call")
             before = hasher.total
