@@ -13,12 +13,18 @@ Texts are plain English written for these tests; raw text never enters the ledge
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
+import os
 import shutil
+import subprocess
+import sys
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import rfc8785
 
@@ -230,3 +236,26 @@ def shared_story(factory: Any) -> Story:
     if "story" not in _SHARED:
         _SHARED["story"] = build_story(factory.mktemp("story"))
     return _SHARED["story"]
+
+
+def in_process(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`ledger ARGS` through the CLI's real entry point in this process: same exit codes and streams,
+    without a Python start-up per call."""
+    from ledger import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    with (
+        mock.patch.dict(os.environ, env or {}),
+        mock.patch.object(sys, "argv", ["ledger", *args]),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
+        cli.views.out.file, cli.views.err.file = out, err
+        try:
+            cli.main()
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        finally:
+            cli.views.out.file, cli.views.err.file = sys.__stdout__, sys.__stderr__
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())

@@ -25,6 +25,7 @@ from audit_scenarios import (
     MASKED_SOURCE,
     VERIFIER_SECRET,
     Story,
+    in_process,
     ref_normalize,
     ref_record_leaf,
     ref_segment,
@@ -472,6 +473,11 @@ def test_export_records_match_an_independent_leaf_rebuild(story: Story, tmp_path
 # --- the CLI ----------------------------------------------------------------------------------------------
 
 
+def main(story: Story, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {"LEDGER_DB": str(story.path), "LEDGER_KEYS_DIR": str(story.keys_dir), "COLUMNS": "200"}
+    return in_process(*args, env=env)
+
+
 def run(story: Story, *args: str) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
@@ -496,19 +502,19 @@ def test_cli_audit_exit_codes_and_json(story: Story, tmp_path: Path) -> None:
         f"call #{story.eval_call}" in contaminated.stdout
         and "c3 → c2 → c1 → base" in contaminated.stdout
     )
-    assert run(story, "audit", "masked-ckpt").returncode == 3
-    assert run(story, "audit", "masked-ckpt", "--strict").returncode == 1
-    missing = run(story, "audit", "nope")
+    assert main(story, "audit", "masked-ckpt").returncode == 3
+    assert main(story, "audit", "masked-ckpt", "--strict").returncode == 1
+    missing = main(story, "audit", "nope")
     assert missing.returncode == 4 and missing.stderr.startswith(
         "error: no checkpoint with id 'nope'"
     )
 
 
 def test_cli_lineage_formats(story: Story) -> None:
-    document = run(story, "lineage", "c3", "--format", "json")
+    document = main(story, "lineage", "c3", "--format", "json")
     assert document.returncode == 0, document.stderr
     jsonschema.validate(json.loads(document.stdout), schema("lineage"))
-    dot = run(story, "lineage", "c3", "--format", "dot", "--audit").stdout
+    dot = main(story, "lineage", "c3", "--format", "dot", "--audit").stdout
     assert dot.startswith("digraph lineage {") and '"early"' in dot and "color=red" in dot
 
 

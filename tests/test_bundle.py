@@ -21,7 +21,14 @@ import jsonschema
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from audit_scenarios import CLEAN_TEXTS, VERIFIER_SECRET, Story, ref_record_leaf, shared_story
+from audit_scenarios import (
+    CLEAN_TEXTS,
+    VERIFIER_SECRET,
+    Story,
+    in_process,
+    ref_record_leaf,
+    shared_story,
+)
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -262,7 +269,7 @@ def test_cli_one_flipped_byte_exits_1(bundles: dict[str, Any], vkey: str, tmp_pa
     raw = compact(bundles["c3"])
     intact = tmp_path / "intact.json"
     intact.write_bytes(raw)
-    good = run("verify-bundle", str(intact), "--key", str(tmp_path / "lab.vkey"), "--json")
+    good = in_process("verify-bundle", str(intact), "--key", str(tmp_path / "lab.vkey"), "--json")
     assert good.returncode == 0, good.stdout + good.stderr
     jsonschema.validate(
         json.loads(good.stdout), json.loads((SCHEMAS / "verify-bundle.schema.json").read_text())
@@ -276,7 +283,7 @@ def test_cli_one_flipped_byte_exits_1(bundles: dict[str, Any], vkey: str, tmp_pa
     assert "BUNDLE DOES NOT VERIFY" in bad.stdout
     broken = tmp_path / "broken.json"
     broken.write_bytes(raw[:10] + b"\xff" + raw[11:])
-    assert run("verify-bundle", str(broken), "--key", vkey).returncode == 1
+    assert in_process("verify-bundle", str(broken), "--key", vkey).returncode == 1
 
 
 def test_not_json_is_a_verification_error(tmp_path: Path) -> None:
@@ -304,7 +311,7 @@ def test_clean_bundle_export_and_verifier_suspects(bundles: dict[str, Any], vkey
     mine.write_text(
         json.dumps({"text": "nothing like this was ever in the training data, surely"}) + "\n"
     )
-    ok = run(
+    ok = in_process(
         "verify-bundle",
         str(bundle),
         "--key",
