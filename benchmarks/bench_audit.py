@@ -106,6 +106,25 @@ def bare_join(lg: Ledger, suspect_hashes: list[bytes]) -> tuple[float, int]:
         conn.close()
 
 
+def matching_only(lg: Ledger, suspects_path: Path) -> float:
+    """The audit's matching phase alone (calls and suspects joins), on the audited lineage."""
+    from ledger import store
+    from ledger.bundle import read_suspects
+    from ledger.lineage import lineage
+
+    table = audit_mod._suspect_table(read_suspects(suspects_path))
+    with store.session(lg.path, read_only=True) as conn:
+        size = int(conn.execute("SELECT count(*) FROM entries").fetchall()[0][0])
+        lin = lineage(conn, "bench/ckpt", size=size)
+        batches = [n.index for n in lin.batches if n.index is not None]
+        started = time.perf_counter()
+        audit_mod._exact_calls(conn, batches, size)
+        found = audit_mod._exact_suspects(conn, batches, table)
+        elapsed = time.perf_counter() - started
+    assert len(found) == min(PLANTED, table.num_rows)
+    return elapsed
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -135,8 +154,13 @@ def main() -> None:
             bytes.fromhex(json.loads(line)["sha256"])
             for line in suspects_path.read_text().splitlines()
         ]
-        join_times = [bare_join(lg, hashes) for _ in range(3)]
+        # The load of a shared machine moves between runs: interleave the two, best of 3 each.
+        join_times, match_times = [], []
+        for _ in range(3):
+            join_times.append(bare_join(lg, hashes))
+            match_times.append(matching_only(lg, suspects_path))
         baseline = min(t for t, _ in join_times)
+        matching = min(match_times)
         assert all(n == planted for _, n in join_times)
 
         t = report.timings
@@ -147,11 +171,14 @@ def main() -> None:
         print(f"  inputs (suspects file)   {t['inputs']:8.2f} s")
         print(f"  integrity phase          {t['integrity']:8.2f} s   {records / t['integrity']:,.0f} record leaves/s "
               f"(target >= 1,000,000/s)")  # fmt: skip
-        print(f"  matching phase           {t['matching']:8.3f} s")
+        print(f"  matching phase           {t['matching']:8.3f} s   (in the audit above)")
         print(
-            f"bare DuckDB join           {baseline:8.3f} s   (best of 3, same tables, rows fetched)"
+            f"matching phase again       {matching:8.3f} s   (best of 3: the audit's own queries)"
         )
-        print(f"matching / bare join       {t['matching'] / baseline:8.2f} x  (target <= 2)")
+        print(
+            f"bare DuckDB join           {baseline:8.3f} s   (best of 3, interleaved, rows fetched)"
+        )
+        print(f"matching / bare join       {matching / baseline:8.2f} x  (target <= 2)")
         print(
             f"findings                   {len(found)} exact (all {planted} planted suspects found)"
         )
