@@ -33,7 +33,7 @@ import pyarrow as pa  # type: ignore[import-untyped]
 from ledger import merkle, store
 from ledger.bundle import BUNDLE_FORMAT, Policy, Suspects, read_policy, read_suspects, verdict_of
 from ledger.errors import FingerprintMismatchError, InputError, NotFoundError, UsageError
-from ledger.lineage import Lineage, lineage
+from ledger.lineage import Lineage, lineage, resolve_checkpoint
 from ledger.verify import Problem, verify_ledger
 
 if TYPE_CHECKING:
@@ -55,7 +55,9 @@ Progress = Callable[[int], None]
 
 _TYPE_ORDER = {"declared": 0, "exact": 1, "near": 2, "allowed": 3}
 # The payload of an entry leaf, decoded in SQL: the leaf is the JCS DSSE envelope, its payload base64 JCS.
-_PAYLOAD = "decode(from_base64(json_extract_string(decode(leaf), '$.payload')))"
+# Every step is try(): a tampered leaf (verify names it, the verdict is inconclusive) decodes to NULL
+# instead of aborting the whole audit with a DuckDB error.
+_PAYLOAD = "try(decode(try(from_base64(try(json_extract_string(try(decode(leaf)), '$.payload'))))))"
 _HAYSTACK_CHUNK = 1 << 16
 
 
@@ -173,13 +175,16 @@ def audit(
     timings: dict[str, float] = {"inputs": time.perf_counter() - started}
 
     mark = time.perf_counter()
+    with store.session(ledger.path, read_only=True) as conn:  # an unknown checkpoint fails fast
+        stored = int(conn.execute("SELECT count(*) FROM entries").fetchall()[0][0])
+        found = checkpoint if checkpoint is not None else _by_weights(conn, weight_hashes, stored)
+        target = resolve_checkpoint(conn, found, stored)[0]
     verified = verify_ledger(ledger, progress=progress)
     problems: list[Problem] = list(verified.problems)
     size = verified.size
     notes: list[str] = []
     with store.session(ledger.path, read_only=True) as conn:
-        target = checkpoint if checkpoint is not None else _by_weights(conn, weight_hashes, size)
-        lin = lineage(conn, target, size=size)
+        lin = lineage(conn, target, size=max(size, target + 1))
         problems.extend(lin.problems)
         timings["integrity"] = time.perf_counter() - mark
 
@@ -247,7 +252,7 @@ def _weight_hashes(weights: Sequence[Path]) -> list[str]:
 def _by_weights(conn: Connection, hashes: Sequence[str], size: int) -> int:
     """The checkpoint whose weights include every given hash (the latest if several do)."""
     rows = conn.execute(
-        f"""SELECT idx, ref, json_extract_string({_PAYLOAD}, '$.weights[*].sha256') FROM entries
+        f"""SELECT idx, ref, try(json_extract_string({_PAYLOAD}, '$.weights[*].sha256')) FROM entries
             WHERE kind = 'checkpoint' AND idx < ? ORDER BY idx""",
         [size],
     ).fetchall()
@@ -317,10 +322,10 @@ def _exact_calls(conn: Connection, batches: Sequence[int], size: int) -> list[Fi
         rows = conn.execute(
             f"""WITH outputs AS (
                     SELECT idx AS call, provider, model, purpose,
-                           unnest(json_extract_string({_PAYLOAD}, '$.outputs[*]')) AS output
+                           unnest(try(json_extract_string({_PAYLOAD}, '$.outputs[*]'))) AS output
                     FROM entries WHERE kind = 'call' AND idx < ?
                 ), call_segments AS (
-                    SELECT call, provider, model, purpose, unhex(output) AS segment FROM outputs
+                    SELECT call, provider, model, purpose, try(unhex(output)) AS segment FROM outputs
                 )
                 SELECT c.call, c.provider, c.model, c.purpose, s.batch, s.position, lower(hex(s.segment))
                 FROM record_segments s
@@ -382,7 +387,7 @@ def _coverage(
 ) -> dict[str, int]:
     """What the audit looked at: lineage sizes, every recorded call compared, the suspects."""
     counts = conn.execute(
-        f"""SELECT count(*), coalesce(sum(len(json_extract_string({_PAYLOAD}, '$.outputs[*]'))), 0)
+        f"""SELECT count(*), coalesce(sum(len(try(json_extract_string({_PAYLOAD}, '$.outputs[*]')))), 0)
             FROM entries WHERE kind = 'call' AND idx < ?""",
         [size],
     ).fetchall()
@@ -474,11 +479,11 @@ def _call_needles(conn: Connection, size: int, reference: Any) -> list[_Needle]:
     from ledger import fingerprint
 
     rows = conn.execute(
-        f"""SELECT idx, provider, model, purpose, json_extract_string(p, '$.outputs[*]'),
-                   json_extract_string(p, '$.fingerprints.values[*]'), json_extract(p, '$.fingerprints.params')
+        f"""SELECT idx, provider, model, purpose, try(json_extract_string(p, '$.outputs[*]')),
+                   try(json_extract_string(p, '$.fingerprints.values[*]')), try(json_extract(p, '$.fingerprints.params'))
             FROM (SELECT idx, provider, model, purpose, {_PAYLOAD} AS p FROM entries
                   WHERE kind = 'call' AND idx < ?)
-            WHERE json_exists(p, '$.fingerprints')
+            WHERE try(json_exists(p, '$.fingerprints'))
             ORDER BY idx""",
         [size],
     ).fetchall()

@@ -31,6 +31,7 @@ __all__ = [
     "call_node_id",
     "lineage",
     "lineage_json",
+    "resolve_checkpoint",
 ]
 
 Connection = duckdb.DuckDBPyConnection
@@ -260,8 +261,10 @@ class _Builder:
             )
 
 
-def _start(conn: Connection, checkpoint: int | str, size: int) -> tuple[int, bytes, str]:
-    """The audited checkpoint entry: (index, leaf, id), by entry index or by id."""
+def resolve_checkpoint(
+    conn: Connection, checkpoint: int | str, size: int
+) -> tuple[int, bytes, str]:
+    """A checkpoint entry below `size`, by entry index or by id: (index, leaf, id); NotFoundError if none."""
     if isinstance(checkpoint, int) or (isinstance(checkpoint, str) and checkpoint.isdigit()):
         index = int(checkpoint)
         if index >= size:
@@ -284,7 +287,7 @@ def lineage(conn: Connection, checkpoint: int | str, *, size: int | None = None)
     """
     if size is None:
         size = int(conn.execute("SELECT count(*) FROM entries").fetchall()[0][0])
-    index, leaf, checkpoint_id = _start(conn, checkpoint, size)
+    index, leaf, checkpoint_id = resolve_checkpoint(conn, checkpoint, size)
     b = _Builder(conn, size)
     body = b.decode(index, leaf, "checkpoint", checkpoint_id)
     root = LineageNode(
