@@ -4,12 +4,12 @@
 
 1. `record_batch` of a JSONL file of ~1.1 KB chat records (library call: hashing, segments, fingerprints,
    Parquet spill, DuckDB insert, signing) vs coreutils `sha256sum` on the same file: bytes/s and ratio
-   (target >= 25%).
+   (target >= 25%); and the same as CPU cost per byte, which does not depend on the machine's load.
 2. Peak RSS of `record_batch` in a fresh process for the file and for one `--rss-factor` times larger:
    memory must stay flat (and under 1 GB).
 3. `import_calls` of a `--calls`-line OpenAI Batch API output file (with its input file): calls/s.
-4. The training-loop API: `record_batch` of 64 records per call, calls/s, next to the bare cost of
-   opening and closing the DuckDB file (which dominates).
+4. The training-loop API: `record_batch` of 64 records per step, steps/s, against `record_batches`
+   (many steps, one transaction), `Ledger.head()` and a bare DuckDB open+close (which dominate).
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ import argparse
 import json
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -142,6 +144,38 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(res
 """
 
 
+_CPU_PROBE = """
+import os, sys, time
+os.cpu_count = lambda: 1  # no worker pool: the whole pipeline runs, and is timed, in this process
+from pathlib import Path
+from ledger.ledger import Ledger
+lg = Ledger.init(Path(sys.argv[1]), origin="bench.local/cpu")
+start = time.process_time()
+lg.record_batch(id="cpu", files=[Path(sys.argv[2])])
+print(time.process_time() - start)
+"""
+
+
+def cpu_costs(directory: Path, path: Path) -> tuple[float, float]:
+    """Bytes per CPU-second of record_batch (one process, no pool) and of sha256sum.
+
+    Wall-clock ratios swing with whatever else the machine runs; CPU cost per byte does not.
+    """
+    db = directory / "cpu.duckdb"
+    out = subprocess.run(
+        [sys.executable, "-c", _CPU_PROBE, str(db), str(path)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.splitlines()[-1]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run(["sha256sum", str(path)], check=True, capture_output=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    sha_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    size = path.stat().st_size
+    return size / float(out), size / max(sha_cpu, 1e-6)
+
+
 def peak_rss(directory: Path, path: Path, name: str) -> tuple[int, int, float, int]:
     """(parent KiB, largest worker KiB, seconds, records) of record_batch in a fresh process."""
     db = directory / f"{name}.duckdb"
@@ -232,7 +266,7 @@ def make_batch_files(directory: Path, n: int, seed: int = 11) -> tuple[Path, Pat
     return inputs, outputs
 
 
-def import_rate(directory: Path, n: int) -> tuple[float, object, float]:
+def import_rate(directory: Path, n: int) -> tuple[float, Any, float]:
     inputs, outputs = make_batch_files(directory, n)
     lg = fresh_ledger(directory, "calls")
     start = time.perf_counter()
@@ -249,8 +283,8 @@ def import_rate(directory: Path, n: int) -> tuple[float, object, float]:
     return n / first, report, n / second
 
 
-def small_batch_rate(directory: Path, calls: int) -> tuple[float, float]:
-    """(record_batch calls/s with 64 records each, bare DuckDB open+close per second)."""
+def small_batch_rate(directory: Path, calls: int) -> tuple[float, float, float, float]:
+    """Per second: record_batch calls of 64 records, steps via record_batches, head(), bare open+close."""
     lg = fresh_ledger(directory, "steps")
     rng = random.Random(3)
     records = [json.loads(chat_line(rng, i)) for i in range(64)]
@@ -260,9 +294,16 @@ def small_batch_rate(directory: Path, calls: int) -> tuple[float, float]:
         lg.record_batch(records, id=f"run/step-{step:06d}")
     rate = calls / (time.perf_counter() - start)
     start = time.perf_counter()
+    lg.record_batches([(f"run/buffered-{step:06d}", records) for step in range(calls)])
+    buffered = calls / (time.perf_counter() - start)
+    start = time.perf_counter()
+    for _ in range(calls):
+        lg.head()
+    heads = calls / (time.perf_counter() - start)
+    start = time.perf_counter()
     for _ in range(calls):
         duckdb.connect(str(lg.path)).close()
-    return rate, calls / (time.perf_counter() - start)
+    return rate, buffered, heads, calls / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -296,6 +337,15 @@ def main() -> None:
         print(f"   sha256sum      {base / 1e6:8.1f} MB/s")
         print(f"   record_batch   {rate / 1e6:8.1f} MB/s  ({per_record:,.0f} records/s)")
         print(f"   ratio          {rate / base:8.1%}   (target >= 25%)")
+        cpu_rate, sha_cpu_rate = cpu_costs(work, data)
+        cores = os.cpu_count() or 1
+        print("   CPU cost (independent of machine load):")
+        print(f"     record_batch {cpu_rate / 1e6:8.1f} MB per CPU-second (one process, no pool)")
+        print(f"     sha256sum    {sha_cpu_rate / 1e6:8.1f} MB per CPU-second")
+        print(
+            f"     ratio        {cpu_rate / sha_cpu_rate:8.1%}   per core; on {cores} idle cores at best "
+            f"{min(1.0, cores * cpu_rate / sha_cpu_rate):.1%}"
+        )
 
         print("\n2. peak RSS (fresh process each; workers are separate processes)")
         small = peak_rss(work, data, "rss-small")
@@ -315,13 +365,20 @@ def main() -> None:
 
         print(f"\n3. import calls: OpenAI batch output of {args.calls:,} lines")
         calls_rate, report, rerun_rate = import_rate(work, args.calls)
-        print(f"   first import   {calls_rate:10,.0f} calls/s  {report}")
+        print(
+            f"   first import   {calls_rate:10,.0f} calls/s  (added {report.added:,}, "
+            f"failed lines {report.failed:,}, duplicates {report.duplicates:,})"
+        )
         print(f"   re-import      {rerun_rate:10,.0f} calls/s  (adds nothing)")
 
-        print("\n4. training-loop API: record_batch of 64 records per call")
-        steps, opens = small_batch_rate(work, args.steps)
-        print(f"   record_batch   {steps:8.1f} calls/s  ({1000 / steps:.0f} ms per call)")
-        print(f"   duckdb open+close alone {opens:6.1f} /s  ({1000 / opens:.0f} ms)")
+        print("\n4. training-loop API: 64 records per step")
+        steps, buffered, heads, opens = small_batch_rate(work, args.steps)
+        print(
+            f"   record_batch per step         {steps:8.1f} steps/s  ({1000 / steps:.0f} ms each)"
+        )
+        print(f"   record_batches, {args.steps} steps/call {buffered:8.1f} steps/s")
+        print(f"   Ledger.head() (open, read, close) {heads:6.1f} /s  ({1000 / heads:.0f} ms)")
+        print(f"   bare duckdb open+close        {opens:8.1f} /s  ({1000 / opens:.0f} ms)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
