@@ -149,15 +149,27 @@ def _check_schema(conn: duckdb.DuckDBPyConnection, path: Path, read_only: bool =
             migrate(conn, version)
         except duckdb.Error as exc:
             raise CorruptDatabaseError(f"{path}: cannot migrate schema version {version}: {_first_line(exc)}") from exc
-    found = {tuple(r) for r in conn.execute(_COLUMNS_SQL).fetchall()}
-    missing = sorted(_expected_columns() - found)
-    if missing:
+    try:  # binding one empty query over every expected column costs well under a millisecond
+        conn.execute(_probe_sql()).fetchall()
+    except duckdb.Error:
+        found = {tuple(r) for r in conn.execute(_COLUMNS_SQL).fetchall()}
+        missing = sorted(_expected_columns() - found) or sorted(_expected_columns())
         names = ", ".join(f"{table}.{column} {kind}" for table, column, kind in missing[:4])
-        raise CorruptDatabaseError(f"{path}: not a ledger database (expected columns {names}, found none)")
+        raise CorruptDatabaseError(f"{path}: not a ledger database (expected columns {names}, found none)") from None
 
 
 _COLUMNS_SQL = """SELECT table_name, column_name, data_type FROM duckdb_columns()
                   WHERE database_name = current_database() AND schema_name = 'main'"""
+
+
+@functools.cache
+def _probe_sql() -> str:
+    tables: dict[str, list[str]] = {}
+    for table, column, _ in sorted(_expected_columns()):
+        tables.setdefault(table, []).append(f'"{column}"')
+    return "SELECT 1 FROM " + ", ".join(
+        f'(SELECT {", ".join(columns)} FROM "{table}" LIMIT 0) AS "_{table}"' for table, columns in tables.items()
+    )
 
 
 @functools.cache
