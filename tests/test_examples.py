@@ -21,6 +21,8 @@ def test_demo_tells_the_whole_story(tmp_path: Path) -> None:
     assert "CONTAMINATED" in text and "purpose: evaluation" in text
     assert "bundle verifies" in text
     assert "TAMPERING FOUND" in text and "INCONCLUSIVE" in text
+    # the relabelled purpose column does not change what the findings say: purpose comes from the signed body
+    assert "purpose: training-data" not in text[text.index("INCONCLUSIVE"):]
     assert (out / "tune-bundle.json").exists() and (out / "published-head.txt").exists()
 
 

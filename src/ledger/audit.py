@@ -58,6 +58,12 @@ _TYPE_ORDER = {"declared": 0, "exact": 1, "near": 2, "allowed": 3}
 # Every step is try(): a tampered leaf (verify names it, the verdict is inconclusive) decodes to NULL
 # instead of aborting the whole audit with a DuckDB error.
 _PAYLOAD = "try(decode(try(from_base64(try(json_extract_string(try(decode(leaf)), '$.payload'))))))"
+# Who served a call and what it was declared for come from the signed body, never from the derived
+# columns: an insider who relabels `entries.purpose` must not change what a finding says.
+_SIGNED_CALL_FACTS = (
+    "try(json_extract_string(p, '$.provider')) AS provider, try(json_extract_string(p, '$.model')) AS model, "
+    "try(json_extract_string(p, '$.purpose')) AS purpose"
+)
 _HAYSTACK_CHUNK = 1 << 16
 
 
@@ -321,9 +327,10 @@ def _exact_calls(conn: Connection, batches: Sequence[int], size: int) -> list[Fi
     try:
         rows = conn.execute(
             f"""WITH outputs AS (
-                    SELECT idx AS call, provider, model, purpose,
-                           unnest(try(json_extract_string({_PAYLOAD}, '$.outputs[*]'))) AS output
-                    FROM entries WHERE kind = 'call' AND idx < ?
+                    SELECT idx AS call, {_SIGNED_CALL_FACTS},
+                           unnest(try(json_extract_string(p, '$.outputs[*]'))) AS output
+                    FROM (SELECT idx, {_PAYLOAD} AS p FROM entries WHERE idx < ?)
+                    WHERE try(json_extract_string(p, '$.kind')) = 'call'
                 ), call_segments AS (
                     SELECT call, provider, model, purpose, try(unhex(output)) AS segment FROM outputs
                 )
@@ -481,8 +488,8 @@ def _call_needles(conn: Connection, size: int, reference: Any) -> list[_Needle]:
     rows = conn.execute(
         f"""SELECT idx, provider, model, purpose, try(json_extract_string(p, '$.outputs[*]')),
                    try(json_extract_string(p, '$.fingerprints.values[*]')), try(json_extract(p, '$.fingerprints.params'))
-            FROM (SELECT idx, provider, model, purpose, {_PAYLOAD} AS p FROM entries
-                  WHERE kind = 'call' AND idx < ?)
+            FROM (SELECT idx, {_SIGNED_CALL_FACTS}, p FROM (SELECT idx, {_PAYLOAD} AS p FROM entries WHERE idx < ?)
+                  WHERE try(json_extract_string(p, '$.kind')) = 'call')
             WHERE try(json_exists(p, '$.fingerprints'))
             ORDER BY idx""",
         [size],
