@@ -983,6 +983,9 @@ def _check_head(
     for key in ("schema_version", "origin"):
         if meta.get(key, 0) != 1:
             problems.add(None, f"meta: expected one {key} row, found {meta.get(key, 0)}")
+    unknown = sorted(str(k) for k in meta if k not in ("schema_version", "origin"))
+    if unknown:  # no root covers them: a row nothing checks must not exist
+        problems.add(None, f"meta: expected only schema_version and origin, found {', '.join(map(repr, unknown[:5]))}")
     rows = conn.execute(
         "SELECT value FROM meta WHERE key = 'origin' ORDER BY value LIMIT 1"
     ).fetchall()
