@@ -222,7 +222,7 @@ def log(
     since: Annotated[str | None, typer.Option(help="Only entries at or after this RFC 3339 time.")] = None,
     provider: Annotated[str | None, typer.Option(help="Only calls to this provider.")] = None,
     purpose: Annotated[str | None, typer.Option(help="Only calls with this declared purpose.")] = None,
-    limit: Annotated[int | None, typer.Option(help="At most this many entries (newest first with --tail).")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many entries.")] = None,
     start: Annotated[int, typer.Option(help="First entry index.")] = 0,
     tail: Annotated[bool, typer.Option("--tail", help="Newest entries first.")] = False,
     json: Json = False,
@@ -231,14 +231,11 @@ def log(
 
     Example: ledger log --kind call --purpose evaluation --limit 20
     """
-    ledger = _open(db)
-    if not json and limit is None and not any((kind, since, provider, purpose)) and views.out.is_terminal:
-        limit = 200
-    items = ledger.log(kinds=kind, since=since, provider=provider, purpose=purpose, start=start, limit=limit, descending=tail)
+    items = _open(db).log(kinds=kind, since=since, provider=provider, purpose=purpose, start=start, limit=limit, descending=tail)
     if json:
         views.print_json([views.entry_json(e) for e in items])
     else:
-        views.show(views.log_view(items))
+        views.page(views.log_view(items), rows=len(items))
 
 
 @app.command()
@@ -437,9 +434,10 @@ def audit(
     from ledger.audit import build_bundle
 
     ledger = _open(db)
-    with views.progress("verifying the log", ledger.head().size, enabled=not json) as advance:
+    with views.progress("verifying the log", ledger.entry_count(), enabled=not json) as advance:
         report = run_audit(ledger, checkpoint, weights=weights or (), suspects=suspects, fuzzy=fuzzy,
                            threshold=threshold, policy=policy, progress=advance)  # fmt: skip
+    ledger.remember_audit(views.audit_summary(report))
     if bundle is not None:
         bundle.write_text(views.json_text(build_bundle(ledger, report)), encoding="utf-8")
     views.print_json(views.audit_json(report)) if json else views.show(views.audit_view(report))

@@ -537,6 +537,28 @@ class Ledger:
         )  # fmt: skip
 
     # --- reading -----------------------------------------------------------------------------------
+    @property
+    def last_audit_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".last-audit.json")
+
+    def remember_audit(self, summary: Mapping[str, Any]) -> None:
+        """Keep the latest audit's summary beside the file for `status`. Informational only: evidence is the
+        log and bundles, so this file is not covered by any root and `verify` ignores it."""
+        import json
+
+        tmp = self.last_audit_path.with_name(self.last_audit_path.name + ".tmp")
+        tmp.write_text(json.dumps(dict(summary), indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, self.last_audit_path)
+
+    def last_audit(self) -> dict[str, Any] | None:
+        import json
+
+        try:
+            value = json.loads(self.last_audit_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return value if isinstance(value, dict) else None
+
     def entry_count(self) -> int:
         """Entries stored, without trusting the tree head (for progress totals of `verify`)."""
         with self.session() as conn:
@@ -595,6 +617,7 @@ class Ledger:
             "keys": {"active": sum(not k.revoked for k in infos), "revoked": sum(k.revoked for k in infos)},
             "records": tables["records"],
             "segments": tables["record_segments"],
+            "last_audit": self.last_audit(),
         }
 
     def prove(self, ref: str | int) -> InclusionProof:

@@ -36,6 +36,15 @@ def show(renderable: RenderableType) -> None:
     out.print(renderable)
 
 
+def page(renderable: RenderableType, rows: int) -> None:
+    """Long output goes through a pager on a terminal (as `git log` does); piped output is printed whole."""
+    if out.is_terminal and rows + 4 > out.height:
+        with out.pager(styles=True):
+            out.print(renderable)
+    else:
+        out.print(renderable)
+
+
 def error(message: str) -> None:
     """One line whatever the message holds (a parser's or DuckDB's text may carry newlines)."""
     err.print(Text("error: " + " ".join(message.split())), highlight=False)
@@ -219,6 +228,11 @@ def status_view(document: Mapping[str, Any]) -> RenderableType:
     table.add_row("keys", f"{keys['active']} active, {keys['revoked']} revoked")
     if document.get("records") is not None:
         table.add_row("records", f"{document['records']} record leaves, {document['segments']} segments")
+    last = document.get("last_audit")
+    if last:
+        style = _VERDICT_STYLE.get(str(last.get("verdict")), "")
+        table.add_row("last audit", Text(f"{last.get('verdict')}: {last.get('checkpoint')} at size {last.get('size')} "
+                                         f"({last.get('findings')} findings, {last.get('time', '')[:19]})", style=style))
     return Panel(table, title="ledger status", box=box.ROUNDED)
 
 
@@ -556,3 +570,19 @@ def export_json(counts: Any) -> dict[str, Any]:
 def export_view(counts: Any) -> RenderableType:
     files = ", ".join(str(f) for f in counts.files)
     return Text(f"exported {counts.records} record leaves of {counts.batches} batches to {files}", style="green")
+
+
+_VERDICT_STYLE = {"clean": "green", "contaminated": "bold red", "suspect": "yellow", "inconclusive": "yellow"}
+
+
+def audit_summary(report: Any) -> dict[str, Any]:
+    """What `status` shows of the latest audit."""
+    from ledger.entries import now_rfc3339
+
+    return {
+        "verdict": report.verdict,
+        "checkpoint": report.checkpoint,
+        "size": getattr(report, "size", None),
+        "findings": len(report.findings),
+        "time": now_rfc3339(),
+    }
