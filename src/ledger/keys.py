@@ -71,6 +71,14 @@ _KEY_HASH_RE = re.compile(r"[0-9a-fA-F]{8}")
 _TREE_SIZE_RE = re.compile(r"0|[1-9][0-9]*")
 _SIG_PREFIX = "\u2014 "  # em dash, space
 _ENCRYPTED_PEM_MARKER = b"-----BEGIN ENCRYPTED PRIVATE KEY-----"
+# Strings JCS writes exactly as they are (no escapes), so an envelope of them can be laid out by hand.
+_PLAIN_KEYID = re.compile(r"[0-9A-Za-z]*")
+# The one-signature leaf exactly as `sign_entry` writes it: payload, keyid, signature.
+_CANONICAL_LEAF = re.compile(
+    rb'\{"payload":"([A-Za-z0-9+/]*={0,2})","payloadType":"'
+    + re.escape(PAYLOAD_TYPE.encode("ascii"))
+    + rb'","signatures":\[\{"keyid":"([0-9a-f]{64})","sig":"([A-Za-z0-9+/]{86}==)"\}\]\}'
+)
 
 
 # --------------------------------------------------------------------------- base64
@@ -91,6 +99,15 @@ def _b64decode_canonical(text: str) -> bytes | None:
     except (UnicodeEncodeError, binascii.Error, ValueError):
         return None
     return raw if _b64(raw) == text else None
+
+
+def _b64decode_canonical_ascii(text: bytes) -> bytes | None:
+    """`_b64decode_canonical` for ASCII bytes already known to be base64 characters."""
+    try:
+        raw = binascii.a2b_base64(text, strict_mode=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw if binascii.b2a_base64(raw, newline=False) == text else None
 
 
 # --------------------------------------------------------------------------- keys
@@ -329,6 +346,8 @@ class Envelope:
     payload: bytes
     payload_type: str
     signatures: tuple[tuple[str, bytes], ...]
+    # The body `parse_envelope` already decoded to check the payload, so `body()` need not parse it again.
+    _body: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def signer(self) -> str:
@@ -336,7 +355,13 @@ class Envelope:
         return self.signatures[0][0]
 
     def body(self) -> dict[str, Any]:
-        """The decoded entry body (big integers exact, per the JCS extension)."""
+        """The decoded entry body (big integers exact, per the JCS extension).
+
+        An envelope from `parse_envelope` returns the body it decoded while parsing (the same dict on
+        every call: treat it as read-only) rather than parsing the payload again.
+        """
+        if self._body is not None:
+            return self._body
         try:
             value = parse_json_line(self.payload)
         except ValueError as exc:
@@ -347,7 +372,22 @@ class Envelope:
 
 
 def format_envelope(envelope: Envelope) -> bytes:
-    """The leaf bytes of an envelope: JCS of its DSSE JSON form (inverse of parse_envelope)."""
+    """The leaf bytes of an envelope: JCS of its DSSE JSON form (inverse of parse_envelope).
+
+    Our own envelopes hold only ASCII letters, digits, '+', '/', '=' and '.' in their strings, which
+    JCS writes as they are, with the keys in the order below; such envelopes are laid out directly
+    (several times faster than the general JCS writer, and tested equal to it).
+    """
+    if envelope.payload_type == PAYLOAD_TYPE and all(
+        _PLAIN_KEYID.fullmatch(keyid) for keyid, _ in envelope.signatures
+    ):
+        signatures = ",".join(
+            f'{{"keyid":"{keyid}","sig":"{_b64(sig)}"}}' for keyid, sig in envelope.signatures
+        )
+        return (
+            f'{{"payload":"{_b64(envelope.payload)}","payloadType":"{PAYLOAD_TYPE}",'
+            f'"signatures":[{signatures}]}}'
+        ).encode("ascii")
     return canonical_json(
         {
             "payload": _b64(envelope.payload),
@@ -376,8 +416,18 @@ def parse_envelope(leaf: bytes, *, index: int | None = None) -> Envelope:
 
     Strict on purpose: a leaf is hashed into the log, so any second spelling of the same envelope
     (other key order, whitespace, escapes, base64 padding bits, a non-JCS payload) is tampering.
-    The signature itself is checked by `verify_envelope`.
+    The signature itself is checked by `verify_envelope`. The decoded body is kept in the envelope,
+    so `body()` costs nothing more.
     """
+    fast = _CANONICAL_LEAF.fullmatch(leaf)
+    if fast is not None:
+        # Only the one-signature form `sign_entry` writes can match, and a match is byte for byte what
+        # format_envelope writes for its parts, so the JSON parse and re-serialisation can be skipped.
+        payload, sig = _b64decode_canonical_ascii(fast[1]), _b64decode_canonical_ascii(fast[3])
+        if payload is not None and sig is not None and len(sig) == ED25519_SIGNATURE_SIZE:
+            return _with_body(
+                Envelope(payload, PAYLOAD_TYPE, ((fast[2].decode("ascii"), sig),)), index
+            )
     try:
         doc = parse_json_line(leaf)
     except ValueError as exc:
@@ -400,13 +450,19 @@ def parse_envelope(leaf: bytes, *, index: int | None = None) -> Envelope:
     envelope = Envelope(payload, payload_type, signatures)
     if format_envelope(envelope) != leaf:
         raise _not_canonical("re-serialising it gives different bytes", index)
+    return _with_body(envelope, index)
+
+
+def _with_body(envelope: Envelope, index: int | None) -> Envelope:
+    """The envelope with its body decoded, once, after checking the payload is the body's JCS."""
     try:
         body = envelope.body()
+        canonical = canonical_json(body)
     except InputError as exc:
         raise _not_canonical(f"payload is not a JSON object ({exc})", index) from None
-    if canonical_json(body) != payload:
+    if canonical != envelope.payload:
         raise _not_canonical("payload is not the JCS serialisation of its body", index)
-    return envelope
+    return Envelope(envelope.payload, envelope.payload_type, envelope.signatures, body)
 
 
 def _parse_signatures(value: object, index: int | None) -> tuple[tuple[str, bytes], ...]:

@@ -6,6 +6,14 @@ leaves, the stored tree head must describe exactly that log, and every batch's s
 recompute to the `records_root` its signed entry commits to. Tampering is collected as `Problem`s (one
 per defect, naming the entry index where there is one) so the user sees all of it at once; only
 operational failures (missing, locked or unreadable file; a malformed published head) raise.
+
+Concurrency (DESIGN.md): verification never holds the file for long. A first short session reads the
+tree head and the shape of the log (size N); the entries 0..N-1, their tree nodes and the batches' record
+sets are then read in bounded sessions (about 16k entries or 128k records each, well under a second),
+each closed before its rows are checked, so recorders append in between. Those rows cannot change in an
+append-only log, and every leaf read is bound to the head read at the start by the recomputed root; what
+is appended meanwhile lies outside this run, which verifies the log up to size N. A last session checks
+that the head is still N or a consistent extension of it.
 """
 
 from __future__ import annotations
@@ -16,9 +24,11 @@ import hashlib
 import multiprocessing
 import os
 import sys
+from array import array
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 import numpy as np
 import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.compute as pc  # type: ignore[import-untyped]
 
 from ledger import entries, keys, merkle, store
 from ledger.errors import CorruptDatabaseError, InputError, VerificationError
@@ -44,16 +55,18 @@ __all__ = [
 ]
 
 Connection = duckdb.DuckDBPyConnection
+Opener = Callable[[], AbstractContextManager[Connection]]
 
 MAX_PROBLEMS = 1000  # beyond this a report says how many more there were instead of listing them
 _QUERY_LIMIT = 100  # rows of one kind of defect fetched per query
-_ENTRY_CHUNK = 2048  # entries per fetch and per worker task
+# Entries (with their tree nodes) read per session: about 0.1 s of holding the file.
+_SESSION_ENTRIES = 1 << 14
+_ENTRY_CHUNK = 2048  # entries per worker task
 _POOL_MIN_ENTRIES = 20_000  # below this, starting worker processes costs more than it saves
 _POOL_MIN_RECORDS = 200_000
-_RECORD_CHUNK = (
-    1 << 16
-)  # record rows per fetch; a power of two, so slices of a batch are perfect subtrees
-_POSITION_END = 1 << 62
+# Record rows per session and per worker task; a power of two, so slices of a batch are perfect subtrees.
+_RECORD_CHUNK = 1 << 17
+_INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 _SIG_OK, _SIG_BAD, _SIG_UNKNOWN = 0, 1, 2
 _KIND_CODES = {kind: code for code, kind in enumerate(entries.KINDS, start=1)}
@@ -105,7 +118,7 @@ class _Problems:
 
 @dataclass(frozen=True)
 class _RecordStats:
-    """What one aggregate query says about a batch's stored rows, before any leaf is rebuilt."""
+    """What the stored rows of one batch look like, before any leaf is rebuilt; sums over a batch's slices."""
 
     rows: int = 0
     distinct: int = 0
@@ -116,41 +129,24 @@ class _RecordStats:
     orphan_segments: int = 0  # segment rows whose position has no record row
     bad_segments: int = 0  # segments that are not 32 bytes
 
-
-def _record_stats(conn: Connection, batch: int | None) -> dict[int, _RecordStats]:
-    """Per-batch row statistics of records and record_segments (all batches when `batch` is None)."""
-    where, params = ("WHERE batch = ?", [batch]) if batch is not None else ("", [])
-    found: dict[int, dict[str, int]] = {}
-    rows = conn.execute(
-        f"""SELECT batch, count(*), count(DISTINCT position), min(position), max(position),
-                   count(*) FILTER (WHERE octet_length(fingerprint) > 0),
-                   count(*) FILTER (WHERE octet_length(digest) != 32)
-            FROM records {where} GROUP BY batch""",
-        params,
-    ).fetchall()
-    for b, n, distinct, first, last, fps, bad in rows:
-        found[int(b)] = {
-            "rows": int(n),
-            "distinct": int(distinct),
-            "first": int(first),
-            "last": int(last),
-            "fingerprints": int(fps),
-            "bad_digests": int(bad),
-        }
-    seg_where = "WHERE s.batch = ?" if batch is not None else ""
-    rows = conn.execute(
-        f"""SELECT s.batch, count(*) FILTER (WHERE r.position IS NULL),
-                   count(*) FILTER (WHERE octet_length(s.segment) != 32)
-            FROM record_segments s
-            LEFT JOIN (SELECT DISTINCT batch, position FROM records {where}) r
-              ON r.batch = s.batch AND r.position = s.position
-            {seg_where} GROUP BY s.batch""",
-        params + params,
-    ).fetchall()
-    for b, orphans, bad in rows:
-        entry = found.setdefault(int(b), {})
-        entry["orphan_segments"], entry["bad_segments"] = int(orphans), int(bad)
-    return {b: _RecordStats(**values) for b, values in found.items()}
+    def merge(self, other: _RecordStats) -> _RecordStats:
+        """Statistics of two disjoint position ranges of one batch taken together."""
+        if not other.rows:
+            span = (self.first, self.last)
+        elif not self.rows:
+            span = (other.first, other.last)
+        else:
+            span = (min(self.first, other.first), max(self.last, other.last))
+        return _RecordStats(
+            self.rows + other.rows,
+            self.distinct + other.distinct,
+            span[0],
+            span[1],
+            self.fingerprints + other.fingerprints,
+            self.bad_digests + other.bad_digests,
+            self.orphan_segments + other.orphan_segments,
+            self.bad_segments + other.bad_segments,
+        )
 
 
 def _stats_problems(batch: int, count: int, stats: _RecordStats) -> list[Problem]:
@@ -232,8 +228,9 @@ def _fixed32(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return data.reshape(len(fixed), 32)
 
 
-def _int64(column: pa.ChunkedArray) -> np.ndarray:
-    return np.asarray(column.combine_chunks().to_numpy(zero_copy_only=False), dtype=np.int64)
+def _int64(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    return np.asarray(array.to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -292,6 +289,37 @@ def _segments_sorted(keys_: np.ndarray, segments: np.ndarray) -> bool:
     return bool(np.all((ka < kb) | ((ka == kb) & not_greater)))
 
 
+def _lengths(column: pa.ChunkedArray) -> np.ndarray:
+    """Byte lengths of a binary column, -1 for NULL (never a valid hash length)."""
+    return _int64(pc.fill_null(pc.binary_length(column), -1))
+
+
+def _fingerprint_hashes(column: pa.Array) -> list[bytes]:
+    """RFC 6962 leaf hashes of fingerprint values (NULL is the empty fingerprint, as recording writes it).
+
+    Values of one length, the usual case, are laid out behind their 0x00 prefixes by numpy in one block,
+    so the loop only hashes slices.
+    """
+    n = len(column)
+    if n == 0:
+        return []
+    lengths = _lengths(column)
+    width = int(lengths[0])
+    sha = hashlib.sha256
+    if width > 0 and column.null_count == 0 and bool(np.all(lengths == width)):
+        array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+        offset = int(
+            np.frombuffer(array.buffers()[1], np.int32, count=1, offset=4 * array.offset)[0]
+        )
+        data = np.frombuffer(array.buffers()[2], np.uint8, count=n * width, offset=offset)
+        block = np.zeros((n, width + 1), np.uint8)
+        block[:, 1:] = data.reshape(n, width)
+        raw = block.tobytes()
+        step = width + 1
+        return [sha(raw[i : i + step]).digest() for i in range(0, n * step, step)]
+    return [sha(b"\x00" + (value or b"")).digest() for value in column.to_pylist()]
+
+
 @dataclass(frozen=True)
 class _RecordChunk:
     """Rebuilt record leaves of a range of (batch, position) keys, in key order."""
@@ -299,15 +327,14 @@ class _RecordChunk:
     batches: np.ndarray
     positions: np.ndarray
     groups: list[_LeafGroup]
-    fingerprints: list[bytes | None]
+    fingerprints: pa.Array  # in the same key order
 
     def leaf_hashes(self) -> list[bytes]:
         out: list[bytes] = [b""] * len(self.batches)
         sha = hashlib.sha256
         for group in self.groups:
-            view = memoryview(group.data)
-            width = group.width
-            hashes = [sha(view[i : i + width]).digest() for i in range(0, len(group.data), width)]
+            data, width = group.data, group.width
+            hashes = [sha(data[i : i + width]).digest() for i in range(0, len(data), width)]
             for row, digest in zip(group.rows.tolist(), hashes):
                 out[row] = digest
         return out
@@ -324,40 +351,25 @@ class _RecordChunk:
 _KEY_SHIFT = 32  # composite key = batch << 32 | position; positions are checked to fit first
 
 
-def _fetch_record_chunk(
-    conn: Connection,
-    batch_lo: int,
-    batch_hi: int,
-    pos_lo: int,
-    pos_hi: int,
-    keep: np.ndarray | None,
-) -> _RecordChunk:
-    """Fetch one range of records and their segments and rebuild their leaves (SQL filters, numpy builds)."""
-    params = [batch_lo, batch_hi, pos_lo, pos_hi]
-    where = "WHERE batch BETWEEN ? AND ? AND position >= ? AND position < ?"
-    records = conn.sql(
-        f"SELECT batch, position, digest, fingerprint FROM records {where}", params=params
-    ).to_arrow_table()
-    segs = conn.sql(
-        f"SELECT batch, position, segment FROM record_segments {where}", params=params
-    ).to_arrow_table()
-    if keep is not None:  # drop batches that failed their checks before touching their values
-        records = records.filter(pa.array(np.isin(_int64(records.column("batch")), keep)))
-        segs = segs.filter(pa.array(np.isin(_int64(segs.column("batch")), keep)))
+def _build_chunk(records: pa.Table, segs: pa.Table) -> _RecordChunk:
+    """Rebuild the leaves of fetched record rows (any order) with their segments (SQL fetched, numpy builds)."""
     rb, rp = _int64(records.column("batch")), _int64(records.column("position"))
     sb, sp = _int64(segs.column("batch")), _int64(segs.column("position"))
     digests = _fixed32(records.column("digest"))
     segments = _fixed32(segs.column("segment"))
-    fingerprints = records.column("fingerprint").to_pylist()
+    fingerprints = records.column("fingerprint").combine_chunks()
     if len(rp) and (
         rp.min() < 0 or rp.max() >= 1 << _KEY_SHIFT or rb.min() < 0 or rb.max() >= 1 << 30
     ):
-        raise VerificationError(f"record keys out of range in batches {batch_lo}..{batch_hi}")
+        raise VerificationError(
+            f"expected record keys (batch < 2^30, position < 2^32), found batches "
+            f"{rb.min()}..{rb.max()} and positions {rp.min()}..{rp.max()}"
+        )
     rkey = (rb << _KEY_SHIFT) | rp
     if len(rkey) > 1 and not np.all(rkey[:-1] <= rkey[1:]):
         order = np.argsort(rkey, kind="stable")
         rkey, rb, rp, digests = rkey[order], rb[order], rp[order], digests[order]
-        fingerprints = [fingerprints[i] for i in order.tolist()]
+        fingerprints = fingerprints.take(pa.array(order))
     skey = (sb << _KEY_SHIFT) | np.clip(sp, 0, (1 << _KEY_SHIFT) - 1)
     if not _segments_sorted(skey, segments):
         words = segments.view(">u8").reshape(len(segments), 4)
@@ -367,29 +379,6 @@ def _fetch_record_chunk(
     counts = np.searchsorted(skey, rkey, "right") - starts
     groups = _assemble_leaves(digests, counts, starts, segments)
     return _RecordChunk(rb, rp, groups, fingerprints)
-
-
-def _plan_chunks(
-    batches: Sequence[tuple[int, int]],
-) -> Iterator[tuple[int, int, int, int, np.ndarray]]:
-    """Fetch units over batches in index order: several small batches together, a big one in position ranges."""
-    group: list[int] = []
-    total = 0
-    for batch, count in batches:
-        if count > _RECORD_CHUNK:
-            if group:
-                yield group[0], group[-1], 0, _POSITION_END, np.array(group, np.int64)
-                group, total = [], 0
-            for lo in range(0, count, _RECORD_CHUNK):
-                yield batch, batch, lo, lo + _RECORD_CHUNK, np.array([batch], np.int64)
-            continue
-        if group and total + count > _RECORD_CHUNK:
-            yield group[0], group[-1], 0, _POSITION_END, np.array(group, np.int64)
-            group, total = [], 0
-        group.append(batch)
-        total += count
-    if group:
-        yield group[0], group[-1], 0, _POSITION_END, np.array(group, np.int64)
 
 
 @dataclass(frozen=True)
@@ -411,91 +400,218 @@ def _commitment(body: Mapping[str, Any]) -> _Commitment:
 
 @dataclass(frozen=True)
 class _Unit:
-    """One fetch: the rows of `keep` batches in [batch_lo, batch_hi] with positions in [pos_lo, pos_hi)."""
+    """One session's rows: batch keys batch_lo..batch_hi with positions pos_lo..pos_hi (both inclusive).
+
+    `counts` are the batch entries among those keys with the record count each commits to; rows under
+    any other key belong to no batch entry. A batch bigger than a unit is cut into aligned 2^k-position
+    slices (the first and last open-ended, so no stray position escapes), and its records root is the
+    RFC 6962 root over the slices' roots taken as leaf hashes.
+    """
 
     batch_lo: int
     batch_hi: int
     pos_lo: int
     pos_hi: int
-    keep: tuple[int, ...]
+    counts: tuple[tuple[int, int], ...]
+
+    def expected(self, count: int) -> tuple[int, int]:
+        """The positions [lo, hi) of a batch of `count` records this unit must find, each once."""
+        lo, hi = max(0, self.pos_lo), min(count, self.pos_hi + 1)
+        return lo, max(lo, hi)
 
 
-def _units(batches: Sequence[tuple[int, int]]) -> Iterator[_Unit]:
-    for batch_lo, batch_hi, pos_lo, pos_hi, keep in _plan_chunks(batches):
-        yield _Unit(batch_lo, batch_hi, pos_lo, pos_hi, tuple(keep.tolist()))
+def _plan_units(batches: Sequence[tuple[int, int]], cover: tuple[int, int] | None) -> list[_Unit]:
+    """Units over batches in index order: small batches together, a big one in position slices.
 
-
-_Piece = tuple[
-    int, int, bytes, bytes
-]  # batch, rows, records root and fingerprints root of those rows
-
-
-def _unit_pieces(conn: Connection, unit: _Unit) -> list[_Piece]:
-    """Roots of each batch's rows in one unit. A unit is a whole batch or an aligned 2^k-row slice of one,
-    so a batch's root is the RFC 6962 root over its pieces' roots taken as leaf hashes."""
-    keep = np.array(unit.keep, np.int64)
-    chunk = _fetch_record_chunk(conn, unit.batch_lo, unit.batch_hi, unit.pos_lo, unit.pos_hi, keep)
-    hashes = chunk.leaf_hashes()
-    if not hashes:
-        return []
-    sha = (
-        hashlib.sha256
-    )  # a NULL fingerprint is the empty one, as recording writes b"" for no texts
-    fp_hashes = [sha(b"\x00" + (f or b"")).digest() for f in chunk.fingerprints]
-    bounds = (np.flatnonzero(np.diff(chunk.batches)) + 1).tolist()
-    return [
-        (int(chunk.batches[lo]), hi - lo, merkle.root(hashes[lo:hi]), merkle.root(fp_hashes[lo:hi]))
-        for lo, hi in zip([0, *bounds], [*bounds, len(hashes)])
-    ]
-
-
-_worker_connections: dict[str, Connection] = {}
-
-
-def _unit_pieces_in_worker(path: str, unit: _Unit) -> list[_Piece]:
-    """Worker side: each worker process keeps its own read-only connection for the whole verification."""
-    conn = _worker_connections.get(path)
-    if conn is None:
-        conn = _worker_connections[path] = store.connect(Path(path), read_only=True)
-    return _unit_pieces(conn, unit)
-
-
-def _recompute_roots(
-    conn: Connection,
-    batches: Sequence[tuple[int, int]],
-    pool: ProcessPoolExecutor | None = None,
-    path: Path | None = None,
-    workers: int = 1,
-) -> Iterator[tuple[int, bytes, bytes]]:
-    """(batch, records root, fingerprints root) for each batch whose rows passed the statistics checks.
-
-    Units run in the worker pool when there is one (each worker reads the file itself), else here.
+    With `cover` = (lo, hi) the units' key ranges tile lo..hi, so record rows stored under a key that is
+    no batch entry are found too.
     """
-    pieces: dict[int, list[_Piece]] = {}
-    counts = dict(batches)
+    units: list[_Unit] = []
+    group: list[tuple[int, int]] = []
+    total = 0
+    cursor = cover[0] if cover is not None else 0  # lowest key not yet in a unit
+
+    def flush(upto: int) -> None:
+        nonlocal cursor, group, total
+        if cover is not None and cursor <= upto:
+            units.append(_Unit(cursor, upto, _INT64_MIN, _INT64_MAX, tuple(group)))
+        elif cover is None and group:
+            units.append(_Unit(group[0][0], group[-1][0], _INT64_MIN, _INT64_MAX, tuple(group)))
+        cursor = max(cursor, upto + 1)
+        group, total = [], 0
+
     for batch, count in batches:
-        if count == 0:
-            yield batch, merkle.EMPTY_ROOT, merkle.EMPTY_ROOT
-    pending: deque[Future[list[_Piece]] | list[_Piece]] = deque()
+        if count > _RECORD_CHUNK:
+            flush(batch - 1)
+            for lo in range(0, count, _RECORD_CHUNK):
+                first = _INT64_MIN if lo == 0 else lo
+                last = _INT64_MAX if lo + _RECORD_CHUNK >= count else lo + _RECORD_CHUNK - 1
+                units.append(_Unit(batch, batch, first, last, ((batch, count),)))
+            cursor = batch + 1
+            continue
+        if group and total + count > _RECORD_CHUNK:
+            flush(group[-1][0])
+        group.append((batch, count))
+        total += count
+    if cover is not None:
+        flush(cover[1])
+    elif group:
+        flush(group[-1][0])
+    return units
 
-    def settle() -> Iterator[tuple[int, bytes, bytes]]:
-        done = pending.popleft()
-        for piece in done if isinstance(done, list) else done.result():
-            have = pieces.setdefault(piece[0], [])
-            have.append(piece)
-            if sum(p[1] for p in have) == counts[piece[0]]:
-                del pieces[piece[0]]
-                yield piece[0], merkle.root([p[2] for p in have]), merkle.root([p[3] for p in have])
 
-    for unit in _units([(b, c) for b, c in batches if c]):
-        if pool is not None and path is not None:
-            pending.append(pool.submit(_unit_pieces_in_worker, str(path), unit))
-        else:
-            pending.append(_unit_pieces(conn, unit))
-        while len(pending) > 2 * workers:
-            yield from settle()
-    while pending:
-        yield from settle()
+def _fetch_unit(conn: Connection, unit: _Unit) -> tuple[pa.Table, pa.Table]:
+    """A unit's record and segment rows as Arrow tables, fetched in full (the session can close after)."""
+    params = [unit.batch_lo, unit.batch_hi, unit.pos_lo, unit.pos_hi]
+    where = "WHERE batch BETWEEN ? AND ? AND position BETWEEN ? AND ?"
+    records = conn.sql(
+        f"SELECT batch, position, digest, fingerprint FROM records {where}", params=params
+    ).to_arrow_table()
+    segs = conn.sql(
+        f"SELECT batch, position, segment FROM record_segments {where}", params=params
+    ).to_arrow_table()
+    return records, segs
+
+
+# batch, first position, records root and fingerprints root of one slice of a batch
+_Piece = tuple[int, int, bytes, bytes]
+
+
+@dataclass(frozen=True)
+class _UnitResult:
+    """What one unit found: statistics per batch entry, roots of its sound slices, rows of no batch entry."""
+
+    stats: tuple[tuple[int, _RecordStats], ...]
+    pieces: tuple[_Piece, ...]
+    strays: tuple[tuple[int, int, int], ...]  # key, record rows, segment rows
+
+
+def _local(keys_: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Position of each value in the sorted `keys_`, or -1 where it is not one of them."""
+    if not len(keys_):
+        return np.full(len(values), -1, np.int64)
+    at = np.searchsorted(keys_, values)
+    hit = keys_[np.minimum(at, len(keys_) - 1)] == values
+    return np.where(hit & (at < len(keys_)), at, -1)
+
+
+def _pair_keys(
+    rl: np.ndarray, rp: np.ndarray, sl: np.ndarray, sp: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """int64 keys ordered as (batch, position) for record and segment rows, for any stored positions."""
+    both = np.concatenate([rp, sp])
+    if not len(both) or (both.min() >= 0 and both.max() < 1 << _KEY_SHIFT):
+        return (rl << _KEY_SHIFT) | rp, (sl << _KEY_SHIFT) | sp
+    distinct, rank = np.unique(both, return_inverse=True)  # damaged positions: rank them instead
+    width = len(distinct)
+    return rl * width + rank[: len(rp)], sl * width + rank[len(rp) :]
+
+
+def _strays(rb: np.ndarray, sb: np.ndarray) -> tuple[tuple[int, int, int], ...]:
+    if not len(rb) and not len(sb):
+        return ()
+    found: dict[int, list[int]] = {}
+    for column, values in ((0, rb), (1, sb)):
+        keys_, counts = np.unique(values, return_counts=True)
+        for key, count in zip(keys_.tolist(), counts.tolist()):
+            found.setdefault(key, [0, 0])[column] = count
+    return tuple((key, rows, segs) for key, (rows, segs) in sorted(found.items()))
+
+
+def _unit_result(unit: _Unit, records: pa.Table, segs: pa.Table) -> _UnitResult:
+    """Statistics of every batch in the unit, and the roots of those whose rows here are exactly right.
+
+    Everything is counted with numpy over the whole unit at once; leaves are rebuilt only for batches
+    whose rows are sound (so malformed values never reach the leaf builder).
+    """
+    keys_ = np.array([b for b, _ in unit.counts], np.int64)
+    n = len(keys_)
+    rb, rp = _int64(records.column("batch")), _int64(records.column("position"))
+    sb, sp = _int64(segs.column("batch")), _int64(segs.column("position"))
+    rl, sl = _local(keys_, rb), _local(keys_, sb)
+    rkeep, skeep = rl >= 0, sl >= 0
+    strays = _strays(rb[~rkeep], sb[~skeep])
+    rl_k, rp_k, sl_k, sp_k = rl[rkeep], rp[rkeep], sl[skeep], sp[skeep]
+    rows = np.bincount(rl_k, minlength=n)
+    bad_digests = np.bincount(rl_k[_lengths(records.column("digest"))[rkeep] != 32], minlength=n)
+    fingerprints = np.bincount(
+        rl_k[_lengths(records.column("fingerprint"))[rkeep] > 0], minlength=n
+    )
+    bad_segments = np.bincount(sl_k[_lengths(segs.column("segment"))[skeep] != 32], minlength=n)
+    rkey, skey = _pair_keys(rl_k, rp_k, sl_k, sp_k)
+    if len(rkey) > 1 and not np.all(rkey[:-1] < rkey[1:]):
+        order = np.argsort(rkey, kind="stable")
+        rkey, rl_k, rp_k = rkey[order], rl_k[order], rp_k[order]
+    new = np.ones(len(rkey), bool)
+    new[1:] = rkey[1:] != rkey[:-1]
+    distinct = np.bincount(rl_k[new], minlength=n)
+    unique = rkey[new]
+    if len(unique):
+        at = np.minimum(np.searchsorted(unique, skey), len(unique) - 1)
+        orphans = np.bincount(sl_k[unique[at] != skey], minlength=n)
+    else:
+        orphans = np.bincount(sl_k, minlength=n)
+    begins = np.searchsorted(rl_k, np.arange(n), "left")
+    ends = np.searchsorted(rl_k, np.arange(n), "right")
+    stats: list[tuple[int, _RecordStats]] = []
+    build: list[int] = []  # batches rebuilt here
+    for i, (batch, count) in enumerate(unit.counts):
+        has = int(ends[i]) > int(begins[i])
+        s = _RecordStats(
+            int(rows[i]),
+            int(distinct[i]),
+            int(rp_k[begins[i]]) if has else 0,
+            int(rp_k[ends[i] - 1]) if has else -1,
+            int(fingerprints[i]),
+            int(bad_digests[i]),
+            int(orphans[i]),
+            int(bad_segments[i]),
+        )
+        stats.append((batch, s))
+        lo, hi = unit.expected(count)
+        sound = (
+            s.rows == s.distinct == hi - lo
+            and (s.first, s.last) == ((lo, hi - 1) if hi > lo else (0, -1))
+            and not (s.bad_digests or s.bad_segments or s.orphan_segments)
+        )
+        if sound and hi > lo:
+            build.append(batch)
+    built = set(build)
+    everything = not strays and all(s.rows == 0 or b in built for b, s in stats)
+    return _UnitResult(tuple(stats), _pieces(unit, records, segs, build, everything), strays)
+
+
+def _pieces(
+    unit: _Unit, records: pa.Table, segs: pa.Table, build: list[int], everything: bool
+) -> tuple[_Piece, ...]:
+    """Records and fingerprints roots of the `build` batches' rows in this unit (one slice each)."""
+    if not build:
+        return ()
+    if not everything:
+        wanted = pa.array(build, pa.int64())
+        records = records.filter(pc.is_in(records.column("batch"), value_set=wanted))
+        segs = segs.filter(pc.is_in(segs.column("batch"), value_set=wanted))
+    chunk = _build_chunk(records, segs)
+    hashes = chunk.leaf_hashes()
+    fp_hashes = _fingerprint_hashes(chunk.fingerprints)
+    bounds = (np.flatnonzero(np.diff(chunk.batches)) + 1).tolist()
+    counts = dict(unit.counts)
+    return tuple(
+        (
+            int(chunk.batches[lo]),
+            unit.expected(counts[int(chunk.batches[lo])])[0],
+            merkle.root(hashes[lo:hi]),
+            merkle.root(fp_hashes[lo:hi]),
+        )
+        for lo, hi in zip([0, *bounds], [*bounds, len(hashes)])
+    )
+
+
+def _unit_in_worker(path: str, unit: _Unit) -> _UnitResult:
+    """Worker side: a session of its own for just the fetch, closed before the rows are checked."""
+    with store.session(Path(path), read_only=True) as conn:
+        records, segs = _fetch_unit(conn, unit)
+    return _unit_result(unit, records, segs)
 
 
 def _root_problems(
@@ -522,44 +638,91 @@ def _root_problems(
 
 
 def _check_record_sets(
-    conn: Connection,
+    opener: Opener,
     commitments: Mapping[int, _Commitment],
-    batch: int | None,
+    cover: tuple[int, int] | None,
     pool: ProcessPoolExecutor | None = None,
     path: Path | None = None,
     workers: int = 1,
 ) -> list[Problem]:
-    """Statistics first (cheap, names the defect), then rebuild and compare the roots of the sound batches."""
-    problems: list[Problem] = []
-    stats = _record_stats(conn, batch)
-    for stored_batch in sorted(stats.keys() - commitments.keys()):
-        s = stats[stored_batch]
-        problems.append(
-            Problem(
-                stored_batch,
-                f"entry {stored_batch}: expected record rows only for batch entries, "
-                f"found {s.rows} record and segment rows for a non-batch entry",
-            )
+    """Fetch every unit in a short session of its own (in the worker pool when there is one), then judge
+    each batch from its summed statistics first (cheap, names the defect) and its rebuilt roots second.
+    """
+    batches = [(batch, commitments[batch].count) for batch in sorted(commitments)]
+    stats: dict[int, _RecordStats] = {}
+    pieces: dict[int, list[_Piece]] = {}
+    strays: dict[int, tuple[int, int]] = {}
+    pending: deque[Future[_UnitResult] | _UnitResult] = deque()
+
+    def settle() -> None:
+        done = pending.popleft()
+        result = done if isinstance(done, _UnitResult) else done.result()
+        for batch, s in result.stats:
+            stats[batch] = stats[batch].merge(s) if batch in stats else s
+        for piece in result.pieces:
+            pieces.setdefault(piece[0], []).append(piece)
+        for key, rows, segs in result.strays:
+            had = strays.get(key, (0, 0))
+            strays[key] = (had[0] + rows, had[1] + segs)
+
+    for unit in _plan_units(batches, cover):
+        if pool is not None and path is not None:
+            pending.append(pool.submit(_unit_in_worker, str(path), unit))
+        else:
+            with opener() as conn:
+                records, segs = _fetch_unit(conn, unit)
+            pending.append(_unit_result(unit, records, segs))
+        while len(pending) > (2 * workers if pool is not None else 0):
+            settle()
+    while pending:
+        settle()
+    problems = [
+        Problem(
+            key,
+            f"entry {key}: expected record rows only for batch entries, found {rows} record rows "
+            f"and {segs} segment rows under a non-batch entry",
         )
-    sound: list[tuple[int, int]] = []
-    for index in sorted(commitments):
-        want = commitments[index]
-        s = stats.get(index, _RecordStats())
-        found = _stats_problems(index, want.count, s)
+        for key, (rows, segs) in sorted(strays.items())
+    ]
+    for batch, count in batches:
+        want = commitments[batch]
+        s = stats.get(batch, _RecordStats())
+        found = _stats_problems(batch, count, s)
         if want.fingerprints_root is None and s.fingerprints:
             found.append(
                 Problem(
-                    index,
-                    f"batch entry {index}: expected no fingerprints (the entry commits to none), "
+                    batch,
+                    f"batch entry {batch}: expected no fingerprints (the entry commits to none), "
                     f"found {s.fingerprints} stored fingerprint values",
                 )
             )
-        problems.extend(found)
         if not found:
-            sound.append((index, want.count))
-    for index, records_root, fp_root in _recompute_roots(conn, sound, pool, path, workers):
-        problems.extend(_root_problems(index, commitments[index], records_root, fp_root))
+            got = sorted(pieces.get(batch, []), key=lambda p: p[1])
+            records_root = merkle.root([p[2] for p in got])
+            fp_root = merkle.root([p[3] for p in got])
+            found = _root_problems(batch, want, records_root, fp_root)
+        problems.extend(found)
     return problems
+
+
+def _beyond_log(conn: Connection, cover: tuple[int, int]) -> list[Problem]:
+    """Record rows under keys outside the log as it stands at the start (the units cover the rest)."""
+    found: dict[int, list[int]] = {}
+    for column, table in ((0, "records"), (1, "record_segments")):
+        for key, count in conn.execute(
+            f"""SELECT batch, count(*) FROM {table} WHERE batch < ? OR batch > ?
+                GROUP BY batch ORDER BY batch LIMIT {_QUERY_LIMIT}""",
+            list(cover),
+        ).fetchall():
+            found.setdefault(int(key), [0, 0])[column] = int(count)
+    return [
+        Problem(
+            key,
+            f"entry {key}: expected record rows only for batch entries, found {rows} record rows "
+            f"and {segs} segment rows under a key the log has no entry for",
+        )
+        for key, (rows, segs) in sorted(found.items())
+    ]
 
 
 def record_leaves(conn: Connection, batch_index: int) -> Iterator[bytes]:
@@ -572,13 +735,13 @@ def record_leaves(conn: Connection, batch_index: int) -> Iterator[bytes]:
         "SELECT coalesce(max(position), -1) FROM records WHERE batch = ?", [batch_index]
     ).fetchall()
     for lo in range(0, last + 1, _RECORD_CHUNK):
-        chunk = _fetch_record_chunk(conn, batch_index, batch_index, lo, lo + _RECORD_CHUNK, None)
-        yield from chunk.leaves()
+        unit = _Unit(batch_index, batch_index, lo, lo + _RECORD_CHUNK - 1, ())
+        yield from _build_chunk(*_fetch_unit(conn, unit)).leaves()
 
 
 def check_record_set(conn: Connection, batch_index: int, body: Mapping[str, Any]) -> list[Problem]:
     """Check one batch's stored record set against its signed body: positions, records root, fingerprints root."""
-    return _check_record_sets(conn, {batch_index: _commitment(body)}, batch_index)
+    return _check_record_sets(lambda: nullcontext(conn), {batch_index: _commitment(body)}, None)
 
 
 # --------------------------------------------------------------------------- entries
@@ -867,16 +1030,29 @@ def _as_list(value: Any) -> list[Any]:
 # --------------------------------------------------------------------------- whole-log checks
 
 
-def _check_indexes(conn: Connection, problems: _Problems) -> int:
-    """Entry indexes must be exactly 0..n-1, each once; returns the number of stored rows."""
+@dataclass(frozen=True)
+class _Shape:
+    """The entry rows as the first session finds them; `intact` when their indexes are 0..count-1 once each."""
+
+    count: int
+    first: int
+    last: int
+    intact: bool
+
+
+def _check_indexes(conn: Connection, problems: _Problems) -> _Shape:
+    """Entry indexes must be exactly 0..n-1, each once."""
     ((count, distinct, first, last),) = conn.execute(
         "SELECT count(*), count(DISTINCT idx), min(idx), max(idx) FROM entries"
     ).fetchall()
     if count == 0:
         problems.add(0, "entry 0: expected the log key's key entry, found an empty log")
-        return 0
-    if count == distinct and first == 0 and last == count - 1:
-        return int(count)
+        return _Shape(0, 0, -1, True)
+    shape = _Shape(
+        int(count), int(first), int(last), count == distinct and first == 0 and last == count - 1
+    )
+    if shape.intact:
+        return shape
     for index, times in conn.execute(
         f"SELECT idx, count(*) FROM entries GROUP BY idx HAVING count(*) > 1 ORDER BY idx LIMIT {_QUERY_LIMIT}"
     ).fetchall():
@@ -893,20 +1069,11 @@ def _check_indexes(conn: Connection, problems: _Problems) -> int:
     ).fetchall():
         span = f"entry {lo}" if lo == hi else f"entries {lo}..{hi}"
         problems.add(int(lo), f"expected {span} in the log, found no row (deleted?)")
-    return int(count)
+    return shape
 
 
-def _check_tree(conn: Connection, size: int, problems: _Problems) -> bool:
-    """Stored tree nodes must be exactly the perfect subtree hashes of the stored leaves; SQL rehashes them."""
-    before = len(problems.items) + problems.dropped
-    for level, idx, times in conn.execute(
-        f"""SELECT level, idx, count(*) FROM nodes GROUP BY level, idx HAVING count(*) > 1
-            ORDER BY level, idx LIMIT {_QUERY_LIMIT}"""
-    ).fetchall():
-        problems.add(
-            _node_index(level, idx),
-            f"{_node_name(level, idx)}: expected it stored once, found {times} rows",
-        )
+def _extra_nodes(conn: Connection, size: int, problems: _Problems) -> None:
+    """Nodes at positions no perfect subtree of a log of `size` entries has (read where `size` holds)."""
     for level, idx in conn.execute(
         f"""SELECT level, idx FROM nodes
             WHERE CASE WHEN level BETWEEN 0 AND 62 THEN idx < 0 OR idx >= (?::BIGINT >> level::BIGINT) ELSE true END
@@ -918,6 +1085,83 @@ def _check_tree(conn: Connection, size: int, problems: _Problems) -> bool:
             f"{_node_name(level, idx)}: expected no such node in a log of "
             f"{size} entries, found one (extra)",
         )
+
+
+def _fetch_nodes(conn: Connection, lo: int, hi: int) -> pa.Table:
+    """The stored nodes that appending entries lo..hi-1 creates: level l, idx in [lo >> l, hi >> l)."""
+    return conn.sql(
+        """SELECT level, idx, hash FROM nodes WHERE level BETWEEN 0 AND 62
+           AND idx >= (?::BIGINT >> level::BIGINT) AND idx < (?::BIGINT >> level::BIGINT)""",
+        params=[lo, hi],
+    ).to_arrow_table()
+
+
+def _compare_nodes(
+    created: Sequence[tuple[int, int, bytes]], stored: pa.Table, problems: _Problems
+) -> None:
+    """Each node recomputed from a range of leaves must be stored exactly once, with that hash.
+
+    numpy compares the whole range at once; only defects become Python objects.
+    """
+    c_key = np.fromiter(((level << 56) | idx for level, idx, _ in created), np.int64, len(created))
+    c_hash = np.frombuffer(b"".join(h for _, _, h in created), np.uint8).reshape(len(created), 32)
+    s_key = (_int64(stored.column("level")) << 56) | _int64(stored.column("idx"))
+    lengths = _lengths(stored.column("hash"))
+    whole = lengths == 32
+    s_hash = (
+        _fixed32(stored.column("hash"))
+        if bool(whole.all())
+        else np.zeros((len(s_key), 32), np.uint8)
+    )
+    keys_, times = np.unique(s_key, return_counts=True)
+    repeated = zip(keys_[times > 1].tolist(), times[times > 1].tolist())
+    for key, count in list(repeated)[:_QUERY_LIMIT]:
+        level, idx = key >> 56, key & ((1 << 56) - 1)
+        problems.add(
+            _node_index(level, idx),
+            f"{_node_name(level, idx)}: expected it stored once, found {count} rows",
+        )
+    for key in c_key[~np.isin(c_key, keys_)][:_QUERY_LIMIT].tolist():
+        level, idx = key >> 56, key & ((1 << 56) - 1)
+        problems.add(
+            _node_index(level, idx),
+            f"{_node_name(level, idx)}: expected it stored, found none (missing)",
+        )
+    if not len(s_key):
+        return
+    at = np.minimum(np.searchsorted(c_key, s_key), len(c_key) - 1)
+    wrong = ~whole | np.any(s_hash != c_hash[at], axis=1)
+    if not wrong.any():
+        return
+    found = stored.column("hash").to_pylist()
+    for row in np.flatnonzero(wrong)[:_QUERY_LIMIT].tolist():
+        key = int(s_key[row])
+        level, idx = key >> 56, key & ((1 << 56) - 1)
+        want = bytes(c_hash[at[row]]).hex()
+        got = bytes(found[row]).hex() if found[row] is not None else "NULL"
+        what = "the leaf hash" if level == 0 else "the hash of its children"
+        problems.add(
+            _node_index(level, idx),
+            f"{_node_name(level, idx)}: expected {what} {want} (recomputed from the leaves), found {got}",
+        )
+
+
+def _check_tree(conn: Connection, size: int, problems: _Problems) -> bool:
+    """Stored tree nodes must be exactly the perfect subtree hashes of the stored leaves; SQL rehashes them.
+
+    The whole-table form, for a log whose indexes are damaged (no recorder can append to it anyway);
+    an intact log is checked range by range against nodes recomputed from its leaves (`_compare_nodes`).
+    """
+    before = len(problems.items) + problems.dropped
+    for level, idx, times in conn.execute(
+        f"""SELECT level, idx, count(*) FROM nodes GROUP BY level, idx HAVING count(*) > 1
+            ORDER BY level, idx LIMIT {_QUERY_LIMIT}"""
+    ).fetchall():
+        problems.add(
+            _node_index(level, idx),
+            f"{_node_name(level, idx)}: expected it stored once, found {times} rows",
+        )
+    _extra_nodes(conn, size, problems)
     present = dict(
         conn.execute(
             """SELECT level, count(DISTINCT idx) FROM nodes
@@ -975,26 +1219,52 @@ def _node_index(level: int, idx: int = -1) -> int | None:
     return int(idx) if level == 0 and idx >= 0 else None
 
 
+@dataclass(frozen=True)
+class _HeadRows:
+    """The meta and tree head rows as the first session finds them."""
+
+    meta: dict[str, int]  # key -> number of rows
+    origin: str | None
+    heads: list[tuple[int, bytes, str]]
+
+
+def _read_head(conn: Connection) -> _HeadRows:
+    meta = {
+        str(k): int(n)
+        for k, n in conn.execute("SELECT key, count(*) FROM meta GROUP BY key").fetchall()
+    }
+    rows = conn.execute(
+        "SELECT value FROM meta WHERE key = 'origin' ORDER BY value LIMIT 1"
+    ).fetchall()
+    heads = conn.execute("SELECT size, root, note FROM tree_head").fetchall()
+    return _HeadRows(
+        meta,
+        str(rows[0][0]) if rows else None,
+        [(int(size), bytes(root), str(note)) for size, root, note in heads],
+    )
+
+
 def _check_head(
-    conn: Connection, size: int, root: bytes, ring: KeyRing, problems: _Problems
-) -> str | None:
-    """The stored tree head must describe the recomputed log and be signed by the current log key."""
-    meta = dict(conn.execute("SELECT key, count(*) FROM meta GROUP BY key").fetchall())
+    rows: _HeadRows, size: int, root: bytes, ring: KeyRing, problems: _Problems
+) -> bool:
+    """The stored tree head must describe the recomputed log and be signed by the current log key.
+
+    Returns whether it does (so the end of the run may compare against it).
+    """
+    before = len(problems.items) + problems.dropped
+    meta = rows.meta
     for key in ("schema_version", "origin"):
         if meta.get(key, 0) != 1:
             problems.add(None, f"meta: expected one {key} row, found {meta.get(key, 0)}")
     unknown = sorted(str(k) for k in meta if k not in ("schema_version", "origin"))
     if unknown:  # no root covers them: a row nothing checks must not exist
-        problems.add(None, f"meta: expected only schema_version and origin, found {', '.join(map(repr, unknown[:5]))}")
-    rows = conn.execute(
-        "SELECT value FROM meta WHERE key = 'origin' ORDER BY value LIMIT 1"
-    ).fetchall()
-    origin = str(rows[0][0]) if rows else None
-    heads = conn.execute("SELECT size, root, note FROM tree_head").fetchall()
-    if len(heads) != 1:
-        problems.add(None, f"tree head: expected one stored tree head, found {len(heads)}")
-    for head_size, head_root, note in heads:
-        head_root = bytes(head_root)
+        problems.add(
+            None,
+            f"meta: expected only schema_version and origin, found {', '.join(map(repr, unknown[:5]))}",
+        )
+    if len(rows.heads) != 1:
+        problems.add(None, f"tree head: expected one stored tree head, found {len(rows.heads)}")
+    for head_size, head_root, note in rows.heads:
         if head_size != size:
             problems.add(
                 None, f"tree head: expected size {size} (the entries stored), found {head_size}"
@@ -1005,8 +1275,8 @@ def _check_head(
                 f"tree head: expected root {root.hex()} (recomputed from the leaves), "
                 f"found {head_root.hex()}",
             )
-        _check_note(str(note), origin, int(head_size), head_root, ring, problems)
-    return origin
+        _check_note(note, rows.origin, head_size, head_root, ring, problems)
+    return len(problems.items) + problems.dropped == before
 
 
 def _check_note(
@@ -1032,18 +1302,96 @@ def _check_note(
         problems.add(None, f"tree head note: expected a signature by the current log key, {exc}")
 
 
-def _check_calls_unique(conn: Connection, problems: _Problems) -> None:
+class _Calls:
+    """(provider, external_id) of every call row as a 64-bit hash, in arrays: duplicates are found by
+    numpy at the end instead of keeping a dict of a million strings. Candidates are confirmed exactly."""
+
+    def __init__(self) -> None:
+        self.hashes = array("q")
+        self.indexes = array("q")
+
+    def add(self, row: _Row) -> None:
+        if row[3] == "call" and row[5] is not None:
+            self.hashes.append(hash((row[6], row[5])))
+            self.indexes.append(int(row[0]))
+
+    def candidates(self) -> list[int]:
+        """Indexes of the rows whose hash another row shares, first groups (by lowest index) first."""
+        hashes = np.frombuffer(self.hashes, np.int64)
+        indexes = np.frombuffer(self.indexes, np.int64)
+        if len(hashes) < 2:
+            return []
+        order = np.lexsort((indexes, hashes))
+        hashes, indexes = hashes[order], indexes[order]
+        same = hashes[1:] == hashes[:-1]
+        if not same.any():
+            return []
+        shared = np.zeros(len(hashes), bool)
+        shared[1:] |= same
+        shared[:-1] |= same
+        groups: dict[int, list[int]] = {}
+        for h, i in zip(hashes[shared].tolist(), indexes[shared].tolist()):
+            groups.setdefault(h, []).append(i)
+        first = sorted(groups.values(), key=min)[: 4 * _QUERY_LIMIT]
+        return sorted({i for group in first for i in group})
+
+
+def _check_calls_unique(conn: Connection, calls: _Calls, problems: _Problems) -> None:
     """Calls are idempotent on (provider, external_id); the columns used here are checked against bodies."""
-    for provider, ref, indexes in conn.execute(
-        f"""SELECT provider, ref, list(idx ORDER BY idx) FROM entries WHERE kind = 'call' AND ref IS NOT NULL
-            GROUP BY provider, ref HAVING count(*) > 1 ORDER BY min(idx) LIMIT {_QUERY_LIMIT}"""
+    wanted = calls.candidates()
+    if not wanted:
+        return
+    groups: dict[tuple[Any, Any], list[int]] = {}
+    for index, provider, ref in conn.execute(
+        """SELECT idx, provider, ref FROM entries WHERE kind = 'call' AND ref IS NOT NULL
+           AND idx IN (SELECT unnest(?::BIGINT[])) ORDER BY idx""",
+        [wanted],
     ).fetchall():
+        groups.setdefault((provider, ref), []).append(int(index))
+    repeated = sorted((g for g in groups.items() if len(g[1]) > 1), key=lambda g: min(g[1]))
+    for (provider, ref), indexes in repeated[:_QUERY_LIMIT]:
         for index in indexes[1:]:
             problems.add(
-                int(index),
+                index,
                 f"entry {index}: expected a unique call ({provider}, external_id {ref!r}), "
                 f"found it already recorded at entry {indexes[0]}",
             )
+
+
+def _recheck(conn: Connection, shape: _Shape, root: bytes, problems: _Problems) -> None:
+    """At the end: the log must still hold the entries verified and a head at N = shape.count or beyond
+    whose stored nodes give the verified root at N. Recorders appending meanwhile are fine; a head that
+    went back, or nodes of the verified prefix changed during the run, are reported."""
+    size = shape.count
+    ((count,),) = conn.execute(
+        "SELECT count(*) FROM entries WHERE idx BETWEEN ? AND ?", [shape.first, shape.last]
+    ).fetchall()
+    if count != size:
+        problems.add(
+            None,
+            f"log: expected the {size} entries verified to be still stored at the end of the run, "
+            f"found {count}: the log changed during verification",
+        )
+    heads = conn.execute("SELECT size FROM tree_head").fetchall()
+    if len(heads) != 1 or int(heads[0][0]) < size:
+        found = ", ".join(str(h[0]) for h in heads) or "none"
+        problems.add(
+            None,
+            f"tree head: expected a head of size >= {size} at the end of the run, found {found}: "
+            "the head changed during verification",
+        )
+        return
+    try:
+        now = store.stored_root(conn, size)
+    except VerificationError as exc:
+        problems.add(None, f"tree nodes: changed during verification: {exc}")
+        return
+    if now != root:
+        problems.add(
+            None,
+            f"tree nodes: expected the root {root.hex()} of the first {size} entries at the end of "
+            f"the run, found {now.hex()}: the log changed during verification",
+        )
 
 
 def _parse_published(since_note: str) -> keys.TreeHead:
@@ -1103,6 +1451,33 @@ def _check_published(
 # --------------------------------------------------------------------------- the driver
 
 
+@dataclass(frozen=True)
+class _Start:
+    """What the first, short session reads: everything later is judged against this state."""
+
+    shape: _Shape
+    head: _HeadRows
+    hints: dict[str, bytes]
+    records: int  # stored record rows, to choose the worker count
+    cover: tuple[int, int]  # the batch keys record rows may have (the log's index range)
+
+
+def _read_start(path: Path, problems: _Problems) -> _Start:
+    """The log's shape, tree head, key hints and the checks that need one consistent view of whole tables."""
+    with store.session(path, read_only=True) as conn:
+        shape = _check_indexes(conn, problems)
+        head = _read_head(conn)
+        hints = _key_hints(conn)
+        if shape.intact:
+            _extra_nodes(conn, shape.count, problems)
+        else:
+            _check_tree(conn, shape.count, problems)
+        cover = (min(0, shape.first), shape.last)
+        problems.extend(_beyond_log(conn, cover))
+        ((records,),) = conn.execute("SELECT count(*) FROM records").fetchall()
+    return _Start(shape, head, hints, int(records), cover)
+
+
 def verify_ledger(
     ledger: Ledger,
     since_note: str | None = None,
@@ -1110,35 +1485,57 @@ def verify_ledger(
     *,
     workers: int | None = None,
 ) -> VerifyReport:
-    """Verify the whole ledger in one read-only session; collect every problem instead of stopping at one.
+    """Verify the log up to the tree head found at the start; collect every problem instead of stopping.
 
-    `since_note` is a tree head published earlier: the log must extend it. `progress` is called with the
-    number of entries just checked. `workers` is the number of processes checking signatures and
-    rebuilding record sets (default: one per CPU, up to 2, for logs of at least 20k entries or 200k
-    records on Linux; 1 = this process only).
+    The file is read in short sessions (see the module docstring), so recorders keep appending while
+    this runs; the report's `size` and `root` are what was verified. `since_note` is a tree head
+    published earlier: the log must extend it. `progress` is called with the number of entries just
+    checked. `workers` is the number of processes checking signatures and rebuilding record sets
+    (default: one per CPU, up to 2, for logs of at least 20k entries or 200k records on Linux; 1 = this
+    process only).
     """
     published = _parse_published(since_note) if since_note is not None else None
     problems = _Problems()
-    workers = _choose_workers(ledger, workers)
-    pool = _start_pool(workers)
+    path = ledger.path
+    pool: ProcessPoolExecutor | None = None
     try:
-        with store.session(ledger.path, read_only=True) as conn:
-            size = _check_indexes(conn, problems)
-            sequence = _Sequence(size, problems)
-            root, prefix_root = _check_entries(conn, sequence, published, progress, pool, workers)
-            _check_calls_unique(conn, problems)
-            _check_tree(conn, size, problems)
-            origin = _check_head(conn, size, root, sequence.ring, problems)
-            problems.extend(
-                _check_record_sets(conn, sequence.commitments, None, pool, ledger.path, workers)
+        start = _read_start(path, problems)
+        workers = _choose_workers(start, workers)
+        pool = _start_pool(workers)  # forked while no session is open
+        size = start.shape.count
+        sequence = _Sequence(size, problems)
+        calls = _Calls()
+        root, prefix_root = _check_entries(
+            path, start, sequence, calls, published, progress, pool, workers
+        )
+        head_ok = _check_head(start.head, size, root, sequence.ring, problems)
+        problems.extend(
+            _check_record_sets(
+                lambda: store.session(path, read_only=True),
+                sequence.commitments,
+                start.cover,
+                pool,
+                path,
+                workers,
             )
-            if published is not None and since_note is not None:
-                _check_published(
-                    since_note, published, origin, size, prefix_root, sequence.ring, problems
-                )
+        )
+        with store.session(path, read_only=True) as conn:
+            _check_calls_unique(conn, calls, problems)
+            if head_ok and start.shape.intact:
+                _recheck(conn, start.shape, root, problems)
+        if published is not None and since_note is not None:
+            _check_published(
+                since_note,
+                published,
+                start.head.origin,
+                size,
+                prefix_root,
+                sequence.ring,
+                problems,
+            )
     except duckdb.Error as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CorruptDatabaseError(f"{ledger.path}: cannot read the ledger: {first_line}") from exc
+        raise CorruptDatabaseError(f"{path}: cannot read the ledger: {first_line}") from exc
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
@@ -1146,23 +1543,20 @@ def verify_ledger(
     return VerifyReport(not found, size, root, found)
 
 
-def _choose_workers(ledger: Ledger, workers: int | None) -> int:
+def _choose_workers(start: _Start, workers: int | None) -> int:
     if workers is not None:
         return max(1, workers)
     if not sys.platform.startswith("linux") or (os.cpu_count() or 1) < 2:
         return 1
-    with store.session(ledger.path, read_only=True) as conn:
-        ((count, records),) = conn.execute(
-            "SELECT (SELECT count(*) FROM entries), (SELECT count(*) FROM records)"
-        ).fetchall()
-    big = int(count) >= _POOL_MIN_ENTRIES or int(records) >= _POOL_MIN_RECORDS
+    big = start.shape.count >= _POOL_MIN_ENTRIES or start.records >= _POOL_MIN_RECORDS
     return min(2, os.cpu_count() or 1) if big else 1
 
 
 def _start_pool(workers: int) -> ProcessPoolExecutor | None:
-    """Worker processes, forked before the session opens so no DuckDB thread of ours is copied into them.
+    """Worker processes, forked while no session is open so no DuckDB thread of ours is copied into them.
 
     fork (Linux) rather than spawn: spawn would re-run an unguarded `__main__` of the caller's script.
+    Each worker opens its own short sessions (record sets); entry rows are sent to it by this process.
     """
     if workers < 2:
         return None
@@ -1177,53 +1571,89 @@ def _ready() -> bool:
     return True
 
 
+def _fetch_entries(conn: Connection, lo: int, hi: int) -> list[_Row]:
+    """Entry rows with indexes lo..hi-1 in index order (a duplicated index ordered by leaf bytes)."""
+    rows: list[_Row] = conn.execute(
+        """SELECT idx, leaf, signer, kind, time, ref, provider, model, purpose FROM entries
+           WHERE idx >= ? AND idx < ? ORDER BY idx""",
+        [lo, hi],
+    ).fetchall()
+    if len({row[0] for row in rows}) != len(rows):
+        rows.sort(key=lambda row: (row[0], bytes(row[1])))
+    return rows
+
+
 def _check_entries(
-    conn: Connection,
+    path: Path,
+    start: _Start,
     sequence: _Sequence,
+    calls: _Calls,
     published: keys.TreeHead | None,
     progress: Callable[[int], None] | None,
     pool: ProcessPoolExecutor | None,
     workers: int,
 ) -> tuple[bytes, bytes | None]:
-    """Stream entries in index order through `_examine` (in the worker pool if any) and `_Sequence`.
+    """Read the entries in sessions of `_SESSION_ENTRIES` and check them with the session closed.
 
+    Leaves are hashed here and every tree node they make is recomputed and compared with the stored one;
+    parsing and signatures run in the worker pool if any (`_examine`), log-order checks in `_Sequence`.
     Returns the root recomputed from the leaves and the root of the first `published.size` of them.
     """
-    hints = _key_hints(conn)
-    builder = merkle.RootBuilder()
+    shape = start.shape
+    problems = sequence.problems
     want_prefix = published.size if published is not None else -1
     prefix_root = merkle.EMPTY_ROOT if want_prefix == 0 else None
+    frontier: dict[tuple[int, int], bytes] = {}
+    size = 0  # leaves hashed so far: rows in index order, a duplicated row counted twice
+    root = merkle.EMPTY_ROOT
     in_flight = 2 * workers if pool is not None else 0
-    pending: deque[tuple[list[Any], Future[list[_Examined]] | list[_Examined]]] = deque()
+    pending: deque[tuple[list[_Row], Future[list[_Examined]] | list[_Examined]]] = deque()
+    sha = hashlib.sha256
+    after: int | None = None
 
     def settle() -> None:
         rows, result = pending.popleft()
         examined = result if isinstance(result, list) else result.result()
         for row, ex in zip(rows, examined):
-            sequence.add(ex, bytes(row[1]))
+            sequence.add(ex, row[1])
+            calls.add(row)
         if progress is not None:
             progress(len(rows))
 
-    result = conn.execute(
-        "SELECT idx, leaf, signer, kind, time, ref, provider, model, purpose FROM entries ORDER BY idx, leaf"
-    )
-    while rows := result.fetchmany(_ENTRY_CHUNK):
-        hashes = [merkle.leaf_hash(bytes(row[1])) for row in rows]
-        split = want_prefix - builder.size
-        if 0 < split <= len(hashes):
-            builder.extend(hashes[:split])
-            prefix_root = builder.root()
-            hashes = hashes[split:]
-        builder.extend(hashes)
-        busy = sum(1 for _, r in pending if isinstance(r, Future) and not r.done())
-        if pool is not None and busy < in_flight:
-            pending.append((rows, pool.submit(_examine_chunk, rows, hints)))
-        else:  # every worker is busy: this process checks the chunk itself rather than wait
-            pending.append((rows, [_examine(row, hints) for row in rows]))
-        while pending and (isinstance(pending[0][1], list) or pending[0][1].done()):
-            settle()
-        while len(pending) > 2 * in_flight + 1:
-            settle()
+    lo = shape.first
+    while lo <= shape.last:
+        hi = min(lo + _SESSION_ENTRIES, shape.last + 1)
+        with store.session(path, read_only=True) as conn:
+            rows = _fetch_entries(conn, lo, hi)
+            stored = _fetch_nodes(conn, lo, hi) if shape.intact else None
+            if not rows:  # a gap in a damaged log: skip to the next stored index
+                ((after,),) = conn.execute(
+                    "SELECT min(idx) FROM entries WHERE idx >= ? AND idx <= ?", [hi, shape.last]
+                ).fetchall()
+        if not rows:
+            lo = shape.last + 1 if after is None else int(after)
+            continue
+        hashes = [sha(b"\x00" + row[1]).digest() for row in rows]
+        created, root = merkle.append_nodes(frontier, size, hashes)
+        made = {(level, idx): digest for level, idx, digest in created}
+        if 0 < want_prefix - size <= len(hashes):
+            prefix_root = merkle.root_from_nodes(want_prefix, frontier | made)
+        size += len(hashes)
+        frontier = {node: made.get(node) or frontier[node] for node in merkle.frontier_nodes(size)}
+        if stored is not None:
+            _compare_nodes(created, stored, problems)
+        for at in range(0, len(rows), _ENTRY_CHUNK):
+            part = rows[at : at + _ENTRY_CHUNK]
+            busy = sum(1 for _, r in pending if isinstance(r, Future) and not r.done())
+            if pool is not None and busy < in_flight:
+                pending.append((part, pool.submit(_examine_chunk, part, start.hints)))
+            else:  # every worker is busy: this process checks the part itself rather than wait
+                pending.append((part, _examine_chunk(part, start.hints)))
+            while pending and (isinstance(pending[0][1], list) or pending[0][1].done()):
+                settle()
+            while len(pending) > 2 * in_flight + 1:
+                settle()
+        lo = hi
     while pending:
         settle()
-    return builder.root(), prefix_root
+    return root, prefix_root
