@@ -289,3 +289,42 @@ def test_kill_import_calls_at_random_moments(tmp_path: Path) -> None:
     assert again.returncode == 0 and json.loads(again.stdout)["added"] == 0
     assert assert_intact(db, "after the re-runs") == reference
     print(f"import calls kills (seed {SEED + 1}): calls present after each kill {outcomes}", file=sys.stderr)
+
+
+# --- key rotation: the key files are renamed after the commit ------------------------------------------
+
+KILL_AT_RENAME = """
+import os, signal, sys
+from ledger.cli import main
+
+def die(*args, **kwargs):  # the first rename after the rotation's commit: the worst moment to die
+    os.kill(os.getpid(), signal.SIGKILL)
+
+os.replace = die
+sys.argv = ["ledger", *sys.argv[1:]]
+main()
+"""
+
+
+def test_kill_between_a_key_rotation_commit_and_its_file_renames(tmp_path: Path) -> None:
+    """The new key is committed but still staged on disk: the next command finishes the rotation."""
+    data = tmp_path / "d.jsonl"
+    write_chat_records(data, 3, random.Random(SEED + 3))
+    assert run(["init", "--db", "ledger.duckdb", "--origin", "crash.test/log"], tmp_path).returncode == 0
+    assert run(["keys", "new", "--name", "trainer", "--db", "ledger.duckdb"], tmp_path).returncode == 0
+    keys_dir = tmp_path / "ledger.keys"
+    for name, file in (("log", "log.pem"), ("trainer", "trainer.pem")):
+        killed = subprocess.run([sys.executable, "-c", KILL_AT_RENAME, "keys", "rotate", name, "--db", "ledger.duckdb"],
+                                check=False, cwd=tmp_path, env=ledger_env(), capture_output=True, text=True, timeout=120)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+        assert list(keys_dir.glob(f"{file}.*.new")), "the new key should be staged, not yet in place"
+        assert run(["verify", "--db", "ledger.duckdb"], tmp_path).returncode == 0
+        recorded = run(["record", "batch", str(data), "--id", f"after-{name}", "--key", "trainer", "--db", "ledger.duckdb"],
+                       tmp_path)
+        assert recorded.returncode == 0, recorded.stderr
+        assert not list(keys_dir.glob("*.new")) and len(list(keys_dir.glob(f"{Path(file).stem}.*.retired.pem"))) == 1
+    listed = json.loads(run(["keys", "list", "--db", "ledger.duckdb", "--json"], tmp_path).stdout)
+    assert [(k["name"], k["role"], k["revoked"]) for k in listed] == [
+        ("crash.test/log", "log", True), ("trainer", "recorder", True), ("crash.test/log", "log", False),
+        ("trainer", "recorder", False)]
+    assert run(["verify", "--db", "ledger.duckdb"], tmp_path).returncode == 0

@@ -173,6 +173,7 @@ class Ledger:
         self.keys_dir = Path(keys_dir) if keys_dir else default_keys_dir(self.path)
         self.key = key if key is not None else os.environ.get("LEDGER_KEY")
         self._origin: str | None = None
+        self._key_cache: dict[tuple[Any, ...], keys.SigningKey] = {}
 
     # --- opening -----------------------------------------------------------------------------------
     @classmethod
@@ -258,10 +259,26 @@ class Ledger:
             return candidate
         return self.keys_dir / f"{spec}.pem"
 
+    def _load_key(self, path: Path) -> keys.SigningKey:
+        """Load a key file once per process while it is unchanged: a training loop appends every step, and
+        an encrypted PEM costs a key derivation per load."""
+        try:
+            stat = path.stat()
+        except OSError:
+            return keys.load_key_file(path)  # raises the one-line KeyFileError
+        cache_key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, stat.st_ino, os.environ.get("LEDGER_PASSPHRASE"))
+        cached = self._key_cache.get(cache_key)
+        if cached is None:
+            cached = keys.load_key_file(path)
+            self._key_cache[cache_key] = cached
+        return cached
+
     def _load_log_key(self, ring: KeyRing) -> keys.SigningKey:
         current = ring.current_log_key()
         path = self.keys_dir / LOG_KEY_FILE
-        key = keys.load_key_file(path)
+        key = self._load_key(path)
+        if key.public.keyid != current.keyid and _finish_rotation(path, key, current.keyid):
+            key = self._load_key(path)
         if key.public.keyid != current.keyid:
             raise KeyFileError(
                 f"{path}: expected the log key {current.keyid[:16]}…, found key {key.public.keyid[:16]}…"
@@ -272,8 +289,14 @@ class Ledger:
         if not self.key:
             return log_key
         path = self._key_path(self.key)
-        key = keys.load_key_file(path)
+        key = self._load_key(path)
         info = ring.by_id.get(key.public.keyid)
+        if info is not None and info.revoked_at is not None and info.revoke_reason == "rotated":
+            # `rotate_key` appends the successor's key entry just before the revocation
+            successor = next((k for k in ring.by_id.values() if k.index == info.revoked_at - 1), None)
+            if successor is not None and _finish_rotation(path, key, successor.keyid):
+                key = self._load_key(path)
+                info = ring.by_id.get(key.public.keyid)
         if info is None:
             raise KeyFileError(f"{path}: this key is not registered in the ledger (run `ledger keys new`)")
         if info.revoked:
@@ -675,6 +698,20 @@ class Ledger:
                 )
         merkle.verify_consistency(old.size, stored.size, old.root, stored.root, proof)
         return ConsistencyProof(old.size, old.root, stored.size, stored.root, proof)
+
+
+def _finish_rotation(path: Path, old: keys.SigningKey, new_keyid: str) -> bool:
+    """Roll forward a rotation killed after its commit but before its file renames (the new key is staged).
+
+    The log already names the staged key, so the only consistent move is the renames `rotate_key` would
+    have done: the old file to `.retired.pem`, the staged one into place. False when nothing is staged.
+    """
+    staged = path.with_name(path.name + f".{new_keyid[:8]}.new")
+    if not staged.is_file() or keys.load_key_file(staged).public.keyid != new_keyid:
+        return False
+    os.replace(path, path.with_name(f"{path.stem}.{old.public.keyid[:8]}.retired.pem"))
+    os.replace(staged, path)
+    return True
 
 
 def _verify_note_with_ring(note: str, ring: KeyRing, origin: str) -> keys.TreeHead:
