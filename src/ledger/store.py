@@ -353,7 +353,7 @@ def find_ref(conn: duckdb.DuckDBPyConnection, ref: str, kinds: Sequence[str] | N
     sql = f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE ref = ?"
     params: list[Any] = [ref]
     if kinds:
-        sql += " AND kind IN (SELECT unnest(?::VARCHAR[]))"
+        sql += " AND list_contains(?::VARCHAR[], kind)"
         params.append(list(kinds))
     return [_entry(r) for r in conn.execute(sql + " ORDER BY idx", params).fetchall()]
 
@@ -388,7 +388,7 @@ def iter_entries(
     where = ["idx >= ?"]
     params: list[Any] = [start]
     if kinds:
-        where.append("kind IN (SELECT unnest(?::VARCHAR[]))")
+        where.append("list_contains(?::VARCHAR[], kind)")
         params.append(list(kinds))
     if since:
         where.append("time >= ?")
