@@ -112,7 +112,7 @@ def keys_list(db: Db = DEFAULT_DB_PATH, json: Json = False) -> None:
 
 @keys_app.command("rotate")
 def keys_rotate(
-    name: Annotated[str, typer.Argument(help="Key name or keyid; 'log' for the log key.")] = "log",
+    name: Annotated[str, typer.Argument(metavar="KEY", help="Key name or keyid; 'log' for the log key.")] = "log",
     db: Db = DEFAULT_DB_PATH,
     keys_dir: KeysDir = None,
     json: Json = False,
@@ -127,7 +127,7 @@ def keys_rotate(
 
 @keys_app.command("revoke")
 def keys_revoke(
-    name: Annotated[str, typer.Argument(help="Key name or keyid.")],
+    name: Annotated[str, typer.Argument(metavar="KEY", help="Key name or keyid.")],
     reason: Annotated[str, typer.Option(help="Why the key is retired.")] = "unspecified",
     db: Db = DEFAULT_DB_PATH,
     keys_dir: KeysDir = None,
@@ -143,7 +143,7 @@ def keys_revoke(
 
 @keys_app.command("export")
 def keys_export(
-    name: Annotated[str, typer.Argument(help="Key name or keyid; 'log' for the log key.")] = "log",
+    name: Annotated[str, typer.Argument(metavar="KEY", help="Key name or keyid; 'log' for the log key.")] = "log",
     out: Annotated[Path | None, typer.Option("--out", help="Write the verifier key string to this file.")] = None,
     db: Db = DEFAULT_DB_PATH,
     json: Json = False,
@@ -189,7 +189,7 @@ def head(
 
 @app.command()
 def prove(
-    ref: Annotated[str, typer.Argument(help="Entry index, batch/checkpoint id, or call external id.")],
+    ref: Annotated[str, typer.Argument(metavar="REF", help="Entry index, batch/checkpoint id, or call external id.")],
     db: Db = DEFAULT_DB_PATH,
     json: Json = False,
 ) -> None:
@@ -218,7 +218,7 @@ def consistency(
 @app.command()
 def log(
     db: Db = DEFAULT_DB_PATH,
-    kind: Annotated[list[str] | None, typer.Option("--kind", help="Only entries of this kind (repeatable).")] = None,
+    kind: Annotated[list[str] | None, typer.Option("--kind", metavar="KIND", help="Only entries of this kind (repeatable).")] = None,
     since: Annotated[str | None, typer.Option(help="Only entries at or after this RFC 3339 time.")] = None,
     provider: Annotated[str | None, typer.Option(help="Only calls to this provider.")] = None,
     purpose: Annotated[str | None, typer.Option(help="Only calls with this declared purpose.")] = None,
@@ -240,7 +240,7 @@ def log(
 
 @app.command()
 def show(
-    ref: Annotated[str, typer.Argument(help="Entry index, batch/checkpoint id, or call external id.")],
+    ref: Annotated[str, typer.Argument(metavar="REF", help="Entry index, batch/checkpoint id, or call external id.")],
     db: Db = DEFAULT_DB_PATH,
     json: Json = False,
 ) -> None:
@@ -320,7 +320,7 @@ def record_call(
 
 @import_app.command("calls")
 def import_calls(
-    file: Annotated[Path, typer.Argument(help="Provider log: an OpenAI batch output file, a chat log, or generic JSONL.")],
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="Provider log: an OpenAI batch output file, a chat log, or generic JSONL.")],
     format: Annotated[str, typer.Option("--format", help="openai-batch | openai-chat | jsonl")],
     provider: Annotated[str, typer.Option(help="Provider for every call in the file.")],
     purpose: Annotated[str, typer.Option(help="Declared purpose for every call in the file.")],
@@ -345,11 +345,11 @@ def import_calls(
 
 @record_app.command("batch")
 def record_batch(
-    files: Annotated[list[Path], typer.Argument(help="JSONL, Parquet or text files, in order.")],
+    files: Annotated[list[Path], typer.Argument(metavar="FILE...", help="JSONL, Parquet or text files, in order.")],
     id: Annotated[str | None, typer.Option("--id", help="Batch id (default: the first file's name).")] = None,
     split: Annotated[int | None, typer.Option(help="Cut into batches of N records: ids <id>/000000, ...")] = None,
-    text_field: Annotated[list[str] | None, typer.Option("--text-field", help="Only these dotted fields are text (repeatable).")] = None,
-    derived_from: Annotated[list[str] | None, typer.Option("--derived-from", help="A call (index or external id) these records come from (repeatable).")] = None,
+    text_field: Annotated[list[str] | None, typer.Option("--text-field", metavar="FIELD.PATH", help="Only these dotted fields are text (repeatable).")] = None,
+    derived_from: Annotated[list[str] | None, typer.Option("--derived-from", metavar="CALL", help="A call (index or external id) these records come from (repeatable).")] = None,
     dataset: Annotated[str | None, typer.Option(help="Dataset id this batch belongs to.")] = None,
     min_segment_chars: Annotated[int, typer.Option(help="Shortest normalized text that counts as a segment.")] = 32,
     db: Db = DEFAULT_DB_PATH,
@@ -374,10 +374,10 @@ def record_batch(
 @record_app.command("checkpoint")
 def record_checkpoint(
     id: Annotated[str, typer.Option("--id", help="Checkpoint id, e.g. run7/ckpt-1000.")],
-    weights: Annotated[list[Path], typer.Option("--weights", help="Weight file or directory of shards (repeatable).")],
-    batch: Annotated[list[str] | None, typer.Option("--batch", help="Batch or dataset id trained on (repeatable).")] = None,
-    parent: Annotated[list[str] | None, typer.Option("--parent", help="Parent checkpoint id (repeatable).")] = None,
-    teacher: Annotated[list[str] | None, typer.Option("--teacher", help="PROVIDER:MODEL or a checkpoint id (repeatable).")] = None,
+    weights: Annotated[list[Path], typer.Option("--weights", metavar="PATH", help="Weight file or directory of shards (repeatable).")],
+    batch: Annotated[list[str] | None, typer.Option("--batch", metavar="ID", help="Batch or dataset id trained on (repeatable).")] = None,
+    parent: Annotated[list[str] | None, typer.Option("--parent", metavar="ID", help="Parent checkpoint id (repeatable).")] = None,
+    teacher: Annotated[list[str] | None, typer.Option("--teacher", metavar="PROVIDER:MODEL|ID", help="PROVIDER:MODEL or a checkpoint id (repeatable).")] = None,
     config: Annotated[Path | None, typer.Option(help="Training config file (its sha256 is recorded).")] = None,
     db: Db = DEFAULT_DB_PATH,
     keys_dir: KeysDir = None,
@@ -415,8 +415,8 @@ _AUDIT_EXIT = {"clean": 0, "contaminated": 1, "suspect": 3, "inconclusive": 3}
 
 @app.command()
 def audit(
-    checkpoint: Annotated[str | None, typer.Argument(help="Checkpoint id or entry index (or use --weights).")] = None,
-    weights: Annotated[list[Path] | None, typer.Option("--weights", help="Audit the checkpoint whose weights include these files (repeatable).")] = None,
+    checkpoint: Annotated[str | None, typer.Argument(metavar="CHECKPOINT", help="Checkpoint id or entry index (or use --weights).")] = None,
+    weights: Annotated[list[Path] | None, typer.Option("--weights", metavar="FILE", help="Audit the checkpoint whose weights include these files (repeatable).")] = None,
     suspects: Annotated[Path | None, typer.Option(help='Suspect outputs: JSONL of strings, {"text": ...} or {"sha256": ...}; or .txt lines.')] = None,
     fuzzy: Annotated[bool, typer.Option("--fuzzy/--no-fuzzy", help="Also look for near duplicates (masked, edited, embedded).")] = True,
     threshold: Annotated[float | None, typer.Option(help="Similarity at which a near duplicate is a finding.")] = None,
@@ -446,7 +446,7 @@ def audit(
 
 @app.command()
 def lineage(
-    checkpoint: Annotated[str, typer.Argument(help="Checkpoint id or entry index.")],
+    checkpoint: Annotated[str, typer.Argument(metavar="CHECKPOINT", help="Checkpoint id or entry index.")],
     format: Annotated[str, typer.Option("--format", help="tree | json | dot | mermaid")] = "tree",
     audit_: Annotated[bool, typer.Option("--audit", help="Audit first and color tainted paths (red), clean (green), unverifiable (yellow).")] = False,
     db: Db = DEFAULT_DB_PATH,
@@ -479,7 +479,7 @@ def lineage(
 
 @app.command("verify-bundle")
 def verify_bundle(
-    bundle: Annotated[Path, typer.Argument(help="An audit bundle written by `ledger audit --bundle`.")],
+    bundle: Annotated[Path, typer.Argument(metavar="BUNDLE", help="An audit bundle written by `ledger audit --bundle`.")],
     key: Annotated[str, typer.Option("--key", help="The ledger's verifier key (vkey string) or a file holding it.")],
     records: Annotated[Path | None, typer.Option("--records", help="Directory from `ledger export records`: recompute every lineage root.")] = None,
     suspects: Annotated[Path | None, typer.Option(help="Your own suspects (JSONL or .txt) to check against the exported records.")] = None,
@@ -504,7 +504,7 @@ def verify_bundle(
 
 @export_app.command("records")
 def export_records(
-    outdir: Annotated[Path, typer.Argument(help="Directory to write records.parquet into.")],
+    outdir: Annotated[Path, typer.Argument(metavar="OUTDIR", help="Directory to write records.parquet into.")],
     checkpoint: Annotated[str | None, typer.Option("--checkpoint", help="Only this checkpoint's lineage (default: every batch).")] = None,
     db: Db = DEFAULT_DB_PATH,
     json: Json = False,
