@@ -9,6 +9,7 @@ conformance vectors, never against values our own code produced.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -24,13 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import orjson
 import pyarrow as pa
 import pytest
 import rfc8785
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger import entries, keys, store, verify
+from ledger import entries, hashing, keys, store, verify
 from ledger.errors import InputError, LockedError, NotFoundError, VerificationError
 from ledger.ledger import Ledger
 from ledger.verify import Problem, check_record_set, record_leaves, verify_ledger
@@ -920,3 +922,211 @@ def test_recorded_batches_verify(tmp_path: Path) -> None:
     sql(lg, "UPDATE record_segments SET segment = unhex(sha256('x')) WHERE rowid = 7")
     report = verify_ledger(lg)
     assert not report.ok and all("records_root" in p.what for p in report.problems)
+
+
+# --- the entry fast paths in keys (what `verify` spends its non-signature time on) -----------------------
+
+B64_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+SIGNER = keys.SigningKey.from_seed(bytes(range(32)))
+
+
+@st.composite
+def base64_spellings(draw: st.DrawFn) -> str:
+    """Canonical encodings, the same bytes with padding bits set, and arbitrary near-base64 text."""
+    raw = draw(st.binary(max_size=10))
+    text = base64.b64encode(raw).decode()
+    kind = draw(st.sampled_from(["canonical", "padding bits", "junk"]))
+    if kind == "padding bits" and text.endswith("="):
+        at = len(text.rstrip("=")) - 1
+        text = (
+            text[:at]
+            + B64_ALPHABET[B64_ALPHABET.index(text[at]) | draw(st.integers(1, 15))]
+            + text[at + 1 :]
+        )
+    elif kind == "junk":
+        text = draw(st.text(alphabet=B64_ALPHABET + "=!- \n", max_size=12))
+    return text
+
+
+@given(base64_spellings())
+def test_byte_base64_check_agrees_with_the_text_one(text: str) -> None:
+    """The bit test used on leaves accepts exactly what re-encoding accepts (the canonical spelling)."""
+    assert keys._b64decode_canonical_bytes(text.encode()) == keys._b64decode_canonical(text)
+    if keys._b64decode_canonical(text) is not None:
+        assert base64.b64encode(base64.b64decode(text)).decode() == text
+
+
+def _json_values(big: bool) -> st.SearchStrategy[Any]:
+    limit = 2**70 if big else 2**53 - 1
+    return st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(-limit, limit)
+        | st.floats(allow_nan=False, allow_infinity=False)
+        | st.text(max_size=6),
+        lambda children: (
+            st.lists(children, max_size=3)
+            | st.dictionaries(st.text(max_size=4), children, max_size=3)
+        ),
+        max_leaves=8,
+    )
+
+
+def _jcs_reference(value: Any) -> bytes:
+    """rfc8785, or for numbers it refuses (beyond 2^53) the project's JCS, itself tested against it."""
+    try:
+        return rfc8785.dumps(value)
+    except rfc8785.IntegerDomainError:
+        return hashing.canonical_json(value)
+
+
+def _write(value: Any, how: str) -> bytes:
+    if how == "rfc8785":
+        return _jcs_reference(value)
+    if how == "orjson sorted":
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    value=st.dictionaries(st.text(max_size=4), _json_values(big=False), max_size=4),
+    how=st.sampled_from(["rfc8785", "orjson sorted", "json sorted"]),
+)
+def test_payload_jcs_check_agrees_with_rfc8785(value: dict[str, Any], how: str) -> None:
+    """Floats, non-ASCII keys (UTF-16 order) and orjson's own number layout must never pass as JCS."""
+    try:
+        payload = _write(value, how)
+    except (orjson.JSONEncodeError, ValueError):
+        return
+    body = hashing.parse_json_line(payload)
+    assert isinstance(body, dict)
+    assert keys._is_jcs(payload, body) == (payload == _jcs_reference(body))
+
+
+@settings(max_examples=100, deadline=None)
+@given(value=st.dictionaries(st.text(max_size=4), _json_values(big=True), max_size=4))
+def test_payload_jcs_check_with_big_integers(value: dict[str, Any]) -> None:
+    """Beyond ±(2^53-1) the JCS extension writes exact digits: the reference is hashing.canonical_json."""
+    payload = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    body = hashing.parse_json_line(payload)
+    assert isinstance(body, dict)
+    assert keys._is_jcs(payload, body) == (payload == hashing.canonical_json(body))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    body=st.dictionaries(st.text(max_size=6), _json_values(big=False), max_size=4),
+    edits=st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=2),
+)
+def test_leaf_fast_path_gives_what_the_general_parse_gives(
+    body: dict[str, Any], edits: list[tuple[int, int]]
+) -> None:
+    """parse_envelope with and without its fast path: same envelope and body, or the same refusal."""
+    try:
+        leaf = bytearray(keys.sign_entry(body, SIGNER))
+    except hashing.HashInputError:
+        return
+    for at, value in edits:
+        leaf[at % len(leaf)] = value
+    outcomes = []
+    for fast in (True, False):
+        with pytest.MonkeyPatch.context() as patch:
+            if not fast:
+                patch.setattr(keys, "_split_canonical_leaf", lambda _leaf: None)
+            try:
+                envelope = keys.parse_envelope(bytes(leaf), index=3)
+                outcomes.append((envelope, envelope.body()))
+            except VerificationError as exc:
+                outcomes.append((type(exc), exc.index))
+    assert outcomes[0] == outcomes[1]
+    split = keys._split_canonical_leaf(bytes(leaf))
+    if split is not None:
+        assert keys.format_envelope(split) == bytes(leaf)
+        assert rfc8785.dumps(json.loads(bytes(leaf))) == bytes(leaf)
+
+
+def test_envelope_body_is_decoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    body = call(1)
+    envelope = keys.parse_envelope(keys.sign_entry(body, SIGNER))
+    monkeypatch.setattr(keys, "parse_json_line", lambda _data: pytest.fail("parsed again"))
+    assert envelope.body() == body and envelope.body() is envelope.body()
+
+
+# --- concurrency: verify reads in short sessions ---------------------------------------------------------
+
+RECORDER = """
+import json, sys, time
+from ledger.ledger import Ledger
+from ledger import entries
+lg = Ledger.open(sys.argv[1])
+stop = time.time() + float(sys.argv[2])
+n = 0
+while time.time() < stop:
+    lg.append_bodies([entries.call_body(provider="p", model="m", endpoint="/e", purpose="other",
+                      request="ab" * 32, response="cd" * 32, outputs=[], external_id=f"late-{n}")])
+    n += 1
+    print(json.dumps(time.time()), flush=True)
+"""
+
+
+def test_recorder_appends_while_verify_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recorder in another process appends throughout a verify that takes longer than its lock wait.
+
+    Checking is slowed (a sleeping progress callback) and sessions made small, so a verify that held
+    the file for its whole run would make the recorder fail after LEDGER_LOCK_TIMEOUT=1 s.
+    """
+    lg = Ledger.init(tmp_path / "busy.duckdb", origin=ORIGIN)
+    lg.append_bodies([call(i) for i in range(600)])
+    records = make_records(5, 40)
+    index = lg.append_bodies([batch_body("busy/b0", records)]).start
+    with duckdb.connect(str(lg.path)) as conn:  # rows out of band, as the fixture does
+        insert_records(conn, index, records)
+    monkeypatch.setattr(verify, "_SESSION_ENTRIES", 64)
+    monkeypatch.setattr(verify, "_ENTRY_CHUNK", 64)
+    monkeypatch.setattr(verify, "_RECORD_CHUNK", 8)
+    recorder = subprocess.Popen(
+        [sys.executable, "-c", RECORDER, str(lg.path), "4"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "LEDGER_LOCK_TIMEOUT": "1", "LEDGER_KEYS_DIR": str(lg.keys_dir)},
+    )
+    try:
+        assert recorder.stdout is not None and recorder.stdout.readline()  # it has appended once
+        started = time.time()
+        report = verify_ledger(lg, progress=lambda _n: time.sleep(0.15), workers=2)
+        ended = time.time()
+        out, err = recorder.communicate(timeout=60)
+    finally:
+        recorder.kill()
+    assert recorder.returncode == 0, err
+    assert ended - started > 1.5  # longer than the recorder's lock wait
+    during = [t for t in map(float, out.split()) if started < t < ended]
+    assert len(during) >= 3, (started, ended, out)
+    assert report.ok, report.problems
+    with duckdb.connect(str(lg.path), read_only=True) as conn:
+        leaves = [
+            bytes(r[0]) for r in conn.execute("SELECT leaf FROM entries ORDER BY idx").fetchall()
+        ]
+    assert 602 <= report.size < len(leaves)  # verified up to the head found at the start
+    assert report.root == ref_mth(leaves[: report.size])
+    assert verify_ledger(lg).ok  # and everything appended meanwhile verifies too
+
+
+def test_tampering_while_verify_runs_is_reported(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A verified node altered between two sessions (after it was checked) fails the end re-check."""
+    monkeypatch.setattr(verify, "_SESSION_ENTRIES", 4)
+    done: list[int] = []
+
+    def tamper(n: int) -> None:
+        done.append(n)
+        if len(done) == 1:  # entries 0..3 are checked; no session is open now
+            sql(ledger, "UPDATE nodes SET hash = unhex(sha256('x')) WHERE level = 2 AND idx = 0")
+
+    report = verify_ledger(ledger, progress=tamper)
+    assert_problem(report, None, "changed during verification")

@@ -17,10 +17,11 @@ import stat
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
+import orjson
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -73,12 +74,20 @@ _SIG_PREFIX = "\u2014 "  # em dash, space
 _ENCRYPTED_PEM_MARKER = b"-----BEGIN ENCRYPTED PRIVATE KEY-----"
 # Strings JCS writes exactly as they are (no escapes), so an envelope of them can be laid out by hand.
 _PLAIN_KEYID = re.compile(r"[0-9A-Za-z]*")
-# The one-signature leaf exactly as `sign_entry` writes it: payload, keyid, signature.
-_CANONICAL_LEAF = re.compile(
-    rb'\{"payload":"([A-Za-z0-9+/]*={0,2})","payloadType":"'
-    + re.escape(PAYLOAD_TYPE.encode("ascii"))
-    + rb'","signatures":\[\{"keyid":"([0-9a-f]{64})","sig":"([A-Za-z0-9+/]{86}==)"\}\]\}'
-)
+# The one-signature leaf exactly as `sign_entry` writes it, around its payload, keyid and signature.
+_LEAF_OPEN = b'{"payload":"'
+_LEAF_TYPE = b'","payloadType":"' + PAYLOAD_TYPE.encode("ascii") + b'","signatures":[{"keyid":"'
+_LEAF_SIG = b'","sig":"'
+_LEAF_CLOSE = b'"}]}'
+_SIG_B64_SIZE = 88  # base64 of 64 bytes
+_LEAF_TAIL = len(_LEAF_TYPE) + 64 + len(_LEAF_SIG) + _SIG_B64_SIZE + len(_LEAF_CLOSE)
+_HEX_DIGITS = b"0123456789abcdef"
+_B64_VALUES = {
+    c: i for i, c in enumerate(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+}
+# In orjson's compact output a float token follows ':', '[' or ',' and has '.', 'e' or 'E' after its
+# leading digits; a search may also hit inside a string, which only costs the general check.
+_FLOAT_TOKEN = re.compile(rb"[:\[,]-?[0-9]+[.eE]")
 
 
 # --------------------------------------------------------------------------- base64
@@ -101,13 +110,21 @@ def _b64decode_canonical(text: str) -> bytes | None:
     return raw if _b64(raw) == text else None
 
 
-def _b64decode_canonical_ascii(text: bytes) -> bytes | None:
-    """`_b64decode_canonical` for ASCII bytes already known to be base64 characters."""
+def _b64decode_canonical_bytes(text: bytes) -> bytes | None:
+    """`_b64decode_canonical` for bytes, without re-encoding to compare.
+
+    Strict decoding refuses every character outside the alphabet and every misplaced or missing '=';
+    what is left is the unused low bits of the last character before the padding, which must be zero.
+    """
     try:
         raw = binascii.a2b_base64(text, strict_mode=True)
     except (binascii.Error, ValueError):
         return None
-    return raw if binascii.b2a_base64(raw, newline=False) == text else None
+    if text.endswith(b"=="):
+        return raw if _B64_VALUES[text[-3]] & 0x0F == 0 else None
+    if text.endswith(b"="):
+        return raw if _B64_VALUES[text[-2]] & 0x03 == 0 else None
+    return raw
 
 
 # --------------------------------------------------------------------------- keys
@@ -130,7 +147,7 @@ class PublicKey:
             found = len(self.raw) if isinstance(self.raw, bytes) else type(self.raw).__name__
             raise InputError(f"expected a 32-byte Ed25519 public key, found {found}")
 
-    @property
+    @cached_property
     def keyid(self) -> str:
         """Lowercase hex SHA-256 of the raw key, as DESIGN.md fixes for DSSE `keyid`."""
         return hashlib.sha256(self.raw).hexdigest()
@@ -419,15 +436,9 @@ def parse_envelope(leaf: bytes, *, index: int | None = None) -> Envelope:
     The signature itself is checked by `verify_envelope`. The decoded body is kept in the envelope,
     so `body()` costs nothing more.
     """
-    fast = _CANONICAL_LEAF.fullmatch(leaf)
+    fast = _split_canonical_leaf(leaf)
     if fast is not None:
-        # Only the one-signature form `sign_entry` writes can match, and a match is byte for byte what
-        # format_envelope writes for its parts, so the JSON parse and re-serialisation can be skipped.
-        payload, sig = _b64decode_canonical_ascii(fast[1]), _b64decode_canonical_ascii(fast[3])
-        if payload is not None and sig is not None and len(sig) == ED25519_SIGNATURE_SIZE:
-            return _with_body(
-                Envelope(payload, PAYLOAD_TYPE, ((fast[2].decode("ascii"), sig),)), index
-            )
+        return _with_body(fast, index)
     try:
         doc = parse_json_line(leaf)
     except ValueError as exc:
@@ -453,16 +464,59 @@ def parse_envelope(leaf: bytes, *, index: int | None = None) -> Envelope:
     return _with_body(envelope, index)
 
 
+def _split_canonical_leaf(leaf: bytes) -> Envelope | None:
+    """The parts of a leaf laid out exactly as `format_envelope` writes one signature, else None.
+
+    A leaf that is the fixed text around a canonical base64 payload, a lowercase hex keyid and a
+    canonical base64 64-byte signature is byte for byte `format_envelope` of those parts, so the JSON
+    parse and re-serialisation can be skipped. Anything else (including an envelope with several
+    signatures) takes the general path, which also names what is wrong.
+    """
+    end = len(leaf) - _LEAF_TAIL
+    if end < len(_LEAF_OPEN) or not leaf.startswith(_LEAF_OPEN) or not leaf.endswith(_LEAF_CLOSE):
+        return None
+    keyid_at = end + len(_LEAF_TYPE)
+    sig_at = keyid_at + 64 + len(_LEAF_SIG)
+    if (
+        leaf[end:keyid_at] != _LEAF_TYPE
+        or leaf[keyid_at + 64 : sig_at] != _LEAF_SIG
+        or leaf[keyid_at : keyid_at + 64].translate(None, _HEX_DIGITS)
+    ):
+        return None
+    payload = _b64decode_canonical_bytes(leaf[len(_LEAF_OPEN) : end])
+    sig = _b64decode_canonical_bytes(leaf[sig_at : sig_at + _SIG_B64_SIZE])
+    if payload is None or sig is None or len(sig) != ED25519_SIGNATURE_SIZE:
+        return None
+    return Envelope(payload, PAYLOAD_TYPE, ((leaf[keyid_at : keyid_at + 64].decode("ascii"), sig),))
+
+
+def _is_jcs(payload: bytes, body: dict[str, Any]) -> bool:
+    """Whether `payload` is the JCS serialisation of `body` (which was parsed from it).
+
+    orjson's sorted compact output is JCS for parsed JSON unless it holds a float (different number
+    layout), a key beyond ASCII (UTF-16 key order) or an integer beyond 64 bits (orjson refuses): an
+    ASCII payload equal to it with no float token is proven; anything else asks `canonical_json`.
+    """
+    try:
+        fast = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        fast = None
+    if fast == payload and payload.isascii() and _FLOAT_TOKEN.search(payload) is None:
+        return True
+    return canonical_json(body) == payload
+
+
 def _with_body(envelope: Envelope, index: int | None) -> Envelope:
     """The envelope with its body decoded, once, after checking the payload is the body's JCS."""
     try:
         body = envelope.body()
-        canonical = canonical_json(body)
+        canonical = _is_jcs(envelope.payload, body)
     except InputError as exc:
         raise _not_canonical(f"payload is not a JSON object ({exc})", index) from None
-    if canonical != envelope.payload:
+    if not canonical:
         raise _not_canonical("payload is not the JCS serialisation of its body", index)
-    return Envelope(envelope.payload, envelope.payload_type, envelope.signatures, body)
+    object.__setattr__(envelope, "_body", body)  # a fresh envelope of ours: nobody has seen it yet
+    return envelope
 
 
 def _parse_signatures(value: object, index: int | None) -> tuple[tuple[str, bytes], ...]:

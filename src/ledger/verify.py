@@ -1358,11 +1358,30 @@ def _check_calls_unique(conn: Connection, calls: _Calls, problems: _Problems) ->
             )
 
 
-def _recheck(conn: Connection, shape: _Shape, root: bytes, problems: _Problems) -> None:
-    """At the end: the log must still hold the entries verified and a head at N = shape.count or beyond
-    whose stored nodes give the verified root at N. Recorders appending meanwhile are fine; a head that
-    went back, or nodes of the verified prefix changed during the run, are reported."""
+def _nodes_print(conn: Connection, size: int) -> tuple[int, int]:
+    """An order-free digest (XOR of DuckDB's 64-bit row hashes) and count of the nodes of a log of `size`
+    entries. Appends never add such nodes, so equal prints at the start and the end of a run mean no node
+    that was checked changed while the run read other parts of the file."""
+    ((digest, count),) = conn.execute(
+        """SELECT coalesce(bit_xor(hash(level, idx, hash)), 0), count(*) FROM nodes
+           WHERE level BETWEEN 0 AND 62 AND idx >= 0 AND idx < (?::BIGINT >> level::BIGINT)""",
+        [size],
+    ).fetchall()
+    return int(digest), int(count)
+
+
+def _recheck(conn: Connection, start: _Start, root: bytes, problems: _Problems) -> None:
+    """At the end: the log must still hold the entries verified, its tree nodes must be the ones checked,
+    and the head must be at N = the verified size or beyond, its stored nodes giving the verified root at
+    N. Recorders appending meanwhile are fine; anything else that changed during the run is reported."""
+    shape = start.shape
     size = shape.count
+    if _nodes_print(conn, size) != start.nodes_print:
+        problems.add(
+            None,
+            f"tree nodes: expected the nodes of the first {size} entries checked during the run to be "
+            "unchanged at its end, found them altered: the log changed during verification",
+        )
     ((count,),) = conn.execute(
         "SELECT count(*) FROM entries WHERE idx BETWEEN ? AND ?", [shape.first, shape.last]
     ).fetchall()
@@ -1460,6 +1479,7 @@ class _Start:
     hints: dict[str, bytes]
     records: int  # stored record rows, to choose the worker count
     cover: tuple[int, int]  # the batch keys record rows may have (the log's index range)
+    nodes_print: tuple[int, int]  # see _nodes_print
 
 
 def _read_start(path: Path, problems: _Problems) -> _Start:
@@ -1475,7 +1495,8 @@ def _read_start(path: Path, problems: _Problems) -> _Start:
         cover = (min(0, shape.first), shape.last)
         problems.extend(_beyond_log(conn, cover))
         ((records,),) = conn.execute("SELECT count(*) FROM records").fetchall()
-    return _Start(shape, head, hints, int(records), cover)
+        nodes_print = _nodes_print(conn, shape.count)
+    return _Start(shape, head, hints, int(records), cover, nodes_print)
 
 
 def verify_ledger(
@@ -1522,7 +1543,7 @@ def verify_ledger(
         with store.session(path, read_only=True) as conn:
             _check_calls_unique(conn, calls, problems)
             if head_ok and start.shape.intact:
-                _recheck(conn, start.shape, root, problems)
+                _recheck(conn, start, root, problems)
         if published is not None and since_note is not None:
             _check_published(
                 since_note,
