@@ -238,8 +238,9 @@ class _LeafGroup:
     """Leaves of equal width (same segment count) laid out back to back, each with the 0x00 prefix."""
 
     rows: np.ndarray  # the record rows (in key order) these leaves belong to
-    data: bytes
+    data: memoryview  # the leaves back to back, each behind its 0x00 prefix
     width: int
+    whole: bool  # the only group: rows are all records in order
 
 
 def _assemble_leaves(
@@ -250,28 +251,37 @@ def _assemble_leaves(
     Records with the same segment count have the same leaf length, so each such group is one 2-D
     uint8 array filled column block by column block: numpy does the work, not a Python loop per record.
     `starts[i]` is where record i's (sorted) segments begin in `segments`; `counts[i]` how many it has.
+    When a group's segments lie back to back (records in order, the usual case) they are copied as one
+    slice instead of gathered.
     """
     hex_digests = _hex_rows(digests)
-    tokens = np.empty((len(segments), 67), np.uint8)  # ',"<64 hex>"' per segment
-    tokens[:, 0] = ord(",")
-    tokens[:, 1] = tokens[:, 66] = ord('"')
-    tokens[:, 2:66] = _hex_rows(segments)
+    hex_segments = _hex_rows(segments)
+    kinds = np.unique(counts).tolist()
     groups: list[_LeafGroup] = []
-    for k in np.unique(counts).tolist():
-        rows = np.flatnonzero(counts == k)
+    for k in kinds:
+        rows = np.flatnonzero(counts == k) if len(kinds) > 1 else np.arange(len(counts))
+        n = len(rows)
         body = 67 * k if k else 1  # k segments, or the '[' of an empty list
         width = 13 + body + 78
-        block = np.empty((len(rows), width), np.uint8)
+        block = np.empty((n, width), np.uint8)
         block[:, :13] = _LEAF_HEAD
         if k:
-            picks = starts[rows][:, None] + np.arange(k)
-            block[:, 13 : 13 + body] = tokens[picks].reshape(len(rows), body)
+            first = int(starts[rows[0]])
+            if np.array_equal(starts[rows], first + k * np.arange(n)):
+                picked = hex_segments[first : first + k * n].reshape(n, k, 64)
+            else:
+                picked = hex_segments[starts[rows][:, None] + np.arange(k)]
+            cells = block[:, 13 : 13 + body]
+            cells.shape = (n, k, 67)  # a view of the block (assigning .shape never copies)
+            cells[:, :, 0] = ord(",")
+            cells[:, :, 1] = cells[:, :, 66] = ord('"')
+            cells[:, :, 2:66] = picked
         block[:, 13] = ord("[")
         at = 13 + body
         block[:, at : at + 12] = _LEAF_MIDDLE
         block[:, at + 12 : at + 76] = hex_digests[rows]
         block[:, at + 76 :] = _LEAF_END
-        groups.append(_LeafGroup(rows, block.tobytes(), width))
+        groups.append(_LeafGroup(rows, block.data.cast("B"), width, len(kinds) == 1))
     return groups
 
 
@@ -314,7 +324,7 @@ def _fingerprint_hashes(column: pa.Array) -> list[bytes]:
         data = np.frombuffer(array.buffers()[2], np.uint8, count=n * width, offset=offset)
         block = np.zeros((n, width + 1), np.uint8)
         block[:, 1:] = data.reshape(n, width)
-        raw = block.tobytes()
+        raw = block.data.cast("B")
         step = width + 1
         return [sha(raw[i : i + step]).digest() for i in range(0, n * step, step)]
     return [sha(b"\x00" + (value or b"")).digest() for value in column.to_pylist()]
@@ -335,6 +345,8 @@ class _RecordChunk:
         for group in self.groups:
             data, width = group.data, group.width
             hashes = [sha(data[i : i + width]).digest() for i in range(0, len(data), width)]
+            if group.whole:
+                return hashes
             for row, digest in zip(group.rows.tolist(), hashes):
                 out[row] = digest
         return out
@@ -344,7 +356,7 @@ class _RecordChunk:
         for group in self.groups:
             data, width = group.data, group.width
             for row, start in zip(group.rows.tolist(), range(0, len(data), width)):
-                out[row] = data[start + 1 : start + width]
+                out[row] = bytes(data[start + 1 : start + width])
         return out
 
 
