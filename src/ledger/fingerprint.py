@@ -291,7 +291,9 @@ class _Samples:
     counts: I64
 
 
-_STEP_CHARS = 1 << 20  # text per vectorized step: ~32 bytes of temporaries per character
+# Text per vectorized step (~32 bytes of temporaries per character): a few MB at most; smaller
+# steps measured no faster.
+_STEP_CHARS = 1 << 18
 
 
 def _sample(texts: Sequence[str], params: FingerprintParams) -> _Samples:
@@ -322,36 +324,38 @@ def _sample_step(texts: Sequence[str], params: FingerprintParams) -> _Samples:
     canon = _canonical_batch(texts)
     data = b"\n".join(canon)
     lens = np.fromiter(map(len, canon), dtype=np.int64, count=n_texts)
-    starts = np.zeros(n_texts, dtype=np.int64)
-    if n_texts > 1:
-        starts[1:] = np.cumsum(lens[:-1] + 1)
+    ends = np.cumsum(lens + 1) - 1  # text i is data[starts[i]:ends[i]], a separator follows it
+    starts = ends - lens
     k = params.shingle_bytes
     buf = np.frombuffer(data + b"\0" * 24, dtype=np.uint8)
     bound = np.uint64((1 << 64) // params.sample_rate - 1)
     n_full = max(0, len(data) - k + 1)
     h = _hash_shingles(buf, None, n_full, k, params)
     pos = np.flatnonzero(h <= bound)
-    # A shingle starting in the last k-1 bytes before a separator would cross into the next text.
-    crosses = np.zeros(n_full + k, dtype=bool)
-    seps = starts[1:] - 1
-    crosses[(seps[:, None] - np.arange(k - 1, -1, -1)).ravel().clip(0)] = True
-    pos = pos[~crosses[pos]]
-    h = h[pos]
+    tids = np.searchsorted(starts, pos, side="right") - 1
+    # A shingle that does not end inside its text holds a separator (it crosses into the next).
+    whole = pos + k <= ends[tids]
+    pos, tids, h = pos[whole], tids[whole], h[pos[whole]]
     short = np.flatnonzero((lens > 0) & (lens < k))  # a text shorter than k bytes is one shingle
     if len(short):
         hs = _hash_shingles(buf, starts[short], 0, lens[short], params)
         keep = hs <= bound
         pos = np.concatenate((pos, starts[short][keep]))
+        tids = np.concatenate((tids, short[keep]))
         h = np.concatenate((h, hs[keep]))
         order = np.argsort(pos, kind="stable")
-        pos, h = pos[order], h[order]
+        tids, h = tids[order], h[order]
     values = (h & np.uint64((1 << params.value_bits) - 1)).astype(params.value_dtype)
-    tids = np.searchsorted(starts, pos, side="right") - 1
-    # Keep each value once per text (its first occurrence), preserving text order.
-    combined = (tids.astype(np.uint64) << np.uint64(32)) | values.astype(np.uint64)
-    _, first_idx = np.unique(combined, return_index=True)
-    first_idx.sort()
-    values, tids = values[first_idx], tids[first_idx]
+    # Keep each value once per text (its first occurrence), preserving text order. A stable sort
+    # by value (a radix sort for 16-bit values) puts repeats of a (text, value) pair next to each
+    # other, first occurrence first, because text ids grow with position.
+    order = np.argsort(values, kind="stable")
+    by_value, by_text = values[order], tids[order]
+    repeat = (by_value[1:] == by_value[:-1]) & (by_text[1:] == by_text[:-1])
+    if repeat.any():
+        keep = np.ones(len(values), dtype=bool)
+        keep[order[1:][repeat]] = False
+        values, tids = values[keep], tids[keep]
     counts = np.bincount(tids, minlength=n_texts).astype(np.int64)
     return _Samples(values, counts)
 
@@ -380,27 +384,35 @@ def fingerprint_records(
 
     A record with no texts gives ``b""``. Deterministic across processes and platforms.
     """
-    flat = [t for texts in texts_per_record for t in texts]
-    s = _sample(flat, params)
-    raw = s.values.tobytes()
-    size = params.value_dtype.itemsize
-    out: list[bytes] = []
-    at_text = 0
-    at_byte = 0
-    counts = s.counts.astype("<u4")
-    for texts in texts_per_record:
-        n = len(texts)
-        if n == 0:
-            out.append(b"")
-            continue
-        c = counts[at_text : at_text + n]
-        nbytes = int(c.sum()) * size
-        out.append(
-            np.uint32(n).astype("<u4").tobytes() + c.tobytes() + raw[at_byte : at_byte + nbytes]
-        )
-        at_text += n
-        at_byte += nbytes
-    return out
+    n_records = len(texts_per_record)
+    if not n_records:
+        return []
+    per_record = np.fromiter(map(len, texts_per_record), dtype=np.int64, count=n_records)
+    s = _sample([t for texts in texts_per_record for t in texts], params)
+    # Every blob is laid out at once: headers (`n`, then n counts, as uint32) and values are
+    # interleaved record by record into one buffer, which is then cut at the records' ends.
+    value_ends = np.concatenate(([0], np.cumsum(s.counts)))
+    text_ends = np.cumsum(per_record)
+    record_values = value_ends[text_ends] - value_ends[text_ends - per_record]
+    present = per_record > 0
+    header_len = np.where(present, 4 * (1 + per_record), 0)
+    value_len = record_values * params.value_dtype.itemsize
+    blob_ends = np.cumsum(header_len + value_len).tolist()
+    headers = np.ones(int(per_record[present].sum() + present.sum()), dtype="<u4")
+    header_starts = np.cumsum(1 + per_record[present]) - (1 + per_record[present])
+    is_count = np.ones(len(headers), dtype=bool)
+    is_count[header_starts] = False
+    headers[header_starts] = per_record[present]
+    headers[is_count] = s.counts
+    is_header = np.repeat(
+        np.tile(np.array([True, False]), n_records),
+        np.stack((header_len, value_len), axis=1).ravel(),
+    )
+    out = np.empty(len(is_header), dtype=np.uint8)
+    out[is_header] = headers.view(np.uint8)
+    out[~is_header] = s.values.view(np.uint8)
+    raw = out.tobytes()
+    return [raw[a:b] for a, b in zip([0, *blob_ends[:-1]], blob_ends, strict=True)]
 
 
 def _needle_values(fp: bytes, params: FingerprintParams) -> npt.NDArray[np.unsignedinteger[Any]]:
