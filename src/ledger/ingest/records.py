@@ -347,7 +347,7 @@ def _iter_row_batches(path: Path, batch_rows: int) -> Iterator[_Rows]:
         pf = pq.ParquetFile(path)
     except FileNotFoundError as exc:
         raise InputError(f"{name}: cannot read ({exc.strerror or exc})") from exc
-    except (OSError, pa.ArrowException) as exc:
+    except (OSError, ValueError, pa.ArrowException) as exc:  # ValueError: damaged metadata text
         raise InputError(f"{name}: not a readable Parquet file ({exc})") from exc
     row = 1
     total_rows = max(pf.metadata.num_rows, 1)
@@ -359,7 +359,7 @@ def _iter_row_batches(path: Path, batch_rows: int) -> Iterator[_Rows]:
                 batch = next(batches)
             except StopIteration:
                 break
-            except (OSError, pa.ArrowException) as exc:
+            except (OSError, ValueError, pa.ArrowException) as exc:
                 raise InputError(f"{name}: row {row}: cannot read ({exc})") from exc
             if batch.num_rows:
                 before = size * (row - 1) // total_rows
