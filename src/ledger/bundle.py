@@ -368,7 +368,7 @@ def load_bundle(path: Path) -> dict[str, Any]:
         raise InputError(f"{path}: cannot read the bundle: {exc.strerror or exc}") from None
     try:
         document = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: absurd nesting
         raise VerificationError(
             f"{path}: the bundle is not valid JSON ({exc}): altered or truncated?"
         ) from None
