@@ -25,8 +25,8 @@ from typing import Any
 
 import duckdb
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
@@ -394,8 +394,7 @@ def test_fuzz_envelopes(text: str, raw: bytes) -> None:
             parsed[0].body()
 
         if only_ledger_errors(parse) is None:
-            envelope = parsed[0]
-            only_ledger_errors(lambda envelope=envelope: keys.verify_envelope(envelope, SEED_KEY.public, index=3))
+            only_ledger_errors(functools.partial(keys.verify_envelope, parsed[0], SEED_KEY.public, index=3))
 
 
 def _pem(passphrase: str | None, directory: Path) -> bytes:

@@ -83,7 +83,7 @@ def write_batch_output(path: Path, count: int, rng: random.Random) -> list[str]:
                     "usage": {"prompt_tokens": 21, "completion_tokens": 45, "total_tokens": 66},
                 }
                 line |= {"response": {"status_code": 200, "request_id": f"req_{i}", "body": body}, "error": None}
-                ids.append(body["id"])
+                ids.append(f"chatcmpl-crash-{i:06d}")
             out.write(json.dumps(line) + "\n")
     return ids
 
