@@ -3,7 +3,12 @@
 Every figure is printed next to a baseline measured in the same run: raw Ed25519 sign/verify rates
 (pyca/cryptography, one core) for appending and verifying, and pymerkle's SQLite tree for proofs when
 pymerkle is installed. Rates are given per wall second and per CPU second (this process plus its worker
-processes), because the CPU figure is the one that survives other work on a shared 2-core machine.
+processes), because the CPU figure is the one that survives other work on a shared 2-core machine; the
+load average is printed with each section so wall figures can be read against it.
+
+Concurrency: `verify` reads the file in short sessions, so the longest one is printed, and a recorder
+process appends once every 0.1 s while a verify runs: its slowest append is the figure that matters to a
+training loop (it must stay far below LEDGER_LOCK_TIMEOUT, 30 s by default).
 
     .venv/bin/python benchmarks/bench_log.py                  # 100k entries, then grow to 1M for proofs
     .venv/bin/python benchmarks/bench_log.py --skip-big       # 100k only
@@ -14,13 +19,18 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
+import functools
 import hashlib
+import json
 import os
 import random
 import resource
+import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -58,6 +68,80 @@ def timed(fn: Callable[[], T]) -> tuple[Timing, T]:
     result = fn()
     total, own = cpu()
     return Timing(time.perf_counter() - wall, total - used, own - used_own), result
+
+
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.1f} (5 min {five:.1f}) on {os.cpu_count()} CPUs"
+
+
+@contextlib.contextmanager
+def held_sessions() -> Iterator[list[float]]:
+    """Seconds each store session of this process stayed open (worker processes are not counted)."""
+    held: list[float] = []
+    original = store.session
+
+    @contextlib.contextmanager
+    def timed_session(path: Path, *, read_only: bool = False) -> Iterator[Any]:
+        start = time.perf_counter()
+        with original(path, read_only=read_only) as conn:
+            yield conn
+        held.append(time.perf_counter() - start)
+
+    store.session = timed_session
+    try:
+        yield held
+    finally:
+        store.session = original
+
+
+_RECORDER = """
+import json, os, sys, time
+from ledger.ledger import Ledger
+from ledger import entries
+lg = Ledger.open(sys.argv[1])
+n = 0
+while not os.path.exists(sys.argv[2]):
+    body = entries.call_body(provider="bench", model="m", endpoint="/e", purpose="other",
+                             request="ab" * 32, response="cd" * 32, outputs=[], external_id=f"rec-{n}")
+    start = time.time()
+    lg.append_bodies([body])
+    print(json.dumps([start, time.time() - start]), flush=True)
+    n += 1
+    time.sleep(0.1)
+"""
+
+
+def recorder_during_verify(lg: Ledger, tmp: Path) -> None:
+    """A recorder process appends every 0.1 s while `verify` runs: how long did its appends wait?"""
+    stop = tmp / "stop-recorder"
+    stop.unlink(missing_ok=True)
+    recorder = subprocess.Popen(
+        [sys.executable, "-c", _RECORDER, str(lg.path), str(stop)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "LEDGER_KEYS_DIR": str(lg.keys_dir)},
+    )
+    try:
+        assert recorder.stdout is not None and recorder.stdout.readline()
+        with held_sessions() as held:
+            started = time.time()
+            report = verify_ledger(lg)
+            ended = time.time()
+        stop.touch()
+        out, _ = recorder.communicate(timeout=120)
+    finally:
+        stop.touch()
+        recorder.kill()
+    assert report.ok, report.problems[:3]
+    waits = [w for t, w in map(json.loads, out.splitlines()) if started <= t <= ended]
+    waits.sort()
+    print(
+        f"recorder appending every 0.1 s during a {ended - started:.1f} s verify of {report.size:,} entries "
+        f"(verified up to that size): {len(waits)} appends, median {waits[len(waits) // 2]:.2f} s, "
+        f"slowest {waits[-1]:.2f} s (lock timeout 30 s); verify's longest session {max(held):.2f} s "
+        f"of {len(held)}; {load()}"
+    )
 
 
 def call_body(i: int, rng: random.Random) -> dict[str, Any]:
@@ -114,7 +198,7 @@ def append_all(lg: Ledger, start: int, count: int, chunk: int) -> Timing:
     total = Timing(0.0, 0.0)
     for lo in range(start, start + count, chunk):
         bodies = [call_body(i, rng) for i in range(lo, min(lo + chunk, start + count))]
-        t, _ = timed(lambda bodies=bodies: lg.append_bodies(bodies))
+        t, _ = timed(functools.partial(lg.append_bodies, bodies))
         total = Timing(total.wall + t.wall, total.cpu + t.cpu)
     return total
 
@@ -173,7 +257,7 @@ def record_set_rates(n: int, segments_per_record: int = 3) -> None:
     print(
         f"check_record_set, {n:,} records x {segments_per_record} segments (both roots): "
         f"{n / check_t.wall:,.0f}/s wall, {n / check_t.cpu:,.0f}/s per CPU s; "
-        f"record_leaves alone {n / leaves_t.cpu:,.0f}/s per CPU s"
+        f"record_leaves alone {n / leaves_t.cpu:,.0f}/s per CPU s; {load()}"
     )
     print(
         f"  baseline, the bare root part (leaf hash + merkle.root over ready leaves): {n / root_t.cpu:,.0f}/s "
@@ -224,12 +308,14 @@ def verify_record_rates(n: int, tmp: Path) -> None:
             f"INSERT INTO record_segments SELECT {index}, position, segment FROM rows.record_segments"
         )
     for workers in (1, 2):
-        t, report = timed(lambda workers=workers: verify_ledger(lg, workers=workers))
+        with held_sessions() as held:
+            t, report = timed(functools.partial(verify_ledger, lg, workers=workers))
         assert report.ok, report.problems[:3]
         print(
             f"verify, one batch of {n:,} records ({workers} process{'es' if workers > 1 else ''}): "
             f"{n / t.wall:,.0f} records/s wall, {n / t.cpu:,.0f}/s per CPU s, "
-            f"on 2 idle cores ~{n / t.idle_wall():,.0f}/s"
+            f"on 2 idle cores ~{n / t.idle_wall():,.0f}/s; {len(held)} sessions in this process, "
+            f"longest {max(held):.2f} s; {load()}"
         )
 
 
@@ -247,6 +333,7 @@ def main() -> None:
         "--records", type=int, default=1_000_000, help="records for the record-set check"
     )
     args = parser.parse_args()
+    print(load())
     record_set_rates(args.records)
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as tmp:
         verify_record_rates(args.records, Path(tmp))
@@ -266,19 +353,21 @@ def main() -> None:
         n = args.entries
         print(
             f"append_bodies, {n:,} signed call entries: {n / t.wall:,.0f}/s wall, {n / t.cpu:,.0f}/s per CPU s "
-            f"= {n / t.cpu / sign_rate:.2f}x raw signing (target >= 10k/s)"
+            f"= {n / t.cpu / sign_rate:.2f}x raw signing (target >= 10k/s); {load()}"
         )
 
         for workers in (1, None):
-            t, report = timed(lambda workers=workers: verify_ledger(lg, workers=workers))
+            with held_sessions() as held:
+                t, report = timed(functools.partial(verify_ledger, lg, workers=workers))
             assert report.ok, report.problems[:3]
             label = "1 process" if workers == 1 else "auto workers"
             print(
                 f"verify ({label}), {report.size:,} entries: {report.size / t.wall:,.0f}/s wall, "
                 f"{report.size / t.cpu:,.0f}/s per CPU s = {report.size / t.cpu / verify_rate:.2f}x raw "
                 f"verification per CPU s; on 2 idle cores ~{report.size / t.idle_wall():,.0f}/s "
-                f"(target >= 10k/s)"
+                f"(target >= 10k/s); {len(held)} sessions, longest {max(held):.2f} s; {load()}"
             )
+        recorder_during_verify(lg, Path(tmp))
 
         size = lg.head().size
         if not args.skip_big and args.big > size:
