@@ -682,6 +682,28 @@ def test_since_head_signed_by_a_rotated_log_key(ledger: Ledger, built: Built) ->
     assert verify_ledger(ledger, since_note=note).ok
 
 
+@pytest.mark.parametrize(("session", "sizes"), [(3, range(14)), (1, [6]), (8, [11])])
+def test_every_published_size_across_session_boundaries(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch, session: int, sizes: Sequence[int]
+) -> None:
+    """Sessions of any size (aligned or not) give the same tree: each stored node is compared with the
+    recomputed one, and a published head at any size is matched by the prefix root (RFC 6962 reference)."""
+    monkeypatch.setattr(verify, "_SESSION_ENTRIES", session)
+    with duckdb.connect(str(ledger.path), read_only=True) as conn:
+        leaves = [
+            bytes(r[0]) for r in conn.execute("SELECT leaf FROM entries ORDER BY idx").fetchall()
+        ]
+    log_key = keys.load_key_file(ledger.keys_dir / "log.pem")
+    for size in sizes:
+        note = keys.sign_tree_head(keys.TreeHead(ORIGIN, size, ref_mth(leaves[:size])), log_key)
+        report = verify_ledger(ledger, since_note=note)
+        assert report.ok, (size, report.problems)
+    forged = keys.sign_tree_head(keys.TreeHead(ORIGIN, 7, ref_mth(leaves[1:8])), log_key)
+    assert_problem(verify_ledger(ledger, since_note=forged), None, "first 7 entries", "rewritten")
+    sql(ledger, "UPDATE nodes SET hash = unhex(sha256('x')) WHERE level = 1 AND idx = 5")
+    assert_problem(verify_ledger(ledger), None, "level 1, index 5", "entries 10..11")
+
+
 def test_malformed_published_head_is_an_input_error(ledger: Ledger) -> None:
     with pytest.raises(InputError, match="published tree head"):
         verify_ledger(ledger, since_note="not a note\n")
