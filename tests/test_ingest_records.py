@@ -597,3 +597,76 @@ def test_fingerprints_computed_beside_the_hashes(
         records.iter_fingerprinted_record_hashes([path], fingerprint_records, keep_texts=True)
     )
     assert kept == plain
+
+
+def _leaf_hash(data: bytes) -> bytes:
+    return hashlib.sha256(b"\x00" + data).digest()
+
+
+def test_record_columns_equal_the_record_hashes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bulk path gives the same records, in order, whether blocks travel through the shared
+    ring, through the pipe (a line longer than a ring slot) or stay in the process."""
+    from ledger.fingerprint import fingerprint_records
+
+    text = "Paragraph of training text that is long enough to be a segment, copy "
+    lines = [{"t": text + str(i), "n": i, "x": [i / 3, None]} for i in range(700)]
+    lines[350]["long"] = "word " * 2000  # a 10 kB line: a block bigger than a ring slot
+    lines[500] = {"n": 500}  # no segments at all
+    path = write(tmp_path / "cols.jsonl", "".join(json.dumps(r) + "\n" for r in lines).encode())
+    empty = write(tmp_path / "empty.jsonl", b"\n\n")
+    expected = flat_hashes([path], workers=1)
+    monkeypatch.setattr(records, "_POOL_MIN_BYTES", 0)
+    monkeypatch.setattr(records, "_BLOCK_SIZE", 2048)
+    for workers in (1, 2):
+        digests: dict[Path, str] = {}
+        done: list[int] = []
+        blocks = list(
+            records.iter_record_columns(
+                [path],
+                fingerprint_records,
+                workers=workers,
+                file_digests=digests,
+                progress=done.append,
+            )
+        )
+        assert len(blocks) > 10 and all(b.count for b in blocks)
+        assert sum(done) == path.stat().st_size
+        assert digests == {path: hashlib.sha256(path.read_bytes()).hexdigest()}
+        digest = b"".join(b.digests for b in blocks)
+        assert digest == b"".join(h.digest for h in expected)
+        counts = [int(c) for b in blocks for c in b.segment_counts]
+        assert counts == [len(h.segments) for h in expected]
+        assert b"".join(b.segments for b in blocks) == b"".join(
+            s for h in expected for s in h.segments
+        )
+        leaves = [
+            _leaf_hash(
+                rfc8785.dumps({"sha256": h.digest.hex(), "segments": [s.hex() for s in h.segments]})
+            )
+            for h in expected
+        ]
+        assert b"".join(b.leaf_hashes for b in blocks) == b"".join(leaves)
+        blobs = []
+        for b in blocks:
+            starts = [0, *b.fingerprint_ends[:-1]]
+            blobs += [b.fingerprints[s:e] for s, e in zip(starts, b.fingerprint_ends)]
+        assert blobs == fingerprint_records([h.texts for h in expected])
+        assert b"".join(b.fingerprint_hashes for b in blocks) == b"".join(map(_leaf_hash, blobs))
+        with pytest.raises(InputError, match="empty.jsonl: no records"):
+            list(records.iter_record_columns([path, empty], fingerprint_records, workers=workers))
+
+
+def test_record_columns_report_bad_lines_like_the_record_hashes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ledger.fingerprint import fingerprint_records
+
+    bad = write(tmp_path / "bad.jsonl", b'{"i": 1}\n' * 2500 + b'{"i": 2}\n[]\n')
+    monkeypatch.setattr(records, "_POOL_MIN_BYTES", 0)
+    monkeypatch.setattr(records, "_BLOCK_SIZE", 4096)
+    for workers in (1, 2):
+        with pytest.raises(InputError) as info:
+            list(records.iter_record_columns([bad], fingerprint_records, workers=workers))
+        assert str(info.value) == f"{bad}:2502: not a JSON object (found array)"

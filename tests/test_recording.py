@@ -852,3 +852,29 @@ def test_a_single_record_is_not_mistaken_for_many(lg: Ledger) -> None:
         lg.record_batch(small_record(1), id="one")  # type: ignore[arg-type]
     with pytest.raises(UsageError, match="iterable"):
         lg.record_batch("a text", id="one")
+
+
+def test_a_file_hashed_by_the_pool_gives_the_rows_of_the_same_records_in_memory(
+    lg: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bulk file path (worker pool, shared block ring, columns, spills) against the object path."""
+    from ledger.ingest import records as ingest_records
+
+    records = [chat_record(i) for i in range(400)] + [small_record(i) for i in range(50)]
+    path = write_jsonl(tmp_path / "pooled.jsonl", records)
+    monkeypatch.setattr(ingest_records, "_POOL_MIN_BYTES", 0)
+    monkeypatch.setattr(ingest_records, "_BLOCK_SIZE", 8192)
+    monkeypatch.setattr(recording, "SPILL_ROWS", 100)
+    pooled = lg.record_batch(id="pooled", files=[path], split=128).entries
+    monkeypatch.undo()
+    memory = lg.record_batch(records, id="memory", split=128).entries
+    assert [e.records_root for e in pooled] == [e.records_root for e in memory]
+    assert pooled[1].records_root == ref_root(records[:128])
+    bodies = [lg.entry(e.index).body for e in (*pooled[1:], *memory[1:])]
+    roots = [b["fingerprints"]["root"] for b in bodies]
+    assert roots[: len(roots) // 2] == roots[len(roots) // 2 :]
+    for table, columns in (("records", "digest, fingerprint"), ("record_segments", "segment")):
+        sql = f"""SELECT r.position, {columns} FROM {table} r JOIN entries e ON e.idx = r.batch
+                  WHERE e.ref = ? ORDER BY r.position, {columns}"""
+        for a, b in zip(pooled[1:], memory[1:]):
+            assert rows(lg, sql, [a.id]) == rows(lg, sql, [b.id])

@@ -64,6 +64,7 @@ HASH_CHUNK = 8192  # records hashed and fingerprinted per step
 SPILL_ROWS = 1 << 16  # rows kept in memory before the record set spills to Parquet
 READ_SIZE = 1 << 20  # weights are streamed in 1 MiB reads
 INSERT_MEMORY_LIMIT = "256MB"  # DuckDB buffer cap while bulk-inserting a spilled record set
+DISABLED_COMPRESSION = "dictionary,dict_fsst"  # DuckDB compressions not tried on record rows
 MAX_FAILED_EXAMPLES = 10
 _REF_KINDS = ("batch", "checkpoint", "dataset")
 
@@ -327,6 +328,36 @@ class _BatchHasher:
             )
         self._total += len(chunk)
 
+    def add_columns(self, columns: ingest_records.RecordColumns, file_index: int) -> None:
+        """Take the next records of a file as computed by the reader: no object per record here."""
+        n = columns.count
+        part_of, position_of = self._feed_roots(
+            _split_hashes(columns.leaf_hashes), _split_hashes(columns.fingerprint_hashes), file_index
+        )
+        fp_offsets = np.zeros(n + 1, dtype=np.int32)
+        fp_offsets[1:] = columns.fingerprint_ends
+        self._records.add(
+            [
+                pa.array(part_of),
+                pa.array(position_of),
+                _binary_array(columns.digests, np.arange(0, 32 * n + 1, 32, dtype=np.int32)),
+                _binary_array(columns.fingerprints, fp_offsets),
+            ]
+        )
+        counts = columns.segment_counts
+        n_segments = len(columns.segments) // 32
+        if n_segments:
+            self._segments.add(
+                [
+                    pa.array(np.repeat(part_of, counts)),
+                    pa.array(np.repeat(position_of, counts)),
+                    _binary_array(
+                        columns.segments, np.arange(0, 32 * n_segments + 1, 32, dtype=np.int32)
+                    ),
+                ]
+            )
+        self._total += n
+
     def cut(self) -> None:
         """End the current batch here (a training step's records end); later records start a new one."""
         if self._part.count:
@@ -360,6 +391,18 @@ class _BatchHasher:
         return _HashedBatches(
             summaries, sources, self._records.finish(), self._segments.finish(), self._params
         )
+
+
+def _split_hashes(joined: bytes) -> list[bytes]:
+    """32-byte hashes laid end to end, as a list."""
+    return [joined[i : i + 32] for i in range(0, len(joined), 32)]
+
+
+def _binary_array(data: bytes, offsets: npt.NDArray[np.int32]) -> pa.Array:
+    """An Arrow binary column over `data` cut at `offsets`, without an object per value."""
+    return pa.Array.from_buffers(
+        pa.binary(), len(offsets) - 1, [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+    )
 
 
 def _fingerprint_records(
@@ -423,17 +466,16 @@ def hash_batches(
             progress(len(chunk))
     for file_index, path in enumerate(files):
         digests: dict[Path, str] = {}
-        # Fingerprints cost more CPU than hashing: the reader's workers compute both.
-        for chunk, fps in ingest_records.iter_fingerprinted_record_hashes(
+        # Fingerprints and leaf hashes cost more CPU than the rest: the reader's workers compute them.
+        for columns in ingest_records.iter_record_columns(
             [path],
             functools.partial(_fingerprint_records, params=params),
             text_fields,
             min_segment_chars,
-            HASH_CHUNK,
             file_digests=digests,
             progress=progress,
         ):
-            hasher.add(chunk, file_index, fps)
+            hasher.add_columns(columns, file_index)
         digest = digests.get(path) or ingest_records.file_sha256(path)
         sources.append({"file": path.name, "sha256": digest})
     if hasher.total == 0:
@@ -565,6 +607,11 @@ def _insert_rows(
     conn: Connection, table: str, columns: str, rows: pa.Table | Path, base: int
 ) -> None:
     """Bulk insert spilled rows, turning a part number into the batch entry's index."""
+    # Hashes and fingerprints are random bytes that dictionary compression cannot shrink, but
+    # trying it (here and when the file is checkpointed on close) cost more than the rest of the
+    # transaction together. Like memory_limit, the setting belongs to the open database instance
+    # and ends when it closes; it changes how rows are stored, never what they hold.
+    conn.execute(f"SET disabled_compression_methods = '{DISABLED_COMPRESSION}'")
     if isinstance(rows, Path):
         # A spilled record set can be GBs: cap DuckDB's buffers (it spills to its temp directory) and
         # let it insert in any order (positions are columns), so memory stays flat in input size.
