@@ -149,7 +149,7 @@ class AppendResult:
 
 
 def _to_entry(stored: store.StoredEntry) -> Entry:
-    envelope = keys.parse_envelope(stored.leaf)
+    envelope = keys.parse_envelope(stored.leaf, index=stored.index)
     return Entry(stored.index, stored.kind, stored.time, stored.signer, stored.ref, stored.leaf, envelope.body())
 
 
@@ -242,7 +242,7 @@ class Ledger:
     def _key_ring(self, conn: Connection) -> KeyRing:
         ring = KeyRing()
         for stored in store.iter_entries(conn, kinds=("key", "revoke")):
-            body = keys.parse_envelope(stored.leaf).body()
+            body = keys.parse_envelope(stored.leaf, index=stored.index).body()
             if body["kind"] == "key":
                 ring.add(body, stored.index)
             elif body["keyid"] in ring.by_id:
