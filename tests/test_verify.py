@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import orjson
 import pyarrow as pa
 import pytest
 import rfc8785
@@ -992,48 +991,6 @@ def _json_values(big: bool) -> st.SearchStrategy[Any]:
         ),
         max_leaves=8,
     )
-
-
-def _jcs_reference(value: Any) -> bytes:
-    """rfc8785, or for numbers it refuses (beyond 2^53) the project's JCS, itself tested against it."""
-    try:
-        return rfc8785.dumps(value)
-    except rfc8785.IntegerDomainError:
-        return hashing.canonical_json(value)
-
-
-def _write(value: Any, how: str) -> bytes:
-    if how == "rfc8785":
-        return _jcs_reference(value)
-    if how == "orjson sorted":
-        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    value=st.dictionaries(st.text(max_size=4), _json_values(big=False), max_size=4),
-    how=st.sampled_from(["rfc8785", "orjson sorted", "json sorted"]),
-)
-def test_payload_jcs_check_agrees_with_rfc8785(value: dict[str, Any], how: str) -> None:
-    """Floats, non-ASCII keys (UTF-16 order) and orjson's own number layout must never pass as JCS."""
-    try:
-        payload = _write(value, how)
-    except (orjson.JSONEncodeError, ValueError):
-        return
-    body = hashing.parse_json_line(payload)
-    assert isinstance(body, dict)
-    assert keys._is_jcs(payload, body) == (payload == _jcs_reference(body))
-
-
-@settings(max_examples=100, deadline=None)
-@given(value=st.dictionaries(st.text(max_size=4), _json_values(big=True), max_size=4))
-def test_payload_jcs_check_with_big_integers(value: dict[str, Any]) -> None:
-    """Beyond ±(2^53-1) the JCS extension writes exact digits: the reference is hashing.canonical_json."""
-    payload = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    body = hashing.parse_json_line(payload)
-    assert isinstance(body, dict)
-    assert keys._is_jcs(payload, body) == (payload == hashing.canonical_json(body))
 
 
 @settings(max_examples=200, deadline=None)

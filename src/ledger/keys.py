@@ -21,7 +21,6 @@ from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
-import orjson
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -85,9 +84,6 @@ _HEX_DIGITS = b"0123456789abcdef"
 _B64_VALUES = {
     c: i for i, c in enumerate(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
 }
-# In orjson's compact output a float token follows ':', '[' or ',' and has '.', 'e' or 'E' after its
-# leading digits; a search may also hit inside a string, which only costs the general check.
-_FLOAT_TOKEN = re.compile(rb"[:\[,]-?[0-9]+[.eE]")
 
 
 # --------------------------------------------------------------------------- base64
@@ -490,30 +486,14 @@ def _split_canonical_leaf(leaf: bytes) -> Envelope | None:
     return Envelope(payload, PAYLOAD_TYPE, ((leaf[keyid_at : keyid_at + 64].decode("ascii"), sig),))
 
 
-def _is_jcs(payload: bytes, body: dict[str, Any]) -> bool:
-    """Whether `payload` is the JCS serialisation of `body` (which was parsed from it).
-
-    orjson's sorted compact output is JCS for parsed JSON unless it holds a float (different number
-    layout), a key beyond ASCII (UTF-16 key order) or an integer beyond 64 bits (orjson refuses): an
-    ASCII payload equal to it with no float token is proven; anything else asks `canonical_json`.
-    """
-    try:
-        fast = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
-    except orjson.JSONEncodeError:
-        fast = None
-    if fast == payload and payload.isascii() and _FLOAT_TOKEN.search(payload) is None:
-        return True
-    return canonical_json(body) == payload
-
-
 def _with_body(envelope: Envelope, index: int | None) -> Envelope:
     """The envelope with its body decoded, once, after checking the payload is the body's JCS."""
     try:
         body = envelope.body()
-        canonical = _is_jcs(envelope.payload, body)
+        canonical = canonical_json(body)
     except InputError as exc:
         raise _not_canonical(f"payload is not a JSON object ({exc})", index) from None
-    if not canonical:
+    if canonical != envelope.payload:
         raise _not_canonical("payload is not the JCS serialisation of its body", index)
     object.__setattr__(envelope, "_body", body)  # a fresh envelope of ours: nobody has seen it yet
     return envelope

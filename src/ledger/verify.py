@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -829,11 +830,17 @@ def _verify_signature(
     envelope: keys.Envelope, raw: bytes, index: int, problems: list[Problem]
 ) -> int:
     try:
-        keys.verify_envelope(envelope, keys.PublicKey(raw), index=index)
+        keys.verify_envelope(envelope, _public_key(raw), index=index)
     except VerificationError as exc:
         problems.append(Problem(index, str(exc)))
         return _SIG_BAD
     return _SIG_OK
+
+
+@lru_cache(maxsize=64)
+def _public_key(raw: bytes) -> keys.PublicKey:
+    """A log has a handful of keys: build each (and its keyid) once, not once per entry."""
+    return keys.PublicKey(raw)
 
 
 def _examine_chunk(rows: list[_Row], hints: dict[str, bytes]) -> list[_Examined]:
