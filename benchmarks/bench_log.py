@@ -77,14 +77,15 @@ def load() -> str:
 
 @contextlib.contextmanager
 def held_sessions() -> Iterator[list[float]]:
-    """Seconds each store session of this process stayed open (worker processes are not counted)."""
+    """Seconds each store session of this process held the file, from open (after any wait for the lock)
+    to close; worker processes are not counted."""
     held: list[float] = []
     original = store.session
 
     @contextlib.contextmanager
     def timed_session(path: Path, *, read_only: bool = False) -> Iterator[Any]:
-        start = time.perf_counter()
         with original(path, read_only=read_only) as conn:
+            start = time.perf_counter()
             yield conn
         held.append(time.perf_counter() - start)
 
