@@ -878,6 +878,57 @@ def test_grouped_and_sliced_batches_against_reference(
             assert [p.index for p in found] == [broken] and "records_root" in found[0].what
 
 
+@given(
+    counts=st.lists(st.integers(0, 40), max_size=8),
+    gaps=st.lists(st.integers(1, 3), min_size=8, max_size=8),
+    chunk_bits=st.integers(1, 4),
+    tail=st.integers(0, 3),
+)
+def test_units_tile_every_key_and_position(
+    counts: list[int], gaps: list[int], chunk_bits: int, tail: int
+) -> None:
+    """With a cover, every (batch key, position) in it falls in exactly one unit: stray rows cannot hide
+    between units, and each batch's positions are covered by its slices without overlap."""
+    batches, key = [], 0
+    for count, gap in zip(counts, gaps):
+        key += gap
+        batches.append((key, count))
+    cover = (0, key + tail)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(verify, "_RECORD_CHUNK", 1 << chunk_bits)
+        units = verify._plan_units(batches, cover)
+    probes = [-(2**63), -1, 0, 1, (1 << chunk_bits) - 1, 1 << chunk_bits, 39, 40, 2**63 - 1]
+    for batch in range(cover[0], cover[1] + 1):
+        for position in probes:
+            holders = [
+                u
+                for u in units
+                if u.batch_lo <= batch <= u.batch_hi and u.pos_lo <= position <= u.pos_hi
+            ]
+            assert len(holders) == 1, (batch, position, units)
+    for batch, count in batches:
+        assert any((batch, count) in u.counts for u in units)
+        mine = [u for u in units if (batch, count) in u.counts]
+        spans = sorted(u.expected(count) for u in mine)
+        assert [lo for lo, _ in spans[1:]] == [hi for _, hi in spans[:-1]]  # back to back
+        assert (spans[0][0], spans[-1][1]) == (0, count)
+
+
+def test_stray_rows_anywhere_are_named(ledger: Ledger, built: Built) -> None:
+    """Record rows under keys that are no batch entry: before, between and after batches, past the end
+    of the log, negative, and segments alone."""
+    sql(
+        ledger,
+        "INSERT INTO records VALUES (0, 0, unhex(sha256('a')), NULL), (12, 0, unhex(sha256('b')), NULL)",
+        "INSERT INTO records VALUES (99, 0, unhex(sha256('c')), NULL), (-4, 1, unhex(sha256('d')), NULL)",
+        "INSERT INTO record_segments VALUES (7, 0, unhex(sha256('e')))",
+    )
+    report = verify_ledger(ledger)
+    assert sorted(p.index for p in report.problems) == [-4, 0, 7, 12, 99]
+    assert all("expected record rows only for batch entries" in p.what for p in report.problems)
+    assert_problem(report, 7, "0 record rows and 1 segment rows")
+
+
 def test_record_set_problems_name_the_batch(memory_store: duckdb.DuckDBPyConnection) -> None:
     recs = make_records(9, 6)
     insert_records(memory_store, 2, recs)
