@@ -229,6 +229,8 @@ def stream_is_complete(chunks: list[object]) -> bool:
             for choice in choices:
                 if isinstance(choice, dict):
                     index = choice.get("index", 0)
+                    if isinstance(index, (list, dict)):  # malformed, but still one choice's key
+                        index = repr(index)
                     finished[index] = (
                         finished.get(index, False) or choice.get("finish_reason") is not None
                     )
