@@ -645,6 +645,11 @@ def _append_str(out: list[str], value: object) -> None:
         out.append(value)
 
 
+def _key(value: object) -> object:
+    """A stream's index as a dict key: a malformed one (a list, an object) by its text, never a crash."""
+    return value if value is None or isinstance(value, (str, int, float)) else repr(value)
+
+
 def _content_texts(content: object, out: list[str]) -> None:
     """A chat message's content: a string, or a list of parts whose ``text`` is a string."""
     if isinstance(content, str):
@@ -701,23 +706,23 @@ def stream_texts(chunks: Sequence[Mapping[str, object]]) -> list[str]:
         if not isinstance(chunk, Mapping):
             continue
         for choice in _as_list(chunk.get("choices")):
-            index = _get(choice, "index")
+            index = _key(_get(choice, "index"))
             delta = _get(choice, "delta")
             if isinstance(delta, Mapping):
                 _append_str(contents.setdefault(("c", index), []), delta.get("content"))
                 for call in _as_list(delta.get("tool_calls")):
                     piece = _get(_get(call, "function"), "arguments")
-                    key = ("t", index, _get(call, "index"))
+                    key = ("t", index, _key(_get(call, "index")))
                     _append_str(arguments.setdefault(key, []), piece)
                 piece = _get(delta.get("function_call"), "arguments")
                 _append_str(arguments.setdefault(("f", index), []), piece)
             _append_str(contents.setdefault(("c", index), []), _get(choice, "text"))
         kind = chunk.get("type")
         if kind == "response.output_text.delta":
-            key = ("r", chunk.get("output_index"), chunk.get("content_index"))
+            key = ("r", _key(chunk.get("output_index")), _key(chunk.get("content_index")))
             _append_str(contents.setdefault(key, []), chunk.get("delta"))
         elif kind == "response.function_call_arguments.delta":
-            key = ("rf", chunk.get("output_index"))
+            key = ("rf", _key(chunk.get("output_index")))
             _append_str(arguments.setdefault(key, []), chunk.get("delta"))
     joined = ["".join(parts) for parts in (*contents.values(), *arguments.values())]
     return [text for text in joined if text]
