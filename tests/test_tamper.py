@@ -25,6 +25,7 @@ import shutil
 import stat
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from ledger.errors import CorruptDatabaseError, LedgerError
 from ledger.ledger import Ledger
 
 sys.path.insert(0, str(Path(__file__).parent))
-from hardening import CliPool
+from hardening import CliPool, Result
 
 ORIGIN = "tamper.test/log"
 ANSWER = "Photosynthesis turns light, water and carbon dioxide into sugar and oxygen in the chloroplasts."
@@ -935,47 +936,69 @@ def note(table: str, outcome: str, scenario_id: str) -> None:
     OUTCOMES[scenario_id] = outcome
 
 
-@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.id for s in SCENARIOS])
-def test_tamper_matrix(scenario: Scenario, built: Built, cli: CliPool, tmp_path: Path) -> None:
-    db = copy_ledger(built, tmp_path)
+@dataclass(frozen=True)
+class Tampered:
+    """What the CLI's verify and the audit said about one tampered copy."""
+
+    verified: Result
+    verdict: str | None  # None: not audited (see `audited`)
+    refused: bool = False  # the audit refused the file as a corrupt database
+
+
+def audited(scenario: Scenario) -> bool:
+    """The audit reads the lineage's entries and record rows. Its integrity phase is the same full verify,
+    so for the tree, head and meta tables verify's verdict stands for both (and the scenarios stay fast)."""
+    return scenario.op == "reorder" or scenario.index == "corrupt" or scenario.table in ("entries", "records", "record_segments")
+
+
+def tamper_and_check(scenario: Scenario, built: Built, cli: CliPool, directory: Path) -> Tampered:
+    db = copy_ledger(built, directory)
     with duckdb.connect(str(db)) as conn:
         scenario.apply(conn, built)
+    verified = cli.run(["verify", "--db", str(db), "--json"], directory)
+    if not audited(scenario):
+        reading_never_crashes(db)
+        return Tampered(verified, None)
+    try:
+        return Tampered(verified, audit.audit(Ledger(db), "run/ckpt-2").verdict)
+    except CorruptDatabaseError:
+        return Tampered(verified, None, refused=True)
+
+
+@pytest.fixture(scope="module")
+def matrix(built: Built, cli: CliPool, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Tampered]:
+    """Every scenario, two at a time (the CLI runs in its own processes, so both cores work)."""
+    base = tmp_path_factory.mktemp("matrix")
+    with ThreadPoolExecutor(2) as pool:
+        found = pool.map(lambda item: tamper_and_check(item[1], built, cli, base / str(item[0])), enumerate(SCENARIOS))
+        return {s.id: result for s, result in zip(SCENARIOS, found)}
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.id for s in SCENARIOS])
+def test_tamper_matrix(scenario: Scenario, built: Built, matrix: dict[str, Tampered]) -> None:
+    result = matrix[scenario.id]
+    verified, verdict = result.verified, result.verdict
     want = resolve(scenario.index, built)
-    verified = cli.run(["verify", "--db", str(db), "--json"], tmp_path)
     if scenario.op == "reorder":  # physical order means nothing: must still verify, audit unchanged
-        assert verified.returncode == 0, verified.stdout + verified.stderr
-        assert audit.audit(Ledger.open(db), "run/ckpt-2").verdict == "contaminated"
         note(scenario.table, "benign", scenario.id)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert verdict == "contaminated"
         return
     if want == "corrupt":  # below the schema: refused as a corrupt database, one line, exit 4
-        assert (
-            verified.returncode == 4
-            and verified.stderr.startswith("error: ")
-            and "schema" in verified.stderr
-        ), verified
-        try:  # a read-only audit may still read the tables; then its verdict must be the true one
-            assert audit.audit(Ledger(db), "run/ckpt-2").verdict in ("contaminated", "inconclusive")
-        except CorruptDatabaseError:
-            pass
         note(scenario.table, "detected", scenario.id)
+        assert verified.returncode == 4 and verified.stderr.startswith("error: ") and "schema" in verified.stderr, verified
+        # a read-only audit may still read the tables; then its verdict must be the true one
+        assert result.refused or verdict in ("contaminated", "inconclusive"), verdict
         return
-    # The audit reads the lineage's entries and record rows; its integrity phase is the same full verify,
-    # so for the tree, head and meta tables verify's verdict stands for both.
-    audited = scenario.table in ("entries", "records", "record_segments")
-    verdict = audit.audit(Ledger(db), "run/ckpt-2").verdict if audited else None
     survived = verified.returncode == 0 and verdict != "inconclusive"
     note(scenario.table, "survived" if survived else "detected", scenario.id)
-    assert verified.returncode == 1, (
-        f"verify exit {verified.returncode}: {verified.stdout[-500:]} {verified.stderr}"
-    )
+    assert verified.returncode == 1, f"verify exit {verified.returncode}: {verified.stdout[-500:]} {verified.stderr}"
     document = json.loads(verified.stdout)
     assert document["ok"] is False and document["problems"]
     if want != "any":
         named = {p["index"] for p in document["problems"]}
         assert want in named, (want, document["problems"][:6])
     assert verdict in (None, "inconclusive"), verdict
-    if not audited:
-        reading_never_crashes(db)
 
 
 def reading_never_crashes(db: Path) -> None:
