@@ -30,6 +30,7 @@ from ledger.hashing import (
     canonical_json,
     format_number,
     hash_record,
+    hash_records,
     normalize,
     parse_json_line,
     record_digest,
@@ -622,6 +623,61 @@ def test_hash_record_agrees_with_the_separate_functions(record: object, min_char
     assert list(hashed.segments) == sorted(expected_texts)
     assert hashed.texts == tuple(expected_texts[h] for h in hashed.segments)
     assert hashed.leaf == record_leaf(hashed.digest, hashed.segments)
+
+
+float_records = st.dictionaries(
+    st.sampled_from(["score", "content", "meta"]),
+    st.one_of(
+        finite_floats,
+        spacey_texts,
+        st.lists(st.one_of(finite_floats, ascii_texts)),
+        st.dictionaries(st.sampled_from(["p", "q"]), st.one_of(finite_floats, st.none())),
+    ),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.one_of(records, texty_records, float_records), max_size=8),
+    st.integers(0, 40),
+    st.sampled_from([None, ["content"], ["meta.p", "x"]]),
+)
+def test_hash_records_equals_hash_record_and_the_references(
+    batch: list[object], min_chars: int, text_fields: list[str] | None
+) -> None:
+    """The bulk path (one walk per record, ASCII texts normalized together) against the single one
+    and, for digests and normalized texts, against rfc8785 and DESIGN.md's formula."""
+    hashed = hash_records(batch, text_fields, min_chars)
+    assert hashed == [hash_record(r, text_fields, min_chars) for r in batch]
+    for record, h in zip(batch, hashed):
+        if not isinstance(record, str) and all(abs(k) < 2**53 for k in _ints(record)):
+            assert h.digest == hashlib.sha256(jcs_reference(record)).digest()
+        texts = [record] if isinstance(record, str) else list(record_texts(record, text_fields))
+        expected = {
+            hashlib.sha256(reference_normalize(t).encode()).digest(): reference_normalize(t)
+            for t in texts
+            if len(reference_normalize(t)) >= min_chars
+        }
+        assert list(h.segments) == sorted(expected)
+        assert h.texts == tuple(expected[s] for s in h.segments)
+
+
+def _ints(value: object) -> list[int]:
+    """Every int (not bool) inside a JSON value, to keep rfc8785 within its safe range."""
+    if isinstance(value, dict):
+        return [i for v in value.values() for i in _ints(v)]
+    if isinstance(value, list):
+        return [i for v in value for i in _ints(v)]
+    return [value] if isinstance(value, int) and not isinstance(value, bool) else []
+
+
+def test_hash_records_raises_on_a_bad_record_like_hash_record() -> None:
+    good = {"content": "a long enough text to be one segment of its record"}
+    with pytest.raises(HashInputError, match="NaN"):
+        hash_records([good, {"score": [1.5, math.nan]}])
+    with pytest.raises(HashInputError, match="lone surrogate"):
+        hash_records([good, "bad \ud800 text"])
+    assert hash_records([]) == []
 
 
 @settings(max_examples=200, deadline=None)

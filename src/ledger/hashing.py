@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, cast
 
+import numpy as np
 import orjson
 
 from ledger.errors import InputError
@@ -29,6 +30,7 @@ __all__ = [
     "canonical_json",
     "format_number",
     "hash_record",
+    "hash_records",
     "normalize",
     "parse_json_line",
     "record_digest",
@@ -203,6 +205,84 @@ def _float_fragments(value: object) -> object:
                 items[i] = new
         return value if items is None else items
     return value
+
+
+def _scan_fragments(value: object, out: list[str]) -> tuple[int, object]:
+    """``_scan`` and ``_float_fragments`` in one walk: the level, and the value to give orjson
+    when the level is ``_FLOATS`` (each finite float as its ES6 text; float-free parts shared).
+
+    A non-finite float rates ``_GENERAL``, whose path reports it. Used by ``hash_record``, where
+    a second walk over every record with a float (a score, a probability) cost about as much as
+    the first.
+    """
+    t = type(value)
+    if t is dict:
+        level = _AS_IS
+        copy: dict[str, object] | None = None
+        for k, v in value.items():  # type: ignore[attr-defined]
+            if type(k) is not str or (not k.isascii() and max(k) >= _UTF16_SAFE_LIMIT):
+                level = _GENERAL
+            tv = type(v)
+            if tv is str:
+                out.append(v)
+                continue
+            if tv is int or tv is bool or v is None:
+                continue
+            if tv is float:
+                if not _isfinite(v):
+                    level = _GENERAL
+                    continue
+                sub, new = _FLOATS, _Fragment(format_number(v))
+            else:
+                sub, new = _scan_fragments(v, out)
+            if sub > level:
+                level = sub
+            if new is not v:
+                if copy is None:
+                    copy = dict(value)  # type: ignore[call-overload]
+                copy[k] = new
+        return level, (value if copy is None else copy)
+    if t is list or t is tuple:
+        level = _AS_IS
+        items: list[object] | None = None
+        for i, v in enumerate(value):  # type: ignore[call-overload]
+            tv = type(v)
+            if tv is str:
+                out.append(v)
+                continue
+            if tv is int or tv is bool or v is None:
+                continue
+            if tv is float:
+                if not _isfinite(v):
+                    level = _GENERAL
+                    continue
+                sub, new = _FLOATS, _Fragment(format_number(v))
+            else:
+                sub, new = _scan_fragments(v, out)
+            if sub > level:
+                level = sub
+            if new is not v:
+                if items is None:
+                    items = list(value)  # type: ignore[call-overload]
+                items[i] = new
+        return level, (value if items is None else items)
+    if t is float:
+        if not _isfinite(value):  # type: ignore[arg-type]
+            return _GENERAL, value
+        return _FLOATS, _Fragment(format_number(value))  # type: ignore[arg-type]
+    return _scan(value, out), value
+
+
+def _jcs_scanned(value: object, out: list[str]) -> bytes:
+    """JCS of ``value`` in one walk that also appends its strings to ``out`` (``_jcs(value,
+    _scan(value, out))`` with floats replaced on the way)."""
+    level, fragments = _scan_fragments(value, out)
+    if level != _GENERAL:
+        try:
+            return _orjson_dumps(fragments, option=_SORT_KEYS)
+        except orjson.JSONEncodeError:
+            pass  # int beyond 64 bits, lone surrogate, deep nesting: the general path decides
+    return _canonical_json_slow(value)
 
 
 def _jcs(value: object, level: int) -> bytes:
@@ -619,12 +699,83 @@ def hash_record(
         texts: list[str] = [record]
     else:
         texts = []
-        digest = _sha256(_jcs(record, _scan(record, texts))).digest()
+        digest = _sha256(_jcs_scanned(record, texts)).digest()
         if text_fields is not None:
             texts = _field_texts(record, text_fields)
     found = _segments_of(texts, min_chars)
     order = sorted(found)
     return RecordHash(digest, tuple(order), tuple([found[h] for h in order]))
+
+
+def hash_records(
+    records: Sequence[object],
+    text_fields: Sequence[str] | None = None,
+    min_chars: int = MIN_SEGMENT_CHARS,
+) -> list[RecordHash]:
+    """``[hash_record(r, text_fields, min_chars) for r in records]``, with ASCII texts normalized
+    in bulk: one translate over all of them and one numpy pass to find the few that need their
+    spaces collapsed. Raises on the first bad record without saying which; callers that must name
+    it hash the records one by one then.
+    """
+    digests: list[bytes] = []
+    texts_of: list[list[str]] = []
+    for record in records:
+        if isinstance(record, str):
+            digests.append(_sha256(_encode_text(record)).digest())
+            texts_of.append([record])
+            continue
+        texts: list[str] = []
+        digests.append(_sha256(_jcs_scanned(record, texts)).digest())
+        texts_of.append(texts if text_fields is None else _field_texts(record, text_fields))
+    found: list[dict[bytes, str]] = [{} for _ in texts_of]
+    owners: list[int] = []
+    bulk: list[str] = []
+    for i, texts in enumerate(texts_of):
+        for text in texts:
+            if text and text.isascii():
+                if len(text) >= min_chars:  # normalization never lengthens ASCII text
+                    owners.append(i)
+                    bulk.append(text)
+                continue
+            segment = _segment(text, min_chars)  # NFKC may lengthen a short text
+            if segment is not None:
+                found[i][segment[0]] = segment[1]
+    for owner, (digest, text) in zip(owners, _ascii_segments(bulk, min_chars), strict=True):
+        if digest is not None:
+            found[owner][digest] = text
+    out: list[RecordHash] = []
+    for digest, segments in zip(digests, found, strict=True):
+        order = sorted(segments)
+        out.append(RecordHash(digest, tuple(order), tuple([segments[h] for h in order])))
+    return out
+
+
+def _ascii_segments(texts: Sequence[str], min_chars: int) -> list[tuple[bytes | None, str]]:
+    """(hash, normalized text) of ASCII texts of at least ``min_chars`` characters; (None, "")
+    for a text whose collapsed spaces leave it too short."""
+    if not texts:
+        return []
+    lens = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
+    ends = np.cumsum(lens)
+    starts = ends - lens
+    folded = "".join(texts).encode("ascii").translate(_ASCII_FOLD)
+    # A text needs collapsing if it starts or ends with a space or holds two in a row (pairs
+    # across the boundary of two texts do not count).
+    space = np.frombuffer(folded, dtype=np.uint8) == 0x20
+    pairs = space[:-1] & space[1:]
+    pairs[ends[:-1] - 1] = False
+    messy = space[starts] | space[ends - 1]
+    messy[np.searchsorted(starts, np.flatnonzero(pairs), side="right") - 1] = True
+    text = folded.decode("ascii")
+    view = memoryview(folded)
+    out: list[tuple[bytes | None, str]] = []
+    for s, e, m in zip(starts.tolist(), ends.tolist(), messy.tolist(), strict=True):
+        if not m:
+            out.append((_sha256(view[s:e]).digest(), text[s:e]))
+            continue
+        data = _collapse_spaces(folded[s:e])
+        out.append((_sha256(data).digest(), data.decode("ascii")) if len(data) >= min_chars else (None, ""))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from ledger.errors import InputError, LedgerError, UsageError
-from ledger.hashing import RecordHash, hash_record, parse_json_line
+from ledger.hashing import RecordHash, hash_record, hash_records, parse_json_line
 from ledger.merkle import leaf_hash
 
 __all__ = [
@@ -463,15 +463,33 @@ def _records_of(unit: _Unit) -> Iterable[tuple[int, object]]:
 
 
 def _hash_unit(unit: _Unit, text_fields: Sequence[str] | None, min_chars: int) -> list[RecordHash]:
-    """Parse and hash one unit; runs in a worker process, so it must be a picklable top-level function."""
-    out: list[RecordHash] = []
-    append = out.append
-    for number, record in _records_of(unit):
+    """Parse and hash one unit, all its records at once; the first bad record (in input order,
+    whether it fails to parse or to hash) is an `InputError` naming its line or row."""
+    numbered: list[tuple[int, object]] = []
+    try:
+        numbered.extend(_records_of(unit))
+    except InputError:
+        _hash_each(unit, numbered, text_fields, min_chars)  # an earlier record may fail to hash
+        raise
+    try:
+        return hash_records([record for _, record in numbered], text_fields, min_chars)
+    except _DATA_ERRORS:
+        _hash_each(unit, numbered, text_fields, min_chars)  # find the record to name
+        raise
+
+
+def _hash_each(
+    unit: _Unit,
+    numbered: Sequence[tuple[int, object]],
+    text_fields: Sequence[str] | None,
+    min_chars: int,
+) -> None:
+    """Hash records one by one, raising the first failure as an `InputError` naming its place."""
+    for number, record in numbered:
         try:
-            append(hash_record(record, text_fields, min_chars))
+            hash_record(record, text_fields, min_chars)
         except _DATA_ERRORS as exc:
             raise InputError(f"{_location(unit, number)}: {exc}") from exc
-    return out
 
 
 def _location(unit: _Unit, number: int) -> str:
