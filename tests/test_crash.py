@@ -21,14 +21,18 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import duckdb
+import pytest
 
 from ledger.ledger import Ledger
+
+sys.path.insert(0, str(Path(__file__).parent))
+from hardening import CliPool
 
 LEDGER = str(Path(sys.executable).with_name("ledger"))
 SEED = int(os.environ.get("LEDGER_CRASH_SEED", "20261122"))
@@ -195,9 +199,17 @@ def read_state(db: Path) -> State:
     return State(batches, calls, record_rows, int(segment_rows))
 
 
-def assert_intact(db: Path, context: str) -> State:
+@pytest.fixture(scope="module")
+def cli() -> Iterator[CliPool]:
+    """The checks after each kill run through the CLI too, in forked servers (the kills hit real processes)."""
+    pool = CliPool(1)
+    yield pool
+    pool.close()
+
+
+def assert_intact(cli: CliPool, db: Path, context: str) -> State:
     """`ledger verify` (a read-only open, which must replay whatever WAL a kill left) exits 0; then the rows."""
-    verified = run(["verify", "--db", str(db), "--json"], db.parent)
+    verified = cli.run(["verify", "--db", str(db), "--json"], db.parent, {"LEDGER_LOCK_TIMEOUT": "30"})
     assert verified.returncode == 0, f"{context}: exit {verified.returncode}: {verified.stdout[-600:]} {verified.stderr}"
     assert json.loads(verified.stdout)["ok"] is True
     return read_state(db)
@@ -222,14 +234,14 @@ def setup_ledgers(tmp_path: Path) -> tuple[Path, Path]:
     return tmp_path / "crashed.duckdb", empty
 
 
-def test_kill_record_batch_at_random_moments(tmp_path: Path) -> None:
+def test_kill_record_batch_at_random_moments(cli: CliPool, tmp_path: Path) -> None:
     rng = random.Random(SEED)
     data = tmp_path / "train.jsonl"
     write_chat_records(data, 6000, rng)
     db, empty = setup_ledgers(tmp_path)
     command = ["record", "batch", str(data), "--id", "run1/data", "--split", "1500", "--json"]
     duration, wal_at = timed_run([*command, "--db", "reference.duckdb"], tmp_path, tmp_path / "reference.duckdb")
-    reference = assert_intact(tmp_path / "reference.duckdb", "reference run")
+    reference = assert_intact(cli, tmp_path / "reference.duckdb", "reference run")
     assert [k for k, _, _ in reference.batches.values()] == ["dataset"] + ["batch"] * 4
     assert sum(reference.record_rows.values()) == 6000
 
@@ -238,7 +250,7 @@ def test_kill_record_batch_at_random_moments(tmp_path: Path) -> None:
         context = f"seed {SEED}, kill {number} {kill} (reference took {duration:.2f}s, WAL at {wal_at:.2f}s)"
         code = run_and_kill([*command, "--db", str(db)], tmp_path, db, kill)
         assert code in (None, 0), f"{context}: exit {code}"
-        state = assert_intact(db, context)
+        state = assert_intact(cli, db, context)
         # all or nothing: the dataset entry and its four batches commit together, with all their rows
         assert state == reference or (not state.batches and not state.record_rows and not state.segment_rows), context
         outcomes.append("finished" if code == 0 else "killed after commit" if state.batches else "killed before commit")
@@ -250,11 +262,11 @@ def test_kill_record_batch_at_random_moments(tmp_path: Path) -> None:
     assert read_state(db) == reference
     rerun = run([*command, "--db", str(db)], tmp_path)
     assert rerun.returncode == 0 and json.loads(rerun.stdout)["already_recorded"] is True
-    assert assert_intact(db, "after the re-runs") == reference
+    assert assert_intact(cli, db, "after the re-runs") == reference
     print(f"record batch kills (seed {SEED}): {dict(Counter(outcomes))}", file=sys.stderr)
 
 
-def test_kill_import_calls_at_random_moments(tmp_path: Path) -> None:
+def test_kill_import_calls_at_random_moments(cli: CliPool, tmp_path: Path) -> None:
     rng = random.Random(SEED + 1)
     output = tmp_path / "batch_output.jsonl"
     expected = write_batch_output(output, 7000, rng)
@@ -263,7 +275,7 @@ def test_kill_import_calls_at_random_moments(tmp_path: Path) -> None:
     command = ["import", "calls", str(output), "--format", "openai-batch", "--provider", "openai",
                "--purpose", "evaluation", "--json"]
     duration, wal_at = timed_run([*command, "--db", "reference.duckdb"], tmp_path, tmp_path / "reference.duckdb")
-    reference = assert_intact(tmp_path / "reference.duckdb", "reference run")
+    reference = assert_intact(cli, tmp_path / "reference.duckdb", "reference run")
     assert reference.calls == expected
 
     chunk = int(inspect.signature(Ledger.import_calls).parameters["chunk"].default)
@@ -273,7 +285,7 @@ def test_kill_import_calls_at_random_moments(tmp_path: Path) -> None:
         context = f"seed {SEED + 1}, kill {number} {kill} (reference took {duration:.2f}s, WAL at {wal_at:.2f}s)"
         code = run_and_kill([*command, "--db", str(db)], tmp_path, db, kill)
         assert code in (None, 0), f"{context}: exit {code}"
-        count = len(assert_intact(db, context).calls)
+        count = len(assert_intact(cli, db, context).calls)
         # whole transactions only: the calls are a prefix of the file, a whole number of chunks long
         assert read_state(db).calls == expected[:count], context
         assert count % chunk == 0 or count == len(expected), f"{context}: {count} calls"
@@ -287,7 +299,7 @@ def test_kill_import_calls_at_random_moments(tmp_path: Path) -> None:
     assert (report["added"], report["duplicates"], report["failed"]) == (len(expected) - present, present, failed)
     again = run([*command, "--db", str(db)], tmp_path)
     assert again.returncode == 0 and json.loads(again.stdout)["added"] == 0
-    assert assert_intact(db, "after the re-runs") == reference
+    assert assert_intact(cli, db, "after the re-runs") == reference
     print(f"import calls kills (seed {SEED + 1}): calls present after each kill {outcomes}", file=sys.stderr)
 
 
