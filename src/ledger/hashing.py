@@ -15,7 +15,7 @@ import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final, cast
+from typing import Any, Final, cast
 
 import numpy as np
 import orjson
@@ -232,11 +232,10 @@ def _scan_fragments(value: object, out: list[str]) -> tuple[int, object]:
                 if not _isfinite(v):
                     level = _GENERAL
                     continue
-                sub, new = _FLOATS, _Fragment(format_number(v))
+                sub, new = _FLOATS, cast(object, _Fragment(format_number(v)))
             else:
                 sub, new = _scan_fragments(v, out)
-            if sub > level:
-                level = sub
+            level = max(level, sub)
             if new is not v:
                 if copy is None:
                     copy = dict(value)  # type: ignore[call-overload]
@@ -245,7 +244,8 @@ def _scan_fragments(value: object, out: list[str]) -> tuple[int, object]:
     if t is list or t is tuple:
         level = _AS_IS
         items: list[object] | None = None
-        for i, v in enumerate(value):  # type: ignore[call-overload]
+        sequence = cast("Sequence[Any]", value)
+        for i, v in enumerate(sequence):
             tv = type(v)
             if tv is str:
                 out.append(v)
@@ -256,14 +256,13 @@ def _scan_fragments(value: object, out: list[str]) -> tuple[int, object]:
                 if not _isfinite(v):
                     level = _GENERAL
                     continue
-                sub, new = _FLOATS, _Fragment(format_number(v))
+                sub, new = _FLOATS, cast(object, _Fragment(format_number(v)))
             else:
                 sub, new = _scan_fragments(v, out)
-            if sub > level:
-                level = sub
+            level = max(level, sub)
             if new is not v:
                 if items is None:
-                    items = list(value)  # type: ignore[call-overload]
+                    items = list(sequence)
                 items[i] = new
         return level, (value if items is None else items)
     if t is float:
@@ -774,7 +773,9 @@ def _ascii_segments(texts: Sequence[str], min_chars: int) -> list[tuple[bytes | 
             out.append((_sha256(view[s:e]).digest(), text[s:e]))
             continue
         data = _collapse_spaces(folded[s:e])
-        out.append((_sha256(data).digest(), data.decode("ascii")) if len(data) >= min_chars else (None, ""))
+        out.append(
+            (_sha256(data).digest(), data.decode("ascii")) if len(data) >= min_chars else (None, "")
+        )
     return out
 
 

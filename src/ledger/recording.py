@@ -332,7 +332,9 @@ class _BatchHasher:
         """Take the next records of a file as computed by the reader: no object per record here."""
         n = columns.count
         part_of, position_of = self._feed_roots(
-            _split_hashes(columns.leaf_hashes), _split_hashes(columns.fingerprint_hashes), file_index
+            _split_hashes(columns.leaf_hashes),
+            _split_hashes(columns.fingerprint_hashes),
+            file_index,
         )
         fp_offsets = np.zeros(n + 1, dtype=np.int32)
         fp_offsets[1:] = columns.fingerprint_ends
