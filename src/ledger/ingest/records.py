@@ -626,7 +626,13 @@ def _column_values(unit: _Rows, name: str, column: pa.Array) -> list[object]:
     storage = _storage_type(typ)
     if storage != typ:
         column = column.cast(storage)
-    values: list[object] = column.to_pylist()
+    try:
+        values: list[object] = column.to_pylist()
+    except UnicodeDecodeError as exc:  # Parquet does not check that string data is UTF-8
+        last = unit.first_row + len(column) - 1
+        raise InputError(
+            f"{unit.name}: rows {unit.first_row}..{last}, column {name!r}: text is not valid UTF-8 ({exc.reason})"
+        ) from None
     if convert is None:
         return values
     out: list[object] = []
