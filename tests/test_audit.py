@@ -534,3 +534,25 @@ def test_views_render_without_error(story: Story) -> None:
     assert audit_mod.finding_json(report.findings[0])["type"] == report.findings[0].type
     mermaid = views.lineage_mermaid(report.lineage, report)
     assert mermaid.startswith("flowchart TD") and "-->|parent|" in mermaid and "tainted" in mermaid
+
+
+def test_audit_recomputes_only_its_lineage_record_sets(tmp_path: Path) -> None:
+    """A damaged record set outside the lineage fails `verify` but does not change this audit's verdict."""
+    import duckdb
+
+    from ledger import Ledger
+    from ledger.audit import audit
+    from ledger.verify import verify_ledger
+
+    lg = Ledger.init(tmp_path / "ledger.duckdb", origin="example.org/scope")
+    lg.record_batch([{"text": f"our own training record number {i} with enough words"} for i in range(5)], id="mine")
+    lg.record_batch([{"text": f"some other team's record number {i} with enough words"} for i in range(5)], id="theirs")
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(b"weights")
+    lg.record_checkpoint(id="ck", weights=[weights], batches=["mine"])
+    theirs = lg.entry("theirs").index
+    conn = duckdb.connect(str(lg.path))
+    conn.execute("DELETE FROM record_segments WHERE batch = ?", [theirs])
+    conn.close()
+    assert any(p.index == theirs for p in verify_ledger(lg).problems)
+    assert audit(lg, "ck").verdict == "clean"

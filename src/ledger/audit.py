@@ -185,7 +185,9 @@ def audit(
         stored = int(conn.execute("SELECT count(*) FROM entries").fetchall()[0][0])
         found = checkpoint if checkpoint is not None else _by_weights(conn, weight_hashes, stored)
         target = resolve_checkpoint(conn, found, stored)[0]
-    verified = verify_ledger(ledger, progress=progress)
+        lineage_batches = {n.index for n in lineage(conn, target, size=stored).batches if n.index is not None}
+    # Every entry, signature and node is checked; record sets only where the verdict depends on them.
+    verified = verify_ledger(ledger, progress=progress, record_sets=lineage_batches)
     problems: list[Problem] = list(verified.problems)
     size = verified.size
     notes: list[str] = []

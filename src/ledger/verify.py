@@ -26,7 +26,7 @@ import os
 import sys
 from array import array
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
@@ -1524,8 +1524,13 @@ def verify_ledger(
     progress: Callable[[int], None] | None = None,
     *,
     workers: int | None = None,
+    record_sets: Collection[int] | None = None,
 ) -> VerifyReport:
     """Verify the log up to the tree head found at the start; collect every problem instead of stopping.
+
+    `record_sets` limits the record-set recomputation to these batch entries (an audit needs only its
+    lineage's); every entry, signature and tree node is still checked. None checks every batch and that
+    no record row lies outside one.
 
     The file is read in short sessions (see the module docstring), so recorders keep appending while
     this runs; the report's `size` and `root` are what was verified. `since_note` is a tree head
@@ -1552,8 +1557,10 @@ def verify_ledger(
         problems.extend(
             _check_record_sets(
                 lambda: store.session(path, read_only=True),
-                sequence.commitments,
-                start.cover,
+                sequence.commitments
+                if record_sets is None
+                else {b: c for b, c in sequence.commitments.items() if b in record_sets},
+                start.cover if record_sets is None else None,
                 pool,
                 path,
                 workers,
