@@ -953,8 +953,8 @@ def _existing_call(conn: Connection, provider: str, external_id: str) -> int | N
     row = conn.execute(
         "SELECT min(idx) FROM entries WHERE kind = 'call' AND provider = ? AND ref = ?",
         [provider, external_id],
-    ).fetchone()
-    return None if row is None or row[0] is None else int(row[0])
+    ).fetchall()  # fetched to the end: a half-read result blocks the next `register` on this connection
+    return None if not row or row[0][0] is None else int(row[0][0])
 
 
 def record_call(
