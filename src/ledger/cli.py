@@ -551,7 +551,7 @@ def main() -> NoReturn:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(0)
-    except Exception as exc:  # a bug, or an OS failure the library did not anticipate: still one line
+    except Exception as exc:  # noqa: BLE001 - a bug or an unanticipated OS failure: still one line
         views.error(f"unexpected {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
         if verbose:
             import traceback

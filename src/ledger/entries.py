@@ -37,7 +37,7 @@ def now_rfc3339() -> str:
 
 def parse_time(text: str) -> datetime:
     """Parse an RFC 3339 time (or a bare date) as an aware UTC datetime."""
-    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    value = datetime.fromisoformat(text)  # Python 3.11 reads a trailing Z
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from ledger import entries, keys, merkle, store
-from ledger.entries import EntryFacts
 from ledger.errors import (
     DuplicateError,
     InputError,
@@ -392,29 +391,28 @@ class Ledger:
     # --- appending ---------------------------------------------------------------------------------
     def _append(self, build: BodyBuilder) -> AppendResult:
         """Run `build` inside one transaction, append what it returns, sign the new tree head, commit."""
-        with self.session() as conn:
-            with store.transaction(conn):
-                stored = store.check_head(conn)
-                ring = self._key_ring(conn)
-                built = build(conn, stored.size, ring)
-                if not built:
-                    return AppendResult(stored.size, 0, TreeHeadInfo(stored.origin, stored.size, stored.root, stored.note))
-                leaves, facts, signers = [], [], []
-                for offset, (body, signer) in enumerate(built):
-                    index = stored.size + offset
-                    entries.check_body(body, index)
-                    leaves.append(keys.sign_entry(body, signer))
-                    facts.append(entries.facts_of(body))
-                    signers.append(signer.public.keyid)
-                    if body["kind"] == "key":
-                        ring.add(body, index)
-                    elif body["kind"] == "revoke":
-                        ring.revoke(str(body["keyid"]), index, str(body["reason"]))
-                size = stored.size + len(leaves)
-                root = store.append_entries(conn, stored.size, leaves, facts, signers)
-                head_signer = self._head_signer(ring, built)
-                note = keys.sign_tree_head(keys.TreeHead(stored.origin, size, root), head_signer)
-                store.write_head(conn, size, root, note)
+        with self.session() as conn, store.transaction(conn):
+            stored = store.check_head(conn)
+            ring = self._key_ring(conn)
+            built = build(conn, stored.size, ring)
+            if not built:
+                return AppendResult(stored.size, 0, TreeHeadInfo(stored.origin, stored.size, stored.root, stored.note))
+            leaves, facts, signers = [], [], []
+            for offset, (body, signer) in enumerate(built):
+                index = stored.size + offset
+                entries.check_body(body, index)
+                leaves.append(keys.sign_entry(body, signer))
+                facts.append(entries.facts_of(body))
+                signers.append(signer.public.keyid)
+                if body["kind"] == "key":
+                    ring.add(body, index)
+                elif body["kind"] == "revoke":
+                    ring.revoke(str(body["keyid"]), index, str(body["reason"]))
+            size = stored.size + len(leaves)
+            root = store.append_entries(conn, stored.size, leaves, facts, signers)
+            head_signer = self._head_signer(ring, built)
+            note = keys.sign_tree_head(keys.TreeHead(stored.origin, size, root), head_signer)
+            store.write_head(conn, size, root, note)
         return AppendResult(stored.size, len(leaves), TreeHeadInfo(stored.origin, size, root, note))
 
     def _head_signer(self, ring: KeyRing, built: list[tuple[dict[str, Any], keys.SigningKey]]) -> keys.SigningKey:

@@ -29,7 +29,13 @@ import duckdb
 
 from ledger import merkle
 from ledger.entries import EntryFacts
-from ledger.errors import CorruptDatabaseError, LedgerError, LockedError, NotFoundError, VerificationError
+from ledger.errors import (
+    CorruptDatabaseError,
+    LedgerError,
+    LockedError,
+    NotFoundError,
+    VerificationError,
+)
 
 SCHEMA_VERSION = 2
 DEFAULT_LOCK_TIMEOUT = 30.0
