@@ -27,6 +27,7 @@ from ledger.errors import (
     UsageError,
     VerificationError,
 )
+from ledger.keys import SigningKey
 
 if TYPE_CHECKING:
     from ledger import audit, recording
@@ -35,7 +36,7 @@ DEFAULT_DB = "ledger.duckdb"
 LOG_KEY_FILE = "log.pem"
 
 Connection = duckdb.DuckDBPyConnection
-BodyBuilder = Callable[[Connection, int, "KeyRing"], list[tuple[dict[str, Any], keys.SigningKey]]]
+BodyBuilder = Callable[[Connection, int, "KeyRing"], list[tuple[dict[str, Any], SigningKey]]]
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,7 @@ class Ledger:
         self.keys_dir = Path(keys_dir) if keys_dir else default_keys_dir(self.path)
         self.key = key if key is not None else os.environ.get("LEDGER_KEY")
         self._origin: str | None = None
-        self._key_cache: dict[tuple[Any, ...], keys.SigningKey] = {}
+        self._key_cache: dict[tuple[Any, ...], SigningKey] = {}
 
     # --- opening -----------------------------------------------------------------------------------
     @classmethod
@@ -194,7 +195,7 @@ class Ledger:
             raise LedgerError(f"{ledger.path}: a ledger (or another file) already exists there")
         if key_path.exists():
             raise KeyFileError(f"{key_path}: a log key already exists; choose another --keys-dir")
-        log_key = keys.SigningKey.generate()
+        log_key = SigningKey.generate()
         keys.write_key_file(key_path, log_key, _passphrase(passphrase))
         body = entries.key_body(log_key.public.keyid, log_key.public.b64, origin, "log")
         leaf = keys.sign_entry(body, log_key)
@@ -258,7 +259,7 @@ class Ledger:
             return candidate
         return self.keys_dir / f"{spec}.pem"
 
-    def _load_key(self, path: Path) -> keys.SigningKey:
+    def _load_key(self, path: Path) -> SigningKey:
         """Load a key file once per process while it is unchanged: a training loop appends every step, and
         an encrypted PEM costs a key derivation per load."""
         try:
@@ -272,7 +273,7 @@ class Ledger:
             self._key_cache[cache_key] = cached
         return cached
 
-    def _load_log_key(self, ring: KeyRing) -> keys.SigningKey:
+    def _load_log_key(self, ring: KeyRing) -> SigningKey:
         current = ring.current_log_key()
         path = self.keys_dir / LOG_KEY_FILE
         key = self._load_key(path)
@@ -284,7 +285,7 @@ class Ledger:
             )
         return key
 
-    def _load_recorder_key(self, ring: KeyRing, log_key: keys.SigningKey) -> keys.SigningKey:
+    def _load_recorder_key(self, ring: KeyRing, log_key: SigningKey) -> SigningKey:
         if not self.key:
             return log_key
         path = self._key_path(self.key)
@@ -311,10 +312,10 @@ class Ledger:
         path = self.keys_dir / f"{name}.pem"
         if path.exists():
             raise DuplicateError(f"{path}: a key file with that name already exists")
-        new = keys.SigningKey.generate()
+        new = SigningKey.generate()
         written: list[Path] = []
 
-        def build(conn: Connection, start: int, ring: KeyRing) -> list[tuple[dict[str, Any], keys.SigningKey]]:
+        def build(conn: Connection, start: int, ring: KeyRing) -> list[tuple[dict[str, Any], SigningKey]]:
             if any(k.name == name and not k.revoked for k in ring.by_id.values()):
                 raise DuplicateError(f"a key named {name!r} is already active in the ledger")
             log_key = ring_log_key(ring)
@@ -331,10 +332,10 @@ class Ledger:
             raise
         return KeyInfo(new.public.keyid, name, role, new.public.b64, result.start)
 
-    def _log_key_getter(self) -> Callable[[KeyRing], keys.SigningKey]:
-        cache: dict[str, keys.SigningKey] = {}
+    def _log_key_getter(self) -> Callable[[KeyRing], SigningKey]:
+        cache: dict[str, SigningKey] = {}
 
-        def get(ring: KeyRing) -> keys.SigningKey:
+        def get(ring: KeyRing) -> SigningKey:
             if "k" not in cache:
                 cache["k"] = self._load_log_key(ring)
             return cache["k"]
@@ -342,7 +343,7 @@ class Ledger:
         return get
 
     def revoke_key(self, name_or_id: str, reason: str = "unspecified") -> KeyInfo:
-        def build(conn: Connection, start: int, ring: KeyRing) -> list[tuple[dict[str, Any], keys.SigningKey]]:
+        def build(conn: Connection, start: int, ring: KeyRing) -> list[tuple[dict[str, Any], SigningKey]]:
             info = ring.find(name_or_id)
             if info.revoked:
                 raise DuplicateError(f"key {info.name} ({info.keyid[:16]}…) is already revoked")
@@ -356,10 +357,10 @@ class Ledger:
 
     def rotate_key(self, name_or_id: str = "log", passphrase: str | None = None) -> KeyInfo:
         """Replace a key: a new key under the same name and role, then the old one revoked (`rotated`)."""
-        new = keys.SigningKey.generate()
+        new = SigningKey.generate()
         staged: dict[str, Path] = {}
 
-        def build(conn: Connection, start: int, ring: KeyRing) -> list[tuple[dict[str, Any], keys.SigningKey]]:
+        def build(conn: Connection, start: int, ring: KeyRing) -> list[tuple[dict[str, Any], SigningKey]]:
             old = ring.current_log_key() if name_or_id == "log" else ring.find(name_or_id)
             old_log = get_log_key(ring)
             path = self.keys_dir / (LOG_KEY_FILE if old.role == "log" else f"{old.name}.pem")
@@ -415,7 +416,7 @@ class Ledger:
             store.write_head(conn, size, root, note)
         return AppendResult(stored.size, len(leaves), TreeHeadInfo(stored.origin, size, root, note))
 
-    def _head_signer(self, ring: KeyRing, built: list[tuple[dict[str, Any], keys.SigningKey]]) -> keys.SigningKey:
+    def _head_signer(self, ring: KeyRing, built: list[tuple[dict[str, Any], SigningKey]]) -> SigningKey:
         """The tree head is signed by the log key current after the append (a rotation's new key)."""
         current = ring.current_log_key()
         for _, signer in built:
@@ -426,13 +427,13 @@ class Ledger:
     def append_bodies(self, bodies: Sequence[dict[str, Any]]) -> AppendResult:
         """Append ready-made bodies signed with the recorder key (used by recorders and tests)."""
 
-        def build(conn: Connection, start: int, ring: KeyRing) -> list[tuple[dict[str, Any], keys.SigningKey]]:
+        def build(conn: Connection, start: int, ring: KeyRing) -> list[tuple[dict[str, Any], SigningKey]]:
             signer = self._load_recorder_key(ring, self._load_log_key(ring))
             return [(dict(b), signer) for b in bodies]
 
         return self._append(build)
 
-    def signer_for(self, ring: KeyRing) -> keys.SigningKey:
+    def signer_for(self, ring: KeyRing) -> SigningKey:
         return self._load_recorder_key(ring, self._load_log_key(ring))
 
     # --- recording (logic in ledger.recording) -----------------------------------------------------
@@ -698,7 +699,7 @@ class Ledger:
         return ConsistencyProof(old.size, old.root, stored.size, stored.root, proof)
 
 
-def _finish_rotation(path: Path, old: keys.SigningKey, new_keyid: str) -> bool:
+def _finish_rotation(path: Path, old: SigningKey, new_keyid: str) -> bool:
     """Roll forward a rotation killed after its commit but before its file renames (the new key is staged).
 
     The log already names the staged key, so the only consistent move is the renames `rotate_key` would

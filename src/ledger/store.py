@@ -298,7 +298,7 @@ def append_entries(
     signers: Sequence[str],
 ) -> bytes:
     """Insert entries start.. and their tree nodes; return the new root. Caller holds the transaction."""
-    import pyarrow as pa
+    import pyarrow as pa  # type: ignore[import-untyped]
 
     leaf_hashes = [merkle.leaf_hash(leaf) for leaf in leaves]
     frontier = fetch_nodes(conn, set(merkle.frontier_nodes(start)))
