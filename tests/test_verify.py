@@ -1165,3 +1165,45 @@ def test_tampering_while_verify_runs_is_reported(
 
     report = verify_ledger(ledger, progress=tamper)
     assert_problem(report, None, "changed during verification")
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(1, 6),
+    st.integers(1, 5),
+    st.lists(st.binary(min_size=32, max_size=32), min_size=1, max_size=4),
+    st.randoms(use_true_random=False),
+)
+def test_build_chunk_sorts_segments_within_records_like_jcs(
+    records: int, k: int, pool: list[bytes], rnd: Any
+) -> None:
+    """The fast within-record sort (and its tie fallback: segments from a tiny pool share leading bytes)
+    must give the leaves an independent per-record sort gives."""
+    import json as _json
+
+    import pyarrow as _pa
+
+    from ledger.verify import _build_chunk
+
+    digests = [rnd.choice(pool) for _ in range(records)]
+    segs = [[bytes(a ^ b for a, b in zip(rnd.choice(pool), bytes(31) + bytes([rnd.randrange(2)])))
+             for _ in range(k)] for _ in range(records)]  # fmt: skip
+    rec = _pa.table({"batch": [3] * records, "position": list(range(records)),
+                     "digest": _pa.array(digests, _pa.binary()), "fingerprint": _pa.nulls(records, _pa.binary())})  # fmt: skip
+    flat = [(p, s) for p in range(records) for s in segs[p]]
+    seg = _pa.table({"batch": [3] * len(flat), "position": [p for p, _ in flat],
+                     "segment": _pa.array([s for _, s in flat], _pa.binary())})  # fmt: skip
+    want = [
+        _json.dumps({"segments": sorted(s.hex() for s in segs[p]), "sha256": digests[p].hex()},
+                    separators=(",", ":")).encode()  # fmt: skip
+        for p in range(records)
+    ]
+    assert _build_chunk(rec, seg).leaves() == want
+
+
+@given(st.binary(min_size=32, max_size=32), st.integers(1, 300))
+def test_repeated_root_matches_merkle_root(leaf: bytes, n: int) -> None:
+    from ledger import merkle
+    from ledger.verify import _repeated_root
+
+    assert _repeated_root(leaf, n) == merkle.root([leaf] * n)

@@ -67,6 +67,7 @@ _POOL_MIN_ENTRIES = 20_000  # below this, starting worker processes costs more t
 _POOL_MIN_RECORDS = 200_000
 # Record rows per session and per worker task; a power of two, so slices of a batch are perfect subtrees.
 _RECORD_CHUNK = 1 << 17
+_FETCH_BATCH = 1 << 30  # rows per Arrow batch of a unit's fetch: all of them
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 _SIG_OK, _SIG_BAD, _SIG_UNKNOWN = 0, 1, 2
@@ -215,6 +216,13 @@ def _hex_rows(raw: np.ndarray) -> np.ndarray:
 def _fixed32(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """A binary column whose values are all 32 bytes (checked beforehand) as an (n, 32) uint8 array."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    n = len(array)
+    if n and array.null_count == 0 and pa.types.is_binary(array.type):
+        # Offsets 32 apart mean the values lie back to back: view them in place instead of casting.
+        offsets = np.frombuffer(array.buffers()[1], np.int32, count=n + 1, offset=4 * array.offset)
+        if bool(np.all(np.diff(offsets) == 32)):
+            data = np.frombuffer(array.buffers()[2], np.uint8, count=32 * n, offset=int(offsets[0]))
+            return data.reshape(n, 32)
     try:
         fixed = array.cast(pa.binary(32))
     except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
@@ -300,6 +308,26 @@ def _segments_sorted(keys_: np.ndarray, segments: np.ndarray) -> bool:
     return bool(np.all((ka < kb) | ((ka == kb) & not_greater)))
 
 
+def _sort_within_records(skey: np.ndarray, segments: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Segments sorted by their first 8 bytes within each record, when rows come in key order with the
+    same number of segments per record (the usual layout): a row-wise argsort of (records, k) instead of
+    a 5-key lexsort over every row. True means the result is in (key, segment) order; False (another
+    layout, or a tie in those bytes) returns the rows as they are for the caller's full check and sort."""
+    n = len(skey)
+    if n < 2 or not bool(np.all(skey[:-1] <= skey[1:])):
+        return segments, n < 2
+    starts = np.flatnonzero(np.concatenate(([True], skey[1:] != skey[:-1])))
+    k = n // len(starts)
+    if k < 2 or k * len(starts) != n or not bool(np.all(np.diff(starts) == k)):
+        return segments, False
+    first = segments[:, :8].copy().view(">u8").reshape(len(starts), k)
+    order = np.argsort(first, axis=1)
+    ranked = np.take_along_axis(first, order, axis=1)
+    if not bool(np.all(ranked[:, :-1] < ranked[:, 1:])):
+        return segments, False  # equal leading bytes in a record: leave it to the full sort
+    return segments[(order + (k * np.arange(len(starts)))[:, None]).ravel()], True
+
+
 def _lengths(column: pa.ChunkedArray) -> np.ndarray:
     """Byte lengths of a binary column, -1 for NULL (never a valid hash length)."""
     return _int64(pc.fill_null(pc.binary_length(column), -1))
@@ -328,6 +356,8 @@ def _fingerprint_hashes(column: pa.Array) -> list[bytes]:
         raw = block.data.cast("B")
         step = width + 1
         return [sha(raw[i : i + step]).digest() for i in range(0, n * step, step)]
+    if column.null_count == n:  # no fingerprints: one hash, repeated
+        return [sha(b"\x00").digest()] * n
     return [sha(b"\x00" + (value or b"")).digest() for value in column.to_pylist()]
 
 
@@ -384,7 +414,8 @@ def _build_chunk(records: pa.Table, segs: pa.Table) -> _RecordChunk:
         rkey, rb, rp, digests = rkey[order], rb[order], rp[order], digests[order]
         fingerprints = fingerprints.take(pa.array(order))
     skey = (sb << _KEY_SHIFT) | np.clip(sp, 0, (1 << _KEY_SHIFT) - 1)
-    if not _segments_sorted(skey, segments):
+    segments, ordered = _sort_within_records(skey, segments)
+    if not ordered and not _segments_sorted(skey, segments):
         words = segments.view(">u8").reshape(len(segments), 4)
         order = np.lexsort((words[:, 3], words[:, 2], words[:, 1], words[:, 0], skey))
         skey, segments = skey[order], np.ascontiguousarray(segments[order])
@@ -477,12 +508,13 @@ def _fetch_unit(conn: Connection, unit: _Unit) -> tuple[pa.Table, pa.Table]:
     """A unit's record and segment rows as Arrow tables, fetched in full (the session can close after)."""
     params = [unit.batch_lo, unit.batch_hi, unit.pos_lo, unit.pos_hi]
     where = "WHERE batch BETWEEN ? AND ? AND position BETWEEN ? AND ?"
+    # One Arrow chunk per column (not DuckDB's default 128k-row batches): numpy views it without a copy.
     records = conn.sql(
         f"SELECT batch, position, digest, fingerprint FROM records {where}", params=params
-    ).to_arrow_table()
+    ).to_arrow_table(_FETCH_BATCH)
     segs = conn.sql(
         f"SELECT batch, position, segment FROM record_segments {where}", params=params
-    ).to_arrow_table()
+    ).to_arrow_table(_FETCH_BATCH)
     return records, segs
 
 
@@ -613,11 +645,28 @@ def _pieces(
         (
             int(chunk.batches[lo]),
             unit.expected(counts[int(chunk.batches[lo])])[0],
-            merkle.root(hashes[lo:hi]),
-            merkle.root(fp_hashes[lo:hi]),
+            _root(hashes[lo:hi]),
+            _root(fp_hashes[lo:hi]),
         )
         for lo, hi in zip([0, *bounds], [*bounds, len(hashes)])
     )
+
+
+def _root(hashes: Sequence[bytes]) -> bytes:
+    """merkle.root, in O(log n) when every leaf hash is the same (a batch without fingerprints)."""
+    if len(hashes) > 1 and hashes.count(hashes[0]) == len(hashes):
+        return _repeated_root(hashes[0], len(hashes))
+    return merkle.root(hashes)
+
+
+@lru_cache(maxsize=256)
+def _repeated_root(leaf: bytes, n: int) -> bytes:
+    """RFC 6962 root of n (>= 1) copies of one leaf hash: equal subtrees have equal roots, so each of the
+    O(log n) distinct subtree sizes is hashed once."""
+    if n == 1:
+        return leaf
+    k = 1 << ((n - 1).bit_length() - 1)
+    return merkle.node_hash(_repeated_root(leaf, k), _repeated_root(leaf, n - k))
 
 
 def _unit_in_worker(path: str, unit: _Unit) -> _UnitResult:
