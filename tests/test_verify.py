@@ -1179,23 +1179,21 @@ def test_build_chunk_sorts_segments_within_records_like_jcs(
 ) -> None:
     """The fast within-record sort (and its tie fallback: segments from a tiny pool share leading bytes)
     must give the leaves an independent per-record sort gives."""
-    import json as _json
-
-    import pyarrow as _pa
-
     from ledger.verify import _build_chunk
 
     digests = [rnd.choice(pool) for _ in range(records)]
     segs = [[bytes(a ^ b for a, b in zip(rnd.choice(pool), bytes(31) + bytes([rnd.randrange(2)])))
              for _ in range(k)] for _ in range(records)]  # fmt: skip
-    rec = _pa.table({"batch": [3] * records, "position": list(range(records)),
-                     "digest": _pa.array(digests, _pa.binary()), "fingerprint": _pa.nulls(records, _pa.binary())})  # fmt: skip
+    rec = pa.table({"batch": [3] * records, "position": list(range(records)),
+                     "digest": pa.array(digests, pa.binary()), "fingerprint": pa.nulls(records, pa.binary())})  # fmt: skip
     flat = [(p, s) for p in range(records) for s in segs[p]]
-    seg = _pa.table({"batch": [3] * len(flat), "position": [p for p, _ in flat],
-                     "segment": _pa.array([s for _, s in flat], _pa.binary())})  # fmt: skip
+    seg = pa.table({"batch": [3] * len(flat), "position": [p for p, _ in flat],
+                     "segment": pa.array([s for _, s in flat], pa.binary())})  # fmt: skip
     want = [
-        _json.dumps({"segments": sorted(s.hex() for s in segs[p]), "sha256": digests[p].hex()},
-                    separators=(",", ":")).encode()  # fmt: skip
+        json.dumps(
+            {"segments": sorted(s.hex() for s in segs[p]), "sha256": digests[p].hex()},
+            separators=(",", ":"),
+        ).encode()
         for p in range(records)
     ]
     assert _build_chunk(rec, seg).leaves() == want

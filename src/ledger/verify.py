@@ -213,7 +213,8 @@ _HEX_PAIRS = np.frombuffer(binascii.hexlify(bytes(range(256))), np.uint16)
 
 def _hex_rows(raw: np.ndarray) -> np.ndarray:
     """(n, w) bytes as (n, 2w) lowercase hex digits, one table lookup per byte (no bytes copy)."""
-    return _HEX_PAIRS[raw].view(np.uint8).reshape(len(raw), 2 * raw.shape[1])
+    hexed: np.ndarray = _HEX_PAIRS[raw].view(np.uint8)
+    return hexed.reshape(len(raw), 2 * raw.shape[1])
 
 
 def _fixed32(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
