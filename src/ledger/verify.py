@@ -67,7 +67,6 @@ _POOL_MIN_ENTRIES = 20_000  # below this, starting worker processes costs more t
 _POOL_MIN_RECORDS = 200_000
 # Record rows per session and per worker task; a power of two, so slices of a batch are perfect subtrees.
 _RECORD_CHUNK = 1 << 17
-_FETCH_BATCH = 1 << 30  # rows per Arrow batch of a unit's fetch: all of them
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 _SIG_OK, _SIG_BAD, _SIG_UNKNOWN = 0, 1, 2
@@ -512,13 +511,12 @@ def _fetch_unit(conn: Connection, unit: _Unit) -> tuple[pa.Table, pa.Table]:
     """A unit's record and segment rows as Arrow tables, fetched in full (the session can close after)."""
     params = [unit.batch_lo, unit.batch_hi, unit.pos_lo, unit.pos_hi]
     where = "WHERE batch BETWEEN ? AND ? AND position BETWEEN ? AND ?"
-    # One Arrow chunk per column (not DuckDB's default 128k-row batches): numpy views it without a copy.
     records = conn.sql(
         f"SELECT batch, position, digest, fingerprint FROM records {where}", params=params
-    ).to_arrow_table(_FETCH_BATCH)
+    ).to_arrow_table()
     segs = conn.sql(
         f"SELECT batch, position, segment FROM record_segments {where}", params=params
-    ).to_arrow_table(_FETCH_BATCH)
+    ).to_arrow_table()
     return records, segs
 
 
