@@ -116,6 +116,9 @@ def _b64decode_canonical_bytes(text: bytes) -> bytes | None:
         raw = binascii.a2b_base64(text, strict_mode=True)
     except (binascii.Error, ValueError):
         return None
+    # strict mode still accepts surplus padding after a full quantum ("0000="): require the one length
+    if len(text) != 4 * ((len(raw) + 2) // 3) or text.count(b"=") != (-len(raw)) % 3:
+        return None
     if text.endswith(b"=="):
         return raw if _B64_VALUES[text[-3]] & 0x0F == 0 else None
     if text.endswith(b"="):
