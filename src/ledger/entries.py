@@ -35,11 +35,6 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def parse_time(text: str) -> datetime:
-    """Parse an RFC 3339 time (or a bare date) as an aware UTC datetime."""
-    value = datetime.fromisoformat(text)  # Python 3.11 reads a trailing Z
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
 
 def _base(kind: str, time: str | None) -> dict[str, Any]:
     return {"kind": kind, "v": VERSION, "time": time or now_rfc3339()}

@@ -7,7 +7,6 @@ leaves the previous state.
 
 from __future__ import annotations
 
-import base64
 import os
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -736,7 +735,3 @@ def read_note_file(path: Path) -> str:
         raise InputError(f"{path}: no such file") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read tree head: {exc}") from exc
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")

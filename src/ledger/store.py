@@ -423,25 +423,6 @@ def counts_by_kind(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
     return {str(k): int(n) for k, n in rows}
 
 
-def existing_refs(conn: duckdb.DuckDBPyConnection, kind: str, refs: Sequence[str]) -> set[str]:
-    if not refs:
-        return set()
-    rows = conn.execute(
-        "SELECT DISTINCT ref FROM entries WHERE kind = ? AND ref IN (SELECT unnest(?::VARCHAR[]))",
-        [kind, list(refs)],
-    ).fetchall()
-    return {str(r[0]) for r in rows}
-
-
-def existing_calls(conn: duckdb.DuckDBPyConnection, provider: str, external_ids: Sequence[str]) -> set[str]:
-    if not external_ids:
-        return set()
-    rows = conn.execute(
-        """SELECT DISTINCT ref FROM entries WHERE kind = 'call' AND provider = ?
-           AND ref IN (SELECT unnest(?::VARCHAR[]))""",
-        [provider, list(external_ids)],
-    ).fetchall()
-    return {str(r[0]) for r in rows}
 
 
 def table_counts(conn: duckdb.DuckDBPyConnection) -> Mapping[str, int]:
