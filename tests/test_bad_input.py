@@ -185,7 +185,8 @@ def _column(draw: st.DrawFn, rows: int) -> pa.Array:
         precision = draw(st.integers(1, 38))
         scale = draw(st.integers(0, precision))
         digits = st.integers(-(10**precision) + 1, 10**precision - 1)
-        return pa.array([None if v is None else decimal.Decimal(v).scaleb(-scale) for v in values(digits)],
+        # Decimal(str) is exact; scaleb would round to the 28-digit context and change the exponent
+        return pa.array([None if v is None else decimal.Decimal(f"{v}E-{scale}") for v in values(digits)],
                         pa.decimal128(precision, scale))
     if kind == "duration":
         return pa.array(values(st.integers(-(2**40), 2**40)), pa.duration("ms"))
