@@ -13,11 +13,13 @@ import json
 import math
 import re
 import unicodedata
+from itertools import compress, islice
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, cast
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 
 from ledger.errors import InputError
@@ -26,10 +28,12 @@ __all__ = [
     "MIN_SEGMENT_CHARS",
     "HashInputError",
     "RecordHash",
+    "RecordHashColumns",
     "call_outputs",
     "canonical_json",
     "format_number",
     "hash_record",
+    "hash_record_columns",
     "hash_records",
     "normalize",
     "parse_json_line",
@@ -282,6 +286,91 @@ def _jcs_scanned(value: object, out: list[str]) -> bytes:
         except orjson.JSONEncodeError:
             pass  # int beyond 64 bits, lone surrogate, deep nesting: the general path decides
     return _canonical_json_slow(value)
+
+
+# What _walk finds, as bit flags: floats whose orjson text is not ES6's, and anything that only
+# the general path may judge.
+_NEEDS_FRAGMENTS: Final = 1
+_NEEDS_GENERAL: Final = 2
+# UTF-8 lead bytes of code points >= U+E000: JCS output without them has no key that sorts
+# differently by UTF-16 code units than by code points.
+_HIGH_LEAD_BYTES: Final = re.compile(rb"[\xee-\xf4]")
+
+
+def _walk(value: object, out: list[str]) -> int:
+    """Append every string value in the container ``value`` to ``out`` (in no promised order);
+    return the flags of what orjson's ``OPT_SORT_KEYS`` output of it cannot be trusted with.
+
+    Cheaper than ``_scan`` because it leaves to orjson what orjson rejects by itself (non-str
+    keys, str subclass keys, ints beyond 64 bits, lone surrogates) and to ``_keys_sortable`` the
+    rare output with a code point >= U+E000. A float passes when ``_plain_float`` holds.
+    """
+    t = type(value)
+    if t is dict:
+        items: Iterable[object] = value.values()  # type: ignore[attr-defined]
+    elif t is list or t is tuple:
+        items = value  # type: ignore[assignment]
+    else:
+        return _NEEDS_GENERAL
+    flags = 0
+    for v in items:
+        tv = type(v)
+        if tv is str:
+            out.append(v)  # type: ignore[arg-type]
+        elif tv is dict or tv is list or tv is tuple:
+            flags |= _walk(v, out)
+        elif tv is int or tv is bool or v is None:
+            continue
+        elif tv is float:
+            # _plain_float inlined: non-integral with 1e-4 <= |v| < 1e16 (NaN and infinities fail).
+            if not (v % 1.0 and 1e-4 <= abs(v) < 1e16):  # type: ignore[operator, arg-type]
+                flags |= _NEEDS_FRAGMENTS
+        else:
+            flags |= _NEEDS_GENERAL
+    return flags
+
+
+def _plain_float(value: float) -> bool:
+    """True when orjson writes ``value`` exactly as ES6 does: Python's ``repr`` uses fixed
+    notation exactly for 1e-4 <= |x| < 1e16, then ES6's text is ``repr`` unless it ends in
+    ".0" (an integral value), and orjson's shortest-digit text equals ``repr`` there (tested)."""
+    return bool(value % 1.0) and 1e-4 <= abs(value) < 1e16
+
+
+def _keys_sortable(value: object) -> bool:
+    """True when no object key in ``value`` has a code point >= U+E000 (see ``_UTF16_SAFE_LIMIT``)."""
+    t = type(value)
+    if t is dict:
+        for k, v in value.items():  # type: ignore[attr-defined]
+            if not k.isascii() and max(k) >= _UTF16_SAFE_LIMIT:
+                return False
+            if not _keys_sortable(v):
+                return False
+        return True
+    if t is list or t is tuple:
+        return all(_keys_sortable(v) for v in value)  # type: ignore[attr-defined]
+    return True
+
+
+def _record_jcs(value: object, out: list[str]) -> bytes:
+    """JCS of ``value``, appending its string values to ``out``: orjson's sorted output when
+    ``_walk`` finds nothing it cannot be trusted with, else ``_jcs_scanned`` (which raises for
+    a value with no canonical form)."""
+    start = len(out)
+    try:
+        flags = _walk(value, out)
+    except RecursionError:
+        flags = _NEEDS_GENERAL
+    if not flags:
+        try:
+            data = _orjson_dumps(value, option=_SORT_KEYS)
+        except orjson.JSONEncodeError:
+            pass  # int beyond 64 bits, lone surrogate, non-str key, deep nesting
+        else:
+            if data.isascii() or _HIGH_LEAD_BYTES.search(data) is None or _keys_sortable(value):
+                return data
+    del out[start:]
+    return _jcs_scanned(value, out)
 
 
 def _jcs(value: object, level: int) -> bytes:
@@ -698,7 +787,7 @@ def hash_record(
         texts: list[str] = [record]
     else:
         texts = []
-        digest = _sha256(_jcs_scanned(record, texts)).digest()
+        digest = _sha256(_record_jcs(record, texts)).digest()
         if text_fields is not None:
             texts = _field_texts(record, text_fields)
     found = _segments_of(texts, min_chars)
@@ -711,72 +800,239 @@ def hash_records(
     text_fields: Sequence[str] | None = None,
     min_chars: int = MIN_SEGMENT_CHARS,
 ) -> list[RecordHash]:
-    """``[hash_record(r, text_fields, min_chars) for r in records]``, with ASCII texts normalized
-    in bulk: one translate over all of them and one numpy pass to find the few that need their
-    spaces collapsed. Raises on the first bad record without saying which; callers that must name
-    it hash the records one by one then.
+    """``[hash_record(r, text_fields, min_chars) for r in records]``, computed in bulk (see
+    ``hash_record_columns``). Raises on the first bad record without saying which; callers that
+    must name it hash the records one by one then.
     """
+    hashed = _hash_all(records, text_fields, min_chars)
+    hashes, texts, bounds = hashed.hashes, hashed.texts, hashed.bounds
+    return [
+        RecordHash(digest, tuple(hashes[a:b]), tuple(texts[a:b]))
+        for digest, a, b in zip(hashed.digests, bounds, bounds[1:])
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordHashColumns:
+    """``hash_records`` as columns: a few buffers for a block of records instead of objects per
+    record, for callers that go on to build Merkle roots and Arrow columns.
+
+    Record ``i`` has digest ``digests[32*i:32*i+32]``, leaf hash ``leaf_hashes[32*i:32*i+32]``,
+    the ``segment_counts[i]`` sorted segment hashes that follow those of records ``0..i-1`` in
+    ``segments``, and their normalized texts ``texts[i]`` in the same order.
+    """
+
+    count: int
+    digests: bytes
+    """sha256 of each record's JCS (or of a text line's UTF-8 bytes), 32 bytes per record."""
+    leaf_hashes: bytes
+    """RFC 6962 leaf hash ``sha256(0x00 || leaf)`` of each ``RecordHash.leaf``, 32 bytes each."""
+    segment_counts: npt.NDArray[np.int64]
+    segments: bytes
+    """Every record's distinct segment hashes, sorted ascending within the record, end to end."""
+    texts: list[list[str]]
+    """Per record, the normalized text of each segment in segment order (``RecordHash.texts``)."""
+
+
+def hash_record_columns(
+    records: Sequence[object],
+    text_fields: Sequence[str] | None = None,
+    min_chars: int = MIN_SEGMENT_CHARS,
+) -> RecordHashColumns:
+    """``hash_records`` with the record leaf hashes, as columns. Raises on the first bad record
+    without saying which, like ``hash_records``."""
+    hashed = _hash_all(records, text_fields, min_chars)
+    bounds = hashed.bounds
+    digests = b"".join(hashed.digests)
+    segments = b"".join(hashed.hashes)
+    texts = hashed.texts
+    return RecordHashColumns(
+        count=len(hashed.digests),
+        digests=digests,
+        leaf_hashes=_leaf_hashes(digests, segments, bounds),
+        segment_counts=np.diff(np.array(bounds, dtype=np.int64)),
+        segments=segments,
+        texts=[texts[a:b] for a, b in zip(bounds, bounds[1:])],
+    )
+
+
+def _leaf_hashes(digests: bytes, segments: bytes, bounds: Sequence[int]) -> bytes:
+    """The RFC 6962 leaf hash of every record leaf, each leaf cut from two hex strings made in
+    one call each: segment hexes joined by '","' are 67 characters apart, so a record's list is
+    one slice."""
+    segment_hex = segments.hex(",", 32).replace(",", '","').encode("ascii")
+    digest_hex = digests.hex().encode("ascii")
+    sha = _sha256
+    out: list[bytes] = []
+    append = out.append
+    for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
+        d = 64 * i
+        if a == b:
+            leaf = b'\x00{"segments":[],"sha256":"' + digest_hex[d : d + 64] + b'"}'
+        else:
+            leaf = b"".join(
+                (
+                    b'\x00{"segments":["',
+                    segment_hex[67 * a : 67 * b - 3],
+                    b'"],"sha256":"',
+                    digest_hex[d : d + 64],
+                    b'"}',
+                )
+            )
+        append(sha(leaf).digest())
+    return b"".join(out)
+
+
+@dataclass(frozen=True, slots=True)
+class _Hashed:
+    """What ``hash_records`` and ``hash_record_columns`` share: record ``i`` has ``digests[i]``
+    and the segments ``hashes[bounds[i]:bounds[i+1]]`` (sorted) with their ``texts``."""
+
+    digests: list[bytes]
+    hashes: list[bytes]
+    texts: list[str]
+    bounds: list[int]
+
+
+_CHUNK: Final = 256
+"""Records hashed together: enough to spread numpy's per-call cost thin, few enough that their
+texts are still in the CPU cache when their segments are computed."""
+
+
+def _hash_all(
+    records: Iterable[object], text_fields: Sequence[str] | None, min_chars: int
+) -> _Hashed:
+    """``_hash_chunk`` over consecutive chunks of the records."""
     digests: list[bytes] = []
-    texts_of: list[list[str]] = []
+    hashes: list[bytes] = []
+    texts: list[str] = []
+    counts: list[npt.NDArray[np.int64]] = [np.zeros(1, dtype=np.int64)]
+    it = iter(records)
+    while chunk := list(islice(it, _CHUNK)):
+        counts.append(_hash_chunk(chunk, text_fields, min_chars, digests, hashes, texts))
+    return _Hashed(digests, hashes, texts, np.cumsum(np.concatenate(counts)).tolist())
+
+
+def _hash_chunk(
+    records: Sequence[object],
+    text_fields: Sequence[str] | None,
+    min_chars: int,
+    digests: list[bytes],
+    hashes: list[bytes],
+    texts: list[str],
+) -> npt.NDArray[np.int64]:
+    """Append the records' digests, and their segment hashes and texts (sorted and distinct
+    per record); return each record's number of segments. Digests come from one loop, then
+    the segments of all texts at once, sorted per record by numpy."""
+    raw: list[str] = []
+    ends: list[int] = []
     for record in records:
         if isinstance(record, str):
             digests.append(_sha256(_encode_text(record)).digest())
-            texts_of.append([record])
-            continue
-        texts: list[str] = []
-        digests.append(_sha256(_jcs_scanned(record, texts)).digest())
-        texts_of.append(texts if text_fields is None else _field_texts(record, text_fields))
-    found: list[dict[bytes, str]] = [{} for _ in texts_of]
-    owners: list[int] = []
-    bulk: list[str] = []
-    for i, texts in enumerate(texts_of):
-        for text in texts:
-            if text and text.isascii():
-                if len(text) >= min_chars:  # normalization never lengthens ASCII text
-                    owners.append(i)
-                    bulk.append(text)
-                continue
-            segment = _segment(text, min_chars)  # NFKC may lengthen a short text
+            raw.append(record)
+        elif text_fields is None:
+            digests.append(_sha256(_record_jcs(record, raw)).digest())
+        else:
+            digests.append(_sha256(_record_jcs(record, [])).digest())
+            raw.extend(_field_texts(record, text_fields))
+        ends.append(len(raw))
+    where, found, normalized = _segments_at(raw, min_chars)
+    if not found:
+        return np.zeros(len(records), dtype=np.int64)
+    owner = np.searchsorted(np.array(ends, dtype=np.int64), where, side="right")
+    # Sort by (record, hash) and drop repeats within a record: big-endian words sort as bytes.
+    words = np.frombuffer(b"".join(found), dtype=">u8").reshape(-1, 4)
+    order = np.lexsort((words[:, 3], words[:, 2], words[:, 1], words[:, 0], owner))
+    owner, words = owner[order], words[order]
+    keep = np.ones(len(order), dtype=np.bool_)
+    keep[1:] = (owner[1:] != owner[:-1]) | (words[1:] != words[:-1]).any(axis=1)
+    picked = order[keep].tolist()
+    hashes.extend([found[j] for j in picked])
+    texts.extend([normalized[j] for j in picked])
+    return np.bincount(owner[keep], minlength=len(records))
+
+
+def _segments_at(
+    texts: Sequence[str], min_chars: int
+) -> tuple[npt.NDArray[np.int64], list[bytes], list[str]]:
+    """(index in ``texts``, hash, normalized text) of every text that normalizes to a segment.
+
+    ASCII texts long enough are normalized together (``_ascii_segments``); the rest go one by one
+    through ``_segment``: non-ASCII ones, because NFKC may lengthen even a short text, and the
+    rare ASCII text holding a NUL, which ``_ascii_segments`` uses as its separator. Whether a
+    group is ASCII is asked of the group joined, once, in the common case.
+    """
+    count = len(texts)
+    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=count)
+    long_ = lengths >= max(min_chars, 1)  # normalization never lengthens ASCII text
+    long_list = long_.tolist()
+    slow: list[int] = []
+    if not "".join(compress(texts, [not x for x in long_list])).isascii():
+        slow = [i for i, x in enumerate(long_list) if not x and not texts[i].isascii()]
+    if min_chars <= 0:  # an empty text is a segment then
+        slow.extend(np.flatnonzero(lengths == 0).tolist())
+    bulk = np.flatnonzero(long_)
+    chosen = list(compress(texts, long_list))
+    joined = "\x00".join(chosen)
+    if not joined.isascii() or joined.count("\x00") != len(chosen) - 1:
+        odd = [not t.isascii() or "\x00" in t for t in chosen]
+        slow.extend(bulk[odd].tolist())
+        keep = [not x for x in odd]
+        bulk = bulk[keep]
+        chosen = list(compress(chosen, keep))
+        joined = "\x00".join(chosen)
+    where, hashes, normalized = _ascii_segments(joined, lengths[bulk], bulk, min_chars)
+    if slow:
+        extra: list[int] = []
+        for i in sorted(slow):
+            segment = _segment(texts[i], min_chars)
             if segment is not None:
-                found[i][segment[0]] = segment[1]
-    for owner, (digest, text) in zip(owners, _ascii_segments(bulk, min_chars), strict=True):
-        if digest is not None:
-            found[owner][digest] = text
-    out: list[RecordHash] = []
-    for digest, segments in zip(digests, found, strict=True):
-        order = sorted(segments)
-        out.append(RecordHash(digest, tuple(order), tuple([segments[h] for h in order])))
-    return out
+                extra.append(i)
+                hashes.append(segment[0])
+                normalized.append(segment[1])
+        where = np.concatenate((where, np.array(extra, dtype=np.int64)))
+    return where, hashes, normalized
 
 
-def _ascii_segments(texts: Sequence[str], min_chars: int) -> list[tuple[bytes | None, str]]:
-    """(hash, normalized text) of ASCII texts of at least ``min_chars`` characters; (None, "")
-    for a text whose collapsed spaces leave it too short."""
-    if not texts:
-        return []
-    lens = np.fromiter(map(len, texts), dtype=np.int64, count=len(texts))
-    ends = np.cumsum(lens)
-    starts = ends - lens
-    folded = "".join(texts).encode("ascii").translate(_ASCII_FOLD)
-    # A text needs collapsing if it starts or ends with a space or holds two in a row (pairs
-    # across the boundary of two texts do not count).
+_HASH_DIGEST: Final = type(_sha256()).digest
+
+
+def _ascii_segments(
+    joined: str,
+    lengths: npt.NDArray[np.int64],
+    where: npt.NDArray[np.int64],
+    min_chars: int,
+) -> tuple[npt.NDArray[np.int64], list[bytes], list[str]]:
+    """(where, hash, normalized text) of each segment among the ASCII texts of ``lengths`` >=
+    ``min_chars`` joined by NULs (which they do not hold), in one translate, one numpy pass to find
+    the few whose spaces need collapsing, and splits instead of a slice per text."""
+    if not len(where):
+        return where, [], []
+    folded = joined.encode("ascii").translate(_ASCII_FOLD)
+    ends = np.cumsum(lengths + 1) - 1
+    starts = ends - lengths
+    # A text needs collapsing if it starts or ends with a space or holds two in a row (no pair
+    # spans two texts: a NUL stands between them).
     space = np.frombuffer(folded, dtype=np.uint8) == 0x20
-    pairs = space[:-1] & space[1:]
-    pairs[ends[:-1] - 1] = False
     messy = space[starts] | space[ends - 1]
-    messy[np.searchsorted(starts, np.flatnonzero(pairs), side="right") - 1] = True
-    text = folded.decode("ascii")
-    view = memoryview(folded)
-    out: list[tuple[bytes | None, str]] = []
-    for s, e, m in zip(starts.tolist(), ends.tolist(), messy.tolist(), strict=True):
-        if not m:
-            out.append((_sha256(view[s:e]).digest(), text[s:e]))
-            continue
-        data = _collapse_spaces(folded[s:e])
-        out.append(
-            (_sha256(data).digest(), data.decode("ascii")) if len(data) >= min_chars else (None, "")
-        )
-    return out
+    pairs = np.flatnonzero(space[:-1] & space[1:])
+    messy[np.searchsorted(starts, pairs, side="right") - 1] = True
+    pieces = folded.split(b"\x00")
+    normalized = folded.decode("ascii").split("\x00")
+    short: list[int] = []
+    for k in np.flatnonzero(messy).tolist():
+        data = _collapse_spaces(pieces[k])
+        if len(data) < min_chars:
+            short.append(k)
+        pieces[k] = data
+        normalized[k] = data.decode("ascii")
+    hashes = list(map(_HASH_DIGEST, map(_sha256, pieces)))
+    if short:
+        keep = np.ones(len(pieces), dtype=np.bool_)
+        keep[short] = False
+        kept = keep.tolist()
+        return where[keep], list(compress(hashes, kept)), list(compress(normalized, kept))
+    return where, hashes, normalized
 
 
 # ---------------------------------------------------------------------------------------------
