@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import itertools
 import json
 import os
 import random
@@ -20,6 +21,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -159,6 +161,396 @@ params_st = st.builds(
     band_rows=st.integers(1, 4),
     seed=st.integers(0, MASK64),
 )
+
+
+# --------------------------------------------------------------------------- byte identity
+
+# The canonicalization, sampling and blob layout of commit 7f97b91, verbatim, before they were
+# rewritten for speed (joined canonical bytes, sampling on the un-finished hash, the blob layout
+# by scatter). The rewrite must not change one output byte, so it is compared with this copy.
+_BEFORE_SPEEDUP = r'''
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ledger.fingerprint import DEFAULT_PARAMS, FingerprintParams
+
+U64 = npt.NDArray[np.uint64]
+I64 = npt.NDArray[np.int64]
+
+_EMAIL = re.compile(r"(?<!\S)[^\s@]+@\S+")  # a whole token with text on both sides of an "@"
+_X_RUN = re.compile(r"(?<![^\W\d_])x{3,}(?![^\W\d_])")
+_BRACKETED = re.compile(r"\[[^\s\[\]]{0,24}\]|<[^\s<>]{0,24}>|\{[^\s{}]{0,24}\}")
+# Everything that is not a letter goes: punctuation, symbols (*, #, █), digits, underscores, spaces.
+_NON_LETTERS = re.compile(r"[^\w\n]+|[\d_]+")
+_ASCII_NON_LETTERS = bytes(
+    b for b in range(128) if not (65 <= b <= 90 or 97 <= b <= 122 or b == 10)
+)
+
+
+def _drop_rare_tokens(text: str) -> str:
+    """Newlines to spaces, e-mail addresses and x-runs out, testing before each slow regex."""
+    if "\n" in text:
+        text = text.replace("\n", " ")
+    if "@" in text:
+        text = _EMAIL.sub(" ", text)
+    if "xxx" in text:
+        text = _X_RUN.sub(" ", text)
+    return text
+
+
+def _canonical_batch(texts: Sequence[str]) -> list[bytes]:
+    """UTF-8 canonical texts: placeholders and e-mails dropped, then every non-letter.
+
+    Masks go as whole tokens first (``[name]`` must not leave ``name`` behind); the rest is a
+    per-character filter: ``bytes.translate`` drops ASCII non-letters (exactly what the regular
+    expression drops among ASCII characters) and the regular expression handles the rest.
+    """
+    if not texts:  # "\n".join([]) splits back into one empty text, not none
+        return []
+    joined = "\n".join(texts)
+    if joined.count("\n") != len(texts) - 1 or "@" in joined or "xxx" in joined:
+        # Rare: per text, because these patterns are slow on a whole batch.
+        joined = "\n".join(_drop_rare_tokens(t) for t in texts)
+    if "[" in joined or "<" in joined or "{" in joined:
+        joined = _BRACKETED.sub(" ", joined)
+    # Non-letters are removed char by char, so ASCII ones can go first for the whole batch (UTF-8
+    # bytes >= 0x80 survive the translate) and only non-ASCII texts need the regular expression.
+    out = joined.encode("utf-8").translate(None, _ASCII_NON_LETTERS).split(b"\n")
+    if not joined.isascii():
+        for i, t in enumerate(out):
+            if not t.isascii():
+                out[i] = _NON_LETTERS.sub("", t.decode("utf-8")).encode("utf-8")
+    if len(out) != len(texts):  # pragma: no cover - nothing above removes or adds "\n"
+        raise AssertionError("canonicalization lost a text boundary")
+    return out
+
+
+# --------------------------------------------------------------------------- hashing
+
+_M1 = np.uint64(0xFF51AFD7ED558CCD)
+_M2 = np.uint64(0xC4CEB9FE1A85EC53)
+_GOLDEN = 0x9E3779B97F4A7C15
+_S33 = np.uint64(33)
+
+
+def _fmix64(x: U64) -> U64:
+    """MurmurHash3's 64-bit finalizer, in place (a bijection with full avalanche)."""
+    t = np.empty_like(x)
+    np.right_shift(x, _S33, out=t)
+    x ^= t
+    x *= _M1
+    np.right_shift(x, _S33, out=t)
+    x ^= t
+    x *= _M2
+    np.right_shift(x, _S33, out=t)
+    x ^= t
+    return x
+
+
+def _mix_scalar(*values: int) -> np.uint64:
+    """A seed constant from small integers, with the same finalizer (deterministic everywhere)."""
+    h = np.zeros(1, dtype=np.uint64)
+    for v in values:
+        h ^= np.uint64(v % (1 << 64))
+        h += np.uint64(_GOLDEN)
+        h = _fmix64(h)
+    return np.uint64(h[0])
+
+
+def _words(buf: npt.NDArray[np.uint8], offset: int, count: int) -> U64:
+    """The little-endian uint64 read at byte `offset + i`, for every i < count (unaligned view)."""
+    view: U64 = np.ndarray(shape=(count,), dtype="<u8", buffer=buf, offset=offset, strides=(1,))
+    return view.astype(np.uint64)
+
+
+def _byte_mask(width: npt.NDArray[np.int64] | int) -> U64 | np.uint64:
+    """A mask keeping the low `width` bytes (0..8) of a uint64."""
+    w = np.clip(np.asarray(width, dtype=np.int64), 0, 8).astype(np.uint64)
+    full = np.uint64(0xFFFFFFFFFFFFFFFF)
+    shifted = np.left_shift(np.uint64(1), np.minimum(w, np.uint64(7)) * np.uint64(8)) - np.uint64(1)
+    out = np.where(w >= 8, full, shifted).astype(np.uint64)
+    return out if out.ndim else np.uint64(out)
+
+
+def _hash_shingles(
+    buf: npt.NDArray[np.uint8],
+    pos: I64 | None,
+    count: int,
+    width: npt.NDArray[np.int64] | int,
+    params: FingerprintParams,
+) -> U64:
+    """Hash the shingles of `width` bytes starting at `pos` (or at every offset < count).
+
+    Each 8-byte little-endian word of the shingle (zero-padded) is folded in as
+    ``h = fmix64(h ^ word)`` (plus a constant between words), starting from a seed constant. Bytes
+    of canonical text are never zero, so a padded short shingle cannot equal a full one.
+    """
+    h: U64 | None = None
+    seed = _mix_scalar(params.seed, params.shingle_bytes)
+    for word in range(0, params.shingle_bytes, 8):
+        x = _words(buf, word, count) if pos is None else _words(buf, word, len(buf) - 16)[pos]
+        keep = np.asarray(width) - word
+        if np.any(keep < 8):
+            x &= _byte_mask(keep)
+        if h is None:
+            x ^= seed
+        else:
+            h += np.uint64(_GOLDEN)
+            x ^= h
+        h = _fmix64(x)
+    assert h is not None
+    return h
+
+
+@dataclass(frozen=True)
+class _Samples:
+    """Kept values of many texts: `values` in text order, `counts[i]` of them for text i."""
+
+    values: npt.NDArray[np.unsignedinteger[Any]]
+    counts: I64
+
+
+# Text per vectorized step (~32 bytes of temporaries per character): a few MB at most; smaller
+# steps measured no faster.
+_STEP_CHARS = 1 << 18
+
+
+def _sample(texts: Sequence[str], params: FingerprintParams) -> _Samples:
+    """Sample many texts in steps of about a megabyte, so memory stays flat for any batch size."""
+    steps: list[_Samples] = []
+    begin, size = 0, 0
+    for i, text in enumerate(texts):
+        size += len(text) + 1
+        if size >= _STEP_CHARS:
+            steps.append(_sample_step(texts[begin : i + 1], params))
+            begin, size = i + 1, 0
+    if begin < len(texts) or not steps:
+        steps.append(_sample_step(texts[begin:], params))
+    if len(steps) == 1:
+        return steps[0]
+    return _Samples(
+        np.concatenate([s.values for s in steps]), np.concatenate([s.counts for s in steps])
+    )
+
+
+def _sample_step(texts: Sequence[str], params: FingerprintParams) -> _Samples:
+    """Canonicalize, shingle, hash and sample every text in one vectorized pass.
+
+    Hashes are computed at every byte offset of the joined buffer and sampled first; only the few
+    kept offsets are then checked to lie wholly inside one text (no separator in the shingle).
+    """
+    n_texts = len(texts)
+    canon = _canonical_batch(texts)
+    data = b"\n".join(canon)
+    lens = np.fromiter(map(len, canon), dtype=np.int64, count=n_texts)
+    ends = np.cumsum(lens + 1) - 1  # text i is data[starts[i]:ends[i]], a separator follows it
+    starts = ends - lens
+    k = params.shingle_bytes
+    buf = np.frombuffer(data + b"\0" * 24, dtype=np.uint8)
+    bound = np.uint64((1 << 64) // params.sample_rate - 1)
+    n_full = max(0, len(data) - k + 1)
+    h = _hash_shingles(buf, None, n_full, k, params)
+    pos = np.flatnonzero(h <= bound)
+    tids = np.searchsorted(starts, pos, side="right") - 1
+    # A shingle that does not end inside its text holds a separator (it crosses into the next).
+    whole = pos + k <= ends[tids]
+    pos, tids, h = pos[whole], tids[whole], h[pos[whole]]
+    short = np.flatnonzero((lens > 0) & (lens < k))  # a text shorter than k bytes is one shingle
+    if len(short):
+        hs = _hash_shingles(buf, starts[short], 0, lens[short], params)
+        keep = hs <= bound
+        pos = np.concatenate((pos, starts[short][keep]))
+        tids = np.concatenate((tids, short[keep]))
+        h = np.concatenate((h, hs[keep]))
+        order = np.argsort(pos, kind="stable")
+        tids, h = tids[order], h[order]
+    values = (h & np.uint64((1 << params.value_bits) - 1)).astype(params.value_dtype)
+    # Keep each value once per text (its first occurrence), preserving text order. A stable sort
+    # by value (a radix sort for 16-bit values) puts repeats of a (text, value) pair next to each
+    # other, first occurrence first, because text ids grow with position.
+    order = np.argsort(values, kind="stable")
+    by_value, by_text = values[order], tids[order]
+    repeat = (by_value[1:] == by_value[:-1]) & (by_text[1:] == by_text[:-1])
+    if repeat.any():
+        keep = np.ones(len(values), dtype=bool)
+        keep[order[1:][repeat]] = False
+        values, tids = values[keep], tids[keep]
+    counts = np.bincount(tids, minlength=n_texts).astype(np.int64)
+    return _Samples(values, counts)
+
+
+# --------------------------------------------------------------------------- fingerprints
+
+
+def fingerprint_texts(
+    texts: Sequence[str], params: FingerprintParams = DEFAULT_PARAMS
+) -> list[bytes]:
+    """One fingerprint per normalized text (call outputs, suspects): its kept values, little-endian.
+
+    Deterministic across processes and platforms; a text with no kept shingle gives ``b""``.
+    """
+    s = _sample(texts, params)
+    raw = s.values.tobytes()
+    size = params.value_dtype.itemsize
+    ends = np.cumsum(s.counts) * size
+    return [raw[int(e) - int(c) * size : int(e)] for e, c in zip(ends, s.counts, strict=True)]
+
+
+def fingerprint_records(
+    texts_per_record: Sequence[Sequence[str]], params: FingerprintParams = DEFAULT_PARAMS
+) -> list[bytes]:
+    """One blob per record (the haystack side): per-text value counts, then the values.
+
+    A record with no texts gives ``b""``. Deterministic across processes and platforms.
+    """
+    n_records = len(texts_per_record)
+    if not n_records:
+        return []
+    per_record = np.fromiter(map(len, texts_per_record), dtype=np.int64, count=n_records)
+    s = _sample([t for texts in texts_per_record for t in texts], params)
+    # Every blob is laid out at once: headers (`n`, then n counts, as uint32) and values are
+    # interleaved record by record into one buffer, which is then cut at the records' ends.
+    value_ends = np.concatenate(([0], np.cumsum(s.counts)))
+    text_ends = np.cumsum(per_record)
+    record_values = value_ends[text_ends] - value_ends[text_ends - per_record]
+    present = per_record > 0
+    header_len = np.where(present, 4 * (1 + per_record), 0)
+    value_len = record_values * params.value_dtype.itemsize
+    blob_ends = np.cumsum(header_len + value_len).tolist()
+    headers = np.ones(int(per_record[present].sum() + present.sum()), dtype="<u4")
+    header_starts = np.cumsum(1 + per_record[present]) - (1 + per_record[present])
+    is_count = np.ones(len(headers), dtype=bool)
+    is_count[header_starts] = False
+    headers[header_starts] = per_record[present]
+    headers[is_count] = s.counts
+    is_header = np.repeat(
+        np.tile(np.array([True, False]), n_records),
+        np.stack((header_len, value_len), axis=1).ravel(),
+    )
+    out = np.empty(len(is_header), dtype=np.uint8)
+    out[is_header] = headers.view(np.uint8)
+    out[~is_header] = s.values.view(np.uint8)
+    raw = out.tobytes()
+    return [raw[a:b] for a, b in zip([0, *blob_ends[:-1]], blob_ends, strict=True)]
+'''
+
+
+def _load_before_speedup() -> ModuleType:
+    name = "fingerprint_before_speedup"
+    module = ModuleType(name)
+    sys.modules[name] = module  # dataclasses look their module up
+    exec(compile(_BEFORE_SPEEDUP, name, "exec"), module.__dict__)  # noqa: S102 - our own fixed source
+    return module
+
+
+before = _load_before_speedup()
+
+_ODD_TEXTS = [
+    "",
+    "a",
+    "ab",
+    "é",
+    "中文",
+    "abcdefg",
+    "abcdefgh",
+    "abcdefghi",
+    "x\ny",
+    "[mask]",
+    "12 34",
+]
+any_text_st = st.one_of(
+    text_st,
+    st.sampled_from(_ODD_TEXTS),
+    st.text(max_size=40),
+    st.text(st.sampled_from("abcdefgh é中\n.[]<>@x1"), max_size=60),
+)
+records_st = st.lists(st.lists(any_text_st, max_size=4), max_size=8)
+
+
+def _assert_same_as_before(records: list[list[str]], params: fpm.FingerprintParams) -> None:
+    flat_texts = [t for texts in records for t in texts]
+    assert fpm._canonical_batch(flat_texts) == before._canonical_batch(flat_texts)
+    assert fpm.fingerprint_texts(flat_texts, params) == before.fingerprint_texts(flat_texts, params)
+    blobs = before.fingerprint_records(records, params)
+    assert fpm.fingerprint_records(records, params) == blobs
+    flat, ends = fpm.fingerprint_record_blobs(records, params)
+    assert flat == b"".join(blobs)
+    assert ends.dtype == np.int64
+    assert ends.tolist() == list(itertools.accumulate(map(len, blobs)))
+
+
+@settings(max_examples=300, deadline=None)
+@given(records_st, params_st, st.sampled_from([0, 1, 9, 50]))
+def test_output_bytes_equal_the_implementation_before_the_speedup(
+    records: list[list[str]], params: fpm.FingerprintParams, step_chars: int
+) -> None:
+    saved = fpm._STEP_CHARS
+    fpm._STEP_CHARS = step_chars or saved  # small steps split the batch between texts
+    try:
+        _assert_same_as_before(records, params)
+    finally:
+        fpm._STEP_CHARS = saved
+
+
+@settings(max_examples=100, deadline=None)
+@given(records_st)
+def test_default_output_bytes_equal_the_implementation_before_the_speedup(
+    records: list[list[str]],
+) -> None:
+    _assert_same_as_before(records, fpm.DEFAULT_PARAMS)
+
+
+def test_real_records_equal_the_implementation_before_the_speedup(passages: list[str]) -> None:
+    texts = [normalize(t) for t in passages[:300]]
+    records = [texts[i : i + i % 5] for i in range(0, len(texts), 3)]
+    for params in (fpm.DEFAULT_PARAMS, replace(fpm.DEFAULT_PARAMS, value_bits=32, sample_rate=3)):
+        _assert_same_as_before(records, params)
+
+
+def _unfmix(h: int) -> int:
+    """The inverse of `_fmix`, to build words whose hash is chosen (xor-shift by 33 is an involution)."""
+    h ^= h >> 33
+    h = (h * pow(0xC4CEB9FE1A85EC53, -1, 1 << 64)) & MASK64
+    h ^= h >> 33
+    h = (h * pow(0xFF51AFD7ED558CCD, -1, 1 << 64)) & MASK64
+    return h ^ (h >> 33)
+
+
+@pytest.mark.parametrize("sample_rate", [3, 5, 7, 8, 1000])
+def test_sampling_on_the_unfinished_hash_is_exact_at_the_bound(sample_rate: int) -> None:
+    """Words hashing to just under, at and over the bound are kept exactly as the full hash says."""
+    params = replace(fpm.DEFAULT_PARAMS, sample_rate=sample_rate, seed=12345)
+    bound = (1 << 64) // sample_rate - 1
+    seed = _mix(params.seed, params.shingle_bytes)
+    targets = [bound - 1, bound, bound + 1, bound & ~0x7FFFFFFF, bound | 0x7FFFFFFF, 0, MASK64]
+    words = b"".join((_unfmix(h) ^ seed).to_bytes(8, "little") for h in targets)
+    buf = np.frombuffer(words + b"\0" * 24, dtype=np.uint8)
+    count = len(words) - 7
+    pos, hashes = fpm._sample_full(buf, count, np.zeros(0, dtype=np.int64), params)
+    expected = [
+        (i, h)
+        for i in range(count)
+        if (h := _fmix(int.from_bytes(words[i : i + 8], "little") ^ seed)) <= bound
+    ]
+    assert list(zip(pos.tolist(), hashes.tolist(), strict=True)) == expected
+    assert [i // 8 for i, _ in expected if i % 8 == 0] == [
+        j for j, h in enumerate(targets) if h <= bound
+    ]
+
+
+def test_record_blobs_of_empty_records() -> None:
+    flat, ends = fpm.fingerprint_record_blobs([])
+    assert flat == b"" and ends.tolist() == []
+    flat, ends = fpm.fingerprint_record_blobs([[], [normalize("some text of a record " * 3)], []])
+    assert ends[0] == 0 and ends[1] == ends[2] == len(flat) > 8
+    assert flat == fpm.fingerprint_records([[normalize("some text of a record " * 3)]])[0]
 
 
 # --------------------------------------------------------------------------- format

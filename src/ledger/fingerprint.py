@@ -51,6 +51,7 @@ __all__ = [
     "best_match",
     "canonicalize",
     "check_compatible",
+    "fingerprint_record_blobs",
     "fingerprint_records",
     "fingerprint_texts",
     "haystack_band_arrays",
@@ -171,15 +172,16 @@ def _drop_rare_tokens(text: str) -> str:
     return text
 
 
-def _canonical_batch(texts: Sequence[str]) -> list[bytes]:
-    """UTF-8 canonical texts: placeholders and e-mails dropped, then every non-letter.
+def _canonical_joined(texts: Sequence[str]) -> tuple[bytes, I64]:
+    """UTF-8 canonical texts joined by ``b"\\n"``, and the end offset of each in the joined bytes.
 
     Masks go as whole tokens first (``[name]`` must not leave ``name`` behind); the rest is a
     per-character filter: ``bytes.translate`` drops ASCII non-letters (exactly what the regular
-    expression drops among ASCII characters) and the regular expression handles the rest.
+    expression drops among ASCII characters) and the regular expression handles the rest. The
+    joined form is what hashing reads, so the common all-ASCII batch is never split and re-joined.
     """
     if not texts:  # "\n".join([]) splits back into one empty text, not none
-        return []
+        return b"", np.zeros(0, dtype=np.int64)
     joined = "\n".join(texts)
     if joined.count("\n") != len(texts) - 1 or "@" in joined or "xxx" in joined:
         # Rare: per text, because these patterns are slow on a whole batch.
@@ -188,14 +190,23 @@ def _canonical_batch(texts: Sequence[str]) -> list[bytes]:
         joined = _BRACKETED.sub(" ", joined)
     # Non-letters are removed char by char, so ASCII ones can go first for the whole batch (UTF-8
     # bytes >= 0x80 survive the translate) and only non-ASCII texts need the regular expression.
-    out = joined.encode("utf-8").translate(None, _ASCII_NON_LETTERS).split(b"\n")
+    data = joined.encode("utf-8").translate(None, _ASCII_NON_LETTERS)
     if not joined.isascii():
+        out = data.split(b"\n")
         for i, t in enumerate(out):
             if not t.isascii():
                 out[i] = _NON_LETTERS.sub("", t.decode("utf-8")).encode("utf-8")
-    if len(out) != len(texts):  # pragma: no cover - nothing above removes or adds "\n"
+        data = b"\n".join(out)
+    # No canonical text holds a newline (they became spaces), so the newlines are the separators.
+    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
+    if len(ends) != len(texts) - 1:  # pragma: no cover - nothing above removes or adds "\n"
         raise AssertionError("canonicalization lost a text boundary")
-    return out
+    return data, np.append(ends, len(data))
+
+
+def _canonical_batch(texts: Sequence[str]) -> list[bytes]:
+    """UTF-8 canonical texts, one per input text (see `_canonical_joined`)."""
+    return _canonical_joined(texts)[0].split(b"\n") if texts else []
 
 
 def canonicalize(text: str) -> str:
@@ -283,6 +294,75 @@ def _hash_shingles(
     return h
 
 
+def _hash_heads(
+    buf: npt.NDArray[np.uint8], lo: int, params: FingerprintParams, h: U64, t: U64
+) -> U64:
+    """`_hash_shingles` of the full shingles at offsets ``lo + i`` into `h`, short of its last step.
+
+    The last step, ``h ^= h >> 33``, keeps the top 33 bits, so the sampling test can run on these
+    values (see `_sample_full`) and the step be finished for the kept few only. Same arithmetic
+    as `_hash_shingles` in fewer passes: each word is read and seeded in one ufunc, all in place
+    in `h`, with `t` (same length) as scratch.
+    """
+    k = params.shingle_bytes
+    count = len(h)
+    for word in range(0, k, 8):
+        x: U64 = np.ndarray(shape=(count,), dtype="<u8", buffer=buf, offset=lo + word, strides=(1,))
+        width = k - word
+        if word == 0:
+            if width < 8:
+                np.bitwise_and(x, _byte_mask(width), out=h)
+                h ^= _mix_scalar(params.seed, k)
+            else:
+                np.bitwise_xor(x, _mix_scalar(params.seed, k), out=h)
+        else:
+            h += np.uint64(_GOLDEN)
+            if width < 8:
+                np.bitwise_and(x, _byte_mask(width), out=t)
+                h ^= t
+            else:
+                h ^= x
+        np.right_shift(h, _S33, out=t)
+        h ^= t
+        h *= _M1
+        np.right_shift(h, _S33, out=t)
+        h ^= t
+        h *= _M2
+        if word + 8 < k:
+            np.right_shift(h, _S33, out=t)
+            h ^= t
+    return h
+
+
+def _sample_full(
+    buf: npt.NDArray[np.uint8], count: int, seps: I64, params: FingerprintParams
+) -> tuple[I64, U64]:
+    """Offsets < count whose full shingle hash is kept, and those hashes, in offset order.
+
+    Offsets whose shingle crosses a separator (at the sorted offsets `seps`) are never kept.
+    """
+    if count <= 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint64)
+    k = params.shingle_bytes
+    bound = (1 << 64) // params.sample_rate - 1
+    z = _hash_heads(buf, 0, params, np.empty(count, dtype=np.uint64), np.empty(count, np.uint64))
+    # The hash is z ^ (z >> 33): it agrees with z on the top 33 bits, so z passing a loose bound
+    # is necessary, and the exact test runs on the few that pass.
+    keep = z <= np.uint64(bound | 0x7FFFFFFF)
+    if len(seps):
+        # Offsets within k - 1 bytes before a separator (or on it) cross it. Each separator's run
+        # of them that sticks out of [0, count) contains the end it is clipped to.
+        cut = seps[:, None] + np.arange(1 - k, 1, dtype=np.int64)
+        keep[np.clip(cut, 0, count - 1, out=cut)] = False
+    pos = np.flatnonzero(keep)
+    hashes = z[pos]
+    hashes ^= hashes >> _S33
+    exact = hashes <= np.uint64(bound)
+    if not exact.all():  # only when sample_rate is not a power of two
+        pos, hashes = pos[exact], hashes[exact]
+    return pos, hashes
+
+
 @dataclass(frozen=True)
 class _Samples:
     """Kept values of many texts: `values` in text order, `counts[i]` of them for text i."""
@@ -317,34 +397,31 @@ def _sample(texts: Sequence[str], params: FingerprintParams) -> _Samples:
 def _sample_step(texts: Sequence[str], params: FingerprintParams) -> _Samples:
     """Canonicalize, shingle, hash and sample every text in one vectorized pass.
 
-    Hashes are computed at every byte offset of the joined buffer and sampled first; only the few
-    kept offsets are then checked to lie wholly inside one text (no separator in the shingle).
+    Hashes are computed at every byte offset of the joined buffer; offsets whose shingle crosses
+    a separator are struck out while sampling.
     """
     n_texts = len(texts)
-    canon = _canonical_batch(texts)
-    data = b"\n".join(canon)
-    lens = np.fromiter(map(len, canon), dtype=np.int64, count=n_texts)
-    ends = np.cumsum(lens + 1) - 1  # text i is data[starts[i]:ends[i]], a separator follows it
-    starts = ends - lens
+    data, ends = _canonical_joined(texts)
+    starts = np.empty_like(ends)
+    starts[:1] = 0
+    np.add(ends[:-1], 1, out=starts[1:])  # text i is data[starts[i]:ends[i]]
     k = params.shingle_bytes
     buf = np.frombuffer(data + b"\0" * 24, dtype=np.uint8)
-    bound = np.uint64((1 << 64) // params.sample_rate - 1)
-    n_full = max(0, len(data) - k + 1)
-    h = _hash_shingles(buf, None, n_full, k, params)
-    pos = np.flatnonzero(h <= bound)
-    tids = np.searchsorted(starts, pos, side="right") - 1
-    # A shingle that does not end inside its text holds a separator (it crosses into the next).
-    whole = pos + k <= ends[tids]
-    pos, tids, h = pos[whole], tids[whole], h[pos[whole]]
+    pos, h = _sample_full(buf, len(data) - k + 1, ends[:-1], params)
+    bound = (1 << 64) // params.sample_rate - 1
+    lens = ends - starts
     short = np.flatnonzero((lens > 0) & (lens < k))  # a text shorter than k bytes is one shingle
     if len(short):
         hs = _hash_shingles(buf, starts[short], 0, lens[short], params)
-        keep = hs <= bound
+        keep = hs <= np.uint64(bound)
         pos = np.concatenate((pos, starts[short][keep]))
-        tids = np.concatenate((tids, short[keep]))
         h = np.concatenate((h, hs[keep]))
         order = np.argsort(pos, kind="stable")
-        tids, h = tids[order], h[order]
+        pos, h = pos[order], h[order]
+    # Kept offsets are in text order: text i's are pos[first[i]:first[i + 1]].
+    first = np.searchsorted(pos, starts)
+    counts = np.diff(first, append=len(pos))
+    tids = np.repeat(np.arange(n_texts, dtype=np.int64), counts)
     values = (h & np.uint64((1 << params.value_bits) - 1)).astype(params.value_dtype)
     # Keep each value once per text (its first occurrence), preserving text order. A stable sort
     # by value (a radix sort for 16-bit values) puts repeats of a (text, value) pair next to each
@@ -354,9 +431,10 @@ def _sample_step(texts: Sequence[str], params: FingerprintParams) -> _Samples:
     repeat = (by_value[1:] == by_value[:-1]) & (by_text[1:] == by_text[:-1])
     if repeat.any():
         keep = np.ones(len(values), dtype=bool)
-        keep[order[1:][repeat]] = False
-        values, tids = values[keep], tids[keep]
-    counts = np.bincount(tids, minlength=n_texts).astype(np.int64)
+        dropped = order[1:][repeat]
+        keep[dropped] = False
+        values = values[keep]
+        counts = counts - np.bincount(tids[dropped], minlength=n_texts)
     return _Samples(values, counts)
 
 
@@ -377,42 +455,60 @@ def fingerprint_texts(
     return [raw[int(e) - int(c) * size : int(e)] for e, c in zip(ends, s.counts, strict=True)]
 
 
+def fingerprint_record_blobs(
+    texts_per_record: Sequence[Sequence[str]], params: FingerprintParams = DEFAULT_PARAMS
+) -> tuple[bytes, I64]:
+    """Every record's blob (see `fingerprint_records`) laid end to end, and each blob's end offset.
+
+    Record ``i`` is ``flat[ends[i - 1]:ends[i]]`` (from 0 for the first); a record with no texts
+    has an empty blob. This is the form Arrow binary columns are built from, without a ``bytes``
+    object per record.
+    """
+    n_records = len(texts_per_record)
+    if not n_records:
+        return b"", np.zeros(0, dtype=np.int64)
+    per_record = np.fromiter(map(len, texts_per_record), dtype=np.int64, count=n_records)
+    s = _sample([t for texts in texts_per_record for t in texts], params)
+    # The blobs are built in 16-bit units (every header word and value is a whole number of
+    # them): headers, then values, are scattered to their places in the joined buffer.
+    value_units = params.value_dtype.itemsize // 2
+    text_ends = np.cumsum(per_record)
+    value_ends = np.concatenate(([0], np.cumsum(s.counts)))[text_ends]
+    record_units = np.diff(value_ends, prepend=0) * value_units
+    present = per_record > 0
+    header_units = np.where(present, 2 * (1 + per_record), 0)
+    ends = np.cumsum(header_units + record_units)
+    out = np.empty(int(ends[-1]), dtype="<u2")
+    # Headers: `n`, then the n counts, for each record with texts, as little-endian uint32.
+    headers = np.insert(
+        s.counts.astype("<u4"), (text_ends - per_record)[present], per_record[present]
+    )
+    header_lens = header_units[present]
+    values_before = (np.cumsum(record_units) - record_units)[present]
+    header_at = np.arange(len(headers) * 2, dtype=np.int64)
+    header_at += np.repeat(values_before, header_lens)
+    out[header_at] = headers.view("<u2")
+    # Values: each record's follow its header, so they shift by the header units up to there.
+    units = s.values.view("<u2")
+    value_at = np.arange(len(units), dtype=np.int64)
+    value_at += np.repeat(np.cumsum(header_units), record_units)
+    out[value_at] = units
+    ends *= 2
+    return out.tobytes(), ends
+
+
 def fingerprint_records(
     texts_per_record: Sequence[Sequence[str]], params: FingerprintParams = DEFAULT_PARAMS
 ) -> list[bytes]:
     """One blob per record (the haystack side): per-text value counts, then the values.
 
-    A record with no texts gives ``b""``. Deterministic across processes and platforms.
+    A blob is ``uint32 n``, ``n`` ``uint32`` per-text value counts, then the texts' values
+    (`fingerprint_texts` of each text, concatenated). A record with no texts gives ``b""``.
+    Deterministic across processes and platforms.
     """
-    n_records = len(texts_per_record)
-    if not n_records:
-        return []
-    per_record = np.fromiter(map(len, texts_per_record), dtype=np.int64, count=n_records)
-    s = _sample([t for texts in texts_per_record for t in texts], params)
-    # Every blob is laid out at once: headers (`n`, then n counts, as uint32) and values are
-    # interleaved record by record into one buffer, which is then cut at the records' ends.
-    value_ends = np.concatenate(([0], np.cumsum(s.counts)))
-    text_ends = np.cumsum(per_record)
-    record_values = value_ends[text_ends] - value_ends[text_ends - per_record]
-    present = per_record > 0
-    header_len = np.where(present, 4 * (1 + per_record), 0)
-    value_len = record_values * params.value_dtype.itemsize
-    blob_ends = np.cumsum(header_len + value_len).tolist()
-    headers = np.ones(int(per_record[present].sum() + present.sum()), dtype="<u4")
-    header_starts = np.cumsum(1 + per_record[present]) - (1 + per_record[present])
-    is_count = np.ones(len(headers), dtype=bool)
-    is_count[header_starts] = False
-    headers[header_starts] = per_record[present]
-    headers[is_count] = s.counts
-    is_header = np.repeat(
-        np.tile(np.array([True, False]), n_records),
-        np.stack((header_len, value_len), axis=1).ravel(),
-    )
-    out = np.empty(len(is_header), dtype=np.uint8)
-    out[is_header] = headers.view(np.uint8)
-    out[~is_header] = s.values.view(np.uint8)
-    raw = out.tobytes()
-    return [raw[a:b] for a, b in zip([0, *blob_ends[:-1]], blob_ends, strict=True)]
+    flat, ends = fingerprint_record_blobs(texts_per_record, params)
+    bounds = ends.tolist()
+    return [flat[a:b] for a, b in zip([0, *bounds][:-1], bounds, strict=True)]
 
 
 def _needle_values(fp: bytes, params: FingerprintParams) -> npt.NDArray[np.unsignedinteger[Any]]:
