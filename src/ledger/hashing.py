@@ -957,39 +957,27 @@ def _segments_at(
 ) -> tuple[npt.NDArray[np.int64], list[bytes], list[str]]:
     """(index in ``texts``, hash, normalized text) of every text that normalizes to a segment.
 
-    ASCII texts long enough are normalized together (``_ascii_segments``); the rest go one by one
-    through ``_segment``: non-ASCII ones, because NFKC may lengthen even a short text, and the
-    rare ASCII text holding a NUL, which ``_ascii_segments`` uses as its separator. Whether a
-    group is ASCII is asked of the group joined, once, in the common case.
+    ASCII texts are normalized together (``_ascii_segments``), joined by NULs; whether they all
+    are ASCII and NUL-free is asked once of the join in the common case. Others go one by one
+    through ``_segment``: non-ASCII ones (NFKC may lengthen even a short text), those holding a
+    NUL, and empty ones when ``min_chars`` is not positive (an empty text is a segment then).
     """
-    count = len(texts)
-    lengths = np.fromiter(map(len, texts), dtype=np.int64, count=count)
-    long_ = lengths >= max(min_chars, 1)  # normalization never lengthens ASCII text
-    long_list = long_.tolist()
-    slow: list[int] = []
-    if not "".join(compress(texts, [not x for x in long_list])).isascii():
-        slow = [i for i, x in enumerate(long_list) if not x and not texts[i].isascii()]
-    if min_chars <= 0:  # an empty text is a segment then
-        slow.extend(np.flatnonzero(lengths == 0).tolist())
-    bulk = np.flatnonzero(long_)
-    chosen = list(compress(texts, long_list))
-    joined = "\x00".join(chosen)
-    if not joined.isascii() or joined.count("\x00") != len(chosen) - 1:
-        odd = [not t.isascii() or "\x00" in t for t in chosen]
-        slow.extend(bulk[odd].tolist())
-        keep = [not x for x in odd]
-        bulk = bulk[keep]
-        chosen = list(compress(chosen, keep))
-        joined = "\x00".join(chosen)
-    where, hashes, normalized = _ascii_segments(joined, lengths[bulk], bulk, min_chars)
-    if slow:
-        extra: list[int] = []
-        for i in sorted(slow):
+    joined = "\x00".join(texts)
+    if min_chars > 0 and joined.isascii() and joined.count("\x00") == len(texts) - 1:
+        return _ascii_segments(joined, min_chars)
+    plain = [t.isascii() and "\x00" not in t and (min_chars > 0 or t != "") for t in texts]
+    chosen = np.flatnonzero(plain)
+    where, hashes, normalized = _ascii_segments("\x00".join(compress(texts, plain)), min_chars)
+    where = chosen[where]
+    extra: list[int] = []
+    for i, is_plain in enumerate(plain):
+        if not is_plain:
             segment = _segment(texts[i], min_chars)
             if segment is not None:
                 extra.append(i)
                 hashes.append(segment[0])
                 normalized.append(segment[1])
+    if extra:
         where = np.concatenate((where, np.array(extra, dtype=np.int64)))
     return where, hashes, normalized
 
@@ -998,27 +986,34 @@ _HASH_DIGEST: Final = type(_sha256()).digest
 
 
 def _ascii_segments(
-    joined: str,
-    lengths: npt.NDArray[np.int64],
-    where: npt.NDArray[np.int64],
-    min_chars: int,
+    joined: str, min_chars: int
 ) -> tuple[npt.NDArray[np.int64], list[bytes], list[str]]:
-    """(where, hash, normalized text) of each segment among the ASCII texts of ``lengths`` >=
-    ``min_chars`` joined by NULs (which they do not hold), in one translate, one numpy pass to find
-    the few whose spaces need collapsing, and splits instead of a slice per text."""
+    """(index, hash, normalized text) of each segment among non-empty ASCII texts joined by NULs
+    (which they do not hold): one translate, one numpy pass to find the few whose spaces need
+    collapsing, and two splits instead of two slices per text."""
+    folded = joined.encode("ascii").translate(_ASCII_FOLD)
+    codes = np.frombuffer(folded, dtype=np.uint8)
+    ends = np.append(np.flatnonzero(codes == 0), len(folded))
+    starts = np.zeros_like(ends)
+    starts[1:] = ends[:-1] + 1
+    # Normalization never lengthens ASCII text, so only texts this long can be segments.
+    long_ = ends - starts >= max(min_chars, 1)
+    where = np.flatnonzero(long_)
     if not len(where):
         return where, [], []
-    folded = joined.encode("ascii").translate(_ASCII_FOLD)
-    ends = np.cumsum(lengths + 1) - 1
-    starts = ends - lengths
+    starts, ends = starts[where], ends[where]
     # A text needs collapsing if it starts or ends with a space or holds two in a row (no pair
     # spans two texts: a NUL stands between them).
-    space = np.frombuffer(folded, dtype=np.uint8) == 0x20
+    space = codes == 0x20
     messy = space[starts] | space[ends - 1]
     pairs = np.flatnonzero(space[:-1] & space[1:])
-    messy[np.searchsorted(starts, pairs, side="right") - 1] = True
-    pieces = folded.split(b"\x00")
-    normalized = folded.decode("ascii").split("\x00")
+    at = np.searchsorted(starts, pairs, side="right") - 1
+    inside = at >= 0
+    at, pairs = at[inside], pairs[inside]
+    messy[at[pairs < ends[at]]] = True
+    kept = long_.tolist()
+    pieces = list(compress(folded.split(b"\x00"), kept))
+    normalized = list(compress(folded.decode("ascii").split("\x00"), kept))
     short: list[int] = []
     for k in np.flatnonzero(messy).tolist():
         data = _collapse_spaces(pieces[k])
@@ -1030,8 +1025,8 @@ def _ascii_segments(
     if short:
         keep = np.ones(len(pieces), dtype=np.bool_)
         keep[short] = False
-        kept = keep.tolist()
-        return where[keep], list(compress(hashes, kept)), list(compress(normalized, kept))
+        keep_list = keep.tolist()
+        return where[keep], list(compress(hashes, keep_list)), list(compress(normalized, keep_list))
     return where, hashes, normalized
 
 
