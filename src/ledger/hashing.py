@@ -963,11 +963,15 @@ def _segments_at(
     NUL, and empty ones when ``min_chars`` is not positive (an empty text is a segment then).
     """
     joined = "\x00".join(texts)
-    if min_chars > 0 and joined.isascii() and joined.count("\x00") == len(texts) - 1:
-        return _ascii_segments(joined, min_chars)
+    if min_chars > 0 and joined.isascii():  # O(1): a str knows whether it is ASCII
+        found = _ascii_segments(joined, len(texts), min_chars)
+        if found is not None:
+            return found
     plain = [t.isascii() and "\x00" not in t and (min_chars > 0 or t != "") for t in texts]
     chosen = np.flatnonzero(plain)
-    where, hashes, normalized = _ascii_segments("\x00".join(compress(texts, plain)), min_chars)
+    found = _ascii_segments("\x00".join(compress(texts, plain)), len(chosen), min_chars)
+    assert found is not None  # no text holds a NUL
+    where, hashes, normalized = found
     where = chosen[where]
     extra: list[int] = []
     for i, is_plain in enumerate(plain):
@@ -986,19 +990,20 @@ _HASH_DIGEST: Final = type(_sha256()).digest
 
 
 def _ascii_segments(
-    joined: str, min_chars: int
-) -> tuple[npt.NDArray[np.int64], list[bytes], list[str]]:
-    """(index, hash, normalized text) of each segment among non-empty ASCII texts joined by NULs
-    (which they do not hold): one translate, one numpy pass to find the few whose spaces need
-    collapsing, and two splits instead of two slices per text."""
+    joined: str, count: int, min_chars: int
+) -> tuple[npt.NDArray[np.int64], list[bytes], list[str]] | None:
+    """(index, hash, normalized text) of each segment among ``count`` ASCII texts joined by NULs;
+    None when the join holds more NULs than separators. One translate, one numpy pass to find the
+    few texts whose spaces need collapsing, one slice per text long enough to be a segment."""
     folded = joined.encode("ascii").translate(_ASCII_FOLD)
     codes = np.frombuffer(folded, dtype=np.uint8)
     ends = np.append(np.flatnonzero(codes == 0), len(folded))
+    if len(ends) != max(count, 1):
+        return None
     starts = np.zeros_like(ends)
     starts[1:] = ends[:-1] + 1
     # Normalization never lengthens ASCII text, so only texts this long can be segments.
-    long_ = ends - starts >= max(min_chars, 1)
-    where = np.flatnonzero(long_)
+    where = np.flatnonzero(ends - starts >= max(min_chars, 1))
     if not len(where):
         return where, [], []
     starts, ends = starts[where], ends[where]
@@ -1011,23 +1016,18 @@ def _ascii_segments(
     inside = at >= 0
     at, pairs = at[inside], pairs[inside]
     messy[at[pairs < ends[at]]] = True
-    kept = long_.tolist()
-    pieces = list(compress(folded.split(b"\x00"), kept))
-    normalized = list(compress(folded.decode("ascii").split("\x00"), kept))
+    pieces = [folded[s:e] for s, e in zip(starts.tolist(), ends.tolist())]
     short: list[int] = []
     for k in np.flatnonzero(messy).tolist():
-        data = _collapse_spaces(pieces[k])
-        if len(data) < min_chars:
+        pieces[k] = _collapse_spaces(pieces[k])
+        if len(pieces[k]) < min_chars:
             short.append(k)
-        pieces[k] = data
-        normalized[k] = data.decode("ascii")
-    hashes = list(map(_HASH_DIGEST, map(_sha256, pieces)))
     if short:
         keep = np.ones(len(pieces), dtype=np.bool_)
         keep[short] = False
-        keep_list = keep.tolist()
-        return where[keep], list(compress(hashes, keep_list)), list(compress(normalized, keep_list))
-    return where, hashes, normalized
+        where = where[keep]
+        pieces = list(compress(pieces, keep.tolist()))
+    return where, list(map(_HASH_DIGEST, map(_sha256, pieces))), list(map(bytes.decode, pieces))
 
 
 # ---------------------------------------------------------------------------------------------
