@@ -292,9 +292,10 @@ def _jcs_scanned(value: object, out: list[str]) -> bytes:
 # the general path may judge.
 _NEEDS_FRAGMENTS: Final = 1
 _NEEDS_GENERAL: Final = 2
-# UTF-8 lead bytes of code points >= U+E000: JCS output without them has no key that sorts
-# differently by UTF-16 code units than by code points.
-_HIGH_LEAD_BYTES: Final = re.compile(rb"[\xee-\xf4]")
+# Every byte but the UTF-8 lead bytes of code points >= U+E000 (0xEE-0xF4, and continuation or
+# invalid bytes above): JCS output left empty by deleting these has no key that sorts differently
+# by UTF-16 code units than by code points. (A translate is ~6x faster than a regex search.)
+_BELOW_E000_BYTES: Final = bytes(range(0xEE))
 
 
 def _walk(value: object, out: list[str]) -> int:
@@ -367,7 +368,11 @@ def _record_jcs(value: object, out: list[str]) -> bytes:
         except orjson.JSONEncodeError:
             pass  # int beyond 64 bits, lone surrogate, non-str key, deep nesting
         else:
-            if data.isascii() or _HIGH_LEAD_BYTES.search(data) is None or _keys_sortable(value):
+            if (
+                data.isascii()
+                or not data.translate(None, _BELOW_E000_BYTES)
+                or _keys_sortable(value)
+            ):
                 return data
     del out[start:]
     return _jcs_scanned(value, out)
