@@ -33,6 +33,7 @@ matching is for passages, exact segment hashes cover short texts.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
@@ -172,20 +173,40 @@ def _drop_rare_tokens(text: str) -> str:
     return text
 
 
+def _has_x_run(utf8: bytes) -> bool:
+    """Whether ``xxx`` occurs (in UTF-8 only an ASCII ``x`` has the byte 0x78); faster than ``in``."""
+    x = np.frombuffer(utf8, dtype=np.uint8) == 0x78
+    return bool((x[:-2] & x[1:-1] & x[2:]).any())
+
+
 def _canonical_joined(texts: Sequence[str]) -> tuple[bytes, I64]:
     """UTF-8 canonical texts joined by ``b"\\n"``, and the end offset of each in the joined bytes.
 
-    Masks go as whole tokens first (``[name]`` must not leave ``name`` behind); the rest is a
-    per-character filter: ``bytes.translate`` drops ASCII non-letters (exactly what the regular
-    expression drops among ASCII characters) and the regular expression handles the rest. The
-    joined form is what hashing reads, so the common all-ASCII batch is never split and re-joined.
+    The joined form is what hashing reads, so the common batch is never split and re-joined.
+    E-mails, x-runs and newlines need a pass per text first (`_drop_rare_tokens`); a newline is
+    only noticed at the end, as one separator too many, and then the batch is done again.
     """
     if not texts:  # "\n".join([]) splits back into one empty text, not none
         return b"", np.zeros(0, dtype=np.int64)
     joined = "\n".join(texts)
-    if joined.count("\n") != len(texts) - 1 or "@" in joined or "xxx" in joined:
-        # Rare: per text, because these patterns are slow on a whole batch.
-        joined = "\n".join(_drop_rare_tokens(t) for t in texts)
+    if "@" not in joined and not _has_x_run(joined.encode("utf-8")):
+        data, ends = _canonical_of_joined(joined)
+        if len(ends) == len(texts):
+            return data, ends
+    # Rare: per text, because these patterns are slow on a whole batch.
+    data, ends = _canonical_of_joined("\n".join(map(_drop_rare_tokens, texts)))
+    if len(ends) != len(texts):  # pragma: no cover - nothing removes or adds "\n"
+        raise AssertionError("canonicalization lost a text boundary")
+    return data, ends
+
+
+def _canonical_of_joined(joined: str) -> tuple[bytes, I64]:
+    """Canonical form of newline-joined texts, and the end offset of each text in it.
+
+    Masks go as whole tokens first (``[name]`` must not leave ``name`` behind); the rest is a
+    per-character filter: ``bytes.translate`` drops ASCII non-letters (exactly what the regular
+    expression drops among ASCII characters) and the regular expression handles the rest.
+    """
     if "[" in joined or "<" in joined or "{" in joined:
         joined = _BRACKETED.sub(" ", joined)
     # Non-letters are removed char by char, so ASCII ones can go first for the whole batch (UTF-8
@@ -197,11 +218,8 @@ def _canonical_joined(texts: Sequence[str]) -> tuple[bytes, I64]:
             if not t.isascii():
                 out[i] = _NON_LETTERS.sub("", t.decode("utf-8")).encode("utf-8")
         data = b"\n".join(out)
-    # No canonical text holds a newline (they became spaces), so the newlines are the separators.
-    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10)
-    if len(ends) != len(texts) - 1:  # pragma: no cover - nothing above removes or adds "\n"
-        raise AssertionError("canonicalization lost a text boundary")
-    return data, np.append(ends, len(data))
+    # Every newline is kept: the separators, and any a text held.
+    return data, np.append(np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10), len(data))
 
 
 def _canonical_batch(texts: Sequence[str]) -> list[bytes]:
@@ -378,15 +396,14 @@ _STEP_CHARS = 1 << 18
 
 def _sample(texts: Sequence[str], params: FingerprintParams) -> _Samples:
     """Sample many texts in steps of about a megabyte, so memory stays flat for any batch size."""
-    steps: list[_Samples] = []
-    begin, size = 0, 0
-    for i, text in enumerate(texts):
-        size += len(text) + 1
-        if size >= _STEP_CHARS:
-            steps.append(_sample_step(texts[begin : i + 1], params))
-            begin, size = i + 1, 0
-    if begin < len(texts) or not steps:
-        steps.append(_sample_step(texts[begin:], params))
+    if not texts:
+        return _sample_step(texts, params)
+    # A step ends after the text that reaches a multiple of _STEP_CHARS (joined, with a separator
+    # each): at most _STEP_CHARS characters and one text. Steps never change the output.
+    ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)) + 1)
+    cuts = np.searchsorted(ends, np.arange(_STEP_CHARS, int(ends[-1]), _STEP_CHARS)) + 1
+    bounds = np.unique(np.concatenate(([0], cuts, [len(texts)]))).tolist()
+    steps = [_sample_step(texts[a:b], params) for a, b in itertools.pairwise(bounds)]
     if len(steps) == 1:
         return steps[0]
     return _Samples(
@@ -468,9 +485,9 @@ def fingerprint_record_blobs(
     if not n_records:
         return b"", np.zeros(0, dtype=np.int64)
     per_record = np.fromiter(map(len, texts_per_record), dtype=np.int64, count=n_records)
-    s = _sample([t for texts in texts_per_record for t in texts], params)
+    s = _sample(list(itertools.chain.from_iterable(texts_per_record)), params)
     # The blobs are built in 16-bit units (every header word and value is a whole number of
-    # them): headers, then values, are scattered to their places in the joined buffer.
+    # them): the headers' units are placed, and the values fill the rest in order.
     value_units = params.value_dtype.itemsize // 2
     text_ends = np.cumsum(per_record)
     value_ends = np.concatenate(([0], np.cumsum(s.counts)))[text_ends]
@@ -483,16 +500,13 @@ def fingerprint_record_blobs(
     headers = np.insert(
         s.counts.astype("<u4"), (text_ends - per_record)[present], per_record[present]
     )
-    header_lens = header_units[present]
-    values_before = (np.cumsum(record_units) - record_units)[present]
     header_at = np.arange(len(headers) * 2, dtype=np.int64)
-    header_at += np.repeat(values_before, header_lens)
-    out[header_at] = headers.view("<u2")
-    # Values: each record's follow its header, so they shift by the header units up to there.
-    units = s.values.view("<u2")
-    value_at = np.arange(len(units), dtype=np.int64)
-    value_at += np.repeat(np.cumsum(header_units), record_units)
-    out[value_at] = units
+    header_at += np.repeat((np.cumsum(record_units) - record_units)[present], header_units[present])
+    # Every other unit is a value, in order: each record's follow its header.
+    is_header = np.zeros(len(out), dtype=bool)
+    is_header[header_at] = True
+    out[is_header] = headers.view("<u2")
+    out[~is_header] = s.values.view("<u2")
     ends *= 2
     return out.tobytes(), ends
 
