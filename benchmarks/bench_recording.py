@@ -124,6 +124,8 @@ def fresh_ledger(directory: Path, name: str) -> Ledger:
 
 def record_rate(directory: Path, path: Path) -> tuple[float, float]:
     """(bytes/s, records/s) of `record_batch` on `path` into a fresh ledger."""
+    for old in directory.glob("rate.*"):
+        shutil.rmtree(old) if old.is_dir() else old.unlink()
     lg = fresh_ledger(directory, "rate")
     start = time.perf_counter()
     result = lg.record_batch(id="bench", files=[path])
@@ -319,6 +321,9 @@ def main() -> None:
     )
     parser.add_argument("--steps", type=int, default=40, help="record_batch calls of 64 records")
     parser.add_argument(
+        "--rounds", type=int, default=3, help="alternating timed runs of sha256sum and record_batch"
+    )
+    parser.add_argument(
         "--dir", type=Path, default=None, help="working directory (default: a temp dir)"
     )
     args = parser.parse_args()
@@ -331,12 +336,18 @@ def main() -> None:
         n = make_jsonl(data, args.mb)
         size = data.stat().st_size
         print(f"\n1. record batch: {size / 1e6:.0f} MB, {n} records of {size / n:.0f} B")
-        base = sha256sum_rate(data)  # also warms the page cache for both contenders
-        base = max(base, sha256sum_rate(data))
-        rate, per_record = record_rate(work, data)
-        print(f"   sha256sum      {base / 1e6:8.1f} MB/s")
-        print(f"   record_batch   {rate / 1e6:8.1f} MB/s  ({per_record:,.0f} records/s)")
-        print(f"   ratio          {rate / base:8.1%}   (target >= 25%)")
+        sha256sum_rate(data)  # warms the page cache for both contenders
+        # Rounds alternate the two so that a burst of load elsewhere hits both; best of each.
+        bases, rates = [], []
+        for _ in range(args.rounds):
+            bases.append(sha256sum_rate(data))
+            rates.append(record_rate(work, data))
+        base = max(bases)
+        rate, per_record = max(rates)
+        print(f"   sha256sum      {base / 1e6:8.1f} MB/s  (best of {args.rounds})")
+        print(f"   record_batch   {rate / 1e6:8.1f} MB/s  ({per_record:,.0f} records/s, best of {args.rounds})")
+        print(f"   ratio          {rate / base:8.1%}   (target >= 25%; each round: "
+              + ", ".join(f"{r / b:.1%}" for (r, _), b in zip(rates, bases)) + ")")
         cpu_rate, sha_cpu_rate = cpu_costs(work, data)
         cores = os.cpu_count() or 1
         print("   CPU cost (independent of machine load):")
