@@ -14,22 +14,28 @@ import uuid
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
+import orjson
 import pytest
 import rfc8785
 import rfc8785._impl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ledger import merkle
 from ledger.errors import InputError
 from ledger.hashing import (
     MIN_SEGMENT_CHARS,
     HashInputError,
     RecordHash,
+    RecordHashColumns,
     _canonical_json_slow,
+    _plain_float,
     call_outputs,
     canonical_json,
     format_number,
     hash_record,
+    hash_record_columns,
     hash_records,
     normalize,
     parse_json_line,
@@ -678,6 +684,172 @@ def test_hash_records_raises_on_a_bad_record_like_hash_record() -> None:
     with pytest.raises(HashInputError, match="lone surrogate"):
         hash_records([good, "bad \ud800 text"])
     assert hash_records([]) == []
+
+
+# --------------------------------------------------------------------------------------------
+# hash_record_columns: the columnar bulk form
+# --------------------------------------------------------------------------------------------
+
+# Floats at the edges of the orjson shortcut: integral, signed zero, the 1e-4 and 1e16 limits of
+# Python's fixed notation and their neighbours, 2**53, subnormals, ES6's 1e21 switch.
+edge_floats = st.sampled_from(
+    [
+        0.0,
+        -0.0,
+        1.0,
+        -3.0,
+        0.5,
+        0.1234,
+        1e-4,
+        math.nextafter(1e-4, 0.0),
+        math.nextafter(1e-4, 1.0),
+        -1e-4,
+        1e16,
+        math.nextafter(1e16, 0.0),
+        9007199254740993.0,
+        4503599627370496.5,
+        5e-324,
+        1e21,
+        1e-7,
+        1.7976931348623157e308,
+    ]
+)
+record_texts_ = st.one_of(
+    spacey_texts,
+    ascii_texts,
+    st.text(max_size=60),
+    st.text(st.sampled_from("ab \x00\t\ufdfa"), max_size=50),  # NULs; U+FDFA grows 18x in NFKC
+    st.sampled_from(["", " " * 40, "A  long  text with doubled spaces " * 2, "\x00" * 33]),
+)
+column_scalars = st.one_of(
+    st.none(), st.booleans(), big_ints, finite_floats, edge_floats, record_texts_
+)
+column_values = st.recursive(
+    column_scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.dictionaries(st.one_of(keys, st.sampled_from(["content", "meta", "p"])), children, max_size=4),
+    ),
+    max_leaves=20,
+)
+chat_records = st.fixed_dictionaries(
+    {
+        "id": st.text(max_size=20),
+        "messages": st.lists(
+            st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant"]), "content": record_texts_}),
+            max_size=3,
+        ),
+        "meta": st.fixed_dictionaries({"score": st.one_of(finite_floats, edge_floats), "turn": big_ints}),
+    }
+)
+column_records = st.one_of(
+    st.dictionaries(keys, column_values, max_size=5), chat_records, record_texts_, column_values
+)
+
+
+def assert_columns_match(batch: list[object], text_fields: list[str] | None, min_chars: int) -> None:
+    """hash_record_columns against hash_record field by field, leaf hashes against merkle.py and
+    hashlib, and (where rfc8785 can say) digests against the independent JCS."""
+    columns = hash_record_columns(batch, text_fields, min_chars)
+    singles = [hash_record(r, text_fields, min_chars) for r in batch]
+    assert isinstance(columns, RecordHashColumns)
+    assert columns.count == len(batch)
+    assert columns.digests == b"".join(h.digest for h in singles)
+    assert columns.leaf_hashes == b"".join(merkle.leaf_hash(h.leaf) for h in singles)
+    assert columns.leaf_hashes == b"".join(hashlib.sha256(b"\x00" + h.leaf).digest() for h in singles)
+    assert columns.segment_counts.dtype == np.int64
+    assert columns.segment_counts.tolist() == [len(h.segments) for h in singles]
+    assert columns.segments == b"".join(s for h in singles for s in h.segments)
+    assert [tuple(t) for t in columns.texts] == [h.texts for h in singles]
+    assert hash_records(batch, text_fields, min_chars) == singles
+    for record, h in zip(batch, singles):
+        if isinstance(record, str):
+            assert h.digest == hashlib.sha256(record.encode()).digest()
+        elif all(abs(k) < 2**53 for k in _ints(record)):
+            assert h.digest == hashlib.sha256(jcs_reference(record)).digest()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(column_records, max_size=8),
+    st.sampled_from([0, 1, 5, 32]),
+    st.sampled_from([None, ["content"], ["messages.content", "meta"], ["p.content", "x"]]),
+)
+def test_hash_record_columns_agree_with_hash_record(
+    batch: list[object], min_chars: int, text_fields: list[str] | None
+) -> None:
+    assert_columns_match(batch, text_fields, min_chars)
+
+
+def test_hash_record_columns_across_chunks() -> None:
+    """More records than one internal chunk, mixing the fast path with every fallback."""
+    long_text = "Signature science head output provenance verify signature. "
+    batch: list[object] = []
+    for i in range(700):
+        kind = i % 7
+        record: object = {
+            "id": f"r{i}",
+            "messages": [{"role": "user", "content": f"{long_text} {i % 50}"}],
+            "meta": {"score": [0.1234, 1.0, -0.0, 1e-7, 2**70, 0.5, 3.25][kind]},
+        }
+        if kind == 3:
+            record = f"text line {i} " + long_text
+        elif kind == 4:
+            record = {"\U0001f600": long_text, "\ue000": f"Caf\u00e9  {long_text}", "z": i}
+        elif kind == 5:
+            record = {"a": long_text, "b": long_text.upper(), "c": "  " + long_text + "\t"}
+        batch.append(record)
+    assert_columns_match(batch, None, MIN_SEGMENT_CHARS)
+    assert_columns_match(batch, ["messages.content"], 10)
+
+
+def test_hash_record_columns_of_nothing_and_of_bad_records() -> None:
+    empty = hash_record_columns([])
+    assert (empty.count, empty.digests, empty.leaf_hashes, empty.segments, empty.texts) == (
+        0, b"", b"", b"", []
+    )
+    assert empty.segment_counts.tolist() == []
+    good = {"content": "a long enough text to be one segment of its record"}
+    with pytest.raises(HashInputError, match="NaN"):
+        hash_record_columns([good, {"score": [1.5, math.nan]}])
+    with pytest.raises(HashInputError, match="lone surrogate"):
+        hash_record_columns([good, "bad \ud800 text"])
+    with pytest.raises(HashInputError, match="lone surrogate"):
+        hash_record_columns([good, {"x": "bad \udc00 value"}])
+    with pytest.raises(HashInputError, match="no JSON form"):
+        hash_record_columns([good, {"x": {1, 2}}])
+
+
+def test_orjson_writes_plain_floats_as_es6() -> None:
+    """The shortcut's premise on a sweep of floats: where _plain_float holds, orjson's text is the
+    rfc8785 package's; and _plain_float is exactly 'repr in fixed notation, not integral'."""
+    values = [0.1234, 1e-4, 1e16, 2.0**53, 4503599627370496.5, 123456.789, 1 / 3]
+    for base in (1e-4, 1e16, 2.0**52, 2.0**53, 1.0, 0.5):
+        value = base
+        for _ in range(40):
+            value = math.nextafter(value, 0.0)
+            values.append(value)
+        value = base
+        for _ in range(40):
+            value = math.nextafter(value, math.inf)
+            values.append(value)
+    for value in values + [-v for v in values]:
+        check_plain_float(value)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.floats(), st.floats(min_value=1e-5, max_value=1e17), edge_floats))
+def test_plain_float_rule_against_repr_orjson_and_rfc8785(value: float) -> None:
+    check_plain_float(value)
+
+
+def check_plain_float(value: float) -> None:
+    text = repr(value)
+    fixed_fraction = math.isfinite(value) and "e" not in text and not text.endswith(".0")
+    assert _plain_float(value) == fixed_fraction, text
+    if fixed_fraction:
+        assert orjson.dumps(value).decode() == text
+        assert jcs_reference(value).decode() == text
 
 
 @settings(max_examples=200, deadline=None)
