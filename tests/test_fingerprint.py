@@ -514,6 +514,15 @@ def test_real_records_equal_the_implementation_before_the_speedup(passages: list
         _assert_same_as_before(records, params)
 
 
+def test_dedup_key_of_many_texts_does_not_wrap() -> None:
+    """Texts 0 and 65536 of one step are equal: a 32-bit (text, value) key would merge them."""
+    text = normalize("the same passage, long enough to keep several shingles " * 2)
+    texts = [text, *[""] * 65535, text, "x"]
+    fps = fpm.fingerprint_texts(texts)
+    assert fps[0] == fps[65536] == before.fingerprint_texts([text])[0] != b""
+    assert fps == before.fingerprint_texts(texts)
+
+
 def _unfmix(h: int) -> int:
     """The inverse of `_fmix`, to build words whose hash is chosen (xor-shift by 33 is an involution)."""
     h ^= h >> 33

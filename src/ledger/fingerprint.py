@@ -444,8 +444,12 @@ def _sample_step(texts: Sequence[str], params: FingerprintParams) -> _Samples:
     # by value (a radix sort for 16-bit values) puts repeats of a (text, value) pair next to each
     # other, first occurrence first, because text ids grow with position.
     order = np.argsort(values, kind="stable")
-    by_value, by_text = values[order], tids[order]
-    repeat = (by_value[1:] == by_value[:-1]) & (by_text[1:] == by_text[:-1])
+    bits = params.value_bits
+    key = tids.astype(np.uint32 if n_texts << bits <= 1 << 32 else np.uint64)
+    np.left_shift(key, bits, out=key)  # (text, value) in one word
+    np.bitwise_or(key, values, out=key)
+    by_key = key[order]
+    repeat = by_key[1:] == by_key[:-1]
     if repeat.any():
         keep = np.ones(len(values), dtype=bool)
         dropped = order[1:][repeat]
