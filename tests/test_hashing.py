@@ -728,7 +728,9 @@ column_values = st.recursive(
     column_scalars,
     lambda children: st.one_of(
         st.lists(children, max_size=4),
-        st.dictionaries(st.one_of(keys, st.sampled_from(["content", "meta", "p"])), children, max_size=4),
+        st.dictionaries(
+            st.one_of(keys, st.sampled_from(["content", "meta", "p"])), children, max_size=4
+        ),
     ),
     max_leaves=20,
 )
@@ -736,10 +738,14 @@ chat_records = st.fixed_dictionaries(
     {
         "id": st.text(max_size=20),
         "messages": st.lists(
-            st.fixed_dictionaries({"role": st.sampled_from(["user", "assistant"]), "content": record_texts_}),
+            st.fixed_dictionaries(
+                {"role": st.sampled_from(["user", "assistant"]), "content": record_texts_}
+            ),
             max_size=3,
         ),
-        "meta": st.fixed_dictionaries({"score": st.one_of(finite_floats, edge_floats), "turn": big_ints}),
+        "meta": st.fixed_dictionaries(
+            {"score": st.one_of(finite_floats, edge_floats), "turn": big_ints}
+        ),
     }
 )
 column_records = st.one_of(
@@ -747,7 +753,9 @@ column_records = st.one_of(
 )
 
 
-def assert_columns_match(batch: list[object], text_fields: list[str] | None, min_chars: int) -> None:
+def assert_columns_match(
+    batch: list[object], text_fields: list[str] | None, min_chars: int
+) -> None:
     """hash_record_columns against hash_record field by field, leaf hashes against merkle.py and
     hashlib, and (where rfc8785 can say) digests against the independent JCS."""
     columns = hash_record_columns(batch, text_fields, min_chars)
@@ -756,7 +764,9 @@ def assert_columns_match(batch: list[object], text_fields: list[str] | None, min
     assert columns.count == len(batch)
     assert columns.digests == b"".join(h.digest for h in singles)
     assert columns.leaf_hashes == b"".join(merkle.leaf_hash(h.leaf) for h in singles)
-    assert columns.leaf_hashes == b"".join(hashlib.sha256(b"\x00" + h.leaf).digest() for h in singles)
+    assert columns.leaf_hashes == b"".join(
+        hashlib.sha256(b"\x00" + h.leaf).digest() for h in singles
+    )
     assert columns.segment_counts.dtype == np.int64
     assert columns.segment_counts.tolist() == [len(h.segments) for h in singles]
     assert columns.segments == b"".join(s for h in singles for s in h.segments)
@@ -805,9 +815,9 @@ def test_hash_record_columns_across_chunks() -> None:
 
 def test_hash_record_columns_of_nothing_and_of_bad_records() -> None:
     empty = hash_record_columns([])
-    assert (empty.count, empty.digests, empty.leaf_hashes, empty.segments, empty.texts) == (
-        0, b"", b"", b"", []
-    )
+    assert empty.count == 0
+    assert empty.digests == empty.leaf_hashes == empty.segments == b""
+    assert empty.texts == []
     assert empty.segment_counts.tolist() == []
     good = {"content": "a long enough text to be one segment of its record"}
     with pytest.raises(HashInputError, match="NaN"):

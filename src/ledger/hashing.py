@@ -1,9 +1,9 @@
 """Canonical JSON, text normalization, segments and digests (DESIGN.md "Hashing (fixed)").
 
 Everything here is pure and deterministic: the same record always yields the same bytes, on any
-machine, because outside verifiers recompute these values. ``hash_record`` is on the recording
-hot path, so it makes a single walk over a record and uses orjson wherever its output is proven
-identical to RFC 8785 (JCS); see ``_scan`` for the conditions.
+machine, because outside verifiers recompute these values. ``hash_record`` and its bulk forms are
+on the recording hot path, so they make a single walk over a record and use orjson wherever its
+output is proven identical to RFC 8785 (JCS); see ``_scan`` and ``_walk`` for the conditions.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import json
 import math
 import re
 import unicodedata
-from itertools import compress, islice
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import compress, islice, pairwise
 from typing import Any, Final, cast
 
 import numpy as np
@@ -299,7 +299,7 @@ _BELOW_E000_BYTES: Final = bytes(range(0xEE))
 
 
 def _walk(value: object, out: list[str]) -> int:
-    """Append every string value in the container ``value`` to ``out`` (in no promised order);
+    """Append every string value in the container ``value`` to ``out`` in document order;
     return the flags of what orjson's ``OPT_SORT_KEYS`` output of it cannot be trusted with.
 
     Cheaper than ``_scan`` because it leaves to orjson what orjson rejects by itself (non-str
@@ -813,7 +813,7 @@ def hash_records(
     hashes, texts, bounds = hashed.hashes, hashed.texts, hashed.bounds
     return [
         RecordHash(digest, tuple(hashes[a:b]), tuple(texts[a:b]))
-        for digest, a, b in zip(hashed.digests, bounds, bounds[1:])
+        for digest, (a, b) in zip(hashed.digests, pairwise(bounds), strict=True)
     ]
 
 
@@ -851,13 +851,14 @@ def hash_record_columns(
     digests = b"".join(hashed.digests)
     segments = b"".join(hashed.hashes)
     texts = hashed.texts
+    ends = np.array(bounds, dtype=np.int64)
     return RecordHashColumns(
         count=len(hashed.digests),
         digests=digests,
         leaf_hashes=_leaf_hashes(digests, segments, bounds),
-        segment_counts=np.diff(np.array(bounds, dtype=np.int64)),
+        segment_counts=ends[1:] - ends[:-1],
         segments=segments,
-        texts=[texts[a:b] for a, b in zip(bounds, bounds[1:])],
+        texts=[texts[a:b] for a, b in pairwise(bounds)],
     )
 
 
@@ -870,7 +871,7 @@ def _leaf_hashes(digests: bytes, segments: bytes, bounds: Sequence[int]) -> byte
     sha = _sha256
     out: list[bytes] = []
     append = out.append
-    for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
+    for i, (a, b) in enumerate(pairwise(bounds)):
         d = 64 * i
         if a == b:
             leaf = b'\x00{"segments":[],"sha256":"' + digest_hex[d : d + 64] + b'"}'
