@@ -354,19 +354,20 @@ def _keys_sortable(value: object) -> bool:
 
 
 def _record_jcs(value: object, out: list[str]) -> bytes:
-    """JCS of ``value``, appending its string values to ``out``: orjson's sorted output when
-    ``_walk`` finds nothing it cannot be trusted with, else ``_jcs_scanned`` (which raises for
-    a value with no canonical form)."""
+    """JCS of ``value``, appending its string values to ``out``: orjson's sorted output (with
+    floats replaced where needed) when ``_walk`` finds nothing else it cannot be trusted with,
+    else ``_jcs_scanned`` (which raises for a value with no canonical form)."""
     start = len(out)
     try:
         flags = _walk(value, out)
     except RecursionError:
         flags = _NEEDS_GENERAL
-    if not flags:
+    if not flags & _NEEDS_GENERAL:
         try:
-            data = _orjson_dumps(value, option=_SORT_KEYS)
-        except orjson.JSONEncodeError:
-            pass  # int beyond 64 bits, lone surrogate, non-str key, deep nesting
+            # A float such as 1.0 or 1e-7 is replaced by its ES6 text, copying only its parents.
+            data = _orjson_dumps(value if not flags else _float_fragments(value), option=_SORT_KEYS)
+        except (orjson.JSONEncodeError, HashInputError):
+            pass  # int beyond 64 bits, lone surrogate, non-str key, deep nesting, NaN/Infinity
         else:
             if (
                 data.isascii()
