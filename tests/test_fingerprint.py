@@ -446,7 +446,7 @@ def _load_before_speedup() -> ModuleType:
     name = "fingerprint_before_speedup"
     module = ModuleType(name)
     sys.modules[name] = module  # dataclasses look their module up
-    exec(compile(_BEFORE_SPEEDUP, name, "exec"), module.__dict__)  # noqa: S102 - our own fixed source
+    exec(compile(_BEFORE_SPEEDUP, name, "exec"), module.__dict__)  # noqa: S102 - fixed source
     return module
 
 
@@ -524,7 +524,7 @@ def test_dedup_key_of_many_texts_does_not_wrap() -> None:
 
 
 def _unfmix(h: int) -> int:
-    """The inverse of `_fmix`, to build words whose hash is chosen (xor-shift by 33 is an involution)."""
+    """Inverse of `_fmix`, to build words of a chosen hash (xor-shift by 33 is an involution)."""
     h ^= h >> 33
     h = (h * pow(0xC4CEB9FE1A85EC53, -1, 1 << 64)) & MASK64
     h ^= h >> 33

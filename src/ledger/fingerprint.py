@@ -174,7 +174,7 @@ def _drop_rare_tokens(text: str) -> str:
 
 
 def _has_x_run(utf8: bytes) -> bool:
-    """Whether ``xxx`` occurs (in UTF-8 only an ASCII ``x`` has the byte 0x78); faster than ``in``."""
+    """Whether ``xxx`` occurs (only an ASCII ``x`` is byte 0x78 in UTF-8); faster than ``in``."""
     x = np.frombuffer(utf8, dtype=np.uint8) == 0x78
     return bool((x[:-2] & x[1:-1] & x[2:]).any())
 
@@ -312,10 +312,8 @@ def _hash_shingles(
     return h
 
 
-def _hash_heads(
-    buf: npt.NDArray[np.uint8], lo: int, params: FingerprintParams, h: U64, t: U64
-) -> U64:
-    """`_hash_shingles` of the full shingles at offsets ``lo + i`` into `h`, short of its last step.
+def _hash_heads(buf: npt.NDArray[np.uint8], params: FingerprintParams, h: U64, t: U64) -> U64:
+    """`_hash_shingles` of the full shingle at every offset < len(h), into `h`, but its last step.
 
     The last step, ``h ^= h >> 33``, keeps the top 33 bits, so the sampling test can run on these
     values (see `_sample_full`) and the step be finished for the kept few only. Same arithmetic
@@ -325,7 +323,7 @@ def _hash_heads(
     k = params.shingle_bytes
     count = len(h)
     for word in range(0, k, 8):
-        x: U64 = np.ndarray(shape=(count,), dtype="<u8", buffer=buf, offset=lo + word, strides=(1,))
+        x: U64 = np.ndarray(shape=(count,), dtype="<u8", buffer=buf, offset=word, strides=(1,))
         width = k - word
         if word == 0:
             if width < 8:
@@ -363,7 +361,7 @@ def _sample_full(
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint64)
     k = params.shingle_bytes
     bound = (1 << 64) // params.sample_rate - 1
-    z = _hash_heads(buf, 0, params, np.empty(count, dtype=np.uint64), np.empty(count, np.uint64))
+    z = _hash_heads(buf, params, np.empty(count, dtype=np.uint64), np.empty(count, np.uint64))
     # The hash is z ^ (z >> 33): it agrees with z on the top 33 bits, so z passing a loose bound
     # is necessary, and the exact test runs on the few that pass.
     keep = z <= np.uint64(bound | 0x7FFFFFFF)
@@ -506,7 +504,7 @@ def fingerprint_record_blobs(
     )
     header_at = np.arange(len(headers) * 2, dtype=np.int64)
     header_at += np.repeat((np.cumsum(record_units) - record_units)[present], header_units[present])
-    # Every other unit is a value, in order: each record's follow its header.
+    # The other units are the values, in order (each record's follow its header).
     is_header = np.zeros(len(out), dtype=bool)
     is_header[header_at] = True
     out[is_header] = headers.view("<u2")
