@@ -608,7 +608,7 @@ def test_record_columns_equal_the_record_hashes(
 ) -> None:
     """The bulk path gives the same records, in order, whether blocks travel through the shared
     ring, through the pipe (a line longer than a ring slot) or stay in the process."""
-    from ledger.fingerprint import fingerprint_records
+    from ledger.fingerprint import fingerprint_record_blobs, fingerprint_records
 
     text = "Paragraph of training text that is long enough to be a segment, copy "
     lines = [{"t": text + str(i), "n": i, "x": [i / 3, None]} for i in range(700)]
@@ -625,7 +625,7 @@ def test_record_columns_equal_the_record_hashes(
         blocks = list(
             records.iter_record_columns(
                 [path],
-                fingerprint_records,
+                fingerprint_record_blobs,
                 workers=workers,
                 file_digests=digests,
                 progress=done.append,
@@ -655,18 +655,18 @@ def test_record_columns_equal_the_record_hashes(
         assert blobs == fingerprint_records([h.texts for h in expected])
         assert b"".join(b.fingerprint_hashes for b in blocks) == b"".join(map(_leaf_hash, blobs))
         with pytest.raises(InputError, match="empty.jsonl: no records"):
-            list(records.iter_record_columns([path, empty], fingerprint_records, workers=workers))
+            list(records.iter_record_columns([path, empty], fingerprint_record_blobs, workers=workers))
 
 
 def test_record_columns_report_bad_lines_like_the_record_hashes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ledger.fingerprint import fingerprint_records
+    from ledger.fingerprint import fingerprint_record_blobs
 
     bad = write(tmp_path / "bad.jsonl", b'{"i": 1}\n' * 2500 + b'{"i": 2}\n[]\n')
     monkeypatch.setattr(records, "_POOL_MIN_BYTES", 0)
     monkeypatch.setattr(records, "_BLOCK_SIZE", 4096)
     for workers in (1, 2):
         with pytest.raises(InputError) as info:
-            list(records.iter_record_columns([bad], fingerprint_records, workers=workers))
+            list(records.iter_record_columns([bad], fingerprint_record_blobs, workers=workers))
         assert str(info.value) == f"{bad}:2502: not a JSON object (found array)"

@@ -56,7 +56,7 @@ _NODE_PREFIX = b"\x01"
 _CHUNK_LEVEL = 16
 
 
-def leaf_hash(leaf: bytes) -> bytes:
+def leaf_hash(leaf: bytes | memoryview) -> bytes:
     """RFC 6962 leaf hash ``sha256(0x00 || leaf)``; the prefix keeps leaves and nodes apart."""
     return _sha256(_LEAF_PREFIX + leaf).digest()
 

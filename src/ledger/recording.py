@@ -416,6 +416,15 @@ def _fingerprint_records(
     return fingerprint.fingerprint_records(texts_per_record, params)
 
 
+def _fingerprint_record_blobs(
+    texts_per_record: Sequence[Sequence[str]], params: fingerprint.FingerprintParams
+) -> tuple[bytes, npt.NDArray[np.int64]]:
+    """`_fingerprint_records` laid end to end, with each blob's end offset (module level: picklable)."""
+    if not any(texts_per_record):
+        return b"", np.zeros(len(texts_per_record), dtype=np.int64)
+    return fingerprint.fingerprint_record_blobs(texts_per_record, params)
+
+
 def _iter_record_chunks(
     records: Iterable[Mapping[str, Any] | str], text_fields: Sequence[str] | None, min_chars: int
 ) -> Iterator[list[hashing.RecordHash]]:
@@ -471,7 +480,7 @@ def hash_batches(
         # Fingerprints and leaf hashes cost more CPU than the rest: the reader's workers compute them.
         for columns in ingest_records.iter_record_columns(
             [path],
-            functools.partial(_fingerprint_records, params=params),
+            functools.partial(_fingerprint_record_blobs, params=params),
             text_fields,
             min_segment_chars,
             file_digests=digests,

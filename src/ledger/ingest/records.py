@@ -21,8 +21,8 @@ An input with no records is an error. `iter_record_hashes` is the hot path of `l
 from __future__ import annotations
 
 import datetime as dt
-import gc
 import decimal
+import gc
 import hashlib
 import io
 import mmap
@@ -41,7 +41,14 @@ import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from ledger.errors import InputError, LedgerError, UsageError
-from ledger.hashing import RecordHash, hash_record, hash_records, parse_json_line
+from ledger.hashing import (
+    RecordHash,
+    RecordHashColumns,
+    hash_record,
+    hash_record_columns,
+    hash_records,
+    parse_json_line,
+)
 from ledger.merkle import leaf_hash
 
 __all__ = [
@@ -173,6 +180,10 @@ def iter_fingerprinted_record_hashes(
         yield hashes, fingerprints
 
 
+# Fingerprints of a block of records: every blob end to end, and the end offset of each.
+FingerprintBlobs = Callable[[Sequence[Sequence[str]]], tuple[bytes, npt.NDArray[np.int64]]]
+
+
 @dataclass(frozen=True)
 class RecordColumns:
     """Consecutive records of one file as flat buffers, with their Merkle leaf hashes.
@@ -198,7 +209,7 @@ class RecordColumns:
 
 def iter_record_columns(
     paths: Sequence[Path],
-    fingerprint: Callable[[Sequence[Sequence[str]]], list[bytes]],
+    fingerprint_blobs: FingerprintBlobs,
     text_fields: Sequence[str] | None = None,
     min_chars: int = 32,
     workers: int | None = None,
@@ -210,8 +221,10 @@ def iter_record_columns(
 
     The same records, digests, segments and fingerprints, the same errors, and the same pool,
     `file_digests` and `progress` rules; a block never spans two files and is never empty.
+    `fingerprint_blobs` gives a block's fingerprints laid end to end with their end offsets (as
+    `ledger.fingerprint.fingerprint_record_blobs` does), so no object per record is made.
     """
-    job = _Job(_fields(text_fields), min_chars, fingerprint, False)
+    job = _Job(_fields(text_fields), min_chars, None, False, fingerprint_blobs)
     count = 0
     done = _iter_done(paths, job, workers, file_digests, _columns_of, _work_columns, _same)
     for item, columns in done:
@@ -236,11 +249,15 @@ class _Job:
     min_chars: int
     fingerprint: Callable[[Sequence[Sequence[str]]], list[bytes]] | None
     keep_texts: bool
+    fingerprint_blobs: FingerprintBlobs | None = None
+    """For `iter_record_columns`: every record's blob end to end, and the end offset of each."""
+
 
 
 # One unit's result: its hashes, and the fingerprints if the job asks for them.
 _Result = tuple[list[RecordHash], list[bytes] | None]
 _R = TypeVar("_R")  # what a unit is processed into
+_H = TypeVar("_H")  # a unit's hashes, as objects or as columns
 _W = TypeVar("_W")  # the same as it travels back from a worker
 
 
@@ -466,6 +483,16 @@ def _records_of(unit: _Unit) -> Iterable[tuple[int, object]]:
 def _hash_unit(unit: _Unit, text_fields: Sequence[str] | None, min_chars: int) -> list[RecordHash]:
     """Parse and hash one unit, all its records at once; the first bad record (in input order,
     whether it fails to parse or to hash) is an `InputError` naming its line or row."""
+    return _hashed_unit(unit, text_fields, min_chars, hash_records)
+
+
+def _hashed_unit(
+    unit: _Unit,
+    text_fields: Sequence[str] | None,
+    min_chars: int,
+    hash_all: Callable[[Sequence[object], Sequence[str] | None, int], _H],
+) -> _H:
+    """`hash_all` of the unit's records, with `_hash_unit`'s rule for naming the first bad one."""
     numbered: list[tuple[int, object]] = []
     try:
         numbered.extend(_records_of(unit))
@@ -473,7 +500,7 @@ def _hash_unit(unit: _Unit, text_fields: Sequence[str] | None, min_chars: int) -
         _hash_each(unit, numbered, text_fields, min_chars)  # an earlier record may fail to hash
         raise
     try:
-        return hash_records([record for _, record in numbered], text_fields, min_chars)
+        return hash_all([record for _, record in numbered], text_fields, min_chars)
     except _DATA_ERRORS:
         _hash_each(unit, numbered, text_fields, min_chars)  # find the record to name
         raise
@@ -928,22 +955,23 @@ def _unwire(wire: _Wire) -> _Result:
 
 def _columns_of(unit: _Unit, job: _Job) -> RecordColumns:
     """Hash and fingerprint one unit into flat buffers, with the leaf hashes of both trees."""
-    assert job.fingerprint is not None
-    hashes = _hash_unit(unit, job.text_fields, job.min_chars)
-    fingerprints = job.fingerprint([h.texts for h in hashes])
-    if len(fingerprints) != len(hashes):
-        raise ValueError(f"fingerprint gave {len(fingerprints)} values for {len(hashes)} records")
-    n = len(hashes)
-    ends = np.cumsum(np.fromiter(map(len, fingerprints), dtype=np.int64, count=n))
+    assert job.fingerprint_blobs is not None
+    hashed: RecordHashColumns = _hashed_unit(unit, job.text_fields, job.min_chars, hash_record_columns)
+    blobs, ends = job.fingerprint_blobs(hashed.texts)
+    if len(ends) != hashed.count:
+        raise ValueError(f"fingerprint gave {len(ends)} values for {hashed.count} records")
+    view = memoryview(blobs)  # slices of a view cost no copy
+    bounds = ends.tolist()
+    blob_views = map(view.__getitem__, map(slice, [0, *bounds[:-1]], bounds))
     return RecordColumns(
-        count=n,
-        digests=b"".join([h.digest for h in hashes]),
-        leaf_hashes=b"".join([leaf_hash(h.leaf) for h in hashes]),
-        segment_counts=np.fromiter((len(h.segments) for h in hashes), dtype=np.int64, count=n),
-        segments=b"".join([s for h in hashes for s in h.segments]),
-        fingerprints=b"".join(fingerprints),
+        count=hashed.count,
+        digests=hashed.digests,
+        leaf_hashes=hashed.leaf_hashes,
+        segment_counts=hashed.segment_counts,
+        segments=hashed.segments,
+        fingerprints=blobs,
         fingerprint_ends=ends,
-        fingerprint_hashes=b"".join([leaf_hash(fp) for fp in fingerprints]),
+        fingerprint_hashes=b"".join(map(leaf_hash, blob_views)),
     )
 
 
