@@ -37,6 +37,7 @@ __all__ = [
     "hash_records",
     "normalize",
     "parse_json_line",
+    "parse_json_lines",
     "record_digest",
     "record_leaf",
     "record_segments",
@@ -538,6 +539,18 @@ def _parse_exact(data: bytes) -> object:
     except UnicodeEncodeError:
         raise ValueError("JSON string contains a lone surrogate escape") from None
     return value
+
+
+def parse_json_lines(data: bytes, lines: Sequence[bytes]) -> list[object]:
+    """``[parse_json_line(line) for line in lines]`` where ``lines`` are the lines of ``data``.
+
+    The big-integer check runs once over the whole block (a digit run cannot span a newline), so
+    the usual block goes straight through orjson. Raises on the first bad line without saying
+    which (a blank line is bad here too); callers that must name it parse line by line then.
+    """
+    if _BIG_DIGIT_RUN in data.translate(_DIGIT_MAP):
+        return [parse_json_line(line) for line in lines]
+    return list(map(orjson.loads, lines))
 
 
 def parse_json_line(line: bytes | str) -> object:

@@ -48,6 +48,7 @@ from ledger.hashing import (
     hash_record_columns,
     hash_records,
     parse_json_line,
+    parse_json_lines,
 )
 from ledger.merkle import leaf_hash
 
@@ -477,7 +478,7 @@ def _records_of(unit: _Unit) -> Iterable[tuple[int, object]]:
         return _rows_of(unit)
     if unit.fmt == "txt":
         return _text_lines(unit)
-    return _json_lines(unit)
+    return _json_records(unit)
 
 
 def _hash_unit(unit: _Unit, text_fields: Sequence[str] | None, min_chars: int) -> list[RecordHash]:
@@ -536,6 +537,19 @@ def _split_lines(unit: _Block) -> list[bytes]:
     if lines and not lines[-1]:
         lines.pop()
     return lines
+
+
+def _json_records(unit: _Block) -> Iterable[tuple[int, object]]:
+    """The block's records, parsed in bulk when every line is a JSON object; any blank or bad
+    line sends the whole block through `_json_lines`, which skips or names it."""
+    lines = _split_lines(unit)
+    try:
+        parsed = parse_json_lines(unit.data, lines)
+    except _DATA_ERRORS:
+        return _json_lines(unit)
+    if not all(type(record) is dict for record in parsed):
+        return _json_lines(unit)
+    return zip(range(unit.first_line, unit.first_line + len(parsed)), parsed, strict=True)
 
 
 def _json_lines(unit: _Block) -> Iterator[tuple[int, object]]:
