@@ -198,7 +198,15 @@ class _Spill:
     def _flush(self) -> None:
         if self._writer is None:
             self.path = self._directory() / f"{self._name}.parquet"
-            self._writer = pq.ParquetWriter(self.path, self._schema, compression="none")
+            # Hashes and fingerprints are random bytes: dictionaries, statistics and compression
+            # would cost time and save nothing in a file that lives for one transaction.
+            self._writer = pq.ParquetWriter(
+                self.path,
+                self._schema,
+                compression="none",
+                use_dictionary=False,
+                write_statistics=False,
+            )
         self._writer.write_table(pa.Table.from_batches(self._batches, schema=self._schema))
         self._batches, self._buffered = [], 0
 

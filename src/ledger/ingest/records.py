@@ -20,6 +20,7 @@ An input with no records is an error. `iter_record_hashes` is the hot path of `l
 
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
 import decimal
 import gc
@@ -908,8 +909,35 @@ def _init_worker(job: _Job, ring: mmap.mmap | None) -> None:
     # cheap young-generation pass after each unit instead.
     gc.freeze()
     gc.disable()
+    _keep_freed_memory()
     _worker_job = job
     _worker_ring = ring
+
+
+# glibc's mallopt parameters: allocations below the first come from the heap rather than fresh
+# mmap()s, and up to the second of freed heap is kept instead of being returned to the system.
+_M_TRIM_THRESHOLD: Final = -1
+_M_MMAP_THRESHOLD: Final = -3
+_WORKER_MMAP_THRESHOLD: Final = 32 << 20
+_WORKER_TRIM_THRESHOLD: Final = 256 << 20
+
+
+def _keep_freed_memory() -> None:
+    """Let a worker reuse the memory of its last block for the next one (glibc only).
+
+    Every block allocates the same few large buffers (its bytes, line lists, numpy temporaries);
+    by default glibc maps each afresh and unmaps it when freed, so every block paid again for
+    zeroed pages: ~7% of a worker's time. Elsewhere (musl, macOS) this does nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    mallopt(_M_MMAP_THRESHOLD, _WORKER_MMAP_THRESHOLD)
+    mallopt(_M_TRIM_THRESHOLD, _WORKER_TRIM_THRESHOLD)
 
 
 @dataclass(frozen=True)
