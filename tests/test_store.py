@@ -42,3 +42,12 @@ def test_proof_nodes_come_from_the_index_and_ignore_other_levels(tmp_path: Path)
     for index in range(head.size):
         proof = lg.prove(index)
         merkle.verify_inclusion(proof.leaf_hash, index, head.size, proof.proof, head.root)
+
+
+def test_expected_columns_are_what_the_schema_creates() -> None:
+    """The written-out column list used to check every opened file matches what `_SCHEMA` builds."""
+    with duckdb.connect() as memory:
+        for statement in store._SCHEMA:
+            memory.execute(statement)
+        created = frozenset(tuple(row) for row in memory.execute(store._COLUMNS_SQL).fetchall())
+    assert created == store.EXPECTED_COLUMNS
