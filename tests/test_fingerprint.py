@@ -487,16 +487,30 @@ def _assert_same_as_before(records: list[list[str]], params: fpm.FingerprintPara
 
 
 @settings(max_examples=300, deadline=None)
-@given(records_st, params_st, st.sampled_from([0, 1, 9, 50]))
+@given(records_st, params_st, st.sampled_from([0, 1, 9, 50]), st.sampled_from([0, 1, 2, 7, 33]))
 def test_output_bytes_equal_the_implementation_before_the_speedup(
-    records: list[list[str]], params: fpm.FingerprintParams, step_chars: int
+    records: list[list[str]], params: fpm.FingerprintParams, step_chars: int, window: int
 ) -> None:
-    saved = fpm._STEP_CHARS
-    fpm._STEP_CHARS = step_chars or saved  # small steps split the batch between texts
+    saved = fpm._STEP_CHARS, fpm._HASH_WINDOW
+    fpm._STEP_CHARS = step_chars or saved[0]  # small steps split the batch between texts
+    fpm._HASH_WINDOW = window or saved[1]  # small windows split texts and straddle separators
     try:
         _assert_same_as_before(records, params)
     finally:
-        fpm._STEP_CHARS = saved
+        fpm._STEP_CHARS, fpm._HASH_WINDOW = saved
+
+
+def test_a_text_longer_than_the_hash_window_keeps_its_fingerprint(
+    passages: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One huge text is hashed window by window (flat memory); the windows never show in the output."""
+    long_text = normalize(" ".join(passages[:200]))
+    records = [[long_text], [normalize(p) for p in passages[200:210]]]
+    whole = fpm.fingerprint_records(records)
+    assert len(long_text) > 4 * 1000
+    for window in (1000, 4097):
+        monkeypatch.setattr(fpm, "_HASH_WINDOW", window)
+        assert fpm.fingerprint_records(records) == whole
 
 
 @settings(max_examples=100, deadline=None)

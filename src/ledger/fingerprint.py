@@ -312,8 +312,10 @@ def _hash_shingles(
     return h
 
 
-def _hash_heads(buf: npt.NDArray[np.uint8], params: FingerprintParams, h: U64, t: U64) -> U64:
-    """`_hash_shingles` of the full shingle at every offset < len(h), into `h`, but its last step.
+def _hash_heads(
+    buf: npt.NDArray[np.uint8], lo: int, params: FingerprintParams, h: U64, t: U64
+) -> U64:
+    """`_hash_shingles` of the full shingle at offsets ``lo + i`` into `h`, short of its last step.
 
     The last step, ``h ^= h >> 33``, keeps the top 33 bits, so the sampling test can run on these
     values (see `_sample_full`) and the step be finished for the kept few only. Same arithmetic
@@ -323,7 +325,7 @@ def _hash_heads(buf: npt.NDArray[np.uint8], params: FingerprintParams, h: U64, t
     k = params.shingle_bytes
     count = len(h)
     for word in range(0, k, 8):
-        x: U64 = np.ndarray(shape=(count,), dtype="<u8", buffer=buf, offset=word, strides=(1,))
+        x: U64 = np.ndarray(shape=(count,), dtype="<u8", buffer=buf, offset=lo + word, strides=(1,))
         width = k - word
         if word == 0:
             if width < 8:
@@ -356,26 +358,56 @@ def _sample_full(
     """Offsets < count whose full shingle hash is kept, and those hashes, in offset order.
 
     Offsets whose shingle crosses a separator (at the sorted offsets `seps`) are never kept.
+    Offsets are hashed `_HASH_WINDOW` at a time, so a single huge text (a book in one record)
+    needs scratch for one window, not 16 bytes per character of the text.
     """
     if count <= 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint64)
+    width = min(count, _HASH_WINDOW)
+    z, t = np.empty(width, dtype=np.uint64), np.empty(width, dtype=np.uint64)
+    found = [
+        _sample_window(buf, lo, min(count, lo + width), seps, params, z, t)
+        for lo in range(0, count, width)
+    ]
+    if len(found) == 1:
+        return found[0]
+    return np.concatenate([p for p, _ in found]), np.concatenate([h for _, h in found])
+
+
+# Offsets hashed at once by `_sample_full` (16 bytes of scratch each).
+_HASH_WINDOW = 1 << 20
+
+
+def _sample_window(
+    buf: npt.NDArray[np.uint8],
+    lo: int,
+    hi: int,
+    seps: I64,
+    params: FingerprintParams,
+    z: U64,
+    t: U64,
+) -> tuple[I64, U64]:
+    """`_sample_full` for the offsets in [lo, hi), with `z` and `t` as scratch."""
     k = params.shingle_bytes
     bound = (1 << 64) // params.sample_rate - 1
-    z = _hash_heads(buf, params, np.empty(count, dtype=np.uint64), np.empty(count, np.uint64))
+    z = _hash_heads(buf, lo, params, z[: hi - lo], t[: hi - lo])
     # The hash is z ^ (z >> 33): it agrees with z on the top 33 bits, so z passing a loose bound
     # is necessary, and the exact test runs on the few that pass.
     keep = z <= np.uint64(bound | 0x7FFFFFFF)
-    if len(seps):
-        # Offsets within k - 1 bytes before a separator (or on it) cross it. Each separator's run
-        # of them that sticks out of [0, count) contains the end it is clipped to.
-        cut = seps[:, None] + np.arange(1 - k, 1, dtype=np.int64)
-        keep[np.clip(cut, 0, count - 1, out=cut)] = False
+    # Offsets within k - 1 bytes before a separator (or on it) cross it: those of the separators
+    # in [lo, hi + k - 1). Each one's run of them that sticks out of [lo, hi) contains the end it
+    # is clipped to.
+    near = seps[np.searchsorted(seps, lo) : np.searchsorted(seps, hi + k - 1)]
+    if len(near):
+        cut = near[:, None] + np.arange(1 - k - lo, 1 - lo, dtype=np.int64)
+        keep[np.clip(cut, 0, hi - lo - 1, out=cut)] = False
     pos = np.flatnonzero(keep)
     hashes = z[pos]
     hashes ^= hashes >> _S33
     exact = hashes <= np.uint64(bound)
     if not exact.all():  # only when sample_rate is not a power of two
         pos, hashes = pos[exact], hashes[exact]
+    pos += lo
     return pos, hashes
 
 
