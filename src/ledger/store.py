@@ -159,7 +159,7 @@ def _check_schema(conn: duckdb.DuckDBPyConnection, path: Path, read_only: bool =
         conn.execute(_probe_sql()).fetchall()
     except duckdb.Error:
         found = {tuple(r) for r in conn.execute(_COLUMNS_SQL).fetchall()}
-        missing = sorted(_expected_columns() - found) or sorted(_expected_columns())
+        missing = sorted(EXPECTED_COLUMNS - found) or sorted(EXPECTED_COLUMNS)
         names = ", ".join(f"{table}.{column} {kind}" for table, column, kind in missing[:4])
         raise CorruptDatabaseError(f"{path}: not a ledger database (expected columns {names}, found none)") from None
 
@@ -171,16 +171,11 @@ _COLUMNS_SQL = """SELECT table_name, column_name, data_type FROM duckdb_columns(
 @functools.cache
 def _probe_sql() -> str:
     tables: dict[str, list[str]] = {}
-    for table, column, _ in sorted(_expected_columns()):
+    for table, column, _ in sorted(EXPECTED_COLUMNS):
         tables.setdefault(table, []).append(f'"{column}"')
     return "SELECT 1 FROM " + ", ".join(
         f'(SELECT {", ".join(columns)} FROM "{table}" LIMIT 0) AS "_{table}"' for table, columns in tables.items()
     )
-
-
-def _expected_columns() -> frozenset[tuple[str, str, str]]:
-    """The tables and columns every query relies on; a file without them fails one clear way, not many odd ones."""
-    return EXPECTED_COLUMNS
 
 
 EXPECTED_COLUMNS: Final = frozenset(
@@ -198,8 +193,9 @@ EXPECTED_COLUMNS: Final = frozenset(
     }.items()
     for column, kind in columns.items()
 )
-"""What `_SCHEMA` creates, as (table, column, type); written out so that opening a ledger does not
-build a scratch database to learn it (tests check the two agree)."""
+"""The tables and columns every query relies on, as `_SCHEMA` creates them: a file without them fails
+one clear way, not many odd ones. Written out so that opening a ledger does not build a scratch
+database to learn them (tests check the two agree)."""
 
 
 def migrate(conn: duckdb.DuckDBPyConnection, version: int) -> None:

@@ -255,7 +255,6 @@ class _Job:
     """For `iter_record_columns`: every record's blob end to end, and the end offset of each."""
 
 
-
 # One unit's result: its hashes, and the fingerprints if the job asks for them.
 _Result = tuple[list[RecordHash], list[bytes] | None]
 _R = TypeVar("_R")  # what a unit is processed into
