@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import decimal
 import functools
+import gzip
 import json
 import os
 import shutil
@@ -607,6 +608,7 @@ def cli_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     files: dict[str, bytes] = {
         "bad_utf8.jsonl": b'{"text": "fine"}\n{"text": "caf\xe9 latte"}\n',
         "truncated.jsonl": b'{"text": "one"}\n{"text": "two"}\n{"text": "thr',
+        "cut.jsonl.gz": gzip.compress(b'{"text": "one"}\n' * 20_000)[:300],
         "array.jsonl": b'{"a": 1}\n[1, 2, 3]\n',
         "scalar.jsonl": b'"just a string"\n',
         "nan.jsonl": b'{"score": NaN}\n',
@@ -669,6 +671,7 @@ REC = ("record", "batch")
 CASES = [
     Case("invalid-utf8", (*REC, "bad_utf8.jsonl", "--db", "{db}"), ("bad_utf8.jsonl:2", "UTF-8")),
     Case("truncated", (*REC, "truncated.jsonl", "--db", "{db}"), ("truncated.jsonl:3", "truncated")),
+    Case("truncated-gzip", (*REC, "cut.jsonl.gz", "--db", "{db}"), ("cut.jsonl.gz:", "cannot read")),
     Case("array-line", (*REC, "array.jsonl", "--db", "{db}"), ("array.jsonl:2", "array")),
     Case("scalar-line", (*REC, "scalar.jsonl", "--db", "{db}"), ("scalar.jsonl:1",)),
     Case("nan", (*REC, "nan.jsonl", "--db", "{db}"), ("nan.jsonl:1",)),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
+import gzip
 import hashlib
 import json
 from pathlib import Path
@@ -75,6 +76,43 @@ def test_detect_format_by_extension(name: str, fmt: str) -> None:
 def test_detect_format_rejects_unknown_extension_naming_file() -> None:
     with pytest.raises(InputError, match=r"data\.csv: cannot tell the record format.*found \.csv"):
         detect_format(Path("data.csv"))
+
+
+def test_gzipped_json_lines_and_text_give_the_records_of_the_plain_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`.jsonl.gz` and `.txt.gz` are read through gzip: the same records, line numbers and hashes as
+    the plain file, through the worker pool too; the source digest is of the compressed bytes."""
+    text = "A paragraph of training text that is long enough to be a segment, number "
+    lines = b"".join(json.dumps({"t": text + str(i), "n": i}).encode() + b"\n" for i in range(3000))
+    plain = write(tmp_path / "train.jsonl", b"\xef\xbb\xbf" + lines + b"\n  \n" + b'{"last": 1}')
+    packed = write(tmp_path / "train.JSONL.gz", gzip.compress(plain.read_bytes()))
+    assert detect_format(packed) == "jsonl"
+    assert list(iter_records(packed)) == list(iter_records(plain))
+    monkeypatch.setattr(records, "_POOL_MIN_BYTES", 0)
+    monkeypatch.setattr(records, "_BLOCK_SIZE", 4096)
+    for workers in (1, 2):
+        digests: dict[Path, str] = {}
+        done: list[int] = []
+        hashes = flat_hashes([packed], workers=workers, file_digests=digests, progress=done.append)
+        assert hashes == flat_hashes([plain], workers=1)
+        assert digests == {packed: hashlib.sha256(packed.read_bytes()).hexdigest()}
+        assert sum(done) == packed.stat().st_size
+    words = write(tmp_path / "lines.txt.gz", gzip.compress(b"first line\r\n\nsecond line"))
+    assert list(iter_records(words)) == [(1, "first line"), (3, "second line")]
+
+
+def test_broken_gzip_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    data = gzip.compress(b'{"a": 1}\n' * 50_000)
+    cut = write(tmp_path / "cut.jsonl.gz", data[: len(data) // 2])
+    assert error_of(cut).startswith(f"{cut}:")
+    assert "cannot read" in error_of(cut)
+    plain = write(tmp_path / "plain.jsonl.gz", b'{"a": 1}\n')
+    assert f"{plain}:1: cannot read" in error_of(plain)
+    with pytest.raises(InputError, match=r"rows\.parquet\.gz: cannot tell the record format.*found \.parquet\.gz"):
+        detect_format(tmp_path / "rows.parquet.gz")
+    with pytest.raises(InputError, match=r"data\.gz: cannot tell.*found no extension\.gz"):
+        detect_format(tmp_path / "data.gz")
 
 
 def test_unknown_format_name_is_a_usage_error(tmp_path: Path) -> None:

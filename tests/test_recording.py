@@ -8,6 +8,7 @@ against values our own code produced.
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
 import json
 import os
@@ -219,6 +220,13 @@ def test_same_records_from_jsonl_parquet_and_iterable_give_one_root(
     source = lg.entry("from-jsonl").body["source"]
     assert source == [
         {"file": "data.jsonl", "sha256": hashlib.sha256(jsonl.read_bytes()).hexdigest()}
+    ]
+    packed = tmp_path / "data.jsonl.gz"
+    packed.write_bytes(gzip.compress(jsonl.read_bytes()))
+    d = lg.record_batch(id="from-gzip", files=[packed]).entries[0]
+    assert d.records_root == a.records_root
+    assert lg.entry("from-gzip").body["source"] == [
+        {"file": "data.jsonl.gz", "sha256": hashlib.sha256(packed.read_bytes()).hexdigest()}
     ]
 
 

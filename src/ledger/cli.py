@@ -343,10 +343,16 @@ def import_calls(
     views.print_json(views.import_json(report)) if json else views.show(views.import_view(report))
 
 
+def _batch_id_of(path: Path) -> str:
+    """`train` for train.jsonl and for train.jsonl.gz."""
+    stem = Path(path.stem)
+    return stem.stem if path.suffix.lower() == ".gz" else str(stem)
+
+
 @record_app.command("batch")
 def record_batch(
-    files: Annotated[list[Path], typer.Argument(metavar="FILE...", help="JSONL, Parquet or text files, in order.")],
-    id: Annotated[str | None, typer.Option("--id", help="Batch id (default: the first file's name).")] = None,
+    files: Annotated[list[Path], typer.Argument(metavar="FILE...", help="JSONL, Parquet or text files (JSONL and text may be .gz), in order.")],
+    id: Annotated[str | None, typer.Option("--id", help="Batch id (default: the first file's name without extensions).")] = None,
     split: Annotated[int | None, typer.Option(help="Cut into batches of N records: ids <id>/000000, ...")] = None,
     text_field: Annotated[list[str] | None, typer.Option("--text-field", metavar="FIELD.PATH", help="Only these dotted fields are text (repeatable).")] = None,
     derived_from: Annotated[list[str] | None, typer.Option("--derived-from", metavar="CALL", help="A call (index or external id) these records come from (repeatable).")] = None,
@@ -365,7 +371,7 @@ def record_batch(
     total = sum(_size(f) for f in files)
     with views.progress("hashing records", total, enabled=not json, unit="bytes") as advance:
         result = ledger.record_batch(
-            id=id or files[0].stem, files=files, split=split, text_fields=text_field or None,
+            id=id or _batch_id_of(files[0]), files=files, split=split, text_fields=text_field or None,
             derived_from=derived_from or (), dataset=dataset, min_segment_chars=min_segment_chars, progress=advance,
         )
     views.print_json(views.batch_result_json(result)) if json else views.show(views.batch_result_view(result))

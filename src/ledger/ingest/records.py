@@ -24,12 +24,14 @@ import ctypes
 import datetime as dt
 import decimal
 import gc
+import gzip
 import hashlib
 import io
 import mmap
 import multiprocessing
 import os
 import sys
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -87,15 +89,36 @@ _DATA_ERRORS: Final = (LedgerError, ValueError, TypeError, OverflowError, Recurs
 
 
 def detect_format(path: Path) -> str:
-    """Name the record format of `path` from its extension, so that a typo fails before any work."""
-    fmt = _EXTENSIONS.get(Path(path).suffix.lower())
+    """Name the record format of `path` from its extension, so that a typo fails before any work.
+
+    JSON Lines and text may be gzip-compressed (`train.jsonl.gz`): the format is then named by the
+    extension before `.gz`, and the records are read from the decompressed stream.
+    """
+    path = Path(path)
+    if _gzipped(path):
+        inner = Path(path.stem).suffix
+        fmt = _EXTENSIONS.get(inner.lower())
+        if fmt is None or fmt == "parquet":
+            known = ", ".join(f"{ext}.gz" for ext, name in _EXTENSIONS.items() if name != "parquet")
+            raise InputError(
+                f"{path}: cannot tell the record format of a compressed file: expected one of "
+                f"{known}, found {inner or 'no extension'}.gz"
+            )
+        return fmt
+    fmt = _EXTENSIONS.get(path.suffix.lower())
     if fmt is None:
         known = ", ".join(_EXTENSIONS)
-        found = Path(path).suffix or "no extension"
+        found = path.suffix or "no extension"
         raise InputError(
-            f"{path}: cannot tell the record format: expected one of {known}, found {found}"
+            f"{path}: cannot tell the record format: expected one of {known} (or .gz of JSON Lines "
+            f"or text), found {found}"
         )
     return fmt
+
+
+def _gzipped(path: Path) -> bool:
+    """Whether records are read through gzip (by the `.gz` extension, as tools name such files)."""
+    return path.suffix.lower() == ".gz"
 
 
 def file_sha256(path: Path) -> str:
@@ -387,7 +410,9 @@ def _iter_plan(
 ) -> Iterator[_Unit | _FileEnd]:
     """Units of every file in order, each file followed by its `_FileEnd`."""
     for path, fmt in plan:
-        sha = hashlib.sha256() if file_digests is not None and fmt != "parquet" else None
+        # A source's digest is of the file as given: compressed bytes are hashed on their own.
+        hashed_on_the_way = fmt != "parquet" and not _gzipped(path)
+        sha = hashlib.sha256() if file_digests is not None and hashed_on_the_way else None
         yield from _iter_units(path, fmt, _PARQUET_BATCH_ROWS, sha)
         if file_digests is not None:
             file_digests[path] = sha.hexdigest() if sha is not None else file_sha256(path)
@@ -405,19 +430,26 @@ def _iter_blocks(path: Path, fmt: str, sha: Any, block_size: int | None = None) 
     """Read big binary blocks and cut them at the last newline; a line longer than a block is joined."""
     name = str(path)
     block_size = block_size or _BLOCK_SIZE
-    with _open_binary(path) as f:
+    with _open_binary(path) as raw:
+        f: io.BufferedIOBase = gzip.GzipFile(fileobj=raw, mode="rb") if _gzipped(path) else raw
         line = 1
         pending: list[bytes] = []
         first = True
-        consumed = 0  # bytes read but not yet accounted to a block
+        consumed = 0  # input bytes read (compressed ones for gzip) not yet accounted to a block
+        at = 0
         while True:
             try:
                 data = f.read(block_size)
-            except OSError as exc:
-                raise InputError(f"{name}:{line}: cannot read ({exc.strerror or exc})") from exc
+            except (OSError, EOFError, zlib.error) as exc:  # EOFError, zlib.error: broken gzip
+                reason = getattr(exc, "strerror", None) or exc
+                raise InputError(f"{name}:{line}: cannot read ({reason})") from exc
             if sha is not None:
                 sha.update(data)
-            consumed += len(data)
+            if f is raw:
+                consumed += len(data)
+            else:
+                consumed += raw.tell() - at
+                at = raw.tell()
             if first:
                 first = False
                 data = data.removeprefix(_BOM)
