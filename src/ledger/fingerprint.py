@@ -243,17 +243,23 @@ _GOLDEN = 0x9E3779B97F4A7C15
 _S33 = np.uint64(33)
 
 
-def _fmix64(x: U64) -> U64:
-    """MurmurHash3's 64-bit finalizer, in place (a bijection with full avalanche)."""
-    t = np.empty_like(x)
+def _fmix64(x: U64, t: U64 | None = None, *, last_step: bool = True) -> U64:
+    """MurmurHash3's 64-bit finalizer, in place (a bijection with full avalanche).
+
+    `t` (same length) is scratch, made here if not given. Without `last_step`, the final
+    ``x ^= x >> 33`` is left to the caller (see `_hash_heads`).
+    """
+    if t is None:
+        t = np.empty_like(x)
     np.right_shift(x, _S33, out=t)
     x ^= t
     x *= _M1
     np.right_shift(x, _S33, out=t)
     x ^= t
     x *= _M2
-    np.right_shift(x, _S33, out=t)
-    x ^= t
+    if last_step:
+        np.right_shift(x, _S33, out=t)
+        x ^= t
     return x
 
 
@@ -340,15 +346,7 @@ def _hash_heads(
                 h ^= t
             else:
                 h ^= x
-        np.right_shift(h, _S33, out=t)
-        h ^= t
-        h *= _M1
-        np.right_shift(h, _S33, out=t)
-        h ^= t
-        h *= _M2
-        if word + 8 < k:
-            np.right_shift(h, _S33, out=t)
-            h ^= t
+        _fmix64(h, t, last_step=word + 8 < k)
     return h
 
 
