@@ -324,8 +324,7 @@ def _walk(value: object, out: list[str]) -> int:
         elif tv is int or tv is bool or v is None:
             continue
         elif tv is float:
-            # _plain_float inlined: non-integral with 1e-4 <= |v| < 1e16 (NaN and infinities fail).
-            if not (v % 1.0 and 1e-4 <= abs(v) < 1e16):  # type: ignore[operator, arg-type]
+            if not _plain_float(v):  # type: ignore[arg-type]
                 flags |= _NEEDS_FRAGMENTS
         else:
             flags |= _NEEDS_GENERAL
