@@ -1184,11 +1184,6 @@ def _weight_files(paths: Sequence[Path]) -> list[tuple[str, Path]]:
     return out
 
 
-def weights_total_bytes(weights: Sequence[Path | str]) -> int:
-    """Total size of the weights files, so a progress bar knows its end before hashing starts."""
-    return sum(p.stat().st_size for _, p in _weight_files([Path(w) for w in weights]))
-
-
 def hash_weights(
     weights: Sequence[Path | str], progress: Progress | None = None
 ) -> list[dict[str, str]]:
