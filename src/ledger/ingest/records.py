@@ -410,9 +410,7 @@ def _iter_plan(
 ) -> Iterator[_Unit | _FileEnd]:
     """Units of every file in order, each file followed by its `_FileEnd`."""
     for path, fmt in plan:
-        # A source's digest is of the file as given: compressed bytes are hashed on their own.
-        hashed_on_the_way = fmt != "parquet" and not _gzipped(path)
-        sha = hashlib.sha256() if file_digests is not None and hashed_on_the_way else None
+        sha = hashlib.sha256() if file_digests is not None and fmt != "parquet" else None
         yield from _iter_units(path, fmt, _PARQUET_BATCH_ROWS, sha)
         if file_digests is not None:
             file_digests[path] = sha.hexdigest() if sha is not None else file_sha256(path)
@@ -431,25 +429,18 @@ def _iter_blocks(path: Path, fmt: str, sha: Any, block_size: int | None = None) 
     name = str(path)
     block_size = block_size or _BLOCK_SIZE
     with _open_binary(path) as raw:
-        f: io.BufferedIOBase = gzip.GzipFile(fileobj=raw, mode="rb") if _gzipped(path) else raw
+        source = _InputBytes(raw, sha)
+        f = gzip.GzipFile(fileobj=source, mode="rb") if _gzipped(path) else source
         line = 1
         pending: list[bytes] = []
         first = True
-        consumed = 0  # input bytes read (compressed ones for gzip) not yet accounted to a block
-        at = 0
+        accounted = 0  # input bytes (compressed ones for gzip) already accounted to a block
         while True:
             try:
                 data = f.read(block_size)
             except (OSError, EOFError, zlib.error) as exc:  # EOFError, zlib.error: broken gzip
                 reason = getattr(exc, "strerror", None) or exc
                 raise InputError(f"{name}:{line}: cannot read ({reason})") from exc
-            if sha is not None:
-                sha.update(data)
-            if f is raw:
-                consumed += len(data)
-            else:
-                consumed += raw.tell() - at
-                at = raw.tell()
             if first:
                 first = False
                 data = data.removeprefix(_BOM)
@@ -461,11 +452,34 @@ def _iter_blocks(path: Path, fmt: str, sha: Any, block_size: int | None = None) 
                 continue
             whole = b"".join((*pending, data[:cut])) if pending else data[:cut]
             pending = [data[cut:]] if cut < len(data) else []
-            yield _Block(name, fmt, line, whole, False, consumed)
-            consumed = 0
+            yield _Block(name, fmt, line, whole, False, source.count - accounted)
+            accounted = source.count
             line += _count_newlines(whole)
         if pending:
-            yield _Block(name, fmt, line, b"".join(pending), True, consumed)
+            yield _Block(name, fmt, line, b"".join(pending), True, source.count - accounted)
+
+
+class _InputBytes:
+    """A file's bytes as they are read, counted (for progress) and fed to its digest (the source's
+    sha256); for gzip input these are the compressed bytes, so the file is read once."""
+
+    mode = "rb"
+
+    def __init__(self, raw: io.BufferedReader, sha: Any) -> None:
+        self._raw = raw
+        self._sha = sha
+        self.count = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size)
+        if self._sha is not None:
+            self._sha.update(data)
+        self.count += len(data)
+        return data
+
+    def seek(self, offset: int, /) -> int:
+        """Never needed: records are read front to back once (gzip seeks only to rewind)."""
+        raise io.UnsupportedOperation("input is read front to back once")
 
 
 def _count_newlines(data: bytes) -> int:
