@@ -31,6 +31,7 @@ from ledger.hashing import (
     RecordHashColumns,
     _canonical_json_slow,
     _plain_float,
+    _segment_order,
     call_outputs,
     canonical_json,
     format_number,
@@ -828,6 +829,35 @@ def test_hash_record_columns_of_nothing_and_of_bad_records() -> None:
         hash_record_columns([good, {"x": "bad \udc00 value"}])
     with pytest.raises(HashInputError, match="no JSON form"):
         hash_record_columns([good, {"x": {1, 2}}])
+
+
+# Hashes drawn from a few 8-byte prefixes, so that records share the sort key's leading bits
+# (the exact fallback) as well as whole hashes (repeats to drop).
+colliding_hashes = st.builds(
+    lambda head, tail: head + tail,
+    # The last two differ only in bits that the key shifts out.
+    st.sampled_from(
+        [b"\x00" * 8, b"\xff" * 8, b"\x80" + b"\x00" * 7, b"\x80" + b"\x00" * 6 + b"\x01"]
+    ),
+    st.sampled_from([b"\x00" * 24, b"\x01" * 24, b"\xff" * 24])
+    | st.binary(min_size=24, max_size=24),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 300), st.data())
+def test_segment_order_sorts_by_record_then_hash_and_drops_repeats(
+    count: int, data: st.DataObject
+) -> None:
+    segments = data.draw(
+        st.lists(st.tuples(st.integers(0, count - 1), colliding_hashes), min_size=1, max_size=40)
+    )
+    owner = np.array([o for o, _ in segments], dtype=np.int64)
+    order, keep = _segment_order(owner, b"".join(h for _, h in segments), count)
+    picked = order[keep].tolist()
+    assert [segments[j] for j in picked] == sorted(set(segments))
+    # The first of each repeat is the one kept.
+    assert all(segments.index(segments[j]) == j for j in picked)
 
 
 def test_orjson_writes_plain_floats_as_es6() -> None:
