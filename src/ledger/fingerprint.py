@@ -33,6 +33,7 @@ matching is for passages, exact segment hashes cover short texts.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -263,8 +264,12 @@ def _fmix64(x: U64, t: U64 | None = None, *, last_step: bool = True) -> U64:
     return x
 
 
+@functools.cache
 def _mix_scalar(*values: int) -> np.uint64:
-    """A seed constant from small integers, with the same finalizer (deterministic everywhere)."""
+    """A seed constant from small integers, with the same finalizer (deterministic everywhere).
+
+    Cached: a dozen numpy calls on one element cost more than hashing a short text.
+    """
     h = np.zeros(1, dtype=np.uint64)
     for v in values:
         h ^= np.uint64(v % (1 << 64))
