@@ -40,6 +40,7 @@ from ledger.hashing import (
     hash_records,
     normalize,
     parse_json_line,
+    parse_json_lines,
     record_digest,
     record_leaf,
     record_segments,
@@ -858,6 +859,102 @@ def test_segment_order_sorts_by_record_then_hash_and_drops_repeats(
     assert [segments[j] for j in picked] == sorted(set(segments))
     # The first of each repeat is the one kept.
     assert all(segments.index(segments[j]) == j for j in picked)
+
+
+# JSON number tokens as written, where orjson and the exact parse may disagree: integers beyond
+# 64 bits (orjson makes them floats), the u64/i64 edges, and float tokens of the same size.
+number_tokens = st.one_of(
+    st.integers(-(10**300), 10**300).map(str),
+    st.integers(2**64 - 4, 2**64 + 4).map(str),
+    st.integers(-(2**63) - 4, -(2**63) + 4).map(str),
+    finite_floats.map(repr),
+    edge_floats.map(repr),
+    st.sampled_from(["1e19", "-1e19", "1E+19", "9223372036854775808.0", "-0", "1.5e300"]),
+)
+segment_texts = st.sampled_from(["", "A long enough text to be a segment of its record."])
+json_tokens = st.recursive(
+    st.one_of(
+        number_tokens,
+        st.sampled_from(["null", "true", "false"]),
+        st.one_of(st.text(max_size=8), segment_texts).map(json.dumps),
+    ),
+    lambda children: st.one_of(
+        st.lists(children, max_size=4).map(lambda items: "[" + ",".join(items) + "]"),
+        st.dictionaries(st.sampled_from(["content", "meta", "p", "n"]), children, max_size=4).map(
+            lambda members: "{" + ",".join(f'"{k}":{v}' for k, v in members.items()) + "}"
+        ),
+    ),
+    max_leaves=12,
+)
+json_object_lines = st.dictionaries(
+    st.one_of(st.sampled_from(["content", "meta", "p", "n"]), st.text(max_size=4)),
+    json_tokens,
+    max_size=5,
+).map(lambda members: "{" + ",".join(f"{json.dumps(k)}:{v}" for k, v in members.items()) + "}")
+
+
+def assert_fast_parse_hashes_exactly(
+    lines: list[bytes], text_fields: list[str] | None, min_chars: int = MIN_SEGMENT_CHARS
+) -> None:
+    """The orjson-only parse hashed with its lines equals the exact parse, field by field."""
+    data = b"".join(line + b"\n" for line in lines)
+    fast = hash_record_columns(
+        parse_json_lines(data, lines, exact_ints=False), text_fields, min_chars, lines=lines
+    )
+    exact = hash_record_columns([parse_json_line(line) for line in lines], text_fields, min_chars)
+    assert fast.count == exact.count
+    assert fast.digests == exact.digests
+    assert fast.leaf_hashes == exact.leaf_hashes
+    assert fast.segment_counts.tolist() == exact.segment_counts.tolist()
+    assert fast.segments == exact.segments
+    assert fast.texts == exact.texts
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(json_object_lines, max_size=6),
+    st.sampled_from([None, ["content"], ["p.content", "n", "meta"]]),
+)
+def test_orjson_parse_with_lines_hashes_like_the_exact_parse(
+    texts: list[str], text_fields: list[str] | None
+) -> None:
+    assert_fast_parse_hashes_exactly([t.encode() for t in texts], text_fields)
+
+
+def test_orjson_parse_with_lines_across_chunks() -> None:
+    """Big integers nested in lists and objects, negative ones and a 1e19 token, beyond the first
+    chunk so that each record meets its own line; without the lines the digests would differ."""
+    text = "A long enough text to be a segment of its record."
+    big = [
+        f'{{"n": {2**64}, "content": "{text} one"}}',
+        f'{{"p": [1, [{-(2**63) - 1}]], "content": "{text} two"}}',
+        f'{{"meta": {{"x": {{"y": {10**40}}}}}, "content": "{text} three"}}',
+        f'{{"n": 1e19, "meta": {{"score": 0.5}}, "content": "{text} four"}}',
+        f'{{"n": {2**64 - 1}, "m": {-(2**63)}, "content": "{text} five"}}',
+    ]
+    texts = [f'{{"id": {i}, "content": "{text} {i}"}}' for i in range(600)]
+    for i, line in enumerate(big):
+        texts[3 + 137 * i] = line
+    lines = [t.encode() for t in texts]
+    assert_fast_parse_hashes_exactly(lines, None)
+    assert_fast_parse_hashes_exactly(lines, ["content", "p", "meta.x"])
+    assert_fast_parse_hashes_exactly(lines, None, 0)
+    data = b"".join(line + b"\n" for line in lines)
+    fast = parse_json_lines(data, lines, exact_ints=False)
+    assert fast[3] == {"n": float(2**64), "content": f"{text} one"}
+    assert parse_json_lines(data, lines) == [parse_json_line(line) for line in lines]
+    assert hash_record_columns(fast).digests != hash_record_columns(fast, lines=lines).digests
+
+
+def test_orjson_parse_without_exact_ints_rejects_what_orjson_cannot_hold() -> None:
+    """An integer beyond a double's range fails the orjson-only parse like a bad line (callers then
+    parse line by line); lines that do not match the records are refused."""
+    lines = [b'{"n": 1' + b"0" * 400 + b"}"]
+    with pytest.raises(ValueError):
+        parse_json_lines(lines[0] + b"\n", lines, exact_ints=False)
+    assert parse_json_lines(lines[0] + b"\n", lines) == [{"n": 10**400}]
+    with pytest.raises(ValueError, match="one line per record"):
+        hash_record_columns([{"n": 1}], lines=[])
 
 
 def test_orjson_writes_plain_floats_as_es6() -> None:

@@ -293,6 +293,10 @@ def _jcs_scanned(value: object, out: list[str]) -> bytes:
 # the general path may judge.
 _NEEDS_FRAGMENTS: Final = 1
 _NEEDS_GENERAL: Final = 2
+# A float of magnitude >= 2**63 (always with _NEEDS_FRAGMENTS): what orjson's parser makes of an
+# integer token beyond 64 bits, so the record may need parsing exactly (``parse_json_lines``).
+_BIG_FLOAT: Final = 4
+_BIG_FLOAT_MIN: Final = 2.0**63
 # The bytes below 0xEE. UTF-8 output left empty by deleting them holds no code point >= U+E000
 # (lead bytes 0xEE-0xF4), so no key in it sorts differently by UTF-16 code units than by code
 # points. (One translate is ~6x faster than a regex search for the high bytes.)
@@ -305,7 +309,8 @@ def _walk(value: object, out: list[str]) -> int:
 
     Cheaper than ``_scan`` because it leaves to orjson what orjson rejects by itself (non-str
     keys, str subclass keys, ints beyond 64 bits, lone surrogates) and to ``_keys_sortable`` the
-    rare output with a code point >= U+E000. A float passes when ``_plain_float`` holds.
+    rare output with a code point >= U+E000. A float passes when ``_plain_float`` holds, and
+    is flagged ``_BIG_FLOAT`` as well when it may stand for a big integer.
     """
     t = type(value)
     if t is dict:
@@ -325,7 +330,9 @@ def _walk(value: object, out: list[str]) -> int:
             continue
         elif tv is float:
             if not _plain_float(v):  # type: ignore[arg-type]
-                flags |= _NEEDS_FRAGMENTS
+                # A plain float is below 1e16, so only these need the magnitude test.
+                big = not abs(v) < _BIG_FLOAT_MIN  # type: ignore[arg-type]
+                flags |= (_NEEDS_FRAGMENTS | _BIG_FLOAT) if big else _NEEDS_FRAGMENTS
         else:
             flags |= _NEEDS_GENERAL
     return flags
@@ -358,10 +365,20 @@ def _record_jcs(value: object, out: list[str]) -> bytes:
     floats replaced where needed) when ``_walk`` finds nothing else it cannot be trusted with,
     else ``_jcs_scanned`` (which raises for a value with no canonical form)."""
     start = len(out)
+    return _walked_jcs(value, out, start, _walk_flags(value, out))
+
+
+def _walk_flags(value: object, out: list[str]) -> int:
+    """``_walk``, with nesting too deep for it left to the general path."""
     try:
-        flags = _walk(value, out)
+        return _walk(value, out)
     except RecursionError:
-        flags = _NEEDS_GENERAL
+        return _NEEDS_GENERAL
+
+
+def _walked_jcs(value: object, out: list[str], start: int, flags: int) -> bytes:
+    """The rest of ``_record_jcs`` once ``_walk`` has appended ``value``'s strings to ``out``
+    from ``start`` and returned ``flags``."""
     if not flags & _NEEDS_GENERAL:
         try:
             # A float such as 1.0 or 1e-7 is replaced by its ES6 text, copying only its parents.
@@ -540,14 +557,21 @@ def _parse_exact(data: bytes) -> object:
     return value
 
 
-def parse_json_lines(data: bytes, lines: Sequence[bytes]) -> list[object]:
+def parse_json_lines(
+    data: bytes, lines: Sequence[bytes], *, exact_ints: bool = True
+) -> list[object]:
     """``[parse_json_line(line) for line in lines]`` where ``lines`` are the lines of ``data``.
 
     The big-integer check runs once over the whole block (a digit run cannot span a newline), so
     the usual block goes straight through orjson. Raises on the first bad line without saying
     which (a blank line is bad here too); callers that must name it parse line by line then.
+
+    ``exact_ints=False`` skips that check, for callers that hash the records with
+    ``hash_record_columns(records, lines=lines)``: a record may then hold a float of magnitude
+    >= 2**63 where its line held an integer beyond 64 bits, which the hashing parses exactly
+    again. An integer beyond a double's range makes this raise, like any bad line.
     """
-    if _BIG_DIGIT_RUN in data.translate(_DIGIT_MAP):
+    if exact_ints and _BIG_DIGIT_RUN in data.translate(_DIGIT_MAP):
         return [parse_json_line(line) for line in lines]
     return list(map(orjson.loads, lines))
 
@@ -856,10 +880,20 @@ def hash_record_columns(
     records: Sequence[object],
     text_fields: Sequence[str] | None = None,
     min_chars: int = MIN_SEGMENT_CHARS,
+    *,
+    lines: Sequence[bytes] | None = None,
 ) -> RecordHashColumns:
     """``hash_records`` with the record leaf hashes, as columns. Raises on the first bad record
-    without saying which, like ``hash_records``."""
-    hashed = _hash_all(records, text_fields, min_chars)
+    without saying which, like ``hash_records``.
+
+    ``lines``, the JSON line of each record, lets the records come from
+    ``parse_json_lines(..., exact_ints=False)``: a record holding a float of magnitude >= 2**63
+    (perhaps an integer beyond 64 bits that orjson made a float) is hashed as
+    ``parse_json_line`` of its line instead, so the result is the exact parse's.
+    """
+    if lines is not None and len(lines) != len(records):
+        raise ValueError(f"expected one line per record ({len(records)}), found {len(lines)}")
+    hashed = _hash_all(records, text_fields, min_chars, lines)
     bounds = hashed.bounds
     digests = b"".join(hashed.digests)
     segments = b"".join(hashed.hashes)
@@ -919,16 +953,24 @@ texts are still in the CPU cache when their segments are computed."""
 
 
 def _hash_all(
-    records: Iterable[object], text_fields: Sequence[str] | None, min_chars: int
+    records: Iterable[object],
+    text_fields: Sequence[str] | None,
+    min_chars: int,
+    lines: Sequence[bytes] | None = None,
 ) -> _Hashed:
-    """``_hash_chunk`` over consecutive chunks of the records."""
+    """``_hash_chunk`` over consecutive chunks of the records (and of their ``lines``)."""
     digests: list[bytes] = []
     hashes: list[bytes] = []
     texts: list[str] = []
     counts: list[npt.NDArray[np.int64]] = [np.zeros(1, dtype=np.int64)]
     it = iter(records)
+    done = 0
     while chunk := list(islice(it, _CHUNK)):
-        counts.append(_hash_chunk(chunk, text_fields, min_chars, digests, hashes, texts))
+        chunk_lines = None if lines is None else lines[done : done + len(chunk)]
+        counts.append(
+            _hash_chunk(chunk, text_fields, min_chars, digests, hashes, texts, chunk_lines)
+        )
+        done += len(chunk)
     return _Hashed(digests, hashes, texts, np.cumsum(np.concatenate(counts)).tolist())
 
 
@@ -939,20 +981,29 @@ def _hash_chunk(
     digests: list[bytes],
     hashes: list[bytes],
     texts: list[str],
+    lines: Sequence[bytes] | None = None,
 ) -> npt.NDArray[np.int64]:
     """Append the records' digests, and their segment hashes and texts (sorted and distinct
     per record); return each record's number of segments. Digests come from one loop, then
-    the segments of all texts at once, sorted per record by numpy."""
+    the segments of all texts at once, sorted per record by numpy. A record whose walk meets a
+    ``_BIG_FLOAT`` is parsed exactly from its line in ``lines``, when given."""
     raw: list[str] = []
     ends: list[int] = []
-    for record in records:
+    for i, record in enumerate(records):
         if isinstance(record, str):
             digests.append(_sha256(_encode_text(record)).digest())
             raw.append(record)
-        elif text_fields is None:
-            digests.append(_sha256(_record_jcs(record, raw)).digest())
-        else:
-            digests.append(_sha256(_record_jcs(record, [])).digest())
+            ends.append(len(raw))
+            continue
+        out = raw if text_fields is None else []
+        start = len(out)
+        flags = _walk_flags(record, out)
+        if flags & _BIG_FLOAT and lines is not None:
+            del out[start:]
+            record = parse_json_line(lines[i])
+            flags = _walk_flags(record, out)
+        digests.append(_sha256(_walked_jcs(record, out, start, flags)).digest())
+        if text_fields is not None:
             raw.extend(_field_texts(record, text_fields))
         ends.append(len(raw))
     where, found, normalized = _segments_at(raw, min_chars)
