@@ -606,6 +606,26 @@ def test_canonical_batch_and_fast_path_equal_the_reference(texts: list[str]) -> 
     assert [b.decode("utf-8") for b in batch] == [ref_canonical(t) for t in texts]
 
 
+def _translate_canonical(ascii_bytes: bytes) -> tuple[bytes, list[int]]:
+    """The ASCII filter before the numpy fast path: ``bytes.translate``, then newline offsets."""
+    data = ascii_bytes.translate(None, fpm._ASCII_NON_LETTERS)
+    return data, [i for i, b in enumerate(data) if b == 10] + [len(data)]
+
+
+def test_ascii_fast_path_keeps_exactly_the_ascii_letters_and_newlines() -> None:
+    every = bytes(range(128))
+    data, ends = fpm._ascii_canonical(every + b"\n" + every[::-1])
+    assert (data, ends.tolist()) == _translate_canonical(every + b"\n" + every[::-1])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(st.characters(max_codepoint=127), max_size=200))
+def test_ascii_fast_path_equals_translate(text: str) -> None:
+    data, ends = fpm._ascii_canonical(text.encode("ascii"))
+    assert (data, ends.tolist()) == _translate_canonical(text.encode("ascii"))
+    assert ends.dtype == np.int64
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(text_st, max_size=5), params_st)
 def test_fingerprint_values_equal_the_naive_reference(

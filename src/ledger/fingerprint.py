@@ -205,22 +205,39 @@ def _canonical_of_joined(joined: str) -> tuple[bytes, I64]:
     """Canonical form of newline-joined texts, and the end offset of each text in it.
 
     Masks go as whole tokens first (``[name]`` must not leave ``name`` behind); the rest is a
-    per-character filter: ``bytes.translate`` drops ASCII non-letters (exactly what the regular
-    expression drops among ASCII characters) and the regular expression handles the rest.
+    per-character filter. ASCII text (the common batch) is filtered by `_ascii_canonical`; other
+    text by ``bytes.translate`` on its ASCII non-letters (exactly what the regular expression drops
+    among ASCII characters), then the regular expression on the non-ASCII texts.
     """
     if "[" in joined or "<" in joined or "{" in joined:
         joined = _BRACKETED.sub(" ", joined)
+    if joined.isascii():
+        return _ascii_canonical(joined.encode("ascii"))
     # Non-letters are removed char by char, so ASCII ones can go first for the whole batch (UTF-8
     # bytes >= 0x80 survive the translate) and only non-ASCII texts need the regular expression.
     data = joined.encode("utf-8").translate(None, _ASCII_NON_LETTERS)
-    if not joined.isascii():
-        out = data.split(b"\n")
-        for i, t in enumerate(out):
-            if not t.isascii():
-                out[i] = _NON_LETTERS.sub("", t.decode("utf-8")).encode("utf-8")
-        data = b"\n".join(out)
+    out = data.split(b"\n")
+    for i, t in enumerate(out):
+        if not t.isascii():
+            out[i] = _NON_LETTERS.sub("", t.decode("utf-8")).encode("utf-8")
+    data = b"\n".join(out)
     # Every newline is kept: the separators, and any a text held.
     return data, np.append(np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10), len(data))
+
+
+def _ascii_canonical(ascii_bytes: bytes) -> tuple[bytes, I64]:
+    """`_canonical_of_joined` of ASCII text without masks: its letters and newlines, and the ends.
+
+    ``bytes.translate`` with deletions branches on every byte and mispredicts at spaces; a letter
+    mask and ``np.compress`` (branch-free index, then a gather) do the same in ~80% of the time.
+    """
+    a = np.frombuffer(ascii_bytes, dtype=np.uint8)
+    low = a | np.uint8(0x20)  # upper case to lower; no other ASCII byte lands in a..z
+    low -= np.uint8(ord("a"))
+    keep = low < 26
+    keep |= a == 10
+    data = np.compress(keep, a)
+    return data.tobytes(), np.append(np.flatnonzero(data == 10), len(data))
 
 
 def _canonical_batch(texts: Sequence[str]) -> list[bytes]:
