@@ -899,41 +899,66 @@ def hash_record_columns(
     segments = b"".join(hashed.hashes)
     texts = hashed.texts
     ends = np.array(bounds, dtype=np.int64)
+    counts = ends[1:] - ends[:-1]
     return RecordHashColumns(
         count=len(hashed.digests),
         digests=digests,
-        leaf_hashes=_leaf_hashes(digests, segments, bounds),
-        segment_counts=ends[1:] - ends[:-1],
+        leaf_hashes=_leaf_hashes(digests, segments, counts),
+        segment_counts=counts,
         segments=segments,
         texts=[texts[a:b] for a, b in pairwise(bounds)],
     )
 
 
-def _leaf_hashes(digests: bytes, segments: bytes, bounds: Sequence[int]) -> bytes:
-    """The RFC 6962 leaf hash of every record leaf, each leaf cut from two hex strings made in
-    one call each: segment hexes joined by '","' are 67 characters apart, so a record's list is
-    one slice."""
-    segment_hex = segments.hex(",", 32).replace(",", '","').encode("ascii")
-    digest_hex = digests.hex().encode("ascii")
-    sha = _sha256
-    out: list[bytes] = []
-    append = out.append
-    for i, (a, b) in enumerate(pairwise(bounds)):
-        d = 64 * i
-        if a == b:
-            leaf = b'\x00{"segments":[],"sha256":"' + digest_hex[d : d + 64] + b'"}'
-        else:
-            leaf = b"".join(
-                (
-                    b'\x00{"segments":["',
-                    segment_hex[67 * a : 67 * b - 3],
-                    b'"],"sha256":"',
-                    digest_hex[d : d + 64],
-                    b'"}',
-                )
-            )
-        append(sha(leaf).digest())
-    return b"".join(out)
+def _leaf_hashes(digests: bytes, segments: bytes, counts: npt.NDArray[np.int64]) -> bytes:
+    """The RFC 6962 leaf hash of every record leaf, ``counts[i]`` being record ``i``'s number of
+    segments. The leaves of records with equally many segments have one width, so numpy lays
+    them out as the rows of one array (~3x cheaper than joining each leaf from slices); blocks
+    hold few distinct counts."""
+    digest_hex = np.frombuffer(digests.hex().encode("ascii"), dtype=np.uint8).reshape(-1, 64)
+    segment_hex = np.frombuffer(segments.hex().encode("ascii"), dtype=np.uint8).reshape(-1, 64)
+    starts = np.cumsum(counts) - counts
+    out = np.empty((len(counts), 32), dtype=np.uint8)
+    for count in np.unique(counts).tolist():
+        records = np.flatnonzero(counts == count)
+        rows = _leaf_rows(
+            digest_hex[records], segment_hex[starts[records, None] + np.arange(count)]
+        )
+        leaves = rows.view(f"S{rows.shape[1]}").ravel().tolist()
+        # Leaves end in '"}', so the S dtype's dropping of trailing NULs takes nothing from them.
+        hashed = b"".join(map(_HASH_DIGEST, map(_sha256, leaves)))
+        out[records] = np.frombuffer(hashed, dtype=np.uint8).reshape(-1, 32)
+    return out.tobytes()
+
+
+_LEAF_HEAD: Final = np.frombuffer(b'\x00{"segments":[', dtype=np.uint8)
+_LEAF_MIDDLE: Final = np.frombuffer(b'],"sha256":"', dtype=np.uint8)
+_LEAF_END: Final = np.frombuffer(b'"}', dtype=np.uint8)
+_QUOTE: Final = ord('"')
+_COMMA: Final = ord(",")
+
+
+def _leaf_rows(
+    digest_hex: npt.NDArray[np.uint8], segment_hex: npt.NDArray[np.uint8]
+) -> npt.NDArray[np.uint8]:
+    """``0x00 || leaf`` of records with the same number of segments, one per row, from their
+    digests' hex (records, 64) and their sorted segments' hex (records, segments, 64)."""
+    records, count, _ = segment_hex.shape
+    listed = max(67 * count - 1, 0)  # '"hex"' entries joined by ','
+    rows = np.empty((records, 14 + listed + 78), dtype=np.uint8)
+    rows[:, :14] = _LEAF_HEAD
+    if count:
+        entries = np.empty((records, count, 67), dtype=np.uint8)
+        entries[:, :, 0] = _QUOTE
+        entries[:, :, 1:65] = segment_hex
+        entries[:, :, 65] = _QUOTE
+        entries[:, :, 66] = _COMMA
+        rows[:, 14 : 14 + listed] = entries.reshape(records, 67 * count)[:, :listed]
+    tail = rows[:, 14 + listed :]
+    tail[:, :12] = _LEAF_MIDDLE
+    tail[:, 12:76] = digest_hex
+    tail[:, 76:] = _LEAF_END
+    return rows
 
 
 @dataclass(frozen=True, slots=True)
