@@ -13,6 +13,7 @@ import json
 import math
 import re
 import unicodedata
+from binascii import hexlify
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import compress, islice, pairwise
@@ -915,8 +916,8 @@ def _leaf_hashes(digests: bytes, segments: bytes, counts: npt.NDArray[np.int64])
     segments. The leaves of records with equally many segments have one width, so numpy lays
     them out as the rows of one array (~3x cheaper than joining each leaf from slices); blocks
     hold few distinct counts."""
-    digest_hex = np.frombuffer(digests.hex().encode("ascii"), dtype=np.uint8).reshape(-1, 64)
-    segment_hex = np.frombuffer(segments.hex().encode("ascii"), dtype=np.uint8).reshape(-1, 64)
+    digest_hex = np.frombuffer(hexlify(digests), dtype=np.uint8).reshape(-1, 64)
+    segment_hex = np.frombuffer(hexlify(segments), dtype=np.uint8).reshape(-1, 64)
     starts = np.cumsum(counts) - counts
     out = np.empty((len(counts), 32), dtype=np.uint8)
     for count in np.unique(counts).tolist():
@@ -1022,7 +1023,10 @@ def _hash_chunk(
             continue
         out = raw if text_fields is None else []
         start = len(out)
-        flags = _walk_flags(record, out)
+        try:
+            flags = _walk(record, out)  # _walk_flags, inlined to save a call per record
+        except RecursionError:
+            flags = _NEEDS_GENERAL
         if flags & _BIG_FLOAT and lines is not None:
             del out[start:]
             record = parse_json_line(lines[i])
