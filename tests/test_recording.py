@@ -971,3 +971,26 @@ def test_an_early_append_rerun_and_a_clash_with_an_existing_part_id(
     assert early[2] > 0
     assert lg.head().size == size + 1
     assert rows(lg, "SELECT count(*) FROM records") == [(count[0][0] + 1,)]
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+def test_a_jsonl_file_keeps_integers_beyond_64_bits_exact(
+    lg: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pooled: bool
+) -> None:
+    """Blocks are parsed in bulk without a big-integer scan; the records that need it are parsed
+    again exactly before hashing (orjson would have made these integers floats)."""
+    from ledger.ingest import records as ingest_records
+
+    vectors = [v["record_json"] for v in CONFORMANCE["records"]]
+    big = [
+        '{"id": 123456789012345678901234567890, "text": "an identifier wider than any machine word"}',
+        '{"deep": [{"n": -98765432109876543210}, 18446744073709551616, 1e19, 9.3e18], "k": 2}',
+        '{"max": 18446744073709551615, "min": -9223372036854775808, "under": -9223372036854775809}',
+    ]
+    lines = [*vectors, *big] * 3
+    path = tmp_path / "ints.jsonl"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if pooled:
+        monkeypatch.setattr(ingest_records, "_POOL_MIN_BYTES", 0)
+    entry = lg.record_batch(id="ints", files=[path]).entries[0]
+    assert entry.records_root == ref_root([json.loads(line) for line in lines])

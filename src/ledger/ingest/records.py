@@ -539,30 +539,60 @@ def _records_of(unit: _Unit) -> Iterable[tuple[int, object]]:
         return _rows_of(unit)
     if unit.fmt == "txt":
         return _text_lines(unit)
-    return _json_records(unit)
+    return _json_records(unit)[0]
 
 
 def _hash_unit(unit: _Unit, text_fields: Sequence[str] | None, min_chars: int) -> list[RecordHash]:
     """Parse and hash one unit, all its records at once; the first bad record (in input order,
     whether it fails to parse or to hash) is an `InputError` naming its line or row."""
-    return _hashed_unit(unit, text_fields, min_chars, hash_records)
+    return _hashed_unit(unit, text_fields, min_chars, _hash_records)
+
+
+def _hash_records(
+    records: Sequence[object],
+    text_fields: Sequence[str] | None,
+    min_chars: int,
+    lines: Sequence[bytes] | None,
+) -> list[RecordHash]:
+    assert lines is None  # records parsed exactly
+    return hash_records(records, text_fields, min_chars)
+
+
+def _hash_columns(
+    records: Sequence[object],
+    text_fields: Sequence[str] | None,
+    min_chars: int,
+    lines: Sequence[bytes] | None,
+) -> RecordHashColumns:
+    return hash_record_columns(records, text_fields, min_chars, lines=lines)
 
 
 def _hashed_unit(
     unit: _Unit,
     text_fields: Sequence[str] | None,
     min_chars: int,
-    hash_all: Callable[[Sequence[object], Sequence[str] | None, int], _H],
+    hash_all: Callable[[Sequence[object], Sequence[str] | None, int, Sequence[bytes] | None], _H],
+    *,
+    exact_ints: bool = True,
 ) -> _H:
-    """`hash_all` of the unit's records, with `_hash_unit`'s rule for naming the first bad one."""
+    """`hash_all` of the unit's records, with `_hash_unit`'s rule for naming the first bad one.
+
+    Without `exact_ints`, a JSONL block parsed in bulk skips the big-integer scan and `hash_all`
+    gets its lines, to parse again the few records that need it (`hash_record_columns`).
+    """
     numbered: list[tuple[int, object]] = []
+    lines: list[bytes] | None = None
     try:
-        numbered.extend(_records_of(unit))
+        if isinstance(unit, _Block) and unit.fmt == "jsonl":
+            found, lines = _json_records(unit, exact_ints)
+            numbered.extend(found)
+        else:
+            numbered.extend(_records_of(unit))
     except InputError:
         _hash_each(unit, numbered, text_fields, min_chars)  # an earlier record may fail to hash
         raise
     try:
-        return hash_all([record for _, record in numbered], text_fields, min_chars)
+        return hash_all([record for _, record in numbered], text_fields, min_chars, lines)
     except _DATA_ERRORS:
         _hash_each(unit, numbered, text_fields, min_chars)  # find the record to name
         raise
@@ -600,17 +630,21 @@ def _split_lines(unit: _Block) -> list[bytes]:
     return lines
 
 
-def _json_records(unit: _Block) -> Iterable[tuple[int, object]]:
+def _json_records(
+    unit: _Block, exact_ints: bool = True
+) -> tuple[Iterable[tuple[int, object]], list[bytes] | None]:
     """The block's records, parsed in bulk when every line is a JSON object; any blank or bad
-    line sends the whole block through `_json_lines`, which skips or names it."""
+    line sends the whole block through `_json_lines`, which skips or names it. Without
+    `exact_ints` (see `parse_json_lines`), a bulk parse also returns the lines, else None."""
     lines = _split_lines(unit)
     try:
-        parsed = parse_json_lines(unit.data, lines)
+        parsed = parse_json_lines(unit.data, lines, exact_ints=exact_ints)
     except _DATA_ERRORS:
-        return _json_lines(unit)
+        return _json_lines(unit), None
     if not all(type(record) is dict for record in parsed):
-        return _json_lines(unit)
-    return zip(range(unit.first_line, unit.first_line + len(parsed)), parsed, strict=True)
+        return _json_lines(unit), None
+    numbered = zip(range(unit.first_line, unit.first_line + len(parsed)), parsed, strict=True)
+    return numbered, None if exact_ints else lines
 
 
 def _json_lines(unit: _Block) -> Iterator[tuple[int, object]]:
@@ -1058,7 +1092,7 @@ def _unwire(wire: _Wire) -> _Result:
 def _columns_of(unit: _Unit, job: _Job) -> RecordColumns:
     """Hash and fingerprint one unit into flat buffers, with the leaf hashes of both trees."""
     assert job.fingerprint_blobs is not None
-    hashed: RecordHashColumns = _hashed_unit(unit, job.text_fields, job.min_chars, hash_record_columns)
+    hashed = _hashed_unit(unit, job.text_fields, job.min_chars, _hash_columns, exact_ints=False)
     blobs, ends = job.fingerprint_blobs(hashed.texts)
     if len(ends) != hashed.count:
         raise ValueError(f"fingerprint gave {len(ends)} values for {hashed.count} records")
