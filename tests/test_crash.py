@@ -103,13 +103,11 @@ def run(args: Sequence[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([LEDGER, *args], check=False, cwd=cwd, env=ledger_env(), capture_output=True, text=True, timeout=300)
 
 
-def timed_run(
-    args: Sequence[str], cwd: Path, db: Path, program: Sequence[str] = (LEDGER,)
-) -> tuple[float, float]:
+def timed_run(args: Sequence[str], cwd: Path, db: Path) -> tuple[float, float]:
     """Run to completion; return (seconds, seconds until the write-ahead log first appeared)."""
     wal = db.with_name(db.name + ".wal")
     started = time.monotonic()
-    proc = subprocess.Popen([*program, *args], cwd=cwd, env=ledger_env(), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([LEDGER, *args], cwd=cwd, env=ledger_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, start_new_session=True)
     first_wal = -1.0
     while proc.poll() is None:
@@ -143,12 +141,10 @@ def schedule(rng: random.Random, duration: float, count: int) -> list[Kill]:
     return kills
 
 
-def run_and_kill(
-    args: Sequence[str], cwd: Path, db: Path, kill: Kill, program: Sequence[str] = (LEDGER,)
-) -> int | None:
+def run_and_kill(args: Sequence[str], cwd: Path, db: Path, kill: Kill) -> int | None:
     """Start the command and SIGKILL its whole process group per `kill`; None if it was killed."""
     wal = db.with_name(db.name + ".wal")
-    proc = subprocess.Popen([*program, *args], cwd=cwd, env=ledger_env(), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen([LEDGER, *args], cwd=cwd, env=ledger_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         started = time.monotonic()
@@ -268,49 +264,6 @@ def test_kill_record_batch_at_random_moments(cli: CliPool, tmp_path: Path) -> No
     assert rerun.returncode == 0 and json.loads(rerun.stdout)["already_recorded"] is True
     assert assert_intact(cli, db, "after the re-runs") == reference
     print(f"record batch kills (seed {SEED}): {dict(Counter(outcomes))}", file=sys.stderr)
-
-
-# `record_batch` of a big file opens its append while the last blocks still hash, and inserts the
-# rows spilled so far from a thread (`recording._EarlyAppend`); these settings make a 6 MB file
-# take that path, with many spilled parts and blocks in flight.
-_EARLY_APPEND = """
-import sys
-from pathlib import Path
-from ledger import recording
-from ledger.ingest import records
-from ledger.ledger import Ledger
-records._POOL_MIN_BYTES = 0
-records._BLOCK_SIZE = 64 << 10
-recording.SPILL_ROWS = 400
-recording.EARLY_APPEND_BYTES = 0
-Ledger.open(Path(sys.argv[1])).record_batch(id="run1/data", files=[Path(sys.argv[2])], split=1500)
-"""
-
-
-def test_kill_an_early_append_at_random_moments(cli: CliPool, tmp_path: Path) -> None:
-    rng = random.Random(SEED + 1)
-    data = tmp_path / "train.jsonl"
-    write_chat_records(data, 6000, rng)
-    db, empty = setup_ledgers(tmp_path)
-    program = (sys.executable, "-c", _EARLY_APPEND)
-    reference_db = tmp_path / "reference.duckdb"
-    duration, wal_at = timed_run([str(reference_db), str(data)], tmp_path, reference_db, program)
-    reference = assert_intact(cli, reference_db, "reference run")
-    assert [k for k, _, _ in reference.batches.values()] == ["dataset"] + ["batch"] * 4
-    outcomes: list[str] = []
-    for number, kill in enumerate(schedule(rng, duration, KILLS)):
-        context = f"seed {SEED + 1}, kill {number} {kill} (reference took {duration:.2f}s, WAL at {wal_at:.2f}s)"
-        code = run_and_kill([str(db), str(data)], tmp_path, db, kill, program)
-        assert code in (None, 0), f"{context}: exit {code}"
-        state = assert_intact(cli, db, context)
-        assert state == reference or (not state.batches and not state.record_rows and not state.segment_rows), context
-        outcomes.append("finished" if code == 0 else "killed after commit" if state.batches else "killed before commit")
-        if state.batches:
-            fresh_copy(empty, db)
-    final = run(["record", "batch", str(data), "--id", "run1/data", "--split", "1500", "--db", str(db)], tmp_path)
-    assert final.returncode == 0, final.stderr
-    assert read_state(db) == reference  # the plain CLI path stores what the early append stored
-    print(f"early append kills (seed {SEED + 1}): {dict(Counter(outcomes))}", file=sys.stderr)
 
 
 def test_kill_import_calls_at_random_moments(cli: CliPool, tmp_path: Path) -> None:

@@ -33,7 +33,6 @@ from hypothesis import strategies as st
 from ledger import fingerprint, recording
 from ledger.errors import DuplicateError, InputError, NotFoundError, UsageError
 from ledger.ledger import Ledger
-from ledger.verify import verify_ledger
 
 CONFORMANCE = json.loads((Path(__file__).parent / "conformance.json").read_text())
 
@@ -887,90 +886,6 @@ def test_a_file_hashed_by_the_pool_gives_the_rows_of_the_same_records_in_memory(
                   WHERE e.ref = ? ORDER BY r.position, {columns}"""
         for a, b in zip(pooled[1:], memory[1:]):
             assert rows(lg, sql, [a.id]) == rows(lg, sql, [b.id])
-
-
-@pytest.fixture()
-def early(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Small files take the big-file path: pool, spilled parts, and the append opened early.
-
-    Yields a list that gets the number of parts each early append inserted before hashing ended.
-    """
-    from ledger.ingest import records as ingest_records
-
-    monkeypatch.setattr(ingest_records, "_POOL_MIN_BYTES", 0)
-    monkeypatch.setattr(ingest_records, "_BLOCK_SIZE", 8192)
-    monkeypatch.setattr(recording, "SPILL_ROWS", 100)
-    monkeypatch.setattr(recording, "EARLY_APPEND_BYTES", 0)
-    inserted: list[int] = []
-    insert_spilled = recording._EarlyAppend.insert_spilled
-
-    def counting(self: recording._EarlyAppend, conn: Any, start: int) -> set[Path]:
-        parts = insert_spilled(self, conn, start)
-        inserted.append(len(parts))
-        return parts
-
-    monkeypatch.setattr(recording._EarlyAppend, "insert_spilled", counting)
-    return inserted
-
-
-def _batch_rows(lg: Ledger, ref: str) -> list[list[tuple[Any, ...]]]:
-    out = []
-    for table, columns in (("records", "digest, fingerprint"), ("record_segments", "segment")):
-        sql = f"""SELECT r.position, {columns} FROM {table} r JOIN entries e ON e.idx = r.batch
-                  WHERE e.ref = ? ORDER BY r.position, {columns}"""
-        out.append(rows(lg, sql, [ref]))
-    return out
-
-
-@pytest.mark.parametrize("split", [None, 128])
-def test_an_early_append_stores_what_the_plain_append_stores(
-    lg: Ledger, tmp_path: Path, early: list[int], split: int | None
-) -> None:
-    records = [chat_record(i) for i in range(400)] + [small_record(i) for i in range(50)]
-    path = write_jsonl(tmp_path / "big.jsonl", records)
-    got = lg.record_batch(id="early", files=[path], split=split).entries
-    assert early and early[0] > 1  # parts went in from the append's thread
-    want = lg.record_batch(records, id="plain", split=split).entries
-    assert [e.records_root for e in got] == [e.records_root for e in want]
-    assert [e.count for e in got] == [e.count for e in want]
-    for a, b in zip(got, want):
-        if a.kind == "batch":
-            assert _batch_rows(lg, a.id) == _batch_rows(lg, b.id)
-    assert rows(lg, "SELECT count(*) FROM records") == [(900,)]
-    assert verify_ledger(lg).ok  # record sets recomputed from the stored rows
-
-
-def test_a_bad_last_line_rolls_an_early_append_back(
-    lg: Ledger, tmp_path: Path, early: list[int]
-) -> None:
-    path = write_jsonl(tmp_path / "bad.jsonl", [chat_record(i) for i in range(400)])
-    with path.open("ab") as f:
-        f.write(b'{"id": "truncated", "messages": [\n')
-    size = lg.head().size
-    with pytest.raises(InputError, match=r"bad\.jsonl:401"):
-        lg.record_batch(id="bad", files=[path], split=100)
-    assert early and early[0] > 0  # rows had gone in before the failure was known
-    assert lg.head().size == size
-    assert rows(lg, "SELECT count(*) FROM records") == [(0,)]
-    assert rows(lg, "SELECT count(*) FROM record_segments") == [(0,)]
-
-
-def test_an_early_append_rerun_and_a_clash_with_an_existing_part_id(
-    lg: Ledger, tmp_path: Path, early: list[int]
-) -> None:
-    path = write_jsonl(tmp_path / "d.jsonl", [chat_record(i) for i in range(300)])
-    first = lg.record_batch(id="ds", files=[path], split=100)
-    size, count = lg.head().size, rows(lg, "SELECT count(*) FROM records")
-    again = lg.record_batch(id="ds", files=[path], split=100)
-    assert again.already_recorded and again.entries == first.entries
-    assert early[1] == 0  # the id exists: nothing goes in early, the re-run is matched
-    # A batch that takes the id of a later part: found only once hashing ends, after rows went in.
-    lg.record_batch([small_record(0)], id="other/000002")
-    with pytest.raises(DuplicateError, match="other/000000"):
-        lg.record_batch(id="other", files=[path], split=100)
-    assert early[2] > 0
-    assert lg.head().size == size + 1
-    assert rows(lg, "SELECT count(*) FROM records") == [(count[0][0] + 1,)]
 
 
 @pytest.mark.parametrize("pooled", [False, True])

@@ -4,13 +4,12 @@ The logic behind `Ledger.record_batch`, `record_call`, `import_calls` and `recor
 shape everything here:
 
 - All expensive work (parsing, hashing, fingerprinting, streaming weights) happens *before* the database
-  is opened, so a long hash never blocks `ledger head`, `verify` or another recorder. (A big
-  `record_batch` opens it once its input is read, for the few blocks still hashing: `_EarlyAppend`.)
+  is opened, so a long hash never blocks `ledger head`, `verify` or another recorder.
 - Each append is one short transaction (`Ledger._append`): references are resolved, ids checked and
   record rows bulk-inserted inside it, so a crash leaves either everything or nothing.
 
 Record rows of a big batch are spilled to temporary Parquet files while hashing (memory stays flat for
-any input size) and inserted with `INSERT ... SELECT FROM read_parquet(...)`.
+any input size) and inserted with one `INSERT ... SELECT FROM read_parquet(...)`.
 """
 
 from __future__ import annotations
@@ -21,15 +20,13 @@ import glob
 import hashlib
 import itertools
 import os
-import queue
 import shutil
 import socket
 import tempfile
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
@@ -68,7 +65,6 @@ SPILL_ROWS = 1 << 16  # rows kept in memory before the record set spills to Parq
 READ_SIZE = 1 << 20  # weights are streamed in 1 MiB reads
 INSERT_MEMORY_LIMIT = "256MB"  # DuckDB buffer cap while bulk-inserting a spilled record set
 DISABLED_COMPRESSION = "dictionary,dict_fsst"  # DuckDB compressions not tried on record rows
-EARLY_APPEND_BYTES = 64 << 20  # input that opens the append before hashing ends (_EarlyAppend)
 MAX_FAILED_EXAMPLES = 10
 _REF_KINDS = ("batch", "checkpoint", "dataset")
 
@@ -173,27 +169,20 @@ _SEGMENT_SCHEMA = pa.schema(
 
 
 class _Spill:
-    """Rows of one table, buffered in memory while small and spilled to Parquet parts beyond that.
+    """Rows of one table, buffered in memory while small and streamed to a Parquet file beyond that.
 
     Small batches (a training step's 64 records) never touch the disk; a 10 GB input costs a few MB of
-    memory because every `SPILL_ROWS` rows leave as one Parquet file (a part), which `on_part` hears
-    of: a big batch's early append inserts parts while the last blocks still hash.
+    memory because rows leave for Parquet every `SPILL_ROWS`.
     """
 
-    def __init__(
-        self,
-        schema: pa.Schema,
-        directory: Callable[[], Path],
-        name: str,
-        on_part: Callable[[Path], None] | None = None,
-    ) -> None:
+    def __init__(self, schema: pa.Schema, directory: Callable[[], Path], name: str) -> None:
         self._schema = schema
         self._directory = directory
         self._name = name
-        self._on_part = on_part
         self._batches: list[pa.RecordBatch] = []
         self._buffered = 0
-        self.parts: list[Path] = []
+        self._writer: pq.ParquetWriter | None = None
+        self.path: Path | None = None
         self.rows = 0
 
     def add(self, columns: list[pa.Array]) -> None:
@@ -207,28 +196,29 @@ class _Spill:
             self._flush()
 
     def _flush(self) -> None:
-        path = self._directory() / f"{self._name}-{len(self.parts):06d}.parquet"
-        # Hashes and fingerprints are random bytes: dictionaries, statistics and compression
-        # would cost time and save nothing in a file that lives for one transaction.
-        pq.write_table(
-            pa.Table.from_batches(self._batches, schema=self._schema),
-            path,
-            compression="none",
-            use_dictionary=False,
-            write_statistics=False,
-        )
-        self.parts.append(path)
+        if self._writer is None:
+            self.path = self._directory() / f"{self._name}.parquet"
+            # Hashes and fingerprints are random bytes: dictionaries, statistics and compression
+            # would cost time and save nothing in a file that lives for one transaction.
+            self._writer = pq.ParquetWriter(
+                self.path,
+                self._schema,
+                compression="none",
+                use_dictionary=False,
+                write_statistics=False,
+            )
+        self._writer.write_table(pa.Table.from_batches(self._batches, schema=self._schema))
         self._batches, self._buffered = [], 0
-        if self._on_part is not None:
-            self._on_part(path)
 
-    def finish(self) -> pa.Table | list[Path]:
-        """The rows: an Arrow table if they never spilled, else every part, in order."""
-        if not self.parts:
+    def finish(self) -> pa.Table | Path:
+        """The rows: an Arrow table if they never spilled, else the closed Parquet file."""
+        if self._writer is None:
             return pa.Table.from_batches(self._batches, schema=self._schema)
         if self._batches:
             self._flush()
-        return list(self.parts)
+        self._writer.close()
+        assert self.path is not None
+        return self.path
 
 
 @dataclass
@@ -237,8 +227,8 @@ class _HashedBatches:
 
     parts: list[_PartSummary]
     sources: list[dict[str, str]]
-    records: pa.Table | list[Path]
-    segments: pa.Table | list[Path]
+    records: pa.Table | Path
+    segments: pa.Table | Path
     params: fingerprint.FingerprintParams
 
 
@@ -298,21 +288,15 @@ class _BatchHasher:
     """Cut a stream of RecordHash chunks into batches of `split` records, with roots and row spills."""
 
     def __init__(
-        self,
-        split: int | None,
-        params: fingerprint.FingerprintParams,
-        spill_dir: _SpillDir,
-        on_part: Callable[[str, Path], None] | None = None,
+        self, split: int | None, params: fingerprint.FingerprintParams, spill_dir: _SpillDir
     ) -> None:
         self._split = split
         self._params = params
         self._done: list[_PartSummary] = []  # finished batches keep only their roots
         self._part = _Part()
         self._total = 0
-        self._records = _Spill(_RECORD_SCHEMA, spill_dir, "records", _for_table(on_part, "records"))
-        self._segments = _Spill(
-            _SEGMENT_SCHEMA, spill_dir, "segments", _for_table(on_part, "record_segments")
-        )
+        self._records = _Spill(_RECORD_SCHEMA, spill_dir, "records")
+        self._segments = _Spill(_SEGMENT_SCHEMA, spill_dir, "segments")
 
     @property
     def total(self) -> int:
@@ -419,12 +403,6 @@ class _BatchHasher:
         )
 
 
-def _for_table(
-    on_part: Callable[[str, Path], None] | None, table: str
-) -> Callable[[Path], None] | None:
-    return None if on_part is None else functools.partial(on_part, table)
-
-
 def _split_hashes(joined: bytes) -> list[bytes]:
     """32-byte hashes laid end to end, as a list."""
     return [joined[i : i + 32] for i in range(0, len(joined), 32)]
@@ -494,16 +472,12 @@ def hash_batches(
     spill_dir: _SpillDir,
     progress: Progress,
     params: fingerprint.FingerprintParams = fingerprint.DEFAULT_PARAMS,
-    on_part: Callable[[str, Path], None] | None = None,
-    on_input_read: Callable[[], None] | None = None,
 ) -> _HashedBatches:
     """The hashing phase of `record_batch`: roots, fingerprints and spilled rows, no database access.
 
-    Progress advances in records for an iterable and in input bytes for files. `on_part(table,
-    path)` hears of each spilled part; `on_input_read()` of the moment the last file is read to its
-    end (its last blocks may still be hashing).
+    Progress advances in records for an iterable and in input bytes for files.
     """
-    hasher = _BatchHasher(split, params, spill_dir, on_part)
+    hasher = _BatchHasher(split, params, spill_dir)
     sources: list[dict[str, str]] = []
     if records is not None:
         for chunk in _iter_record_chunks(records, text_fields, min_segment_chars):
@@ -519,7 +493,6 @@ def hash_batches(
             min_segment_chars,
             file_digests=digests,
             progress=progress,
-            on_input_read=on_input_read if file_index == len(files) - 1 else None,
         ):
             hasher.add_columns(columns, file_index)
         digest = digests.get(path) or ingest_records.file_sha256(path)
@@ -650,25 +623,22 @@ def _dataset_signature(body: Mapping[str, Any]) -> tuple[Any, ...]:
 
 
 def _insert_rows(
-    conn: Connection, table: str, columns: str, rows: pa.Table | Sequence[Path], base: int
+    conn: Connection, table: str, columns: str, rows: pa.Table | Path, base: int
 ) -> None:
-    """Bulk insert rows (a table, or spilled Parquet parts), turning a part number into the batch
-    entry's index."""
+    """Bulk insert spilled rows, turning a part number into the batch entry's index."""
     # Hashes and fingerprints are random bytes that dictionary compression cannot shrink, but
     # trying it (here and when the file is checkpointed on close) cost more than the rest of the
     # transaction together. Like memory_limit, the setting belongs to the open database instance
     # and ends when it closes; it changes how rows are stored, never what they hold.
     conn.execute(f"SET disabled_compression_methods = '{DISABLED_COMPRESSION}'")
-    if not isinstance(rows, pa.Table):
-        if not rows:
-            return
+    if isinstance(rows, Path):
         # A spilled record set can be GBs: cap DuckDB's buffers (it spills to its temp directory) and
         # let it insert in any order (positions are columns), so memory stays flat in input size.
         conn.execute(f"SET memory_limit = '{INSERT_MEMORY_LIMIT}'")
         conn.execute("SET preserve_insertion_order = false")
         conn.execute(
             f"INSERT INTO {table} SELECT part + ?, {columns} FROM read_parquet(?)",
-            [base, [str(path) for path in rows]],
+            [base, str(rows)],
         )
         return
     if not rows.num_rows:
@@ -679,108 +649,6 @@ def _insert_rows(
         conn.execute(f"INSERT INTO {table} SELECT part + ?, {columns} FROM {name}", [base])
     finally:
         conn.unregister(name)
-
-
-_ROW_COLUMNS: Final = {
-    "records": "position, digest, fingerprint",
-    "record_segments": "position, segment",
-}
-
-
-class _Aborted(Exception):
-    """Hashing failed after the early append began: its transaction must roll back."""
-
-
-class _Redo(Exception):
-    """Rows went in early for ids that turn out to exist: roll back and append the plain way."""
-
-
-class _EarlyAppend:
-    """The append transaction of a big `record_batch`, opened as soon as its input is read.
-
-    The last few blocks are still hashing in the reader's workers then. Meanwhile a thread of this
-    process opens the ledger and inserts the rows already spilled, so the DuckDB insert (mostly one
-    core's work) no longer waits for all the hashing, then leaves the other core idle. The file
-    is held only for the blocks in flight at the end; anything failing on either side rolls the
-    whole transaction back, so nothing is half-written.
-    """
-
-    def __init__(self, id: str, split: int | None) -> None:
-        self._id = id
-        self._split = split
-        self._parts: queue.SimpleQueue[tuple[str, Path] | None] = queue.SimpleQueue()
-        self._prepared: queue.SimpleQueue[_Prepared | None] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._outcome: BatchResult | BaseException | None = None
-        self._append: Callable[[_EarlyAppend], BatchResult] | None = None
-
-    def spilled(self, table: str, path: Path) -> None:
-        self._parts.put((table, path))
-
-    def start(self, append: Callable[[_EarlyAppend], BatchResult]) -> None:
-        """Begin the append in a thread; `append(self)` runs it and calls back into `insert_spilled`."""
-        if self._thread is None:
-            self._append = append
-            self._thread = threading.Thread(target=self._run, name="ledger-append", daemon=True)
-            self._thread.start()
-
-    def _run(self) -> None:
-        assert self._append is not None
-        try:
-            self._outcome = self._append(self)
-        except BaseException as exc:  # noqa: BLE001 - the caller's thread raises it
-            self._outcome = exc
-
-    def finish(self, prepared: _Prepared) -> BatchResult | None:
-        """Hand over the hashing result and wait for the commit; None when it must be redone plainly."""
-        assert self._thread is not None
-        self._parts.put(None)
-        self._prepared.put(prepared)
-        self._thread.join()
-        if isinstance(self._outcome, _Redo):
-            return None
-        if isinstance(self._outcome, BaseException):
-            raise self._outcome
-        return self._outcome
-
-    def abort(self) -> None:
-        """Hashing failed: roll back whatever went in (a no-op if the append never started)."""
-        if self._thread is not None:
-            self._parts.put(None)
-            self._prepared.put(None)
-            self._thread.join()
-
-    def insert_spilled(self, conn: Connection, start: int) -> set[Path]:
-        """In the append transaction: insert parts as they are spilled, until hashing is done.
-
-        Inserts nothing (and returns at once) when the id already exists: a re-run is matched
-        against the existing entries the plain way.
-        """
-        if _existing_by_ref(conn, [self._id], _REF_KINDS):
-            return set()
-        base = start + (1 if self._split else 0)  # a split's dataset entry comes first
-        inserted: set[Path] = set()
-        while (part := self._parts.get()) is not None:
-            table, path = part
-            _insert_rows(conn, table, _ROW_COLUMNS[table], [path], base)
-            inserted.add(path)
-        return inserted
-
-    def prepared(self) -> _Prepared:
-        prepared = self._prepared.get()
-        if prepared is None:
-            raise _Aborted("hashing failed")
-        return prepared
-
-
-@dataclass(frozen=True)
-class _Prepared:
-    """What the append needs from hashing: the batches, their ids and a split's dataset entry."""
-
-    hashed: _HashedBatches
-    ids: list[str]
-    header: dict[str, Any] | None
-    dataset_id: str | None
 
 
 def record_batch(
@@ -821,11 +689,6 @@ def record_batch(
         with ledger.session() as conn:
             resolve_calls(conn, derived_from)
     spill_dir = _SpillDir(ledger.path)
-    early = _EarlyAppend(id, split) if _early_append_pays(paths) else None
-
-    def append(prepared: Callable[[], _Prepared], early: _EarlyAppend | None) -> BatchResult:
-        return _append_batches(ledger, prepared, fields, derived_from, min_segment_chars, early)
-
     try:
         hashed = hash_batches(
             records=records,
@@ -835,47 +698,24 @@ def record_batch(
             min_segment_chars=min_segment_chars,
             spill_dir=spill_dir,
             progress=progress or _no_progress,
-            on_part=early.spilled if early is not None else None,
-            on_input_read=(
-                functools.partial(early.start, lambda e: append(e.prepared, e))
-                if early is not None
-                else None
-            ),
         )
-        prepared = _prepare(hashed, id, split, dataset)
-        if early is not None:
-            early.start(lambda e: append(e.prepared, e))  # if the reader never said it was done
-            result = early.finish(prepared)
-            early = None
-            if result is not None:
-                return result
-        return append(lambda: prepared, None)
+        ids = _batch_ids(id, len(hashed.parts), split)
+        header = None
+        if split:
+            total = sum(p.count for p in hashed.parts)
+            header = _dataset_body(id, len(ids), total, split, hashed.sources)
+        return _append_batches(
+            ledger,
+            hashed,
+            ids,
+            header,
+            id if split else dataset,
+            fields,
+            derived_from,
+            min_segment_chars,
+        )
     finally:
-        if early is not None:
-            early.abort()
         spill_dir.cleanup()
-
-
-def _early_append_pays(paths: Sequence[Path]) -> bool:
-    """Whether the input files are big enough for `_EarlyAppend` to matter (it costs a thread)."""
-    if not paths:
-        return False
-    total = 0
-    for path in paths:
-        try:
-            total += path.stat().st_size
-        except OSError:
-            return False  # the reader names the file
-    return total >= EARLY_APPEND_BYTES
-
-
-def _prepare(hashed: _HashedBatches, id: str, split: int | None, dataset: str | None) -> _Prepared:
-    ids = _batch_ids(id, len(hashed.parts), split)
-    header = None
-    if split:
-        total = sum(p.count for p in hashed.parts)
-        header = _dataset_body(id, len(ids), total, split, hashed.sources)
-    return _Prepared(hashed, ids, header, id if split else dataset)
 
 
 def record_batches(
@@ -916,59 +756,54 @@ def record_batches(
             ids.append(batch_id)
         if not ids:
             raise UsageError("record_batches needs at least one batch")
-        prepared = _Prepared(hasher.finish([]), ids, None, dataset)
-        return _append_batches(ledger, lambda: prepared, fields, derived_from, min_segment_chars)
+        hashed = hasher.finish([])
+        return _append_batches(
+            ledger, hashed, ids, None, dataset, fields, derived_from, min_segment_chars
+        )
     finally:
         spill_dir.cleanup()
 
 
 def _append_batches(
     ledger: Ledger,
-    prepared: Callable[[], _Prepared],
+    hashed: _HashedBatches,
+    ids: Sequence[str],
+    header: dict[str, Any] | None,
+    dataset_id: str | None,
     text_fields: list[str] | None,
     derived_from: Sequence[int | str],
     min_segment_chars: int,
-    early: _EarlyAppend | None = None,
 ) -> BatchResult:
-    """One transaction: resolve references, check ids, insert the rows, append the batches (after a
-    split's dataset entry). With `early`, rows spilled so far go in while hashing ends, and
-    `prepared()` waits for its result."""
+    """One transaction: resolve references, check ids, insert the rows, append `header` and batches."""
+    fp_params = hashed.params.to_json()
     outcome: dict[str, Any] = {}
 
     def build(conn: Connection, start: int, ring: KeyRing) -> Built:
         derived = resolve_calls(conn, derived_from)
-        inserted = early.insert_spilled(conn, start) if early is not None else set()
-        p = prepared()
-        hashed = p.hashed
-        fp_params = hashed.params.to_json()
         bodies = [
             entries.batch_body(
                 id=batch_id,
                 count=part.count,
                 records_root=part.records_root,
-                dataset=p.dataset_id,
+                dataset=dataset_id,
                 derived_from=derived,
                 source=[hashed.sources[i] for i in part.files],
                 fingerprints={"params": fp_params, "root": part.fingerprints_root},
                 text_fields=text_fields,
                 min_segment_chars=min_segment_chars,
             )
-            for batch_id, part in zip(p.ids, hashed.parts)
+            for batch_id, part in zip(ids, hashed.parts)
         ]
-        if p.header is not None:
-            bodies.insert(0, p.header)
+        if header is not None:
+            bodies.insert(0, header)
         existing = _existing_by_ref(conn, [str(b["id"]) for b in bodies], _REF_KINDS)
         if existing:
-            if inserted:
-                raise _Redo()
             outcome["entries"] = _match_existing(bodies, existing)
             return []
         signer = ledger.signer_for(ring)
-        first_batch = start + (1 if p.header is not None else 0)
-        for table, rows in (("records", hashed.records), ("record_segments", hashed.segments)):
-            if not isinstance(rows, pa.Table):
-                rows = [path for path in rows if path not in inserted]
-            _insert_rows(conn, table, _ROW_COLUMNS[table], rows, first_batch)
+        first_batch = start + (1 if header is not None else 0)
+        _insert_rows(conn, "records", "position, digest, fingerprint", hashed.records, first_batch)
+        _insert_rows(conn, "record_segments", "position, segment", hashed.segments, first_batch)
         outcome["entries"] = [_recorded(start + offset, body) for offset, body in enumerate(bodies)]
         return [(body, signer) for body in bodies]
 

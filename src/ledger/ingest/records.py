@@ -241,7 +241,6 @@ def iter_record_columns(
     *,
     file_digests: dict[Path, str] | None = None,
     progress: Callable[[int], None] | None = None,
-    on_input_read: Callable[[], None] | None = None,
 ) -> Iterator[RecordColumns]:
     """As `iter_fingerprinted_record_hashes`, as `RecordColumns` of one input block each, in order.
 
@@ -249,14 +248,10 @@ def iter_record_columns(
     `file_digests` and `progress` rules; a block never spans two files and is never empty.
     `fingerprint_blobs` gives a block's fingerprints laid end to end with their end offsets (as
     `ledger.fingerprint.fingerprint_record_blobs` does), so no object per record is made.
-    `on_input_read()` is called once every input is read to its end and checked, while the pool
-    may still be hashing its last blocks (after the last block, without a pool).
     """
     job = _Job(_fields(text_fields), min_chars, None, False, fingerprint_blobs)
     count = 0
-    done = _iter_done(
-        paths, job, workers, file_digests, _columns_of, _work_columns, _same, on_input_read
-    )
+    done = _iter_done(paths, job, workers, file_digests, _columns_of, _work_columns, _same)
     for item, columns in done:
         if isinstance(item, _FileEnd):
             if count == 0:
@@ -285,7 +280,6 @@ class _Job:
 
 # One unit's result: its hashes, and the fingerprints if the job asks for them.
 _Result = tuple[list[RecordHash], list[bytes] | None]
-_T = TypeVar("_T")
 _R = TypeVar("_R")  # what a unit is processed into
 _H = TypeVar("_H")  # a unit's hashes, as objects or as columns
 _W = TypeVar("_W")  # the same as it travels back from a worker
@@ -323,11 +317,10 @@ def _iter_done(
     process: Callable[[_Unit, _Job], _R],
     work: Callable[[_Unit | _InRing], _W],
     unwire: Callable[[_W], _R],
-    on_input_read: Callable[[], None] | None = None,
 ) -> Iterator[tuple[_Unit | _FileEnd, _R | None]]:
     """Every unit with `process(unit, job)`, in input order: inline, or in a pool as
     `unwire(work(unit))`. Options and inputs are checked before any work; each file's units are
-    followed by its `_FileEnd`, paired with None. `on_input_read()` follows the last `_FileEnd`.
+    followed by its `_FileEnd`, paired with None.
     """
     if workers is not None and workers < 1:
         raise UsageError(f"workers must be at least 1, found {workers}")
@@ -335,20 +328,12 @@ def _iter_done(
     total = sum(_file_size(p) for p, _ in plan)
     wanted = workers if workers is not None else (os.cpu_count() or 1)
     items = _iter_plan(plan, file_digests)
-    if on_input_read is not None:
-        items = _then(items, on_input_read)
     if wanted <= 1 or total < _POOL_MIN_BYTES:
         for item in items:
             yield item, None if isinstance(item, _FileEnd) else process(item, job)
     else:
         for item, wire in _pool_map(items, job, wanted, work):
             yield item, None if wire is None else unwire(wire)
-
-
-def _then(items: Iterator[_T], callback: Callable[[], None]) -> Iterator[_T]:
-    """`items`, then `callback()` once they are exhausted."""
-    yield from items
-    callback()
 
 
 # --- units of work ---------------------------------------------------------------------------------
