@@ -376,8 +376,18 @@ def test_spilled_rows_equal_in_memory_rows(
     records = [chat_record(i) for i in range(300)]
     small = lg.record_batch(records, id="mem", split=128).entries
     monkeypatch.setattr(recording, "SPILL_ROWS", 50)
+    monkeypatch.setattr(recording, "SPILL_BYTES", 0)
     monkeypatch.setattr(recording, "HASH_CHUNK", 37)
+    flushes: list[int] = []
+    flush = recording._Spill._flush
+
+    def counted(self: recording._Spill) -> None:
+        flushes.append(self._buffered)
+        flush(self)
+
+    monkeypatch.setattr(recording._Spill, "_flush", counted)
     spilled = lg.record_batch(records, id="disk", split=128).entries
+    assert len(flushes) >= 300 // 50  # the records went through Parquet
     assert [e.records_root for e in small] == [e.records_root for e in spilled]
     sql = """SELECT r.position, r.digest, r.fingerprint FROM records r JOIN entries e ON e.idx = r.batch
              WHERE e.ref = ? ORDER BY r.position"""
@@ -824,6 +834,7 @@ def test_a_killed_recorders_spill_files_are_removed_by_the_next(
     alive = tmp_path / f".ledger.duckdb.spill-{socket.gethostname()}-{os.getpid()}-def"
     alive.mkdir()
     monkeypatch.setattr(recording, "SPILL_ROWS", 10)
+    monkeypatch.setattr(recording, "SPILL_BYTES", 0)
     lg.record_batch([small_record(i) for i in range(20)], id="spilled")
     assert not stale.exists() and alive.exists()
 
@@ -873,6 +884,7 @@ def test_a_file_hashed_by_the_pool_gives_the_rows_of_the_same_records_in_memory(
     monkeypatch.setattr(ingest_records, "_POOL_MIN_BYTES", 0)
     monkeypatch.setattr(ingest_records, "_BLOCK_SIZE", 8192)
     monkeypatch.setattr(recording, "SPILL_ROWS", 100)
+    monkeypatch.setattr(recording, "SPILL_BYTES", 0)
     pooled = lg.record_batch(id="pooled", files=[path], split=128).entries
     monkeypatch.undo()
     memory = lg.record_batch(records, id="memory", split=128).entries
@@ -909,3 +921,30 @@ def test_a_jsonl_file_keeps_integers_beyond_64_bits_exact(
         monkeypatch.setattr(ingest_records, "_POOL_MIN_BYTES", 0)
     entry = lg.record_batch(id="ints", files=[path]).entries[0]
     assert entry.records_root == ref_root([json.loads(line) for line in lines])
+
+
+def test_rows_stay_in_memory_up_to_spill_bytes_then_spill(
+    lg: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Memory is bounded by SPILL_BYTES per table: beyond it, rows leave every SPILL_ROWS."""
+    monkeypatch.setattr(recording, "SPILL_ROWS", 40)
+    monkeypatch.setattr(recording, "SPILL_BYTES", 20_000)
+    spill = recording._Spill(recording._RECORD_SCHEMA, recording._SpillDir(tmp_path / "x.duckdb"), "r")
+    peak = 0
+    for start in range(0, 1000, 10):
+        spill.add(
+            [
+                pa.array([0] * 10, pa.int64()),
+                pa.array(range(start, start + 10), pa.int64()),
+                pa.array([os.urandom(32) for _ in range(10)], pa.binary()),
+                pa.array([os.urandom(100) for _ in range(10)], pa.binary()),
+            ]
+        )
+        peak = max(peak, spill._buffered_bytes)
+    assert peak < 20_000 + 40 * 200  # the first spill, then never more than SPILL_ROWS rows held
+    out = spill.finish()
+    assert isinstance(out, Path)
+    assert pq.read_table(out).column("position").to_pylist() == list(range(1000))
+    small = recording._Spill(recording._RECORD_SCHEMA, recording._SpillDir(tmp_path / "y.duckdb"), "r")
+    small.add([pa.array([0], pa.int64()), pa.array([0], pa.int64()), pa.array([b"d"]), pa.array([b"f"])])
+    assert isinstance(small.finish(), pa.Table)  # never spilled: goes to DuckDB from memory
