@@ -696,6 +696,33 @@ def test_record_columns_equal_the_record_hashes(
             list(records.iter_record_columns([path, empty], fingerprint_record_blobs, workers=workers))
 
 
+def test_a_record_that_parses_but_fails_to_hash_is_named_by_its_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A block parsed in bulk keeps no line numbers; they are rebuilt only to name the bad record."""
+    from ledger.fingerprint import fingerprint_record_blobs
+
+    hash_one, hash_columns = records.hash_record, records.hash_record_columns
+
+    def refuse(record: object, *args: Any) -> Any:
+        if isinstance(record, dict) and "boom" in record:
+            raise ValueError("cannot hash this")
+        return hash_one(record, *args)
+
+    def refuse_all(items: Any, *args: Any, **kwargs: Any) -> Any:
+        if any("boom" in record for record in items):
+            raise ValueError("cannot hash this block")
+        return hash_columns(items, *args, **kwargs)
+
+    monkeypatch.setattr(records, "hash_record", refuse)
+    monkeypatch.setattr(records, "hash_record_columns", refuse_all)
+    path = write(tmp_path / "boom.jsonl", b'{"i": 1}\n' * 1500 + b'{"boom": 1}\n' + b'{"i": 2}\n' * 10)
+    monkeypatch.setattr(records, "_BLOCK_SIZE", 4096)  # the bad record is deep in a later block
+    with pytest.raises(InputError) as info:
+        list(records.iter_record_columns([path], fingerprint_record_blobs, workers=1))
+    assert str(info.value) == f"{path}:1501: cannot hash this"
+
+
 def test_record_columns_report_bad_lines_like_the_record_hashes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -524,7 +524,7 @@ def _records_of(unit: _Unit) -> Iterable[tuple[int, object]]:
         return _rows_of(unit)
     if unit.fmt == "txt":
         return _text_lines(unit)
-    return _json_records(unit)[0]
+    return _json_records(unit)
 
 
 def _hash_unit(unit: _Unit, text_fields: Sequence[str] | None, min_chars: int) -> list[RecordHash]:
@@ -565,20 +565,27 @@ def _hashed_unit(
     Without `exact_ints`, a JSONL block parsed in bulk skips the big-integer scan and `hash_all`
     gets its lines, to parse again the few records that need it (`hash_record_columns`).
     """
-    numbered: list[tuple[int, object]] = []
     lines: list[bytes] | None = None
-    try:
-        if isinstance(unit, _Block) and unit.fmt == "jsonl":
-            found, lines = _json_records(unit, exact_ints)
+    jsonl = isinstance(unit, _Block) and unit.fmt == "jsonl"
+    bulk = _bulk_json(unit, exact_ints) if isinstance(unit, _Block) and jsonl else None
+    if bulk is not None:
+        records, lines = bulk
+        numbered: list[tuple[int, object]] | None = None  # numbered only to name a bad record
+    else:
+        numbered = []
+        try:
+            found = _json_lines(unit) if isinstance(unit, _Block) and jsonl else _records_of(unit)
             numbered.extend(found)
-        else:
-            numbered.extend(_records_of(unit))
-    except InputError:
-        _hash_each(unit, numbered, text_fields, min_chars)  # an earlier record may fail to hash
-        raise
+        except InputError:
+            _hash_each(unit, numbered, text_fields, min_chars)  # an earlier record may fail to hash
+            raise
+        records = [record for _, record in numbered]
     try:
-        return hash_all([record for _, record in numbered], text_fields, min_chars, lines)
+        return hash_all(records, text_fields, min_chars, None if exact_ints else lines)
     except _DATA_ERRORS:
+        if numbered is None:
+            assert isinstance(unit, _Block)
+            numbered = list(zip(range(unit.first_line, unit.first_line + len(records)), records))
         _hash_each(unit, numbered, text_fields, min_chars)  # find the record to name
         raise
 
@@ -615,21 +622,28 @@ def _split_lines(unit: _Block) -> list[bytes]:
     return lines
 
 
-def _json_records(
-    unit: _Block, exact_ints: bool = True
-) -> tuple[Iterable[tuple[int, object]], list[bytes] | None]:
-    """The block's records, parsed in bulk when every line is a JSON object; any blank or bad
-    line sends the whole block through `_json_lines`, which skips or names it. Without
-    `exact_ints` (see `parse_json_lines`), a bulk parse also returns the lines, else None."""
+def _bulk_json(unit: _Block, exact_ints: bool = True) -> tuple[list[object], list[bytes]] | None:
+    """The block's records parsed at once, with its lines, when every line is a JSON object; None
+    when a blank or bad line needs `_json_lines`, which skips or names it. Without `exact_ints`
+    (see `parse_json_lines`), integers beyond 64 bits may come out as floats."""
     lines = _split_lines(unit)
     try:
         parsed = parse_json_lines(unit.data, lines, exact_ints=exact_ints)
     except _DATA_ERRORS:
-        return _json_lines(unit), None
+        return None
     if not all(type(record) is dict for record in parsed):
-        return _json_lines(unit), None
-    numbered = zip(range(unit.first_line, unit.first_line + len(parsed)), parsed, strict=True)
-    return numbered, None if exact_ints else lines
+        return None
+    return parsed, lines
+
+
+def _json_records(unit: _Block) -> Iterable[tuple[int, object]]:
+    """The block's numbered records: parsed in bulk when every line is a JSON object, else line by
+    line (`_json_lines`)."""
+    bulk = _bulk_json(unit)
+    if bulk is None:
+        return _json_lines(unit)
+    records = bulk[0]
+    return zip(range(unit.first_line, unit.first_line + len(records)), records, strict=True)
 
 
 def _json_lines(unit: _Block) -> Iterator[tuple[int, object]]:
