@@ -645,7 +645,8 @@ def test_record_columns_equal_the_record_hashes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The bulk path gives the same records, in order, whether blocks travel through the shared
-    ring, through the pipe (a line longer than a ring slot) or stay in the process."""
+    ring, through the pipe (a line longer than a ring slot) or stay in the process, and whether
+    their columns come back through the result ring or (too big for a slot) through the pipe."""
     from ledger.fingerprint import fingerprint_record_blobs, fingerprint_records
 
     text = "Paragraph of training text that is long enough to be a segment, copy "
@@ -657,7 +658,18 @@ def test_record_columns_equal_the_record_hashes(
     expected = flat_hashes([path], workers=1)
     monkeypatch.setattr(records, "_POOL_MIN_BYTES", 0)
     monkeypatch.setattr(records, "_BLOCK_SIZE", 2048)
-    for workers in (1, 2):
+    from_ring: list[int] = []
+    columns_from = records._columns_from
+
+    def counted(results: Any, placed: Any) -> Any:
+        from_ring.append(placed.count)
+        return columns_from(results, placed)
+
+    monkeypatch.setattr(records, "_columns_from", counted)
+    for workers, result_slot in ((1, None), (2, None), (2, 3000)):
+        from_ring.clear()
+        if result_slot is not None:
+            monkeypatch.setattr(records, "_RESULT_SLOT_SIZE", result_slot)
         digests: dict[Path, str] = {}
         done: list[int] = []
         blocks = list(
@@ -692,6 +704,13 @@ def test_record_columns_equal_the_record_hashes(
             blobs += [b.fingerprints[s:e] for s, e in zip(starts, b.fingerprint_ends)]
         assert blobs == fingerprint_records([h.texts for h in expected])
         assert b"".join(b.fingerprint_hashes for b in blocks) == b"".join(map(_leaf_hash, blobs))
+        if workers == 1:
+            assert not from_ring
+        elif result_slot is None:
+            # all but the block of the 10 kB line, which went through the pipe both ways
+            assert len(expected) - 20 < sum(from_ring) < len(expected)
+        else:
+            assert 0 < len(from_ring) < len(blocks)  # some blocks' columns did not fit
         with pytest.raises(InputError, match="empty.jsonl: no records"):
             list(records.iter_record_columns([path, empty], fingerprint_record_blobs, workers=workers))
 
