@@ -235,6 +235,55 @@ def test_blocks_cut_only_at_newlines_and_number_lines_right(
 
 
 @FAST
+@given(
+    lines=st.lists(
+        st.one_of(_line_text, st.text(alphabet="ab", min_size=30, max_size=90)), max_size=30
+    ),
+    block_size=st.integers(4, 40),
+    final_newline=st.booleans(),
+    bom=st.booleans(),
+)
+def test_blocks_read_into_the_ring_are_the_blocks_read_into_bytes(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    lines: list[str],
+    block_size: int,
+    final_newline: bool,
+    bom: bool,
+) -> None:
+    """The pool's reader puts blocks straight into shared-memory slots (lines longer than a slot
+    take the bytes way); it must cut, number, count and hash exactly like `_iter_blocks`."""
+    monkeypatch.setattr(records, "_BLOCK_SIZE", block_size)
+    data = "\n".join(lines).encode() + (b"\n" if final_newline and lines else b"")
+    path = write(tmp_path / "r.txt", (b"\xef\xbb\xbf" if bom else b"") + data)
+    ring = records._BlockRing(3)
+    sha = hashlib.sha256()
+    got: list[tuple[int, bytes, bool]] = []
+    nbytes = 0
+    for item in records._iter_ring_blocks(path, "txt", sha, ring):
+        if isinstance(item, records._InRing):
+            start = item.slot * ring.slot_size + item.offset
+            got.append((item.block.first_line, ring.memory[start : start + item.size], False))
+            nbytes += item.block.nbytes
+        else:
+            got.append((item.first_line, item.data, item.at_eof))
+            nbytes += item.nbytes
+    ring.memory.close()
+    assert b"".join(d for _, d, _ in got) == data
+    assert all(d.endswith(b"\n") for _, d, _ in got[:-1])
+    assert nbytes == path.stat().st_size
+    assert sha.hexdigest() == hashlib.sha256(path.read_bytes()).hexdigest()
+    expected_line = 1
+    for first_line, block, _ in got:
+        assert first_line == expected_line
+        expected_line += block.count(b"\n")
+    eofs = [eof for _, _, eof in got]
+    assert not any(eofs[:-1])
+    if got:
+        assert eofs[-1] == (not got[-1][1].endswith(b"\n"))  # an unterminated last line
+
+
+@FAST
 @given(lines=st.lists(_line_text, max_size=30), crlf=st.booleans())
 def test_text_records_are_the_lines_without_endings(
     tmp_path: Path, lines: list[str], crlf: bool

@@ -20,6 +20,7 @@ An input with no records is an error. `iter_record_hashes` is the hot path of `l
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import datetime as dt
 import decimal
@@ -327,12 +328,12 @@ def _iter_done(
     plan = [(Path(p), detect_format(Path(p))) for p in paths]
     total = sum(_file_size(p) for p, _ in plan)
     wanted = workers if workers is not None else (os.cpu_count() or 1)
-    items = _iter_plan(plan, file_digests)
     if wanted <= 1 or total < _POOL_MIN_BYTES:
-        for item in items:
+        for item in _iter_plan(plan, file_digests):
+            assert not isinstance(item, _InRing)
             yield item, None if isinstance(item, _FileEnd) else process(item, job)
     else:
-        for item, wire in _pool_map(items, job, wanted, work):
+        for item, wire in _pool_map(plan, file_digests, job, wanted, work):
             yield item, None if wire is None else unwire(wire)
 
 
@@ -406,12 +407,18 @@ def _no_records_message(path: Path, fmt: str) -> str:
 
 
 def _iter_plan(
-    plan: Sequence[tuple[Path, str]], file_digests: dict[Path, str] | None
-) -> Iterator[_Unit | _FileEnd]:
-    """Units of every file in order, each file followed by its `_FileEnd`."""
+    plan: Sequence[tuple[Path, str]],
+    file_digests: dict[Path, str] | None,
+    ring: _BlockRing | None = None,
+) -> Iterator[_Unit | _InRing | _FileEnd]:
+    """Units of every file in order, each file followed by its `_FileEnd`; blocks of plain text
+    files are read straight into `ring`, if given."""
     for path, fmt in plan:
         sha = hashlib.sha256() if file_digests is not None and fmt != "parquet" else None
-        yield from _iter_units(path, fmt, _PARQUET_BATCH_ROWS, sha)
+        if ring is not None and fmt != "parquet" and not _gzipped(path):
+            yield from _iter_ring_blocks(path, fmt, sha, ring)
+        else:
+            yield from _iter_units(path, fmt, _PARQUET_BATCH_ROWS, sha)
         if file_digests is not None:
             file_digests[path] = sha.hexdigest() if sha is not None else file_sha256(path)
         yield _FileEnd(path, fmt)
@@ -426,37 +433,125 @@ def _iter_units(path: Path, fmt: str, batch_rows: int, sha: Any) -> Iterator[_Un
 
 def _iter_blocks(path: Path, fmt: str, sha: Any, block_size: int | None = None) -> Iterator[_Block]:
     """Read big binary blocks and cut them at the last newline; a line longer than a block is joined."""
-    name = str(path)
-    block_size = block_size or _BLOCK_SIZE
     with _open_binary(path) as raw:
         source = _InputBytes(raw, sha)
         f = gzip.GzipFile(fileobj=source, mode="rb") if _gzipped(path) else source
-        line = 1
-        pending: list[bytes] = []
-        first = True
-        accounted = 0  # input bytes (compressed ones for gzip) already accounted to a block
+        yield from _read_blocks(str(path), fmt, f, source, block_size or _BLOCK_SIZE)
+
+
+def _read_blocks(
+    name: str,
+    fmt: str,
+    f: Any,
+    source: _InputBytes,
+    block_size: int,
+    line: int = 1,
+    pending: list[bytes] | None = None,
+    accounted: int = 0,
+    first: bool = True,
+) -> Iterator[_Block]:
+    """`_iter_blocks` from `f` on: from line `line`, with `pending` bytes of it already read and
+    `accounted` input bytes already given to earlier blocks; `first` if nothing was read yet (a
+    byte order mark may start the data)."""
+    pending = pending or []
+    while True:
+        try:
+            data = f.read(block_size)
+        except (OSError, EOFError, zlib.error) as exc:  # EOFError, zlib.error: broken gzip
+            reason = getattr(exc, "strerror", None) or exc
+            raise InputError(f"{name}:{line}: cannot read ({reason})") from exc
+        if first:
+            first = False
+            data = data.removeprefix(_BOM)
+        if not data:
+            break
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            pending.append(data)
+            continue
+        whole = b"".join((*pending, data[:cut])) if pending else data[:cut]
+        pending = [data[cut:]] if cut < len(data) else []
+        yield _Block(name, fmt, line, whole, False, source.count - accounted)
+        accounted = source.count
+        line += _count_newlines(whole)
+    if pending:
+        yield _Block(name, fmt, line, b"".join(pending), True, source.count - accounted)
+
+
+class _BlockRing:
+    """Shared memory for the blocks in flight to forked workers: each block put there takes the
+    next slot in turn, free again by then because at most `slots - 1` blocks are ever pending."""
+
+    def __init__(self, slots: int) -> None:
+        self.slots = slots
+        self.slot_size = _ring_slot_size()
+        self.memory = mmap.mmap(-1, slots * self.slot_size)
+        self._used = 0
+
+    def next_slot(self) -> int:
+        """The slot the next block goes to (taken only by `put` or `took`)."""
+        return self._used % self.slots
+
+    def put(self, block: _Block) -> _InRing:
+        """Copy a block into the next slot."""
+        slot = self.next_slot()
+        start = slot * self.slot_size
+        self.memory[start : start + len(block.data)] = block.data
+        self._used += 1
+        return _InRing(replace(block, data=b""), slot, len(block.data))
+
+    def took(self, block: _Block, size: int, offset: int) -> _InRing:
+        """Mark the next slot as holding `block`'s bytes, read there in place."""
+        slot = self.next_slot()
+        self._used += 1
+        return _InRing(block, slot, size, offset)
+
+
+def _iter_ring_blocks(
+    path: Path, fmt: str, sha: Any, ring: _BlockRing
+) -> Iterator[_Block | _InRing]:
+    """`_iter_blocks` of a plain file, read straight into the ring's next slot: no block is
+    allocated, sliced or copied in this process. The partial line after a block's last newline
+    moves to the front of the next slot; a line too long for a slot takes `_iter_blocks`' way."""
+    name = str(path)
+    size = ring.slot_size
+    memory = ring.memory
+    with _open_binary(path) as raw:
+        source = _InputBytes(raw, sha)
+        line, accounted, offset = 1, 0, 0
+        carry = b""
         while True:
+            start = ring.next_slot() * size
+            memory[start : start + len(carry)] = carry
+            room = min(_BLOCK_SIZE, size - len(carry))
+            target = memoryview(memory)[start + len(carry) : start + len(carry) + room]
             try:
-                data = f.read(block_size)
-            except (OSError, EOFError, zlib.error) as exc:  # EOFError, zlib.error: broken gzip
-                reason = getattr(exc, "strerror", None) or exc
-                raise InputError(f"{name}:{line}: cannot read ({reason})") from exc
-            if first:
-                first = False
-                data = data.removeprefix(_BOM)
-            if not data:
-                break
-            cut = data.rfind(b"\n") + 1
-            if cut == 0:
-                pending.append(data)
-                continue
-            whole = b"".join((*pending, data[:cut])) if pending else data[:cut]
-            pending = [data[cut:]] if cut < len(data) else []
-            yield _Block(name, fmt, line, whole, False, source.count - accounted)
+                got = source.readinto(target)
+            except OSError as exc:
+                raise InputError(f"{name}:{line}: cannot read ({exc.strerror or exc})") from exc
+            finally:
+                target.release()
+            end = start + len(carry) + got
+            if accounted == 0 and source.count == got and memory[start : start + 3] == _BOM:
+                offset = len(_BOM)
+            if got == 0:
+                if end > start + offset:  # the last line, without its newline
+                    data = memory[start + offset : end]
+                    yield _Block(name, fmt, line, data, True, source.count - accounted)
+                return
+            cut = memory.rfind(b"\n", start + offset, end) + 1
+            if cut == 0:  # no newline yet: a line longer than the room left in a slot
+                head = memory[start + offset : end]
+                yield from _read_blocks(
+                    name, fmt, source, source, _BLOCK_SIZE, line, [head], accounted, first=False
+                )
+                return
+            block = _Block(name, fmt, line, b"", False, source.count - accounted)
+            yield ring.took(block, cut - start - offset, offset)
             accounted = source.count
-            line += _count_newlines(whole)
-        if pending:
-            yield _Block(name, fmt, line, b"".join(pending), True, source.count - accounted)
+            line += _count_newlines(memory, start + offset, cut)
+            carry = memory[cut:end]
+            offset = 0
 
 
 class _InputBytes:
@@ -477,14 +572,24 @@ class _InputBytes:
         self.count += len(data)
         return data
 
+    def readinto(self, buffer: memoryview) -> int:
+        got = self._raw.readinto(buffer)
+        if self._sha is not None:
+            self._sha.update(buffer[:got])
+        self.count += got
+        return got
+
     def seek(self, offset: int, /) -> int:
         """Never needed: records are read front to back once (gzip seeks only to rewind)."""
         raise io.UnsupportedOperation("input is read front to back once")
 
 
-def _count_newlines(data: bytes) -> int:
-    """Lines in a block; numpy counts a byte about four times faster than `bytes.count`."""
-    return int(np.count_nonzero(np.frombuffer(data, dtype=np.uint8) == 0x0A))
+def _count_newlines(data: bytes | mmap.mmap, start: int = 0, end: int | None = None) -> int:
+    """Lines in a block (`data[start:end]`); numpy counts a byte about four times faster than
+    `bytes.count`."""
+    end = len(data) if end is None else end
+    codes = np.frombuffer(data, dtype=np.uint8, count=end - start, offset=start)
+    return int(np.count_nonzero(codes == 0x0A))
 
 
 def _iter_row_batches(path: Path, batch_rows: int) -> Iterator[_Rows]:
@@ -1037,11 +1142,13 @@ def _keep_freed_memory() -> None:
 
 @dataclass(frozen=True)
 class _InRing:
-    """A block whose bytes wait in slot `slot` of the shared ring rather than in the task itself."""
+    """A block whose bytes wait in slot `slot` of the shared ring (from `offset`) rather than in
+    the task itself."""
 
     block: _Block
     slot: int
     size: int
+    offset: int = 0
 
 
 def _unpack(task: _Unit | _InRing) -> _Unit:
@@ -1049,7 +1156,7 @@ def _unpack(task: _Unit | _InRing) -> _Unit:
     if not isinstance(task, _InRing):
         return task
     assert _worker_ring is not None
-    start = task.slot * _ring_slot_size()
+    start = task.slot * _ring_slot_size() + task.offset
     return replace(task.block, data=_worker_ring[start : start + task.size])
 
 
@@ -1198,13 +1305,14 @@ class _Done:
 
 
 def _pool_map(
-    items: Iterator[_Unit | _FileEnd],
+    plan: Sequence[tuple[Path, str]],
+    file_digests: dict[Path, str] | None,
     job: _Job,
     workers: int,
     work: Callable[[_Unit | _InRing], _W],
 ) -> Iterator[tuple[_Unit | _FileEnd, _W | None]]:
-    """Run `work` on units in a process pool, yielding results in input order with a bounded
-    number in flight (None for a `_FileEnd`).
+    """Run `work` on the units of `plan` in a process pool, yielding results in input order with
+    a bounded number in flight (None for a `_FileEnd`).
 
     On Linux the workers are forked: unlike `spawn`/`forkserver` that needs no `if __name__ ==
     "__main__"` guard in the caller's script (those re-import it in every worker), and the workers
@@ -1213,31 +1321,29 @@ def _pool_map(
     `InputError`.
 
     Forked workers also share two rings of anonymous shared memory, one slot per block in flight:
-    a block is copied there once instead of being pickled through a pipe (which cost the caller's
-    process more than anything else it does per block), and its columns come back the same way.
+    a block is read into its slot (or copied there) instead of being pickled through a pipe
+    (which cost the caller's process more than anything else it does per block), and its
+    columns come back the same way.
     """
     fork = sys.platform == "linux"
     ctx = multiprocessing.get_context("fork" if fork else None)
     limit = 2 * workers + 2
     slots = limit + 1  # a block's slots are reused only after its result was taken
-    slot_size = _ring_slot_size()
-    ring = mmap.mmap(-1, slots * slot_size) if fork else None
+    ring = _BlockRing(slots) if fork else None
     results = mmap.mmap(-1, slots * _RESULT_SLOT_SIZE) if fork else None
-    pool = ctx.Pool(workers, initializer=_init_worker, initargs=(job, ring, results))
+    shared = ring.memory if ring is not None else None
+    pool = ctx.Pool(workers, initializer=_init_worker, initargs=(job, shared, results))
     pending: deque[tuple[_Unit | _FileEnd, Any]] = deque()
-    sent = 0
     try:
-        for item in items:
+        for item in _iter_plan(plan, file_digests, ring):
             if isinstance(item, _FileEnd):
                 pending.append((item, _Done()))
             else:
                 task: _Unit | _InRing = item
-                if ring is not None and isinstance(item, _Block) and len(item.data) <= slot_size:
-                    slot = sent % slots
-                    ring[slot * slot_size : slot * slot_size + len(item.data)] = item.data
-                    task = _InRing(replace(item, data=b""), slot, len(item.data))
-                sent += 1
-                pending.append((item, pool.apply_async(work, (task,))))
+                unit = item.block if isinstance(item, _InRing) else item
+                if ring is not None and isinstance(item, _Block) and len(item.data) <= ring.slot_size:
+                    task = ring.put(item)
+                pending.append((unit, pool.apply_async(work, (task,))))
             while len(pending) > limit:
                 yield _take(pending, results)
         while pending:
@@ -1246,9 +1352,10 @@ def _pool_map(
     finally:
         pool.terminate()
         pool.join()
-        for shared in (ring, results):
-            if shared is not None:
-                shared.close()
+        for memory in (shared, results):
+            if memory is not None:
+                with contextlib.suppress(BufferError):  # a view still held by a traceback
+                    memory.close()
 
 
 def _take(
