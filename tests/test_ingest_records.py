@@ -803,3 +803,31 @@ def test_record_columns_report_bad_lines_like_the_record_hashes(
         with pytest.raises(InputError) as info:
             list(records.iter_record_columns([bad], fingerprint_record_blobs, workers=workers))
         assert str(info.value) == f"{bad}:2502: not a JSON object (found array)"
+
+
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n"])
+def test_jsonl_blocks_parsed_in_the_ring_equal_the_inline_parse(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ending: bytes
+) -> None:
+    """Workers parse a block's lines where they lie in shared memory; blank lines, CRLF endings,
+    a last line without its newline and a bad line must come out as they do inline."""
+    from ledger.fingerprint import fingerprint_record_blobs
+
+    lines = [json.dumps({"t": f"a line of text that is long enough to be a segment {i}", "i": i}) for i in range(600)]
+    lines[100] = ""  # a blank line sends its block down the line-by-line path
+    data = ending.join(line.encode() for line in lines)  # the last line has no newline
+    path = write(tmp_path / "ring.jsonl", data)
+
+    def columns(workers: int) -> tuple[bytes, bytes, bytes]:
+        blocks = list(records.iter_record_columns([path], fingerprint_record_blobs, workers=workers))
+        return tuple(b"".join(getattr(b, name) for b in blocks) for name in ("digests", "leaf_hashes", "fingerprints"))  # type: ignore[return-value]
+
+    inline = columns(1)
+    monkeypatch.setattr(records, "_POOL_MIN_BYTES", 0)
+    monkeypatch.setattr(records, "_BLOCK_SIZE", 4096)
+    assert columns(2) == inline
+    assert len(inline[0]) == 32 * 599
+    bad = write(tmp_path / "bad.jsonl", data + ending + b'{"t": "no end"' + ending + b'{"i": 1}' + ending)
+    with pytest.raises(InputError) as info:
+        list(records.iter_record_columns([bad], fingerprint_record_blobs, workers=2))
+    assert str(info.value).startswith(f"{bad}:601: ")

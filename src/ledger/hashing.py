@@ -559,7 +559,7 @@ def _parse_exact(data: bytes) -> object:
 
 
 def parse_json_lines(
-    data: bytes, lines: Sequence[bytes], *, exact_ints: bool = True
+    data: bytes, lines: Sequence[bytes | memoryview], *, exact_ints: bool = True
 ) -> list[object]:
     """``[parse_json_line(line) for line in lines]`` where ``lines`` are the lines of ``data``.
 
@@ -577,7 +577,7 @@ def parse_json_lines(
     return list(map(orjson.loads, lines))
 
 
-def parse_json_line(line: bytes | str) -> object:
+def parse_json_line(line: bytes | memoryview | str) -> object:
     """Parse one JSON text, keeping big integers exact and int-vs-float as written.
 
     Raises ValueError (``json.JSONDecodeError`` or ``UnicodeError``) on invalid JSON, NaN,
@@ -882,7 +882,7 @@ def hash_record_columns(
     text_fields: Sequence[str] | None = None,
     min_chars: int = MIN_SEGMENT_CHARS,
     *,
-    lines: Sequence[bytes] | None = None,
+    lines: Sequence[bytes | memoryview] | None = None,
 ) -> RecordHashColumns:
     """``hash_records`` with the record leaf hashes, as columns. Raises on the first bad record
     without saying which, like ``hash_records``.
@@ -982,7 +982,7 @@ def _hash_all(
     records: Iterable[object],
     text_fields: Sequence[str] | None,
     min_chars: int,
-    lines: Sequence[bytes] | None = None,
+    lines: Sequence[bytes | memoryview] | None = None,
 ) -> _Hashed:
     """``_hash_chunk`` over consecutive chunks of the records (and of their ``lines``)."""
     digests: list[bytes] = []
@@ -1007,7 +1007,7 @@ def _hash_chunk(
     digests: list[bytes],
     hashes: list[bytes],
     texts: list[str],
-    lines: Sequence[bytes] | None = None,
+    lines: Sequence[bytes | memoryview] | None = None,
 ) -> npt.NDArray[np.int64]:
     """Append the records' digests, and their segment hashes and texts (sorted and distinct
     per record); return each record's number of segments. Digests come from one loop, then

@@ -281,6 +281,7 @@ class _Job:
 
 # One unit's result: its hashes, and the fingerprints if the job asks for them.
 _Result = tuple[list[RecordHash], list[bytes] | None]
+_U = TypeVar("_U")  # a unit, or where to find one
 _R = TypeVar("_R")  # what a unit is processed into
 _H = TypeVar("_H")  # a unit's hashes, as objects or as columns
 _W = TypeVar("_W")  # the same as it travels back from a worker
@@ -1255,8 +1256,39 @@ def _unwire(wire: _Wire) -> _Result:
 
 def _columns_of(unit: _Unit, job: _Job) -> RecordColumns:
     """Hash and fingerprint one unit into flat buffers, with the leaf hashes of both trees."""
-    assert job.fingerprint_blobs is not None
     hashed = _hashed_unit(unit, job.text_fields, job.min_chars, _hash_columns, exact_ints=False)
+    return _fingerprinted(hashed, job)
+
+
+def _ring_columns(task: _InRing, job: _Job) -> RecordColumns:
+    """`_columns_of` a JSONL block in the worker's ring, its lines parsed where they lie: no copy
+    of the block, no `bytes` per line. Any bad line or record sends the block the usual way, which
+    names it."""
+    assert _worker_ring is not None
+    start = task.slot * _ring_slot_size() + task.offset
+    codes = np.frombuffer(_worker_ring, dtype=np.uint8, count=task.size, offset=start)
+    ends = np.flatnonzero(codes == 0x0A)
+    bounds = (ends + start).tolist()
+    if not bounds or bounds[-1] != start + task.size - 1:
+        bounds.append(start + task.size)  # a last line without its newline
+    view = memoryview(_worker_ring)
+    try:
+        firsts = [start, *[end + 1 for end in bounds[:-1]]]
+        lines = list(map(view.__getitem__, map(slice, firsts, bounds)))
+        records = parse_json_lines(b"", lines, exact_ints=False)
+        if not all(type(record) is dict for record in records):
+            raise ValueError("not every line is a JSON object")
+        hashed = hash_record_columns(records, job.text_fields, job.min_chars, lines=lines)
+    except _DATA_ERRORS:
+        return _columns_of(_unpack(task), job)
+    finally:
+        view.release()
+    return _fingerprinted(hashed, job)
+
+
+def _fingerprinted(hashed: RecordHashColumns, job: _Job) -> RecordColumns:
+    """A unit's hashes with its records' fingerprints and the leaf hashes of both trees."""
+    assert job.fingerprint_blobs is not None
     blobs, ends = job.fingerprint_blobs(hashed.texts)
     if len(ends) != hashed.count:
         raise ValueError(f"fingerprint gave {len(ends)} values for {hashed.count} records")
@@ -1278,13 +1310,16 @@ def _columns_of(unit: _Unit, job: _Job) -> RecordColumns:
 def _work_columns(unit: _Unit | _InRing) -> RecordColumns | _InResults:
     """Pool task of `iter_record_columns`: a few buffers per unit travel back, not objects, through
     the shared result ring when the unit came through the block ring."""
-    columns = _collected(_columns_of, _unpack(unit))
+    if isinstance(unit, _InRing) and unit.block.fmt == "jsonl":
+        columns = _collected(_ring_columns, unit)
+    else:
+        columns = _collected(_columns_of, _unpack(unit))
     if isinstance(unit, _InRing) and _worker_results is not None:
         return _place_columns(columns, unit.slot)
     return columns
 
 
-def _collected(process: Callable[[_Unit, _Job], _R], unit: _Unit) -> _R:
+def _collected(process: Callable[[_U, _Job], _R], unit: _U) -> _R:
     """`process(unit, job)` in a worker, then collect whatever cycles the unit left behind."""
     try:
         return process(unit, _worker_job)
