@@ -241,6 +241,26 @@ def test_root_builder_any_mix_of_add_and_extend(n: int, cuts: list[int]) -> None
     assert builder.root() == naive_root(n)
 
 
+@FAST
+@given(st.integers(0, MAX_SIZE), st.lists(st.integers(0, MAX_SIZE), max_size=6), st.booleans())
+def test_root_builder_extend_joined_equals_extend(n: int, cuts: list[int], mixed: bool) -> None:
+    """Leaf hashes laid end to end, in pieces of any size, mixed with `add` and `extend`."""
+    _, hashes, _ = tree(n)
+    builder = merkle.RootBuilder()
+    position = 0
+    for k, cut in enumerate(sorted(c for c in cuts if c <= n)):
+        if mixed and k % 2:
+            builder.extend(hashes[position:cut])
+        else:
+            builder.extend_joined(b"".join(hashes[position:cut]))
+        position = cut
+        assert builder.size == cut
+        assert builder.root() == naive_root(cut)
+    builder.extend_joined(b"".join(hashes[position:]))
+    assert builder.size == n
+    assert builder.root() == naive_root(n)
+
+
 def test_root_builder_crosses_chunk_boundaries() -> None:
     """Sizes around 2**16 exercise the aligned-chunk path, starting from unaligned sizes."""
     n = (1 << 16) * 2 + 5
@@ -252,6 +272,10 @@ def test_root_builder_crosses_chunk_boundaries() -> None:
     builder.add(hashes[(1 << 16) + 1])
     builder.extend(iter(hashes[(1 << 16) + 2 :]))
     assert builder.root() == expected
+    joined = merkle.RootBuilder()
+    joined.extend_joined(b"".join(hashes[:5]))
+    joined.extend_joined(b"".join(hashes[5:]))
+    assert joined.root() == expected
     assert merkle.root_of_leaves(i.to_bytes(4, "big") for i in range(n)) == expected
     assert merkle.root_from_nodes(n, merkle.nodes_from_leaves(hashes)) == expected
 

@@ -320,8 +320,8 @@ class _BatchHasher:
             return
         if fps is None:
             fps = _fingerprint_records([r.texts for r in chunk], self._params)
-        leaf_hashes = [merkle.leaf_hash(r.leaf) for r in chunk]
-        fp_hashes = [merkle.leaf_hash(fp) for fp in fps]
+        leaf_hashes = b"".join([merkle.leaf_hash(r.leaf) for r in chunk])
+        fp_hashes = b"".join([merkle.leaf_hash(fp) for fp in fps])
         part_of, position_of = self._feed_roots(leaf_hashes, fp_hashes, file_index)
         self._records.add(
             [
@@ -347,9 +347,7 @@ class _BatchHasher:
         """Take the next records of a file as computed by the reader: no object per record here."""
         n = columns.count
         part_of, position_of = self._feed_roots(
-            _split_hashes(columns.leaf_hashes),
-            _split_hashes(columns.fingerprint_hashes),
-            file_index,
+            columns.leaf_hashes, columns.fingerprint_hashes, file_index
         )
         fp_offsets = np.zeros(n + 1, dtype=np.int32)
         fp_offsets[1:] = columns.fingerprint_ends
@@ -382,22 +380,24 @@ class _BatchHasher:
             self._part = _Part()
 
     def _feed_roots(
-        self, leaf_hashes: list[bytes], fp_hashes: list[bytes], file_index: int | None
+        self, leaf_hashes: bytes, fp_hashes: bytes, file_index: int | None
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-        """Extend the running roots, starting a new batch every `split` records; (part, position) per record."""
+        """Extend the running roots with the records' leaf hashes (32 bytes each, end to end),
+        starting a new batch every `split` records; (part, position) per record."""
         parts: list[npt.NDArray[np.int64]] = []
         positions: list[npt.NDArray[np.int64]] = []
+        count = len(leaf_hashes) // 32
         start = 0
-        while start < len(leaf_hashes):
+        while start < count:
             if self._split and self._part.count == self._split:
                 self.cut()
             part = self._part
-            room = (self._split - part.count) if self._split else len(leaf_hashes) - start
-            end = min(len(leaf_hashes), start + room)
+            room = (self._split - part.count) if self._split else count - start
+            end = min(count, start + room)
             parts.append(np.full(end - start, len(self._done), dtype=np.int64))
             positions.append(np.arange(part.count, part.count + end - start, dtype=np.int64))
-            part.records.extend(leaf_hashes[start:end])
-            part.fingerprints.extend(fp_hashes[start:end])
+            part.records.extend_joined(leaf_hashes[32 * start : 32 * end])
+            part.fingerprints.extend_joined(fp_hashes[32 * start : 32 * end])
             if file_index is not None and file_index not in part.files:
                 part.files.append(file_index)
             start = end
@@ -408,11 +408,6 @@ class _BatchHasher:
         return _HashedBatches(
             summaries, sources, self._records.finish(), self._segments.finish(), self._params
         )
-
-
-def _split_hashes(joined: bytes) -> list[bytes]:
-    """32-byte hashes laid end to end, as a list."""
-    return [joined[i : i + 32] for i in range(0, len(joined), 32)]
 
 
 def _binary_array(data: bytes, offsets: npt.NDArray[np.int32]) -> pa.Array:
