@@ -67,14 +67,17 @@ def ref_values(text: str, p: fpm.FingerprintParams) -> list[int]:
     k = p.shingle_bytes
     shingles = [canon[i : i + k] for i in range(len(canon) - k + 1)] if len(canon) >= k else [canon]
     out: list[int] = []
+    multiplier = _mix(p.seed, k, 0x5A3B) | 1
     for sh in shingles if canon else []:
         h = _mix(p.seed, k)
+        key = 0
         for word in range(0, k, 8):
             x = int.from_bytes(sh[word : word + 8].ljust(8, b"\0"), "little")
+            key = ((key ^ x) * multiplier) & MASK64  # sampled by multiply-shift ...
             if word:
                 h = (h + GOLDEN) & MASK64
-            h = _fmix(h ^ x)
-        if h <= (1 << 64) // p.sample_rate - 1:
+            h = _fmix(h ^ x)  # ... valued by the murmur3 fold
+        if key <= (1 << 64) // p.sample_rate - 1:
             v = h & ((1 << p.value_bits) - 1)
             if v not in out:
                 out.append(v)
@@ -168,6 +171,8 @@ params_st = st.builds(
 # The canonicalization, sampling and blob layout of commit 7f97b91, verbatim, before they were
 # rewritten for speed (joined canonical bytes, sampling on the un-finished hash, the blob layout
 # by scatter). The rewrite must not change one output byte, so it is compared with this copy.
+# One change since: sampled-shingles-v2 samples by a multiply-shift hash (`_sample_keys` below)
+# instead of the value hash itself, in the two places marked "v2".
 _BEFORE_SPEEDUP = r'''
 from __future__ import annotations
 
@@ -309,6 +314,28 @@ def _hash_shingles(
     return h
 
 
+def _sample_keys(
+    buf: npt.NDArray[np.uint8],
+    pos: I64 | None,
+    count: int,
+    width: npt.NDArray[np.int64] | int,
+    params: FingerprintParams,
+) -> U64:
+    """v2's sampling hash: the shingle's words xored in, times an odd constant each time."""
+    multiplier = np.uint64(int(_mix_scalar(params.seed, params.shingle_bytes, 0x5A3B)) | 1)
+    z: U64 | None = None
+    for word in range(0, params.shingle_bytes, 8):
+        x = _words(buf, word, count) if pos is None else _words(buf, word, len(buf) - 16)[pos]
+        keep = np.asarray(width) - word
+        if np.any(keep < 8):
+            x &= _byte_mask(keep)
+        if z is not None:
+            x ^= z
+        z = x * multiplier
+    assert z is not None
+    return z
+
+
 @dataclass(frozen=True)
 class _Samples:
     """Kept values of many texts: `values` in text order, `counts[i]` of them for text i."""
@@ -357,7 +384,7 @@ def _sample_step(texts: Sequence[str], params: FingerprintParams) -> _Samples:
     bound = np.uint64((1 << 64) // params.sample_rate - 1)
     n_full = max(0, len(data) - k + 1)
     h = _hash_shingles(buf, None, n_full, k, params)
-    pos = np.flatnonzero(h <= bound)
+    pos = np.flatnonzero(_sample_keys(buf, None, n_full, k, params) <= bound)  # v2
     tids = np.searchsorted(starts, pos, side="right") - 1
     # A shingle that does not end inside its text holds a separator (it crosses into the next).
     whole = pos + k <= ends[tids]
@@ -365,7 +392,7 @@ def _sample_step(texts: Sequence[str], params: FingerprintParams) -> _Samples:
     short = np.flatnonzero((lens > 0) & (lens < k))  # a text shorter than k bytes is one shingle
     if len(short):
         hs = _hash_shingles(buf, starts[short], 0, lens[short], params)
-        keep = hs <= bound
+        keep = _sample_keys(buf, starts[short], 0, lens[short], params) <= bound  # v2
         pos = np.concatenate((pos, starts[short][keep]))
         tids = np.concatenate((tids, short[keep]))
         h = np.concatenate((h, hs[keep]))
@@ -537,34 +564,28 @@ def test_dedup_key_of_many_texts_does_not_wrap() -> None:
     assert fps == before.fingerprint_texts(texts)
 
 
-def _unfmix(h: int) -> int:
-    """Inverse of `_fmix`, to build words of a chosen hash (xor-shift by 33 is an involution)."""
-    h ^= h >> 33
-    h = (h * pow(0xC4CEB9FE1A85EC53, -1, 1 << 64)) & MASK64
-    h ^= h >> 33
-    h = (h * pow(0xFF51AFD7ED558CCD, -1, 1 << 64)) & MASK64
-    return h ^ (h >> 33)
-
-
 @pytest.mark.parametrize("sample_rate", [3, 5, 7, 8, 1000])
-def test_sampling_on_the_unfinished_hash_is_exact_at_the_bound(sample_rate: int) -> None:
-    """Words hashing to just under, at and over the bound are kept exactly as the full hash says."""
+def test_sampling_is_exact_at_the_bound(sample_rate: int) -> None:
+    """Words whose sampling hash is just under, at and over the bound are kept exactly as the
+    multiply-shift hash says, each valued by the murmur3 fold."""
     params = replace(fpm.DEFAULT_PARAMS, sample_rate=sample_rate, seed=12345)
     bound = (1 << 64) // sample_rate - 1
     seed = _mix(params.seed, params.shingle_bytes)
-    targets = [bound - 1, bound, bound + 1, bound & ~0x7FFFFFFF, bound | 0x7FFFFFFF, 0, MASK64]
-    words = b"".join((_unfmix(h) ^ seed).to_bytes(8, "little") for h in targets)
+    multiplier = _mix(params.seed, params.shingle_bytes, 0x5A3B) | 1
+    inverse = pow(multiplier, -1, 1 << 64)
+    targets = [bound - 1, bound, bound + 1, 0, 1, MASK64]
+    words = b"".join(((t * inverse) & MASK64).to_bytes(8, "little") for t in targets)
     buf = np.frombuffer(words + b"\0" * 24, dtype=np.uint8)
     count = len(words) - 7
     pos, hashes = fpm._sample_full(buf, count, np.zeros(0, dtype=np.int64), params)
     expected = [
-        (i, h)
+        (i, _fmix(word ^ seed))
         for i in range(count)
-        if (h := _fmix(int.from_bytes(words[i : i + 8], "little") ^ seed)) <= bound
+        if ((word := int.from_bytes(words[i : i + 8], "little")) * multiplier) & MASK64 <= bound
     ]
     assert list(zip(pos.tolist(), hashes.tolist(), strict=True)) == expected
     assert [i // 8 for i, _ in expected if i % 8 == 0] == [
-        j for j, h in enumerate(targets) if h <= bound
+        j for j, t in enumerate(targets) if t <= bound
     ]
 
 

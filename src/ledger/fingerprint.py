@@ -3,7 +3,7 @@
 Copies of model outputs in training data are masked, re-spaced, re-punctuated, truncated, split or
 embedded in longer records, so the fingerprint must measure *how much of one text lies inside the
 other*, not Jaccard resemblance. The scheme (Broder's mod-m sketch, 1997) keeps every shingle whose
-64-bit hash falls below ``2**64 / sample_rate``. The same shingle is kept in every text that has it,
+64-bit sampling hash falls below ``2**64 / sample_rate``. The same shingle is kept in every text that has it,
 so the kept values of a needle and of a record of any length are comparable directly: the share of
 a needle's values found in a record estimates containment without windows or size bias, and
 storage grows with the text (~0.18 byte per character by default) instead of being fixed.
@@ -15,9 +15,11 @@ Pipeline, fixed by :class:`FingerprintParams`:
    punctuation, underscores, spaces), so masking, changed digits, re-spacing and re-punctuation
    leave the surrounding letters intact;
 2. shingle: every run of ``shingle_bytes`` consecutive UTF-8 bytes (a shorter text is one shingle);
-3. hash: 8-byte little-endian words folded into a seed with the murmur3 finalizer; keep hashes
-   below the sampling bound;
-4. keep each value once per text, in text order, as its low ``value_bits`` bits, little-endian;
+3. sample: keep the shingles whose multiply-shift hash is below the sampling bound: its 8-byte
+   little-endian words (zero-padded) are xored into a sum that is multiplied, each time, by an odd
+   64-bit constant drawn from the seed (two passes over the text, where a mixing hash takes eight);
+4. value: the kept shingle's words folded into a seed with the murmur3 finalizer; keep each value
+   once per text, in text order, as its low ``value_bits`` bits, little-endian;
 5. band keys: a mixed hash of every ``band_rows`` consecutive kept values, so a candidate must share
    a run of sampled shingles (a phrase of a few words), not one common shingle.
 
@@ -66,7 +68,7 @@ __all__ = [
 U64 = npt.NDArray[np.uint64]
 I64 = npt.NDArray[np.int64]
 
-SCHEME = "sampled-shingles-v1"
+SCHEME = "sampled-shingles-v2"
 CANON = "drop-mask-email-digit-punct-space-v1"
 
 
@@ -261,11 +263,10 @@ _GOLDEN = 0x9E3779B97F4A7C15
 _S33 = np.uint64(33)
 
 
-def _fmix64(x: U64, t: U64 | None = None, *, last_step: bool = True) -> U64:
+def _fmix64(x: U64, t: U64 | None = None) -> U64:
     """MurmurHash3's 64-bit finalizer, in place (a bijection with full avalanche).
 
-    `t` (same length) is scratch, made here if not given. Without `last_step`, the final
-    ``x ^= x >> 33`` is left to the caller (see `_hash_heads`).
+    `t` (same length) is scratch, made here if not given.
     """
     if t is None:
         t = np.empty_like(x)
@@ -275,9 +276,8 @@ def _fmix64(x: U64, t: U64 | None = None, *, last_step: bool = True) -> U64:
     np.right_shift(x, _S33, out=t)
     x ^= t
     x *= _M2
-    if last_step:
-        np.right_shift(x, _S33, out=t)
-        x ^= t
+    np.right_shift(x, _S33, out=t)
+    x ^= t
     return x
 
 
@@ -296,9 +296,10 @@ def _mix_scalar(*values: int) -> np.uint64:
 
 
 def _words(buf: npt.NDArray[np.uint8], offset: int, count: int) -> U64:
-    """The little-endian uint64 read at byte `offset + i`, for every i < count (unaligned view)."""
+    """The little-endian uint64 read at byte `offset + i`, for every i < count (an unaligned view
+    of `buf`, not a copy)."""
     view: U64 = np.ndarray(shape=(count,), dtype="<u8", buffer=buf, offset=offset, strides=(1,))
-    return view.astype(np.uint64)
+    return view
 
 
 def _byte_mask(width: npt.NDArray[np.int64] | int) -> U64 | np.uint64:
@@ -326,7 +327,8 @@ def _hash_shingles(
     h: U64 | None = None
     seed = _mix_scalar(params.seed, params.shingle_bytes)
     for word in range(0, params.shingle_bytes, 8):
-        x = _words(buf, word, count) if pos is None else _words(buf, word, len(buf) - 16)[pos]
+        words = _words(buf, word, count if pos is None else len(buf) - 16)
+        x = words.astype(np.uint64) if pos is None else words[pos]  # a copy either way
         keep = np.asarray(width) - word
         if np.any(keep < 8):
             x &= _byte_mask(keep)
@@ -340,42 +342,69 @@ def _hash_shingles(
     return h
 
 
-def _hash_heads(
-    buf: npt.NDArray[np.uint8], lo: int, params: FingerprintParams, h: U64, t: U64
-) -> U64:
-    """`_hash_shingles` of the full shingle at offsets ``lo + i`` into `h`, short of its last step.
+# Tells the sampling multiplier's seed constant from the other uses of `_mix_scalar`.
+_SAMPLE_TAG = 0x5A3B
 
-    The last step, ``h ^= h >> 33``, keeps the top 33 bits, so the sampling test can run on these
-    values (see `_sample_full`) and the step be finished for the kept few only. Same arithmetic
-    as `_hash_shingles` in fewer passes: each word is read and seeded in one ufunc, all in place
-    in `h`, with `t` (same length) as scratch.
+
+def _sample_multiplier(params: FingerprintParams) -> np.uint64:
+    """The odd 64-bit multiplier of the sampling hash, drawn from the seed."""
+    return np.uint64(int(_mix_scalar(params.seed, params.shingle_bytes, _SAMPLE_TAG)) | 1)
+
+
+def _sample_keys(
+    buf: npt.NDArray[np.uint8], lo: int, params: FingerprintParams, z: U64, t: U64
+) -> U64:
+    """The sampling hash of the shingle at every offset ``lo + i``, into `z` (`t`: scratch).
+
+    Multiply-shift hashing (Dietzfelbinger et al., 1997): a product's top bits depend on every
+    bit of the word, so testing them samples shingles at the rate the bound sets, in one fused
+    read-and-multiply pass per word. The kept few get their values from `_hash_shingles`.
     """
     k = params.shingle_bytes
-    count = len(h)
+    multiplier = _sample_multiplier(params)
+    count = len(z)
     for word in range(0, k, 8):
-        x: U64 = np.ndarray(shape=(count,), dtype="<u8", buffer=buf, offset=lo + word, strides=(1,))
+        x = _words(buf, lo + word, count)
         width = k - word
         if word == 0:
             if width < 8:
-                np.bitwise_and(x, _byte_mask(width), out=h)
-                h ^= _mix_scalar(params.seed, k)
+                np.bitwise_and(x, _byte_mask(width), out=z)
+                z *= multiplier
             else:
-                np.bitwise_xor(x, _mix_scalar(params.seed, k), out=h)
+                np.multiply(x, multiplier, out=z)
         else:
-            h += np.uint64(_GOLDEN)
             if width < 8:
                 np.bitwise_and(x, _byte_mask(width), out=t)
-                h ^= t
             else:
-                h ^= x
-        _fmix64(h, t, last_step=word + 8 < k)
-    return h
+                np.copyto(t, x)
+            z ^= t
+            z *= multiplier
+    return z
+
+
+def _sample_keys_at(
+    buf: npt.NDArray[np.uint8], pos: I64, width: npt.NDArray[np.int64], params: FingerprintParams
+) -> U64:
+    """`_sample_keys` of the shingles of `width` bytes (zero-padded) at the offsets `pos`."""
+    multiplier = _sample_multiplier(params)
+    z: U64 | None = None
+    for word in range(0, params.shingle_bytes, 8):
+        x = _words(buf, word, len(buf) - 16)[pos]
+        keep = width - word
+        if np.any(keep < 8):
+            x &= _byte_mask(keep)
+        if z is not None:
+            x ^= z
+        x *= multiplier
+        z = x
+    assert z is not None
+    return z
 
 
 def _sample_full(
     buf: npt.NDArray[np.uint8], count: int, seps: I64, params: FingerprintParams
 ) -> tuple[I64, U64]:
-    """Offsets < count whose full shingle hash is kept, and those hashes, in offset order.
+    """Offsets < count whose full shingle is sampled, and those shingles' hashes, in offset order.
 
     Offsets whose shingle crosses a separator (at the sorted offsets `seps`) are never kept.
     Offsets are hashed `_HASH_WINDOW` at a time, so a single huge text (a book in one record)
@@ -410,10 +439,8 @@ def _sample_window(
     """`_sample_full` for the offsets in [lo, hi), with `z` and `t` as scratch."""
     k = params.shingle_bytes
     bound = (1 << 64) // params.sample_rate - 1
-    z = _hash_heads(buf, lo, params, z[: hi - lo], t[: hi - lo])
-    # The hash is z ^ (z >> 33): it agrees with z on the top 33 bits, so z passing a loose bound
-    # is necessary, and the exact test runs on the few that pass.
-    keep = z <= np.uint64(bound | 0x7FFFFFFF)
+    z = _sample_keys(buf, lo, params, z[: hi - lo], t[: hi - lo])
+    keep = z <= np.uint64(bound)
     # Offsets within k - 1 bytes before a separator (or on it) cross it: those of the separators
     # in [lo, hi + k - 1). Each one's run of them that sticks out of [lo, hi) contains the end it
     # is clipped to.
@@ -422,13 +449,8 @@ def _sample_window(
         cut = near[:, None] + np.arange(1 - k - lo, 1 - lo, dtype=np.int64)
         keep[np.clip(cut, 0, hi - lo - 1, out=cut)] = False
     pos = np.flatnonzero(keep)
-    hashes = z[pos]
-    hashes ^= hashes >> _S33
-    exact = hashes <= np.uint64(bound)
-    if not exact.all():  # only when sample_rate is not a power of two
-        pos, hashes = pos[exact], hashes[exact]
     pos += lo
-    return pos, hashes
+    return pos, _hash_shingles(buf, pos, 0, k, params)
 
 
 @dataclass(frozen=True)
@@ -479,10 +501,10 @@ def _sample_step(texts: Sequence[str], params: FingerprintParams) -> _Samples:
     lens = ends - starts
     short = np.flatnonzero((lens > 0) & (lens < k))  # a text shorter than k bytes is one shingle
     if len(short):
-        hs = _hash_shingles(buf, starts[short], 0, lens[short], params)
-        keep = hs <= np.uint64(bound)
-        pos = np.concatenate((pos, starts[short][keep]))
-        h = np.concatenate((h, hs[keep]))
+        keep = _sample_keys_at(buf, starts[short], lens[short], params) <= np.uint64(bound)
+        kept = starts[short][keep]
+        pos = np.concatenate((pos, kept))
+        h = np.concatenate((h, _hash_shingles(buf, kept, 0, lens[short][keep], params)))
         order = np.argsort(pos, kind="stable")
         pos, h = pos[order], h[order]
     # Kept offsets are in text order: text i's are pos[first[i]:first[i + 1]].
