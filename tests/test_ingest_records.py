@@ -283,6 +283,26 @@ def test_blocks_read_into_the_ring_are_the_blocks_read_into_bytes(
         assert eofs[-1] == (not got[-1][1].endswith(b"\n"))  # an unterminated last line
 
 
+def test_a_ring_slot_used_before_leaves_nothing_behind(tmp_path: Path) -> None:
+    """Files of one run share the ring: what an earlier file left in a slot (here a byte order
+    mark) must not leak into a later, shorter file's block."""
+    ring = records._BlockRing(1)
+    first = write(tmp_path / "a.txt", b"\xef\xbb\xbfbom first\n" * 3)
+    list(records._iter_ring_blocks(first, "txt", None, ring))
+    assert ring.memory[:3] == records._BOM  # left in the slot
+    for data in (b"\xef", b"\xef\xbb", b"ab", b"x\n"):
+        second = write(tmp_path / "b.txt", data)
+        blocks = list(records._iter_ring_blocks(second, "txt", None, ring))
+        got = b"".join(
+            ring.memory[b.slot * ring.slot_size + b.offset :][: b.size]
+            if isinstance(b, records._InRing)
+            else b.data
+            for b in blocks
+        )
+        assert got == data
+    ring.memory.close()
+
+
 @FAST
 @given(lines=st.lists(_line_text, max_size=30), crlf=st.booleans())
 def test_text_records_are_the_lines_without_endings(

@@ -533,7 +533,7 @@ def _iter_ring_blocks(
             finally:
                 target.release()
             end = start + len(carry) + got
-            if accounted == 0 and source.count == got and memory[start : start + 3] == _BOM:
+            if accounted == 0 and source.count == got >= 3 and memory[start : start + 3] == _BOM:
                 offset = len(_BOM)
             if got == 0:
                 if end > start + offset:  # the last line, without its newline
@@ -672,16 +672,15 @@ def _hashed_unit(
     gets its lines, to parse again the few records that need it (`hash_record_columns`).
     """
     lines: list[bytes] | None = None
-    jsonl = isinstance(unit, _Block) and unit.fmt == "jsonl"
-    bulk = _bulk_json(unit, exact_ints) if isinstance(unit, _Block) and jsonl else None
+    jsonl = unit if isinstance(unit, _Block) and unit.fmt == "jsonl" else None
+    bulk = _bulk_json(jsonl, exact_ints) if jsonl is not None else None
     if bulk is not None:
         records, lines = bulk
         numbered: list[tuple[int, object]] | None = None  # numbered only to name a bad record
     else:
         numbered = []
         try:
-            found = _json_lines(unit) if isinstance(unit, _Block) and jsonl else _records_of(unit)
-            numbered.extend(found)
+            numbered.extend(_json_lines(jsonl) if jsonl is not None else _records_of(unit))
         except InputError:
             _hash_each(unit, numbered, text_fields, min_chars)  # an earlier record may fail to hash
             raise
