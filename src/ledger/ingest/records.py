@@ -490,7 +490,7 @@ class _BlockRing:
         self._used = 0
 
     def next_slot(self) -> int:
-        """The slot the next block goes to (taken only by `put` or `took`)."""
+        """The slot the next block goes to (taken by `put` or `placed`)."""
         return self._used % self.slots
 
     def put(self, block: _Block) -> _InRing:
@@ -501,7 +501,7 @@ class _BlockRing:
         self._used += 1
         return _InRing(replace(block, data=b""), slot, len(block.data))
 
-    def took(self, block: _Block, size: int, offset: int) -> _InRing:
+    def placed(self, block: _Block, size: int, offset: int) -> _InRing:
         """Mark the next slot as holding `block`'s bytes, read there in place."""
         slot = self.next_slot()
         self._used += 1
@@ -548,7 +548,7 @@ def _iter_ring_blocks(
                 )
                 return
             block = _Block(name, fmt, line, b"", False, source.count - accounted)
-            yield ring.took(block, cut - start - offset, offset)
+            yield ring.placed(block, cut - start - offset, offset)
             accounted = source.count
             line += _count_newlines(memory, start + offset, cut)
             carry = memory[cut:end]
@@ -1274,7 +1274,7 @@ def _ring_columns(task: _InRing, job: _Job) -> RecordColumns:
     try:
         firsts = [start, *[end + 1 for end in bounds[:-1]]]
         lines = list(map(view.__getitem__, map(slice, firsts, bounds)))
-        records = parse_json_lines(b"", lines, exact_ints=False)
+        records = parse_json_lines(b"", lines, exact_ints=False)  # only the exact scan reads data
         if not all(type(record) is dict for record in records):
             raise ValueError("not every line is a JSON object")
         hashed = hash_record_columns(records, job.text_fields, job.min_chars, lines=lines)
