@@ -311,14 +311,26 @@ def _byte_mask(width: npt.NDArray[np.int64] | int) -> U64 | np.uint64:
     return out if out.ndim else np.uint64(out)
 
 
+def _shingle_words(
+    buf: npt.NDArray[np.uint8], pos: I64, width: npt.NDArray[np.int64] | int, k: int
+) -> Iterator[U64]:
+    """Each 8-byte little-endian word of the `k`-byte shingles at the offsets `pos`, as a fresh
+    array, zero past `width` bytes of the shingle."""
+    for word in range(0, k, 8):
+        x = _words(buf, word, len(buf) - 16)[pos]
+        keep = np.asarray(width) - word
+        if np.any(keep < 8):
+            x &= _byte_mask(keep)
+        yield x
+
+
 def _hash_shingles(
     buf: npt.NDArray[np.uint8],
-    pos: I64 | None,
-    count: int,
+    pos: I64,
     width: npt.NDArray[np.int64] | int,
     params: FingerprintParams,
 ) -> U64:
-    """Hash the shingles of `width` bytes starting at `pos` (or at every offset < count).
+    """Hash the shingles of `width` bytes starting at `pos`: their values.
 
     Each 8-byte little-endian word of the shingle (zero-padded) is folded in as
     ``h = fmix64(h ^ word)`` (plus a constant between words), starting from a seed constant. Bytes
@@ -326,12 +338,7 @@ def _hash_shingles(
     """
     h: U64 | None = None
     seed = _mix_scalar(params.seed, params.shingle_bytes)
-    for word in range(0, params.shingle_bytes, 8):
-        words = _words(buf, word, count if pos is None else len(buf) - 16)
-        x = words.astype(np.uint64) if pos is None else words[pos]  # a copy either way
-        keep = np.asarray(width) - word
-        if np.any(keep < 8):
-            x &= _byte_mask(keep)
+    for x in _shingle_words(buf, pos, width, params.shingle_bytes):
         if h is None:
             x ^= seed
         else:
@@ -388,11 +395,7 @@ def _sample_keys_at(
     """`_sample_keys` of the shingles of `width` bytes (zero-padded) at the offsets `pos`."""
     multiplier = _sample_multiplier(params)
     z: U64 | None = None
-    for word in range(0, params.shingle_bytes, 8):
-        x = _words(buf, word, len(buf) - 16)[pos]
-        keep = width - word
-        if np.any(keep < 8):
-            x &= _byte_mask(keep)
+    for x in _shingle_words(buf, pos, width, params.shingle_bytes):
         if z is not None:
             x ^= z
         x *= multiplier
@@ -450,7 +453,7 @@ def _sample_window(
         keep[np.clip(cut, 0, hi - lo - 1, out=cut)] = False
     pos = np.flatnonzero(keep)
     pos += lo
-    return pos, _hash_shingles(buf, pos, 0, k, params)
+    return pos, _hash_shingles(buf, pos, k, params)
 
 
 @dataclass(frozen=True)
@@ -504,7 +507,7 @@ def _sample_step(texts: Sequence[str], params: FingerprintParams) -> _Samples:
         keep = _sample_keys_at(buf, starts[short], lens[short], params) <= np.uint64(bound)
         kept = starts[short][keep]
         pos = np.concatenate((pos, kept))
-        h = np.concatenate((h, _hash_shingles(buf, kept, 0, lens[short][keep], params)))
+        h = np.concatenate((h, _hash_shingles(buf, kept, lens[short][keep], params)))
         order = np.argsort(pos, kind="stable")
         pos, h = pos[order], h[order]
     # Kept offsets are in text order: text i's are pos[first[i]:first[i + 1]].
