@@ -732,13 +732,19 @@ def _bulk_json(unit: _Block, exact_ints: bool = True) -> tuple[list[object], lis
     when a blank or bad line needs `_json_lines`, which skips or names it. Without `exact_ints`
     (see `parse_json_lines`), integers beyond 64 bits may come out as floats."""
     lines = _split_lines(unit)
+    parsed = _json_objects(unit.data, lines, exact_ints)
+    return None if parsed is None else (parsed, lines)
+
+
+def _json_objects(
+    data: bytes, lines: Sequence[bytes | memoryview], exact_ints: bool
+) -> list[object] | None:
+    """`parse_json_lines`, or None unless every line parses to a JSON object."""
     try:
-        parsed = parse_json_lines(unit.data, lines, exact_ints=exact_ints)
+        parsed = parse_json_lines(data, lines, exact_ints=exact_ints)
     except _DATA_ERRORS:
         return None
-    if not all(type(record) is dict for record in parsed):
-        return None
-    return parsed, lines
+    return parsed if all(type(record) is dict for record in parsed) else None
 
 
 def _json_records(unit: _Block) -> Iterable[tuple[int, object]]:
@@ -1274,14 +1280,16 @@ def _ring_columns(task: _InRing, job: _Job) -> RecordColumns:
     try:
         firsts = [start, *[end + 1 for end in bounds[:-1]]]
         lines = list(map(view.__getitem__, map(slice, firsts, bounds)))
-        records = parse_json_lines(b"", lines, exact_ints=False)  # only the exact scan reads data
-        if not all(type(record) is dict for record in records):
-            raise ValueError("not every line is a JSON object")
-        hashed = hash_record_columns(records, job.text_fields, job.min_chars, lines=lines)
+        records = _json_objects(b"", lines, exact_ints=False)  # only the exact scan reads data
+        hashed = None
+        if records is not None:
+            hashed = hash_record_columns(records, job.text_fields, job.min_chars, lines=lines)
     except _DATA_ERRORS:
-        return _columns_of(_unpack(task), job)
+        hashed = None
     finally:
         view.release()
+    if hashed is None:  # a bad line or record: the usual path names it
+        return _columns_of(_unpack(task), job)
     return _fingerprinted(hashed, job)
 
 
