@@ -39,7 +39,7 @@ import numpy as np
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
 
-from ledger import entries, keys, merkle, store
+from ledger import entries, hashing, keys, merkle, store
 from ledger.errors import CorruptDatabaseError, InputError, VerificationError
 from ledger.ledger import KeyRing
 
@@ -199,23 +199,6 @@ def _stats_problems(batch: int, count: int, stats: _RecordStats) -> list[Problem
     return problems
 
 
-_LEAF_HEAD = np.frombuffer(
-    b'\x00{"segments":', np.uint8
-)  # 0x00 = RFC 6962 leaf prefix, sliced off for leaves
-_LEAF_MIDDLE = np.frombuffer(b'],"sha256":"', np.uint8)
-_LEAF_END = np.frombuffer(b'"}', np.uint8)
-
-
-# The two lowercase hex digits of every byte value as one uint16 (in memory order), for table lookup.
-_HEX_PAIRS = np.frombuffer(binascii.hexlify(bytes(range(256))), np.uint16)
-
-
-def _hex_rows(raw: np.ndarray) -> np.ndarray:
-    """(n, w) bytes as (n, 2w) lowercase hex digits, one table lookup per byte (no bytes copy)."""
-    hexed: np.ndarray = _HEX_PAIRS[raw].view(np.uint8)
-    return hexed.reshape(len(raw), 2 * raw.shape[1])
-
-
 def _fixed32(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     """A binary column whose values are all 32 bytes (checked beforehand) as an (n, 32) uint8 array."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
@@ -243,58 +226,6 @@ def _fixed32(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 def _int64(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     return np.asarray(array.to_numpy(zero_copy_only=False), dtype=np.int64)
-
-
-@dataclass(frozen=True)
-class _LeafGroup:
-    """Leaves of equal width (same segment count) laid out back to back, each with the 0x00 prefix."""
-
-    rows: np.ndarray  # the record rows (in key order) these leaves belong to
-    data: memoryview  # the leaves back to back, each behind its 0x00 prefix
-    width: int
-    whole: bool  # the only group: rows are all records in order
-
-
-def _assemble_leaves(
-    digests: np.ndarray, counts: np.ndarray, starts: np.ndarray, segments: np.ndarray
-) -> list[_LeafGroup]:
-    """Build record leaves `{"segments":["hex",...],"sha256":"hex"}` for many records at once.
-
-    Records with the same segment count have the same leaf length, so each such group is one 2-D
-    uint8 array filled column block by column block: numpy does the work, not a Python loop per record.
-    `starts[i]` is where record i's (sorted) segments begin in `segments`; `counts[i]` how many it has.
-    When a group's segments lie back to back (records in order, the usual case) they are copied as one
-    slice instead of gathered.
-    """
-    hex_digests = _hex_rows(digests)
-    hex_segments = _hex_rows(segments)
-    kinds = np.unique(counts).tolist()
-    groups: list[_LeafGroup] = []
-    for k in kinds:
-        rows = np.flatnonzero(counts == k) if len(kinds) > 1 else np.arange(len(counts))
-        n = len(rows)
-        body = 67 * k if k else 1  # k segments, or the '[' of an empty list
-        width = 13 + body + 78
-        block = np.empty((n, width), np.uint8)
-        block[:, :13] = _LEAF_HEAD
-        if k:
-            first = int(starts[rows[0]])
-            if np.array_equal(starts[rows], first + k * np.arange(n)):
-                picked = hex_segments[first : first + k * n].reshape(n, k, 64)
-            else:
-                picked = hex_segments[starts[rows][:, None] + np.arange(k)]
-            cells = block[:, 13 : 13 + body]
-            cells.shape = (n, k, 67)  # a view of the block (assigning .shape never copies)
-            cells[:, :, 0] = ord(",")
-            cells[:, :, 1] = cells[:, :, 66] = ord('"')
-            cells[:, :, 2:66] = picked
-        block[:, 13] = ord("[")
-        at = 13 + body
-        block[:, at : at + 12] = _LEAF_MIDDLE
-        block[:, at + 12 : at + 76] = hex_digests[rows]
-        block[:, at + 76 :] = _LEAF_END
-        groups.append(_LeafGroup(rows, block.data.cast("B"), width, len(kinds) == 1))
-    return groups
 
 
 def _segments_sorted(keys_: np.ndarray, segments: np.ndarray) -> bool:
@@ -370,27 +301,17 @@ class _RecordChunk:
 
     batches: np.ndarray
     positions: np.ndarray
-    groups: list[_LeafGroup]
+    groups: list[hashing.LeafGroup]
     fingerprints: pa.Array  # in the same key order
 
     def leaf_hashes(self) -> list[bytes]:
-        out: list[bytes] = [b""] * len(self.batches)
-        sha = hashlib.sha256
-        for group in self.groups:
-            data, width = group.data, group.width
-            hashes = [sha(data[i : i + width]).digest() for i in range(0, len(data), width)]
-            if group.whole:
-                return hashes
-            for row, digest in zip(group.rows.tolist(), hashes):
-                out[row] = digest
-        return out
+        return hashing.record_leaf_hashes(self.groups, len(self.batches))
 
     def leaves(self) -> list[bytes]:
         out: list[bytes] = [b""] * len(self.batches)
         for group in self.groups:
-            data, width = group.data, group.width
-            for row, start in zip(group.rows.tolist(), range(0, len(data), width)):
-                out[row] = bytes(data[start + 1 : start + width])
+            for row, leaf in zip(group.rows.tolist(), group.leaves(), strict=True):
+                out[row] = leaf
         return out
 
 
@@ -424,7 +345,7 @@ def _build_chunk(records: pa.Table, segs: pa.Table) -> _RecordChunk:
         skey, segments = skey[order], np.ascontiguousarray(segments[order])
     starts = np.searchsorted(skey, rkey, "left")
     counts = np.searchsorted(skey, rkey, "right") - starts
-    groups = _assemble_leaves(digests, counts, starts, segments)
+    groups = hashing.record_leaf_groups(digests, counts, starts, segments)
     return _RecordChunk(rb, rp, groups, fingerprints)
 
 
