@@ -31,10 +31,20 @@ import numpy as np
 import pyarrow as pa  # type: ignore[import-untyped]
 
 from ledger import merkle, store
-from ledger.bundle import BUNDLE_FORMAT, Policy, Suspects, read_policy, read_suspects, verdict_of
+from ledger.bundle import (
+    BUNDLE_FORMAT,
+    CoverageGap,
+    Policy,
+    Suspects,
+    coverage_gaps,
+    read_policy,
+    read_suspects,
+    uncovered,
+    verdict_of,
+)
 from ledger.errors import FingerprintMismatchError, InputError, NotFoundError, UsageError
 from ledger.lineage import Lineage, lineage, resolve_checkpoint
-from ledger.verify import Problem, verify_ledger
+from ledger.verify import Problem, VerifyReport, verify_ledger
 
 if TYPE_CHECKING:
     from ledger.ledger import Ledger
@@ -132,6 +142,12 @@ class AuditReport:
     fuzzy: bool = True
     threshold: float | None = None
     notes: tuple[str, ...] = ()
+    gaps: tuple[CoverageGap, ...] = ()
+
+    @property
+    def uncovered(self) -> bool:
+        """Lineage records without comparable text that no `[[opaque]]` rule excuses."""
+        return uncovered(self.gaps)
 
 
 @dataclass(frozen=True)
@@ -212,13 +228,24 @@ def audit(
             near = [f for f in near if _record_key(f) not in covered]
         timings["near"] = time.perf_counter() - mark
         coverage = _coverage(conn, lin, batches, size, suspect_list)
+    gaps = coverage_gaps(
+        (
+            (n.index, n.id, int((n.body or {}).get("count", 0)), _texted(n.index, n.body, verified))
+            for n in lin.batches
+            if n.index is not None
+        ),
+        rules,
+    )
+    coverage.update(_gap_counts(gaps))
 
     paths = {n.index: n.path for n in lin.batches}
     for f in [*exact, *near]:
         findings.append(_place(f, paths, rules))
     unique = {f.key: f for f in findings}
     ordered = tuple(sorted(unique.values(), key=Finding.sort_key))
-    verdict = verdict_of((f.type for f in ordered), inconclusive=bool(problems))
+    verdict = verdict_of(
+        (f.type for f in ordered), inconclusive=bool(problems), uncovered=uncovered(gaps)
+    )
     timings["total"] = time.perf_counter() - started
     return AuditReport(
         verdict=verdict,
@@ -235,7 +262,29 @@ def audit(
         fuzzy=fuzzy,
         threshold=threshold,
         notes=tuple(notes),
+        gaps=tuple(gaps),
     )
+
+
+def _texted(index: int, body: Mapping[str, Any] | None, verified: VerifyReport) -> int:
+    """Records of a batch with comparable text: as its entry commits to (verify checked the rows agree),
+    or, for batches recorded before entries said so, as counted in the verified record rows."""
+    body = body or {}
+    bare = body.get("records_without_text")
+    if isinstance(bare, int):
+        return int(body.get("count", 0)) - bare
+    return verified.records_with_text.get(index, 0)
+
+
+def _gap_counts(gaps: Sequence[CoverageGap]) -> dict[str, int]:
+    """The Coverage rule's counts: what the audit could not compare, and what the policy excused."""
+    return {
+        "records_without_text": sum(g.without_text for g in gaps),
+        "batches_without_text": len(gaps),
+        "batches_without_segments": sum(1 for g in gaps if g.without_text == g.records),
+        "opaque_batches": sum(1 for g in gaps if g.opaque is not None),
+        "opaque_records": sum(g.without_text for g in gaps if g.opaque is not None),
+    }
 
 
 def _record_key(f: Finding) -> tuple[Any, ...]:
@@ -396,11 +445,14 @@ def _coverage(
 ) -> dict[str, int]:
     """What the audit looked at: lineage sizes, every recorded call compared, the suspects."""
     counts = conn.execute(
-        f"""SELECT count(*), coalesce(sum(len(try(json_extract_string({_PAYLOAD}, '$.outputs[*]')))), 0)
-            FROM entries WHERE kind = 'call' AND idx < ?""",
+        f"""SELECT count(*), coalesce(sum(n), 0), count(*) FILTER (WHERE coalesce(n, 0) = 0)
+            FROM (SELECT len(try(json_extract_string({_PAYLOAD}, '$.outputs[*]'))) AS n
+                  FROM entries WHERE kind = 'call' AND idx < ?)""",
         [size],
     ).fetchall()
-    call_count, call_segments = (int(counts[0][0]), int(counts[0][1])) if counts else (0, 0)
+    call_count, call_segments, bare_calls = (
+        (int(counts[0][0]), int(counts[0][1]), int(counts[0][2])) if counts else (0, 0, 0)
+    )
     segments = 0
     if batches:
         table = _batch_table(conn, batches)
@@ -418,6 +470,7 @@ def _coverage(
         "segments": segments,
         "calls": call_count,
         "call_segments": call_segments,
+        "calls_without_segments": bare_calls,
         "declared_calls": len(lin.calls),
         "teachers": len(lin.teachers),
         "suspects": len(suspects),
@@ -701,6 +754,8 @@ def report_json(report: AuditReport) -> dict[str, Any]:
         "timings": {k: round(v, 6) for k, v in report.timings.items()},
         "problems": [{"index": p.index, "what": p.what} for p in report.problems],
         "policy": report.policy.to_json(),
+        "opaque": report.policy.opaque_json(),
+        "coverage_gaps": [gap.to_json() for gap in report.gaps],
         "fuzzy": report.fuzzy,
         "threshold": report.threshold,
         "notes": list(report.notes),
@@ -805,6 +860,8 @@ def build_bundle(ledger: Ledger, report: AuditReport) -> dict[str, Any]:
         "coverage": document["coverage"],
         "problems": document["problems"],
         "policy": document["policy"],
+        "opaque": document["opaque"],
+        "coverage_gaps": document["coverage_gaps"],
         "audited_size": report.size,
     }
 

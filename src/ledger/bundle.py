@@ -44,6 +44,8 @@ __all__ = [
     "AllowRule",
     "BundleProblem",
     "BundleReport",
+    "CoverageGap",
+    "OpaqueRule",
     "Policy",
     "Suspect",
     "Suspects",
@@ -51,6 +53,7 @@ __all__ = [
     "read_policy",
     "read_suspects",
     "read_vkey",
+    "uncovered",
     "verdict_of",
     "verify_bundle",
 ]
@@ -71,10 +74,12 @@ _FINDING_OPTIONAL = frozenset({"basis", "suspect_line"})
 # --- the verdict rule ----------------------------------------------------------------------------------
 
 
-def verdict_of(types: Iterable[str], *, inconclusive: bool) -> str:
+def verdict_of(types: Iterable[str], *, inconclusive: bool, uncovered: bool = False) -> str:
     """DESIGN.md's rule: inconclusive > contaminated (declared/exact) > suspect (near only) > clean.
 
-    `allowed` findings never change the verdict.
+    `allowed` findings never change the verdict. `uncovered` (the Coverage rule: lineage records with
+    nothing comparable that no policy declared out of scope) turns only `clean` into `inconclusive`: a
+    clean that saw nothing is a lie, but coverage never hides a finding.
     """
     if inconclusive:
         return "inconclusive"
@@ -83,7 +88,44 @@ def verdict_of(types: Iterable[str], *, inconclusive: bool) -> str:
         return "contaminated"
     if "near" in seen:
         return "suspect"
-    return "clean"
+    return "inconclusive" if uncovered else "clean"
+
+
+@dataclass(frozen=True)
+class CoverageGap:
+    """A lineage batch with records that carry no comparable text (no segment): the audit saw nothing
+    of them. `opaque` is the policy's reason when it declares the batch out of scope."""
+
+    batch: int
+    batch_id: str
+    records: int
+    without_text: int
+    opaque: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "batch": self.batch,
+            "batch_id": self.batch_id,
+            "records": self.records,
+            "records_without_text": self.without_text,
+            "opaque": self.opaque,
+        }
+
+
+def coverage_gaps(
+    batches: Iterable[tuple[int, str, int, int]], policy: Policy
+) -> list[CoverageGap]:
+    """Gaps of lineage batches given as (entry index, id, count, records with text), in index order."""
+    return [
+        CoverageGap(index, batch_id, count, count - texted, policy.opaque_reason(batch_id))
+        for index, batch_id, count, texted in sorted(batches)
+        if texted < count
+    ]
+
+
+def uncovered(gaps: Iterable[CoverageGap]) -> bool:
+    """Whether any gap is left that no `[[opaque]]` rule declared out of scope."""
+    return any(gap.opaque is None for gap in gaps)
 
 
 # --- policy ------------------------------------------------------------------------------------------
@@ -110,16 +152,51 @@ class AllowRule:
 
 
 @dataclass(frozen=True)
+class OpaqueRule:
+    """`[[opaque]]`: batches whose id matches the `batch` glob hold nothing comparable by design (token
+    ids, numbers, images), declared out of the audit's scope for `reason`; listed wherever a verdict is."""
+
+    batch: str
+    reason: str
+
+    def covers(self, batch_id: str) -> bool:
+        return fnmatch.fnmatchcase(batch_id, self.batch)
+
+    def to_json(self) -> dict[str, str]:
+        return {"batch": self.batch, "reason": self.reason}
+
+
+@dataclass(frozen=True)
 class Policy:
-    """Which providers and models the lab may train on; the default allows nothing."""
+    """Which providers and models the lab may train on (the default allows nothing), and which batches
+    it declares out of the comparison's scope (the default: none)."""
 
     allow: tuple[AllowRule, ...] = ()
+    opaque: tuple[OpaqueRule, ...] = ()
 
     def allows(self, provider: str | None, model: str | None) -> bool:
         return any(rule.allows(provider, model) for rule in self.allow)
 
+    def opaque_reason(self, batch_id: str) -> str | None:
+        """The reason of the first `[[opaque]]` rule covering the batch, or None."""
+        return next((rule.reason for rule in self.opaque if rule.covers(batch_id)), None)
+
     def to_json(self) -> list[dict[str, str]]:
+        """The allow rules (the `policy` list of reports and bundles)."""
         return [rule.to_json() for rule in self.allow]
+
+    def opaque_json(self) -> list[dict[str, str]]:
+        """The opaque rules (the `opaque` list of reports and bundles)."""
+        return [rule.to_json() for rule in self.opaque]
+
+    def with_opaque_json(self, value: Any, where: str = "opaque") -> Policy:
+        """This policy with the opaque rules of a report's or bundle's `opaque` list."""
+        if not isinstance(value, list):
+            raise InputError(
+                f"{where}: expected a list of opaque rules, found {type(value).__name__}"
+            )
+        rules = tuple(_opaque_rule(item, f"{where}[{i}]") for i, item in enumerate(value))
+        return Policy(self.allow, rules)
 
     @classmethod
     def from_json(cls, value: Any, where: str = "policy") -> Policy:
@@ -145,8 +222,25 @@ def _allow_rule(item: Any, where: str) -> AllowRule:
     return AllowRule(provider, model)
 
 
+def _opaque_rule(item: Any, where: str) -> OpaqueRule:
+    if not isinstance(item, Mapping):
+        raise InputError(f"{where}: expected a table with a batch glob and a reason")
+    unknown = sorted(set(item) - {"batch", "reason"})
+    if unknown:
+        raise InputError(f"{where}: expected only batch and reason, found {', '.join(unknown)}")
+    batch, reason = item.get("batch"), item.get("reason")
+    if not isinstance(batch, str) or not batch:
+        raise InputError(f'{where}: expected batch = "<id glob>", found {batch!r}')
+    if not isinstance(reason, str) or not reason.strip():
+        raise InputError(
+            f'{where}: expected reason = "<why nothing in it can be compared>", found {reason!r}'
+        )
+    return OpaqueRule(batch, reason)
+
+
 def read_policy(path: Path) -> Policy:
-    """A TOML policy: `[[allow]]` tables with `provider` and an optional `model` glob."""
+    """A TOML policy: `[[allow]]` tables (`provider`, optional `model` glob) and `[[opaque]]` tables
+    (`batch` id glob, `reason`)."""
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -155,16 +249,28 @@ def read_policy(path: Path) -> Policy:
         raise InputError(f"{path}: cannot read the policy: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"{path}: not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - {"allow"})
+    unknown = sorted(set(data) - {"allow", "opaque"})
     if unknown:
-        raise InputError(f"{path}: expected only [[allow]] tables, found {', '.join(unknown)}")
-    rules = data.get("allow", [])
-    if not isinstance(rules, list):
         raise InputError(
-            f"{path}: expected [[allow]] tables (an array of tables), found a single value"
+            f"{path}: expected only [[allow]] and [[opaque]] tables, found {', '.join(unknown)}"
         )
+    tables: dict[str, list[Any]] = {}
+    for name in ("allow", "opaque"):
+        rules = data.get(name, [])
+        if not isinstance(rules, list):
+            raise InputError(
+                f"{path}: expected [[{name}]] tables (an array of tables), found a single value"
+            )
+        tables[name] = rules
     return Policy(
-        tuple(_allow_rule(rule, f"{path}: [[allow]] #{i + 1}") for i, rule in enumerate(rules))
+        tuple(
+            _allow_rule(rule, f"{path}: [[allow]] #{i + 1}")
+            for i, rule in enumerate(tables["allow"])
+        ),
+        tuple(
+            _opaque_rule(rule, f"{path}: [[opaque]] #{i + 1}")
+            for i, rule in enumerate(tables["opaque"])
+        ),
     )
 
 
@@ -978,6 +1084,59 @@ class _Verifier:
                 )
 
 
+    def gaps(self, policy: Policy) -> list[CoverageGap]:
+        """The bundle's coverage gaps, each checked against its batch entry, with the opaque rules
+        re-applied here: a gap the bundle calls opaque must be one the bundle's own policy excuses."""
+        items = self.bundle.get("coverage_gaps", [])  # bundles before the Coverage rule carry none
+        if not isinstance(items, list):
+            self.p.add("coverage_gaps", "expected a list of lineage batches without comparable text")
+            return []
+        gaps: list[CoverageGap] = []
+        for n, item in enumerate(items):
+            where = f"coverage_gaps[{n}]"
+            batch = item.get("batch") if isinstance(item, Mapping) else None
+            if not isinstance(batch, int) or batch not in self.lineage_batches:
+                self.p.add(where, f"expected a lineage batch entry index, found {batch!r}")
+                continue
+            body = self.entries[batch].body
+            batch_id, count = str(body["id"]), int(body["count"])
+            without = item.get("records_without_text")
+            if item.get("batch_id") != batch_id:
+                self.p.add(
+                    where, f"expected batch_id {batch_id!r} (entry {batch}), found {item.get('batch_id')!r}"
+                )
+            if item.get("records") != count:
+                self.p.add(
+                    where, f"expected records {count} (the signed count), found {item.get('records')!r}"
+                )
+            if not isinstance(without, int) or not 0 < without <= count:
+                self.p.add(
+                    where, f"expected 1..{count} records without text, found {without!r}"
+                )
+                continue
+            excused = policy.opaque_reason(batch_id)
+            if item.get("opaque") != excused:
+                self.p.add(
+                    where,
+                    f"the bundle's opaque rules give batch {batch_id!r} "
+                    f"{'reason ' + repr(excused) if excused else 'no exemption'}, "
+                    f"found {item.get('opaque')!r}",
+                )
+            gaps.append(CoverageGap(batch, batch_id, count, without, excused))
+        if len({g.batch for g in gaps}) != len(gaps):
+            self.p.add("coverage_gaps", "a lineage batch is listed twice")
+        listed = {g.batch: g.without_text for g in gaps}
+        for batch in sorted(self.lineage_batches):
+            signed = self.entries[batch].body.get("records_without_text")
+            if isinstance(signed, int) and signed != listed.get(batch, 0):
+                self.p.add(
+                    "coverage_gaps",
+                    f"batch entry {batch} commits to {signed} records without text, "
+                    f"the bundle lists {listed.get(batch, 0)}",
+                )
+        return gaps
+
+
 def _commits_fingerprints(call_body: Mapping[str, Any], batch_body: Mapping[str, Any]) -> bool:
     """Both sides carry fingerprints, so a near finding between them can be recomputed offline."""
     call_fps, batch_fps = call_body.get("fingerprints"), batch_body.get("fingerprints")
@@ -1115,6 +1274,10 @@ def verify_bundle(
     except InputError as exc:
         p.add("policy", str(exc))
         policy = Policy()
+    try:
+        policy = policy.with_opaque_json(bundle.get("opaque", []))
+    except InputError as exc:
+        p.add("opaque", str(exc))
     segments = None
     if suspect_list is not None:
         segments = frozenset(h.hex() for h in suspect_list.row_hashes())
@@ -1122,14 +1285,15 @@ def verify_bundle(
     lenient = claimed == "inconclusive" and bool(listed_problems)
     types = v.findings(policy, segments, lenient=lenient)
     v.coverage()
+    gaps = v.gaps(policy)
     inconclusive = v.incomplete or bool(listed_problems)
     if claimed in VERDICTS:
-        expected = verdict_of(types, inconclusive=inconclusive)
+        expected = verdict_of(types, inconclusive=inconclusive, uncovered=uncovered(gaps))
         if expected != claimed:
             reason = (
                 "the lineage is incomplete or the audit listed problems"
                 if inconclusive
-                else "the findings"
+                else "the findings and the coverage gaps"
             )
             p.add("verdict", f"expected {expected} (from {reason}), found {claimed}")
     checked = {"entries": len(v.entries), "records": len(v.records), "findings": len(types)}
@@ -1155,6 +1319,15 @@ def verify_bundle(
                     "coverage",
                     f"expected {counted} segments (counted in the export), found {coverage.get('segments')!r}",
                 )
+            listed = {g.batch: g.without_text for g in gaps}
+            for batch, batch_leaves in sorted(leaves.items()):
+                bare = sum(1 for leaf in batch_leaves if _segment_count(leaf) == 0)
+                if bare != listed.get(batch, 0):
+                    p.add(
+                        f"records batch {batch}",
+                        f"expected {listed.get(batch, 0)} records without text (the bundle's "
+                        f"coverage gaps), found {bare} in the export",
+                    )
         if suspect_list is not None:
             hits = _suspects_in_export(leaves, suspect_list)
             checked["suspect_hits"] = len(hits)

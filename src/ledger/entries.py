@@ -100,6 +100,7 @@ def batch_body(
     fingerprints: Mapping[str, Any] | None = None,
     text_fields: Sequence[str] | None = None,
     min_segment_chars: int = 32,
+    records_without_text: int | None = None,
     time: str | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {**_base("batch", time), "id": id, "count": count, "records_root": records_root}
@@ -114,6 +115,8 @@ def batch_body(
     if text_fields:
         body["text_fields"] = list(text_fields)
     body["min_segment_chars"] = min_segment_chars
+    if records_without_text is not None:  # records with no segment: what an audit cannot compare
+        body["records_without_text"] = records_without_text
     return body
 
 
@@ -201,6 +204,11 @@ def check_body(body: Any, index: int) -> None:
             raise VerificationError(f"entry {index}: batch count must be a non-negative integer", index)
         if not isinstance(body["records_root"], str) or not _HEX64.match(body["records_root"]):
             raise VerificationError(f"entry {index}: batch records_root must be hex sha256", index)
+        bare = body.get("records_without_text", 0)
+        if isinstance(bare, bool) or not isinstance(bare, int) or not 0 <= bare <= body["count"]:
+            raise VerificationError(
+                f"entry {index}: records_without_text must be an integer from 0 to the count", index
+            )
         derived = body.get("derived_from", [])
         if not isinstance(derived, list) or any(not isinstance(d, int) for d in derived):
             raise VerificationError(f"entry {index}: derived_from must be a list of entry indexes", index)

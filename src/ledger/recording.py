@@ -82,6 +82,7 @@ class RecordedBatch:
     count: int
     records_root: str | None  # None for a dataset entry
     kind: str = "batch"
+    without_text: int | None = None  # records with no segment (None: a dataset, or recorded before)
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,7 @@ class _Part:
     records: merkle.RootBuilder = field(default_factory=merkle.RootBuilder)
     fingerprints: merkle.RootBuilder = field(default_factory=merkle.RootBuilder)
     files: list[int] = field(default_factory=list)
+    without_text: int = 0  # records with no segment
 
     @property
     def count(self) -> int:
@@ -144,7 +146,11 @@ class _Part:
 
     def summary(self) -> _PartSummary:
         return _PartSummary(
-            self.count, self.records.root().hex(), self.fingerprints.root().hex(), tuple(self.files)
+            self.count,
+            self.records.root().hex(),
+            self.fingerprints.root().hex(),
+            tuple(self.files),
+            self.without_text,
         )
 
 
@@ -154,6 +160,7 @@ class _PartSummary:
     records_root: str
     fingerprints_root: str
     files: tuple[int, ...]
+    without_text: int = 0
 
 
 _RECORD_SCHEMA = pa.schema(
@@ -322,7 +329,8 @@ class _BatchHasher:
             fps = _fingerprint_records([r.texts for r in chunk], self._params)
         leaf_hashes = b"".join([merkle.leaf_hash(r.leaf) for r in chunk])
         fp_hashes = b"".join([merkle.leaf_hash(fp) for fp in fps])
-        part_of, position_of = self._feed_roots(leaf_hashes, fp_hashes, file_index)
+        counts = np.fromiter((len(r.segments) for r in chunk), dtype=np.int64, count=len(chunk))
+        part_of, position_of = self._feed_roots(leaf_hashes, fp_hashes, file_index, counts)
         self._records.add(
             [
                 pa.array(part_of),
@@ -331,7 +339,6 @@ class _BatchHasher:
                 pa.array(fps, pa.binary()),
             ]
         )
-        counts = np.fromiter((len(r.segments) for r in chunk), dtype=np.int64, count=len(chunk))
         if counts.any():
             segments = list(itertools.chain.from_iterable(r.segments for r in chunk))
             self._segments.add(
@@ -346,8 +353,9 @@ class _BatchHasher:
     def add_columns(self, columns: ingest_records.RecordColumns, file_index: int) -> None:
         """Take the next records of a file as computed by the reader: no object per record here."""
         n = columns.count
+        counts = columns.segment_counts
         part_of, position_of = self._feed_roots(
-            columns.leaf_hashes, columns.fingerprint_hashes, file_index
+            columns.leaf_hashes, columns.fingerprint_hashes, file_index, counts
         )
         fp_offsets = np.zeros(n + 1, dtype=np.int32)
         fp_offsets[1:] = columns.fingerprint_ends
@@ -359,7 +367,6 @@ class _BatchHasher:
                 _binary_array(columns.fingerprints, fp_offsets),
             ]
         )
-        counts = columns.segment_counts
         n_segments = len(columns.segments) // 32
         if n_segments:
             self._segments.add(
@@ -380,10 +387,16 @@ class _BatchHasher:
             self._part = _Part()
 
     def _feed_roots(
-        self, leaf_hashes: bytes, fp_hashes: bytes, file_index: int | None
+        self,
+        leaf_hashes: bytes,
+        fp_hashes: bytes,
+        file_index: int | None,
+        segment_counts: npt.NDArray[np.int64],
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
         """Extend the running roots with the records' leaf hashes (32 bytes each, end to end),
-        starting a new batch every `split` records; (part, position) per record."""
+        starting a new batch every `split` records, and count the records without a segment;
+        (part, position) per record."""
+        bare = np.cumsum(np.concatenate([[0], np.asarray(segment_counts) == 0]))
         parts: list[npt.NDArray[np.int64]] = []
         positions: list[npt.NDArray[np.int64]] = []
         count = len(leaf_hashes) // 32
@@ -398,6 +411,7 @@ class _BatchHasher:
             positions.append(np.arange(part.count, part.count + end - start, dtype=np.int64))
             part.records.extend_joined(leaf_hashes[32 * start : 32 * end])
             part.fingerprints.extend_joined(fp_hashes[32 * start : 32 * end])
+            part.without_text += int(bare[end] - bare[start])
             if file_index is not None and file_index not in part.files:
                 part.files.append(file_index)
             start = end
@@ -691,9 +705,10 @@ def record_batch(
         with ledger.session() as conn:
             resolve_calls(conn, derived_from)
     spill_dir = _SpillDir(ledger.path)
+    watch = _FieldWatch(fields)
     try:
         hashed = hash_batches(
-            records=records,
+            records=watch.wrap(records) if records is not None else None,
             files=paths,
             split=split,
             text_fields=fields,
@@ -701,6 +716,8 @@ def record_batch(
             spill_dir=spill_dir,
             progress=progress or _no_progress,
         )
+        if fields is not None and all(p.without_text == p.count for p in hashed.parts):
+            watch.check(paths, sum(p.count for p in hashed.parts))
         ids = _batch_ids(id, len(hashed.parts), split)
         header = None
         if split:
@@ -718,6 +735,44 @@ def record_batch(
         )
     finally:
         spill_dir.cleanup()
+
+
+class _FieldWatch:
+    """Notices whether `text_fields` name text in any record at all: a path that matches nothing (a typo,
+    token ids) would record a batch no audit can compare, so it is refused instead.
+
+    In-memory records are watched as they stream past (until the first hit); files are re-read only when
+    the whole batch came out without a segment, which is the only case where the question arises.
+    """
+
+    def __init__(self, fields: Sequence[str] | None) -> None:
+        self.fields = fields
+        self.seen = fields is None
+
+    def wrap(
+        self, records: Iterable[Mapping[str, Any] | str]
+    ) -> Iterator[Mapping[str, Any] | str]:
+        for record in records:
+            if not self.seen and isinstance(record, Mapping):
+                self.seen = any(True for _ in hashing.record_texts(dict(record), self.fields))
+            yield record
+
+    def check(self, paths: Sequence[Path], count: int) -> None:
+        """Raise InputError when no record has a string under any of the text fields."""
+        for path in paths:
+            if self.seen:
+                break
+            for _, record in ingest_records.iter_records(path):
+                if isinstance(record, str) or any(True for _ in hashing.record_texts(record, self.fields)):
+                    self.seen = True
+                    break
+        if not self.seen:
+            where = ", ".join(str(p) for p in paths) if paths else "the records"
+            fields = ", ".join(repr(f) for f in self.fields or ())
+            raise InputError(
+                f"{where}: text field {fields} matches no text in any of the {count} records "
+                "(check the dotted path; token ids have no text)"
+            )
 
 
 def record_batches(
@@ -742,6 +797,7 @@ def record_batches(
     spill_dir = _SpillDir(ledger.path)
     try:
         hasher = _BatchHasher(None, fingerprint.DEFAULT_PARAMS, spill_dir)
+        watch = _FieldWatch(fields)
         ids: list[str] = []
         for batch_id, records in batches:
             _check_id(batch_id)
@@ -749,7 +805,7 @@ def record_batches(
             if batch_id in ids:
                 raise UsageError(f"batch id {batch_id!r} appears twice in one call")
             before = hasher.total
-            for chunk in _iter_record_chunks(records, fields, min_segment_chars):
+            for chunk in _iter_record_chunks(watch.wrap(records), fields, min_segment_chars):
                 hasher.add(chunk, None)
                 advance(len(chunk))
             if hasher.total == before:
@@ -759,6 +815,8 @@ def record_batches(
         if not ids:
             raise UsageError("record_batches needs at least one batch")
         hashed = hasher.finish([])
+        if fields is not None and all(p.without_text == p.count for p in hashed.parts):
+            watch.check([], hasher.total)
         return _append_batches(
             ledger, hashed, ids, None, dataset, fields, derived_from, min_segment_chars
         )
@@ -793,6 +851,7 @@ def _append_batches(
                 fingerprints={"params": fp_params, "root": part.fingerprints_root},
                 text_fields=text_fields,
                 min_segment_chars=min_segment_chars,
+                records_without_text=part.without_text,
             )
             for batch_id, part in zip(ids, hashed.parts)
         ]
@@ -814,8 +873,14 @@ def _append_batches(
 
 
 def _recorded(index: int, body: Mapping[str, Any]) -> RecordedBatch:
+    bare = body.get("records_without_text")
     return RecordedBatch(
-        index, str(body["id"]), int(body["count"]), body.get("records_root"), str(body["kind"])
+        index,
+        str(body["id"]),
+        int(body["count"]),
+        body.get("records_root"),
+        str(body["kind"]),
+        None if bare is None else int(bare),
     )
 
 

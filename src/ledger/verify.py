@@ -89,6 +89,8 @@ class VerifyReport:
     size: int
     root: bytes
     problems: list[Problem] = field(default_factory=list)
+    # batch entry index -> records with at least one segment, for every record set recomputed
+    records_with_text: dict[int, int] = field(default_factory=dict)
 
 
 class _Problems:
@@ -129,6 +131,7 @@ class _RecordStats:
     bad_digests: int = 0  # digests that are not 32 bytes
     orphan_segments: int = 0  # segment rows whose position has no record row
     bad_segments: int = 0  # segments that are not 32 bytes
+    texted: int = 0  # distinct records with at least one segment (what an audit could compare)
 
     def merge(self, other: _RecordStats) -> _RecordStats:
         """Statistics of two disjoint position ranges of one batch taken together."""
@@ -147,6 +150,7 @@ class _RecordStats:
             self.bad_digests + other.bad_digests,
             self.orphan_segments + other.orphan_segments,
             self.bad_segments + other.bad_segments,
+            self.texted + other.texted,
         )
 
 
@@ -356,13 +360,18 @@ class _Commitment:
     count: int
     records_root: str
     fingerprints_root: str | None  # None when the entry commits to no fingerprints
+    without_text: int | None = None  # records with no segment; None in batches recorded before it
 
 
 def _commitment(body: Mapping[str, Any]) -> _Commitment:
     fingerprints = body.get("fingerprints")
     fp_root = fingerprints.get("root") if isinstance(fingerprints, Mapping) else None
+    bare = body.get("records_without_text")
     return _Commitment(
-        int(body["count"]), str(body["records_root"]), None if fp_root is None else str(fp_root)
+        int(body["count"]),
+        str(body["records_root"]),
+        None if fp_root is None else str(fp_root),
+        None if bare is None else int(bare),
     )
 
 
@@ -370,10 +379,12 @@ def _commitment(body: Mapping[str, Any]) -> _Commitment:
 class _Unit:
     """One session's rows: batch keys batch_lo..batch_hi with positions pos_lo..pos_hi (both inclusive).
 
-    `counts` are the batch entries among those keys with the record count each commits to; rows under
-    any other key belong to no batch entry. A batch bigger than a unit is cut into aligned 2^k-position
-    slices (the first and last open-ended, so no stray position escapes), and its records root is the
-    RFC 6962 root over the slices' roots taken as leaf hashes.
+    `counts` are the batch entries among those keys with the record count each commits to. A covering
+    unit (a whole-log verify) tiles its key range, so rows under any other key belong to no batch entry
+    and are reported; a unit of chosen batches (an audit's lineage) reads only their keys, because the
+    batches in between belong to other runs and are none of its business. A batch bigger than a unit is
+    cut into aligned 2^k-position slices (the first and last open-ended, so no stray position escapes),
+    and its records root is the RFC 6962 root over the slices' roots taken as leaf hashes.
     """
 
     batch_lo: int
@@ -381,6 +392,7 @@ class _Unit:
     pos_lo: int
     pos_hi: int
     counts: tuple[tuple[int, int], ...]
+    covering: bool = True
 
     def expected(self, count: int) -> tuple[int, int]:
         """The positions [lo, hi) of a batch of `count` records this unit must find, each once."""
@@ -404,7 +416,9 @@ def _plan_units(batches: Sequence[tuple[int, int]], cover: tuple[int, int] | Non
         if cover is not None and cursor <= upto:
             units.append(_Unit(cursor, upto, _INT64_MIN, _INT64_MAX, tuple(group)))
         elif cover is None and group:
-            units.append(_Unit(group[0][0], group[-1][0], _INT64_MIN, _INT64_MAX, tuple(group)))
+            units.append(
+                _Unit(group[0][0], group[-1][0], _INT64_MIN, _INT64_MAX, tuple(group), False)
+            )
         cursor = max(cursor, upto + 1)
         group, total = [], 0
 
@@ -414,7 +428,9 @@ def _plan_units(batches: Sequence[tuple[int, int]], cover: tuple[int, int] | Non
             for lo in range(0, count, _RECORD_CHUNK):
                 first = _INT64_MIN if lo == 0 else lo
                 last = _INT64_MAX if lo + _RECORD_CHUNK >= count else lo + _RECORD_CHUNK - 1
-                units.append(_Unit(batch, batch, first, last, ((batch, count),)))
+                units.append(
+                    _Unit(batch, batch, first, last, ((batch, count),), cover is not None)
+                )
             cursor = batch + 1
             continue
         if group and total + count > _RECORD_CHUNK:
@@ -432,6 +448,8 @@ def _fetch_unit(conn: Connection, unit: _Unit) -> tuple[pa.Table, pa.Table]:
     """A unit's record and segment rows as Arrow tables, fetched in full (the session can close after)."""
     params = [unit.batch_lo, unit.batch_hi, unit.pos_lo, unit.pos_hi]
     where = "WHERE batch BETWEEN ? AND ? AND position BETWEEN ? AND ?"
+    if not unit.covering:  # only the chosen batches: rows of other runs' batches in between stay unread
+        where += f" AND batch IN ({', '.join(str(int(b)) for b, _ in unit.counts)})"
     records = conn.sql(
         f"SELECT batch, position, digest, fingerprint FROM records {where}", params=params
     ).to_arrow_table()
@@ -500,7 +518,7 @@ def _unit_result(unit: _Unit, records: pa.Table, segs: pa.Table) -> _UnitResult:
     sb, sp = _int64(segs.column("batch")), _int64(segs.column("position"))
     rl, sl = _local(keys_, rb), _local(keys_, sb)
     rkeep, skeep = rl >= 0, sl >= 0
-    strays = _strays(rb[~rkeep], sb[~skeep])
+    strays = _strays(rb[~rkeep], sb[~skeep]) if unit.covering else ()
     rl_k, rp_k, sl_k, sp_k = rl[rkeep], rp[rkeep], sl[skeep], sp[skeep]
     rows = np.bincount(rl_k, minlength=n)
     bad_digests = np.bincount(rl_k[_lengths(records.column("digest"))[rkeep] != 32], minlength=n)
@@ -518,9 +536,14 @@ def _unit_result(unit: _Unit, records: pa.Table, segs: pa.Table) -> _UnitResult:
     unique = rkey[new]
     if len(unique):
         at = np.minimum(np.searchsorted(unique, skey), len(unique) - 1)
-        orphans = np.bincount(sl_k[unique[at] != skey], minlength=n)
+        owned = unique[at] == skey
+        orphans = np.bincount(sl_k[~owned], minlength=n)
+        has_text = np.zeros(len(unique), bool)
+        has_text[at[owned]] = True
+        texted = np.bincount(rl_k[new][has_text], minlength=n)
     else:
         orphans = np.bincount(sl_k, minlength=n)
+        texted = np.zeros(n, np.int64)
     begins = np.searchsorted(rl_k, np.arange(n), "left")
     ends = np.searchsorted(rl_k, np.arange(n), "right")
     stats: list[tuple[int, _RecordStats]] = []
@@ -536,6 +559,7 @@ def _unit_result(unit: _Unit, records: pa.Table, segs: pa.Table) -> _UnitResult:
             int(bad_digests[i]),
             int(orphans[i]),
             int(bad_segments[i]),
+            int(texted[i]),
         )
         stats.append((batch, s))
         lo, hi = unit.expected(count)
@@ -631,9 +655,13 @@ def _check_record_sets(
     pool: ProcessPoolExecutor | None = None,
     path: Path | None = None,
     workers: int = 1,
+    texted: dict[int, int] | None = None,
 ) -> list[Problem]:
     """Fetch every unit in a short session of its own (in the worker pool when there is one), then judge
     each batch from its summed statistics first (cheap, names the defect) and its rebuilt roots second.
+
+    `texted`, when given, receives each batch's number of records with at least one segment, counted
+    from the very rows whose roots were checked (the audit's coverage rule reads it).
     """
     batches = [(batch, commitments[batch].count) for batch in sorted(commitments)]
     stats: dict[int, _RecordStats] = {}
@@ -674,6 +702,8 @@ def _check_record_sets(
     for batch, count in batches:
         want = commitments[batch]
         s = stats.get(batch, _RecordStats())
+        if texted is not None:
+            texted[batch] = s.texted
         found = _stats_problems(batch, count, s)
         if want.fingerprints_root is None and s.fingerprints:
             found.append(
@@ -688,6 +718,15 @@ def _check_record_sets(
             records_root = merkle.root([p[2] for p in got])
             fp_root = merkle.root([p[3] for p in got])
             found = _root_problems(batch, want, records_root, fp_root)
+            if not found and want.without_text not in (None, count - s.texted):
+                # the root is sound, so the signer stated a count its own records contradict
+                found.append(
+                    Problem(
+                        batch,
+                        f"batch entry {batch}: expected {want.without_text} records without text "
+                        f"(signed), found {count - s.texted} in its committed record set",
+                    )
+                )
         problems.extend(found)
     return problems
 
@@ -1528,6 +1567,7 @@ def verify_ledger(
             path, start, sequence, calls, published, progress, pool, workers
         )
         head_ok = _check_head(start.head, size, root, sequence.ring, problems)
+        texted: dict[int, int] = {}
         problems.extend(
             _check_record_sets(
                 lambda: store.session(path, read_only=True),
@@ -1538,6 +1578,7 @@ def verify_ledger(
                 pool,
                 path,
                 workers,
+                texted,
             )
         )
         with store.session(path, read_only=True) as conn:
@@ -1561,7 +1602,7 @@ def verify_ledger(
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     found = problems.result()
-    return VerifyReport(not found, size, root, found)
+    return VerifyReport(not found, size, root, found, texted)
 
 
 def _choose_workers(start: _Start, workers: int | None) -> int:

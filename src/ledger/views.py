@@ -305,7 +305,9 @@ def batch_result_json(result: Any) -> dict[str, Any]:
     return {
         "already_recorded": result.already_recorded,
         "batches": [
-            {"index": b.index, "id": b.id, "count": b.count, "records_root": b.records_root} for b in result.entries
+            {"index": b.index, "id": b.id, "count": b.count, "records_root": b.records_root,
+             "records_without_text": b.without_text}
+            for b in result.entries
         ],
     }
 
@@ -316,7 +318,17 @@ def batch_result_view(result: Any) -> RenderableType:
         table.add_column(column)
     for b in result.entries:
         table.add_row(str(b.index), b.id, str(b.count), b.records_root or Text("dataset (the batches below)", style="dim"))
-    return table
+    bare = [b for b in result.entries if b.without_text]
+    if not bare:
+        return table
+    records = sum(b.without_text or 0 for b in bare)
+    warning = Text(
+        f"{_count(records, 'record')} in {_count(len(bare), 'batch', 'batches')} carry no comparable text "
+        "(no segment): an audit cannot compare them and says inconclusive unless a policy's [[opaque]] "
+        "table declares the batch out of scope",
+        style="yellow",
+    )
+    return Group(table, warning)
 
 
 # --- audit, lineage, bundles ----------------------------------------------------------------------
@@ -365,9 +377,10 @@ def audit_view(report: Any, limit: int = 20) -> RenderableType:
     parts: list[RenderableType] = [
         Text.assemble(
             (f"{report.verdict.upper()}", _VERDICT_STYLE.get(report.verdict, "")),
-            f"  checkpoint {report.checkpoint} (entry {report.checkpoint_index}): {_VERDICT_SAYS.get(report.verdict, '')}",
+            f"  checkpoint {report.checkpoint} (entry {report.checkpoint_index}): {_verdict_says(report)}",
         )
     ]
+    parts.extend(_gaps_view(report))
     if report.problems:
         table = Table(box=box.SIMPLE_HEAD, title=Text("integrity problems", style="bold yellow"), title_justify="left")
         table.add_column("entry", justify="right")
@@ -410,6 +423,43 @@ def audit_view(report: Any, limit: int = 20) -> RenderableType:
     parts.append(Text(f"timings: {timings}", style="dim"))
     parts.extend(Text(note, style="yellow") for note in report.notes)
     return Group(*parts)
+
+
+def _verdict_says(report: Any) -> str:
+    """Why the verdict is what it is; an inconclusive one says which rule made it so."""
+    if report.verdict == "inconclusive" and not report.problems and report.uncovered:
+        records = sum(g.without_text for g in report.gaps if g.opaque is None)
+        batches = sum(1 for g in report.gaps if g.opaque is None)
+        return (
+            f"{_count(records, 'record')} in {_count(batches, 'lineage batch', 'lineage batches')} "
+            "carry no comparable text: nothing was compared for them, so nothing is disproven"
+        )
+    says = _VERDICT_SAYS.get(report.verdict, "")
+    opaque = sum(1 for g in getattr(report, "gaps", ()) if g.opaque is not None)
+    if opaque:
+        says += f"; {_count(opaque, 'batch', 'batches')} declared out of scope by the policy (below)"
+    return says
+
+
+def _count(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
+
+
+def _gaps_view(report: Any) -> list[RenderableType]:
+    """Lineage batches holding records without comparable text; opaque ones with the policy's reason."""
+    gaps = getattr(report, "gaps", ())
+    if not gaps:
+        return []
+    table = Table(box=box.SIMPLE_HEAD, title=Text("records without comparable text", style="bold yellow"), title_justify="left")
+    table.add_column("entry", justify="right")
+    table.add_column("batch", overflow="fold")
+    table.add_column("without text", justify="right")
+    table.add_column("of", justify="right")
+    table.add_column("scope", overflow="fold")
+    for gap in gaps:
+        scope = Text("not compared", style="yellow") if gap.opaque is None else Text(f"opaque: {gap.opaque}", style="dim")
+        table.add_row(str(gap.batch), gap.batch_id, str(gap.without_text), str(gap.records), scope)
+    return [table]
 
 
 def _taint(lin: Any, report: Any | None) -> tuple[dict[str, set[str]], set[str]]:
