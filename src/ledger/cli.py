@@ -426,7 +426,7 @@ def audit(
     suspects: Annotated[Path | None, typer.Option(help='Suspect outputs: JSONL of strings, {"text": ...} or {"sha256": ...}; or .txt lines.')] = None,
     fuzzy: Annotated[bool, typer.Option("--fuzzy/--no-fuzzy", help="Also look for near duplicates (masked, edited, embedded).")] = True,
     threshold: Annotated[float | None, typer.Option(help="Similarity at which a near duplicate is a finding.")] = None,
-    policy: Annotated[Path | None, typer.Option(help="TOML policy: [[allow]] provider = ..., model = <glob>.")] = None,
+    policy: Annotated[Path | None, typer.Option(help="TOML policy: [[allow]] provider, model glob; [[opaque]] batch glob, reason.")] = None,
     bundle: Annotated[Path | None, typer.Option("--bundle", help="Write the portable proof bundle to this file.")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="Exit 1 (not 3) when only near duplicates are found.")] = False,
     db: Db = DEFAULT_DB_PATH,
