@@ -1297,6 +1297,9 @@ def verify_bundle(
             )
             p.add("verdict", f"expected {expected} (from {reason}), found {claimed}")
     checked = {"entries": len(v.entries), "records": len(v.records), "findings": len(types)}
+    if gaps:
+        checked["coverage_gaps"] = len(gaps)
+        checked["opaque_batches"] = sum(1 for g in gaps if g.opaque is not None)
     if v.unproven:
         checked["unproven_findings"] = v.unproven
     if records_dir is not None:

@@ -482,6 +482,8 @@ def _taint(lin: Any, report: Any | None) -> tuple[dict[str, set[str]], set[str]]
             tainted.setdefault(node_id, set()).add(f.type)
     if report.problems:
         unverifiable |= {by_index[p.index].id for p in report.problems if p.index in by_index}
+    # batches the audit could not compare (no text, no opaque rule) are as unverified as tampered ones
+    unverifiable |= {by_index[g.batch].id for g in getattr(report, "gaps", ()) if g.opaque is None and g.batch in by_index}
     return tainted, unverifiable
 
 
