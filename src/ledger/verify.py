@@ -751,6 +751,36 @@ def _beyond_log(conn: Connection, cover: tuple[int, int]) -> list[Problem]:
     ]
 
 
+def _strays_between(
+    conn: Connection, cover: tuple[int, int], batches: Collection[int]
+) -> list[Problem]:
+    """Record rows under keys inside the log that are no batch entry, found by one anti-join per table.
+
+    A whole-log verify finds them while tiling every key; an audit reads only its lineage's record
+    sets, and this keeps it from vouching for a file that holds rows no batch commits to.
+    """
+    conn.register("_verify_batches", pa.table({"batch": pa.array(sorted(batches), pa.int64())}))
+    found: dict[int, list[int]] = {}
+    try:
+        for column, table in ((0, "records"), (1, "record_segments")):
+            for key, count in conn.execute(
+                f"""SELECT r.batch, count(*) FROM {table} r ANTI JOIN _verify_batches b ON r.batch = b.batch
+                    WHERE r.batch BETWEEN ? AND ? GROUP BY r.batch ORDER BY r.batch LIMIT {_QUERY_LIMIT}""",
+                list(cover),
+            ).fetchall():
+                found.setdefault(int(key), [0, 0])[column] = int(count)
+    finally:
+        conn.unregister("_verify_batches")
+    return [
+        Problem(
+            key,
+            f"entry {key}: expected record rows only for batch entries, found {rows} record rows "
+            f"and {segs} segment rows under a non-batch entry",
+        )
+        for key, (rows, segs) in sorted(found.items())
+    ]
+
+
 def record_leaves(conn: Connection, batch_index: int) -> Iterator[bytes]:
     """Rebuild each record leaf of a batch from its stored rows, in position order, a chunk at a time.
 
@@ -1582,6 +1612,8 @@ def verify_ledger(
             )
         )
         with store.session(path, read_only=True) as conn:
+            if record_sets is not None:
+                problems.extend(_strays_between(conn, start.cover, sequence.commitments))
             _check_calls_unique(conn, calls, problems)
             if head_ok and start.shape.intact:
                 _recheck(conn, start, root, problems)
