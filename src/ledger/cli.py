@@ -15,7 +15,7 @@ except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
 from ledger import views
-from ledger.errors import LedgerError, UsageError
+from ledger.errors import LedgerError, OptionHintError, UsageError
 from ledger.ledger import DEFAULT_DB, Ledger, read_note_file
 
 app = typer.Typer(
@@ -219,7 +219,7 @@ def consistency(
 def log(
     db: Db = DEFAULT_DB_PATH,
     kind: Annotated[list[str] | None, typer.Option("--kind", metavar="KIND", help="Only entries of this kind (repeatable).")] = None,
-    since: Annotated[str | None, typer.Option(help="Only entries at or after this RFC 3339 time.")] = None,
+    since: Annotated[str | None, typer.Option(help="Only entries at or after this RFC 3339 time (2026-12-01T10:00:00Z, +02:00 for Z) or date (2026-12-01: 00:00 UTC).")] = None,
     provider: Annotated[str | None, typer.Option(help="Only calls to this provider.")] = None,
     purpose: Annotated[str | None, typer.Option(help="Only calls with this declared purpose.")] = None,
     limit: Annotated[int | None, typer.Option(help="At most this many entries.")] = None,
@@ -231,7 +231,10 @@ def log(
 
     Example: ledger log --kind call --purpose evaluation --limit 20
     """
-    items = _open(db).log(kinds=kind, since=since, provider=provider, purpose=purpose, start=start, limit=limit, descending=tail)
+    from ledger.entries import parse_time
+
+    after = parse_time(since, "--since") if since is not None else None
+    items = _open(db).log(kinds=kind, since=after, provider=provider, purpose=purpose, start=start, limit=limit, descending=tail)
     if json:
         views.print_json([views.entry_json(e) for e in items])
     else:
@@ -281,7 +284,7 @@ def verify(
     ledger = Ledger(db)  # not Ledger.open: a damaged meta table is for verify to report (exit 1), not to refuse
     since_note = read_note_file(since) if since is not None else None
     with views.progress("verifying", ledger.entry_count(), enabled=not json) as advance:
-        report = verify_ledger(ledger, since_note, progress=advance)
+        report = verify_ledger(ledger, since_note, progress=advance, since_name=str(since))
     document = views.verify_json(report)
     views.print_json(document) if json else views.show(views.verify_view(report))
     raise typer.Exit(0 if report.ok else 1)
@@ -307,9 +310,9 @@ def record_call(
 
     Example: ledger record call --provider openai --purpose evaluation --request req.json --response resp.json
     """
-    from ledger.ingest.calls import read_json_file
+    from ledger.ingest.calls import read_json_file, read_response_file
 
-    body = read_json_file(response)
+    body = read_response_file(response)
     sent = read_json_file(request) if request is not None else None
     result = _open(db, keys_dir, key).record_call(
         provider=provider, purpose=purpose, request=sent, response=body, model=model, endpoint=endpoint,
@@ -526,6 +529,10 @@ def export_records(
 
 
 
+# The command-line option for each keyword argument an OptionHintError can name.
+_OPTIONS = {"model": "--model", "endpoint": "--endpoint", "requests_path": "--requests"}
+
+
 def main() -> NoReturn:
     """Entry point: the one place where errors become one-line messages and exit codes."""
     verbose = "--verbose" in sys.argv[1:] or os.environ.get("LEDGER_VERBOSE") == "1"
@@ -545,7 +552,7 @@ def main() -> NoReturn:
         views.error("aborted")
         sys.exit(130)
     except LedgerError as exc:
-        views.error(str(exc))
+        views.error(exc.naming(_OPTIONS[exc.keyword]) if isinstance(exc, OptionHintError) else str(exc))
         if verbose:
             cause = exc.__cause__
             while cause is not None:

@@ -35,7 +35,7 @@ import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from ledger import entries, fingerprint, hashing, keys, merkle
-from ledger.errors import DuplicateError, InputError, NotFoundError, UsageError
+from ledger.errors import DuplicateError, InputError, NotFoundError, OptionHintError, UsageError
 from ledger.ingest import calls as ingest_calls
 from ledger.ingest import records as ingest_records
 
@@ -887,17 +887,15 @@ def _chunks_of(call: _CallInput) -> list[Mapping[str, Any]]:
 def _model_of(call: _CallInput) -> str:
     model = call.model or ingest_calls.infer_model(call.response, call.request)
     if not model:
-        raise InputError(
-            "cannot tell the call's model from the response or the request: pass model="
-        )
+        raise OptionHintError("cannot tell the call's model from the response or the request", "model")
     return model
 
 
 def _endpoint_of(call: _CallInput) -> str:
     endpoint = call.endpoint or ingest_calls.infer_endpoint(call.response, call.request)
     if not endpoint:
-        raise InputError(
-            "cannot tell the call's endpoint from the response or the request: pass endpoint="
+        raise OptionHintError(
+            "cannot tell the call's endpoint from the response or the request", "endpoint"
         )
     return endpoint
 
@@ -922,6 +920,11 @@ def _prepare_call(call: _CallInput, min_chars: int) -> _PreparedCall:
             found = type(call.response).__name__
             raise InputError(
                 f"a response must be a JSON object (stream=True for chunks), found {found}"
+            )
+        error = ingest_calls.error_response(call.response)
+        if error is not None:
+            raise InputError(
+                f"the response is an API error response ({error}), not a model output; nothing to record"
             )
         texts = hashing.response_texts(call.response)
         response_digest = hashing.request_response_digest(call.response)
@@ -1084,6 +1087,8 @@ def import_calls(
             try:
                 call = _call_input(item, provider, purpose, account)
                 pending.append(_prepare_call(call, min_segment_chars))
+            except OptionHintError as exc:  # import has no such option: the line itself must say
+                raise InputError(f"{item.location}: {exc.text}") from exc
             except InputError as exc:
                 raise InputError(f"{item.location}: {exc}") from exc
             if len(pending) >= chunk:

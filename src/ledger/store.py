@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -393,7 +394,7 @@ def iter_entries(
     conn: duckdb.DuckDBPyConnection,
     *,
     kinds: Sequence[str] | None = None,
-    since: str | None = None,
+    since: datetime | None = None,
     provider: str | None = None,
     purpose: str | None = None,
     start: int = 0,
@@ -401,14 +402,17 @@ def iter_entries(
     descending: bool = False,
     chunk: int = 10_000,
 ) -> Iterator[StoredEntry]:
-    """Entries in index order, filtered, fetched in chunks so memory stays flat."""
+    """Entries in index order, filtered, fetched in chunks so memory stays flat.
+
+    `since` compares instants: entry times are RFC 3339 text, read as TIMESTAMPTZ.
+    """
     where = ["idx >= ?"]
     params: list[Any] = [start]
     if kinds:
         where.append("list_contains(?::VARCHAR[], kind)")
         params.append(list(kinds))
-    if since:
-        where.append("time >= ?")
+    if since is not None:
+        where.append("TRY_CAST(time AS TIMESTAMPTZ) >= ?::TIMESTAMPTZ")
         params.append(since)
     if provider:
         where.append("provider = ?")
