@@ -347,15 +347,17 @@ def import_calls(
 
 
 def _batch_id_of(path: Path) -> str:
-    """`train` for train.jsonl and for train.jsonl.gz."""
+    """`train` for train.jsonl and for train.jsonl.gz; a directory's own name."""
+    if path.is_dir():
+        return path.resolve().name
     stem = Path(path.stem)
     return stem.stem if path.suffix.lower() == ".gz" else str(stem)
 
 
 @record_app.command("batch")
 def record_batch(
-    files: Annotated[list[Path], typer.Argument(metavar="FILE...", help="JSONL, Parquet or text files (JSONL and text may be .gz), in order.")],
-    id: Annotated[str | None, typer.Option("--id", help="Batch id (default: the first file's name without extensions).")] = None,
+    files: Annotated[list[Path], typer.Argument(metavar="FILE...", help="JSONL, Parquet or text files (JSONL and text may be .gz), in order; a directory's files in name order.")],
+    id: Annotated[str | None, typer.Option("--id", help="Batch id (default: the first file's name without extensions, or the directory's name).")] = None,
     split: Annotated[int | None, typer.Option(help="Cut into batches of N records: ids <id>/000000, ...")] = None,
     text_field: Annotated[list[str] | None, typer.Option("--text-field", metavar="FIELD.PATH", help="Only these dotted fields are text (repeatable).")] = None,
     derived_from: Annotated[list[str] | None, typer.Option("--derived-from", metavar="CALL", help="A call (index or external id) these records come from (repeatable).")] = None,
@@ -370,8 +372,10 @@ def record_batch(
 
     Example: ledger record batch train.jsonl --id run7/data --split 10000
     """
+    from ledger.ingest.records import data_files
+
     ledger = _open(db, keys_dir, key)
-    total = sum(_size(f) for f in files)
+    total = sum(_size(f) for _, f in data_files(files))
     with views.progress("hashing records", total, enabled=not json, unit="bytes") as advance:
         result = ledger.record_batch(
             id=id or _batch_id_of(files[0]), files=files, split=split, text_fields=text_field or None,
@@ -537,6 +541,7 @@ def main() -> NoReturn:
     """Entry point: the one place where errors become one-line messages and exit codes."""
     verbose = "--verbose" in sys.argv[1:] or os.environ.get("LEDGER_VERBOSE") == "1"
     argv = [a for a in sys.argv[1:] if a != "--verbose"]
+    views.note_lock_waits()
     try:
         code = app(args=argv, prog_name="ledger", standalone_mode=False)
     except click_exceptions.NoArgsIsHelpError as exc:

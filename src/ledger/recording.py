@@ -474,10 +474,12 @@ def hash_batches(
     spill_dir: _SpillDir,
     progress: Progress,
     params: fingerprint.FingerprintParams = fingerprint.DEFAULT_PARAMS,
+    names: Sequence[str] | None = None,
 ) -> _HashedBatches:
     """The hashing phase of `record_batch`: roots, fingerprints and spilled rows, no database access.
 
-    Progress advances in records for an iterable and in input bytes for files.
+    Progress advances in records for an iterable and in input bytes for files. `names` are what the
+    batch's `source` calls the files (default: their file names).
     """
     hasher = _BatchHasher(split, params, spill_dir)
     sources: list[dict[str, str]] = []
@@ -498,7 +500,7 @@ def hash_batches(
         ):
             hasher.add_columns(columns, file_index)
         digest = digests.get(path) or ingest_records.file_sha256(path)
-        sources.append({"file": path.name, "sha256": digest})
+        sources.append({"file": names[file_index] if names else path.name, "sha256": digest})
     if hasher.total == 0:
         raise InputError("no records to record: the input is empty")
     return hasher.finish(sources)
@@ -673,10 +675,11 @@ def record_batch(
     `dataset` entry `<id>`, all or nothing.
     """
     _check_id(id)
-    paths = [Path(p) for p in files]
-    if records is None and not paths:
+    listed = ingest_records.data_files([Path(p) for p in files])
+    paths = [file for _, file in listed]
+    if records is None and not files:
         raise UsageError("record_batch needs records or files")
-    if records is not None and paths:
+    if records is not None and files:
         raise UsageError("record_batch takes records or files, not both")
     _check_iterable(records)
     if split is not None and (isinstance(split, bool) or split < 1):
@@ -695,6 +698,7 @@ def record_batch(
         hashed = hash_batches(
             records=records,
             files=paths,
+            names=[name for name, _ in listed],
             split=split,
             text_fields=fields,
             min_segment_chars=min_segment_chars,

@@ -1417,7 +1417,7 @@ def _parse_published(since_note: str, since_name: str) -> keys.TreeHead:
 def _check_published(
     since_note: str,
     published: keys.TreeHead,
-    origin: str | None,
+    origin: str,
     size: int,
     prefix_root: bytes | None,
     ring: KeyRing,
@@ -1550,7 +1550,7 @@ def verify_ledger(
             _check_published(
                 since_note,
                 published,
-                start.head.origin,
+                published.origin,
                 size,
                 prefix_root,
                 sequence.ring,
