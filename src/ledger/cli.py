@@ -498,7 +498,7 @@ def verify_bundle(
     suspects: Annotated[Path | None, typer.Option(help="Your own suspects (JSONL or .txt) to check against the exported records.")] = None,
     json: Json = False,
 ) -> None:
-    """Check an audit bundle offline (no ledger file needed); exit 1 if anything fails.
+    """Check an audit bundle offline (no ledger file needed); exit 1 if a check fails, 4 if the bundle or key is unusable.
 
     Example: ledger verify-bundle audit-bundle.json --key lab.vkey --records exported/ --suspects mine.jsonl
     """

@@ -58,7 +58,9 @@ def parse_time(text: str, name: str = "time") -> datetime:
     except ValueError:
         raise UsageError(f"{name} {text!r}: expected {TIME_FORMS}") from None
     if parsed.tzinfo is None:
-        raise UsageError(f"{name} {text!r}: a date-time needs Z or an offset such as +02:00 (entry times are UTC)")
+        raise UsageError(
+            f"{name} {text!r}: a date-time needs Z or an offset such as +02:00 (entry times are UTC)"
+        )
     return parsed
 
 
