@@ -533,8 +533,9 @@ def export_records(
 
 
 
-# The command-line option for each keyword argument an OptionHintError can name.
-_OPTIONS = {"model": "--model", "endpoint": "--endpoint", "requests_path": "--requests"}
+def _option(keyword: str) -> str:
+    """The command-line option for a keyword argument an OptionHintError names."""
+    return {"requests_path": "--requests"}.get(keyword, "--" + keyword.replace("_", "-"))
 
 
 def main() -> NoReturn:
@@ -557,7 +558,7 @@ def main() -> NoReturn:
         views.error("aborted")
         sys.exit(130)
     except LedgerError as exc:
-        views.error(exc.naming(_OPTIONS[exc.keyword]) if isinstance(exc, OptionHintError) else str(exc))
+        views.error(exc.naming(_option(exc.keyword)) if isinstance(exc, OptionHintError) else str(exc))
         if verbose:
             cause = exc.__cause__
             while cause is not None:

@@ -450,7 +450,7 @@ class Ledger:
         min_segment_chars: int = 32,
         progress: Callable[[int], None] | None = None,
     ) -> recording.BatchResult:
-        """Record a training batch (or `split` batches) from records or files; idempotent per id."""
+        """Record a training batch (or `split` batches) from records or files (a directory: its files in name order); idempotent per id."""
         from ledger import recording
 
         return recording.record_batch(

@@ -121,9 +121,9 @@ def detect_format(path: Path) -> str:
 def data_files(paths: Sequence[Path]) -> list[tuple[str, Path]]:
     """(name to record, file) for each input: a file by its name, a directory's data files in name order.
 
-    A directory is read as `record checkpoint --weights` reads one: every file under it, recursively,
-    sorted, named by its path relative to it; names starting with `.` or `_` are skipped at any depth
-    (hidden files, and the `_SUCCESS`-style markers Spark and Hadoop write, as Arrow datasets skip them).
+    As `record checkpoint --weights` reads a directory: every file under it, recursively, sorted, named
+    by its path relative to it; but names starting with `.` or `_` are skipped at any depth (hidden
+    files, and the `_SUCCESS`-style markers Spark and Hadoop write, as Arrow datasets skip them).
     Every file must have a record format's extension; a directory with no file is InputError.
     """
     out: list[tuple[str, Path]] = []
