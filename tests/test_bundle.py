@@ -37,7 +37,7 @@ from securesystemslib.signer import SSlibKey  # type: ignore[attr-defined]
 
 from ledger.audit import audit, build_bundle, export_records
 from ledger.bundle import load_bundle, verify_bundle
-from ledger.errors import VerificationError
+from ledger.errors import InputError
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 LEDGER = str(Path(sys.executable).with_name("ledger"))
@@ -252,7 +252,7 @@ def test_any_flipped_byte_in_the_evidence_is_caught(
     try:
         document = json.loads(flipped.decode())
     except (UnicodeDecodeError, ValueError):
-        return  # unreadable: `load_bundle` refuses it and the CLI exits 1
+        return  # not JSON: `load_bundle` refuses it as unusable input and the CLI exits 4
     assert not verify_bundle(document, vkey).ok, (
         position,
         raw[position - 20 : position + 20],
@@ -283,13 +283,13 @@ def test_cli_one_flipped_byte_exits_1(bundles: dict[str, Any], vkey: str, tmp_pa
     assert "BUNDLE DOES NOT VERIFY" in bad.stdout
     broken = tmp_path / "broken.json"
     broken.write_bytes(raw[:10] + b"\xff" + raw[11:])
-    assert in_process("verify-bundle", str(broken), "--key", vkey).returncode == 1
+    assert in_process("verify-bundle", str(broken), "--key", vkey).returncode == 4  # not JSON: unusable
 
 
-def test_not_json_is_a_verification_error(tmp_path: Path) -> None:
+def test_not_json_is_an_input_error(tmp_path: Path) -> None:
     path = tmp_path / "b.json"
     path.write_bytes(b'{"format": "ledger.audit-bundle/v1", "entr')
-    with pytest.raises(VerificationError, match="not valid JSON"):
+    with pytest.raises(InputError, match="not valid JSON"):
         load_bundle(path)
 
 

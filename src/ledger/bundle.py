@@ -450,22 +450,32 @@ def read_suspects(path: Path, min_chars: int = hashing.MIN_SEGMENT_CHARS) -> Sus
 
 
 def read_vkey(value: str) -> str:
-    """A verifier key given as the vkey string itself or as a file holding one."""
+    """A verifier key given as the vkey string itself or as a file holding one; malformed is InputError."""
     candidate = Path(value)
     if "+" not in value or candidate.is_file():
         try:
-            return candidate.read_text(encoding="utf-8").strip()
+            text = candidate.read_text(encoding="utf-8").strip()
         except FileNotFoundError:
             raise InputError(
                 f"{value}: neither a verifier key (name+hash+key) nor a file holding one"
             ) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"{value}: cannot read the verifier key: {exc}") from None
+        try:
+            keys.parse_vkey(text)
+        except InputError as exc:
+            raise InputError(f"{value}: {exc}") from None
+        return text
+    keys.parse_vkey(value)
     return value.strip()
 
 
 def load_bundle(path: Path) -> dict[str, Any]:
-    """Read a bundle file; a missing file is InputError, content that is not a JSON object VerificationError."""
+    """Read a bundle file; a missing file, or content that is not a JSON object, is InputError.
+
+    Nothing can be checked in such a file (unusable input); a JSON object that fails a check is a
+    problem `verify_bundle` reports.
+    """
     try:
         raw = Path(path).read_bytes()
     except FileNotFoundError:
@@ -475,12 +485,12 @@ def load_bundle(path: Path) -> dict[str, Any]:
     try:
         document = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: absurd nesting
-        raise VerificationError(
-            f"{path}: the bundle is not valid JSON ({exc}): altered or truncated?"
+        raise InputError(
+            f"{path}: not a bundle: not valid JSON ({exc}); truncated or altered?"
         ) from None
     if not isinstance(document, dict):
-        raise VerificationError(
-            f"{path}: expected a bundle object, found {type(document).__name__}"
+        raise InputError(
+            f"{path}: not a bundle: expected a JSON object, found {type(document).__name__}"
         )
     return document
 
@@ -1251,8 +1261,9 @@ def verify_bundle(
 
     With `records_dir`, every lineage batch root is recomputed from the exported leaves; with `suspects`
     too, a suspect found in that complete record set refutes a `clean` (or `suspect`) verdict.
-    Unreadable inputs (the suspects file, the records directory) raise InputError.
+    Unusable inputs (a malformed `vkey`, the suspects file, the records directory) raise InputError.
     """
+    keys.parse_vkey(vkey)
     p = _Problems()
     verdict = bundle.get("verdict")
     claimed = verdict if isinstance(verdict, str) else None

@@ -15,7 +15,7 @@ except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
 from ledger import views
-from ledger.errors import LedgerError, UsageError
+from ledger.errors import LedgerError, OptionHintError, UsageError
 from ledger.ledger import DEFAULT_DB, Ledger, read_note_file
 
 app = typer.Typer(
@@ -219,7 +219,7 @@ def consistency(
 def log(
     db: Db = DEFAULT_DB_PATH,
     kind: Annotated[list[str] | None, typer.Option("--kind", metavar="KIND", help="Only entries of this kind (repeatable).")] = None,
-    since: Annotated[str | None, typer.Option(help="Only entries at or after this RFC 3339 time.")] = None,
+    since: Annotated[str | None, typer.Option(help="Only entries at or after this RFC 3339 time (2026-12-01T10:00:00Z, +02:00 for Z) or date (2026-12-01: 00:00 UTC).")] = None,
     provider: Annotated[str | None, typer.Option(help="Only calls to this provider.")] = None,
     purpose: Annotated[str | None, typer.Option(help="Only calls with this declared purpose.")] = None,
     limit: Annotated[int | None, typer.Option(help="At most this many entries.")] = None,
@@ -231,7 +231,10 @@ def log(
 
     Example: ledger log --kind call --purpose evaluation --limit 20
     """
-    items = _open(db).log(kinds=kind, since=since, provider=provider, purpose=purpose, start=start, limit=limit, descending=tail)
+    from ledger.entries import parse_time
+
+    after = parse_time(since, "--since") if since is not None else None
+    items = _open(db).log(kinds=kind, since=after, provider=provider, purpose=purpose, start=start, limit=limit, descending=tail)
     if json:
         views.print_json([views.entry_json(e) for e in items])
     else:
@@ -281,7 +284,7 @@ def verify(
     ledger = Ledger(db)  # not Ledger.open: a damaged meta table is for verify to report (exit 1), not to refuse
     since_note = read_note_file(since) if since is not None else None
     with views.progress("verifying", ledger.entry_count(), enabled=not json) as advance:
-        report = verify_ledger(ledger, since_note, progress=advance)
+        report = verify_ledger(ledger, since_note, progress=advance, since_name=str(since))
     document = views.verify_json(report)
     views.print_json(document) if json else views.show(views.verify_view(report))
     raise typer.Exit(0 if report.ok else 1)
@@ -307,9 +310,9 @@ def record_call(
 
     Example: ledger record call --provider openai --purpose evaluation --request req.json --response resp.json
     """
-    from ledger.ingest.calls import read_json_file
+    from ledger.ingest.calls import read_json_file, read_response_file
 
-    body = read_json_file(response)
+    body = read_response_file(response)
     sent = read_json_file(request) if request is not None else None
     result = _open(db, keys_dir, key).record_call(
         provider=provider, purpose=purpose, request=sent, response=body, model=model, endpoint=endpoint,
@@ -344,15 +347,17 @@ def import_calls(
 
 
 def _batch_id_of(path: Path) -> str:
-    """`train` for train.jsonl and for train.jsonl.gz."""
+    """`train` for train.jsonl and for train.jsonl.gz; a directory's own name."""
+    if path.is_dir():
+        return path.resolve().name
     stem = Path(path.stem)
     return stem.stem if path.suffix.lower() == ".gz" else str(stem)
 
 
 @record_app.command("batch")
 def record_batch(
-    files: Annotated[list[Path], typer.Argument(metavar="FILE...", help="JSONL, Parquet or text files (JSONL and text may be .gz), in order.")],
-    id: Annotated[str | None, typer.Option("--id", help="Batch id (default: the first file's name without extensions).")] = None,
+    files: Annotated[list[Path], typer.Argument(metavar="FILE...", help="JSONL, Parquet or text files (JSONL and text may be .gz), in order; a directory's files in name order.")],
+    id: Annotated[str | None, typer.Option("--id", help="Batch id (default: the first file's name without extensions, or the directory's name).")] = None,
     split: Annotated[int | None, typer.Option(help="Cut into batches of N records: ids <id>/000000, ...")] = None,
     text_field: Annotated[list[str] | None, typer.Option("--text-field", metavar="FIELD.PATH", help="Only these dotted fields are text (repeatable).")] = None,
     derived_from: Annotated[list[str] | None, typer.Option("--derived-from", metavar="CALL", help="A call (index or external id) these records come from (repeatable).")] = None,
@@ -367,8 +372,10 @@ def record_batch(
 
     Example: ledger record batch train.jsonl --id run7/data --split 10000
     """
+    from ledger.ingest.records import data_files
+
     ledger = _open(db, keys_dir, key)
-    total = sum(_size(f) for f in files)
+    total = sum(_size(f) for _, f in data_files(files))
     with views.progress("hashing records", total, enabled=not json, unit="bytes") as advance:
         result = ledger.record_batch(
             id=id or _batch_id_of(files[0]), files=files, split=split, text_fields=text_field or None,
@@ -491,7 +498,7 @@ def verify_bundle(
     suspects: Annotated[Path | None, typer.Option(help="Your own suspects (JSONL or .txt) to check against the exported records.")] = None,
     json: Json = False,
 ) -> None:
-    """Check an audit bundle offline (no ledger file needed); exit 1 if anything fails.
+    """Check an audit bundle offline (no ledger file needed); exit 1 if a check fails, 4 if the bundle or key is unusable.
 
     Example: ledger verify-bundle audit-bundle.json --key lab.vkey --records exported/ --suspects mine.jsonl
     """
@@ -526,10 +533,16 @@ def export_records(
 
 
 
+def _option(keyword: str) -> str:
+    """The command-line option for a keyword argument an OptionHintError names."""
+    return {"requests_path": "--requests"}.get(keyword, "--" + keyword.replace("_", "-"))
+
+
 def main() -> NoReturn:
     """Entry point: the one place where errors become one-line messages and exit codes."""
     verbose = "--verbose" in sys.argv[1:] or os.environ.get("LEDGER_VERBOSE") == "1"
     argv = [a for a in sys.argv[1:] if a != "--verbose"]
+    views.note_lock_waits()
     try:
         code = app(args=argv, prog_name="ledger", standalone_mode=False)
     except click_exceptions.NoArgsIsHelpError as exc:
@@ -545,7 +558,7 @@ def main() -> NoReturn:
         views.error("aborted")
         sys.exit(130)
     except LedgerError as exc:
-        views.error(str(exc))
+        views.error(exc.naming(_option(exc.keyword)) if isinstance(exc, OptionHintError) else str(exc))
         if verbose:
             cause = exc.__cause__
             while cause is not None:

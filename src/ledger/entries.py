@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from datetime import time as dt_time
 from typing import Any
 
 from ledger.errors import UsageError, VerificationError
@@ -33,6 +34,34 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
 def now_rfc3339() -> str:
     """UTC time with microseconds, `Z` suffix (RFC 3339)."""
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+TIME_FORMS = (
+    "an RFC 3339 date-time such as 2026-12-01T10:00:00Z (an offset such as +02:00 for Z, a space for "
+    "T) or a date such as 2026-12-01 (00:00 UTC that day)"
+)
+
+
+def parse_time(text: str, name: str = "time") -> datetime:
+    """An RFC 3339 date-time or a plain date (00:00 UTC) as an aware datetime; else UsageError naming `name`.
+
+    The standard library's ISO 8601 parser reads both; a date-time without an offset is refused, since
+    entry times are UTC and a local time would silently shift the comparison.
+    """
+    value = text.strip().upper()  # RFC 3339 allows a lower-case t and z
+    try:
+        return datetime.combine(date.fromisoformat(value), dt_time(), UTC)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"{name} {text!r}: expected {TIME_FORMS}") from None
+    if parsed.tzinfo is None:
+        raise UsageError(
+            f"{name} {text!r}: a date-time needs Z or an offset such as +02:00 (entry times are UTC)"
+        )
+    return parsed
 
 
 

@@ -19,6 +19,23 @@ class InputError(LedgerError):
     """Unreadable, malformed or missing input (a file, a line, a row)."""
 
 
+class OptionHintError(InputError):
+    """Input that an option fixes; the message names it as the caller knows it (`model=` or `--model`)."""
+
+    def __init__(self, text: str, keyword: str, advice: str = "pass {}") -> None:
+        self.text = text
+        self.keyword = keyword
+        self.advice = advice
+        super().__init__(self.naming(f"{keyword}="))
+
+    def __reduce__(self) -> tuple[type[OptionHintError], tuple[str, str, str]]:
+        return (type(self), (self.text, self.keyword, self.advice))  # so it crosses process pools
+
+    def naming(self, option: str) -> str:
+        """The message with `option` (a keyword argument, a command-line flag) as the fix."""
+        return f"{self.text}: {self.advice.format(option)}"
+
+
 class NotFoundError(LedgerError):
     """A REF or id that names no entry."""
 

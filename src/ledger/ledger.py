@@ -11,6 +11,7 @@ import os
 import secrets
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -449,7 +450,7 @@ class Ledger:
         min_segment_chars: int = 32,
         progress: Callable[[int], None] | None = None,
     ) -> recording.BatchResult:
-        """Record a training batch (or `split` batches) from records or files; idempotent per id."""
+        """Record a training batch (or `split` batches) from records or files (a directory: its files in name order); idempotent per id."""
         from ledger import recording
 
         return recording.record_batch(
@@ -598,13 +599,18 @@ class Ledger:
         self,
         *,
         kinds: Sequence[str] | None = None,
-        since: str | None = None,
+        since: datetime | str | None = None,
         provider: str | None = None,
         purpose: str | None = None,
         start: int = 0,
         limit: int | None = None,
         descending: bool = False,
     ) -> list[Entry]:
+        """Entries in index order (or newest first), filtered; `since` is an instant or RFC 3339 text."""
+        if isinstance(since, str):
+            since = entries.parse_time(since, "since")
+        elif since is not None and since.tzinfo is None:
+            raise UsageError(f"since {since.isoformat()}: expected an aware datetime (entry times are UTC)")
         with self.session() as conn:
             return [
                 _to_entry(e)

@@ -35,7 +35,7 @@ import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from ledger import entries, fingerprint, hashing, keys, merkle
-from ledger.errors import DuplicateError, InputError, NotFoundError, UsageError
+from ledger.errors import DuplicateError, InputError, NotFoundError, OptionHintError, UsageError
 from ledger.ingest import calls as ingest_calls
 from ledger.ingest import records as ingest_records
 
@@ -488,10 +488,12 @@ def hash_batches(
     spill_dir: _SpillDir,
     progress: Progress,
     params: fingerprint.FingerprintParams = fingerprint.DEFAULT_PARAMS,
+    names: Sequence[str] | None = None,
 ) -> _HashedBatches:
     """The hashing phase of `record_batch`: roots, fingerprints and spilled rows, no database access.
 
-    Progress advances in records for an iterable and in input bytes for files.
+    Progress advances in records for an iterable and in input bytes for files. `names` are what the
+    batch's `source` calls the files (default: their file names).
     """
     hasher = _BatchHasher(split, params, spill_dir)
     sources: list[dict[str, str]] = []
@@ -512,7 +514,7 @@ def hash_batches(
         ):
             hasher.add_columns(columns, file_index)
         digest = digests.get(path) or ingest_records.file_sha256(path)
-        sources.append({"file": path.name, "sha256": digest})
+        sources.append({"file": names[file_index] if names else path.name, "sha256": digest})
     if hasher.total == 0:
         raise InputError("no records to record: the input is empty")
     return hasher.finish(sources)
@@ -687,10 +689,11 @@ def record_batch(
     `dataset` entry `<id>`, all or nothing.
     """
     _check_id(id)
-    paths = [Path(p) for p in files]
-    if records is None and not paths:
+    listed = ingest_records.data_files([Path(p) for p in files])
+    paths = [file for _, file in listed]
+    if records is None and not files:
         raise UsageError("record_batch needs records or files")
-    if records is not None and paths:
+    if records is not None and files:
         raise UsageError("record_batch takes records or files, not both")
     _check_iterable(records)
     if split is not None and (isinstance(split, bool) or split < 1):
@@ -710,6 +713,7 @@ def record_batch(
         hashed = hash_batches(
             records=watch.wrap(records) if records is not None else None,
             files=paths,
+            names=[name for name, _ in listed],
             split=split,
             text_fields=fields,
             min_segment_chars=min_segment_chars,
@@ -952,17 +956,15 @@ def _chunks_of(call: _CallInput) -> list[Mapping[str, Any]]:
 def _model_of(call: _CallInput) -> str:
     model = call.model or ingest_calls.infer_model(call.response, call.request)
     if not model:
-        raise InputError(
-            "cannot tell the call's model from the response or the request: pass model="
-        )
+        raise OptionHintError("cannot tell the call's model from the response or the request", "model")
     return model
 
 
 def _endpoint_of(call: _CallInput) -> str:
     endpoint = call.endpoint or ingest_calls.infer_endpoint(call.response, call.request)
     if not endpoint:
-        raise InputError(
-            "cannot tell the call's endpoint from the response or the request: pass endpoint="
+        raise OptionHintError(
+            "cannot tell the call's endpoint from the response or the request", "endpoint"
         )
     return endpoint
 
@@ -987,6 +989,11 @@ def _prepare_call(call: _CallInput, min_chars: int) -> _PreparedCall:
             found = type(call.response).__name__
             raise InputError(
                 f"a response must be a JSON object (stream=True for chunks), found {found}"
+            )
+        error = ingest_calls.error_response(call.response)
+        if error is not None:
+            raise InputError(
+                f"the response is an API error response ({error}), not a model output; nothing to record"
             )
         texts = hashing.response_texts(call.response)
         response_digest = hashing.request_response_digest(call.response)
@@ -1149,6 +1156,8 @@ def import_calls(
             try:
                 call = _call_input(item, provider, purpose, account)
                 pending.append(_prepare_call(call, min_segment_chars))
+            except OptionHintError as exc:  # import has no such option: the line itself must say
+                raise InputError(f"{item.location}: {exc.text}") from exc
             except InputError as exc:
                 raise InputError(f"{item.location}: {exc}") from exc
             if len(pending) >= chunk:

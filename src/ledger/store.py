@@ -17,11 +17,14 @@ by `verify`/`audit`):
 from __future__ import annotations
 
 import functools
+import logging
 import os
+import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
@@ -89,6 +92,12 @@ class StoredEntry:
     ref: str | None
 
 
+log = logging.getLogger(__name__)
+"""Says (at INFO) when an open has to wait for another process's lock; the CLI shows it on stderr."""
+
+_LOCK_HOLDER = re.compile(r"\(PID (\d+)\)")
+
+
 def _is_lock_error(exc: Exception) -> bool:
     text = str(exc)
     return "lock" in text.lower() and ("Could not set lock" in text or "Conflicting lock" in text)
@@ -102,6 +111,7 @@ def connect(path: Path, *, create: bool = False, read_only: bool = False) -> duc
         raise LedgerError(f"{path}: a file already exists there")
     deadline = time.monotonic() + lock_timeout()
     delay = 0.01
+    told = False
     while True:
         try:
             conn = duckdb.connect(str(path), read_only=read_only)
@@ -114,6 +124,15 @@ def connect(path: Path, *, create: bool = False, read_only: bool = False) -> duc
                     f"{path}: still locked by another process after {lock_timeout():g}s "
                     "(set LEDGER_LOCK_TIMEOUT to wait longer)"
                 ) from exc
+            if not told:
+                told = True
+                holder = _LOCK_HOLDER.search(str(exc))
+                log.info(
+                    "waiting for %s: locked by another process%s; up to LEDGER_LOCK_TIMEOUT=%g s",
+                    path,
+                    f" (PID {holder.group(1)})" if holder else "",
+                    lock_timeout(),
+                )
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
     if not create:
@@ -393,7 +412,7 @@ def iter_entries(
     conn: duckdb.DuckDBPyConnection,
     *,
     kinds: Sequence[str] | None = None,
-    since: str | None = None,
+    since: datetime | None = None,
     provider: str | None = None,
     purpose: str | None = None,
     start: int = 0,
@@ -401,14 +420,17 @@ def iter_entries(
     descending: bool = False,
     chunk: int = 10_000,
 ) -> Iterator[StoredEntry]:
-    """Entries in index order, filtered, fetched in chunks so memory stays flat."""
+    """Entries in index order, filtered, fetched in chunks so memory stays flat.
+
+    `since` compares instants: entry times are RFC 3339 text, read as TIMESTAMPTZ.
+    """
     where = ["idx >= ?"]
     params: list[Any] = [start]
     if kinds:
         where.append("list_contains(?::VARCHAR[], kind)")
         params.append(list(kinds))
-    if since:
-        where.append("time >= ?")
+    if since is not None:
+        where.append("TRY_CAST(time AS TIMESTAMPTZ) >= ?::TIMESTAMPTZ")
         params.append(since)
     if provider:
         where.append("provider = ?")

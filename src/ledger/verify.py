@@ -1475,29 +1475,27 @@ def _recheck(conn: Connection, start: _Start, root: bytes, problems: _Problems) 
         )
 
 
-def _parse_published(since_note: str) -> keys.TreeHead:
+def _parse_published(since_note: str, since_name: str) -> keys.TreeHead:
     try:
         head, _ = keys.open_signed_note(since_note)
     except InputError as exc:
-        raise InputError(f"published tree head: {exc}") from exc
+        raise InputError(f"{since_name}: {exc}") from exc
     return head
 
 
 def _check_published(
     since_note: str,
     published: keys.TreeHead,
-    origin: str | None,
+    origin: str,
     size: int,
     prefix_root: bytes | None,
     ring: KeyRing,
     problems: _Problems,
 ) -> None:
-    """The log must be an append-only extension of a head published earlier, signed by one of its log keys."""
-    if published.origin != origin:
-        problems.add(
-            None, f"published tree head: expected origin {origin!r}, found {published.origin!r}"
-        )
-        return
+    """The log must be an append-only extension of a head published earlier, signed by one of its log keys.
+
+    The origins must already agree (see `verify_ledger`).
+    """
     errors = []
     for info in sorted(ring.by_id.values(), key=lambda k: -k.index):
         if info.role != "log":
@@ -1568,6 +1566,7 @@ def verify_ledger(
     *,
     workers: int | None = None,
     record_sets: Collection[int] | None = None,
+    since_name: str = "published tree head",
 ) -> VerifyReport:
     """Verify the log up to the tree head found at the start; collect every problem instead of stopping.
 
@@ -1577,13 +1576,15 @@ def verify_ledger(
 
     The file is read in short sessions (see the module docstring), so recorders keep appending while
     this runs; the report's `size` and `root` are what was verified. `since_note` is a tree head
-    published earlier: the log must extend it. `progress` is called with the number of entries just
+    published earlier: the log must extend it; a head of another log (another origin) is an InputError
+    when the log itself is intact (the wrong file, not tampering), `since_name` naming it. `progress` is called with the number of entries just
     checked. `workers` is the number of processes checking signatures and rebuilding record sets
     (default: one per CPU, up to 2, for logs of at least 20k entries or 200k records on Linux; 1 = this
     process only).
     """
-    published = _parse_published(since_note) if since_note is not None else None
+    published = _parse_published(since_note, since_name) if since_note is not None else None
     problems = _Problems()
+    origin: str | None = None
     path = ledger.path
     pool: ProcessPoolExecutor | None = None
     try:
@@ -1617,11 +1618,12 @@ def verify_ledger(
             _check_calls_unique(conn, calls, problems)
             if head_ok and start.shape.intact:
                 _recheck(conn, start, root, problems)
-        if published is not None and since_note is not None:
+        origin = start.head.origin
+        if published is not None and since_note is not None and published.origin == origin:
             _check_published(
                 since_note,
                 published,
-                start.head.origin,
+                published.origin,
                 size,
                 prefix_root,
                 sequence.ring,
@@ -1634,6 +1636,18 @@ def verify_ledger(
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     found = problems.result()
+    if published is not None and published.origin != origin:
+        if not found:  # an intact log that is not the one the head was published for
+            raise InputError(
+                f"{since_name}: this head's origin is {published.origin!r}, the ledger's is "
+                f"{origin!r}: a tree head of another ledger (wrong file or --db?)"
+            )
+        found.append(
+            Problem(
+                None,
+                f"{since_name}: expected origin {origin!r}, found {published.origin!r}",
+            )
+        )
     return VerifyReport(not found, size, root, found, texted)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
+import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -64,6 +66,29 @@ def warn(message: str) -> None:
 def note(message: str) -> None:
     """A line for people, on stderr so stdout stays the result."""
     err.print(Text(message), highlight=False)
+
+
+class _FirstNotice(logging.Handler):
+    """Shows the first record this process logs as a note; later ones (another open, a retry) are not news."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.pid = os.getpid()  # a forked worker inherits the handler, not the right to speak
+        self.said = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not self.said and record.process == self.pid:
+            self.said = True
+            note(record.getMessage())
+
+
+def note_lock_waits() -> None:
+    """Say once on stderr when the command waits for another process's lock (the store logs each wait)."""
+    logger = logging.getLogger("ledger.store")
+    for handler in [h for h in logger.handlers if isinstance(h, _FirstNotice)]:
+        logger.removeHandler(handler)  # one per command, also when main() runs again in one process
+    logger.addHandler(_FirstNotice())
+    logger.setLevel(logging.INFO)
 
 
 @contextmanager

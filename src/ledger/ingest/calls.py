@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from ledger.errors import InputError, UsageError
+from ledger.errors import InputError, OptionHintError, UsageError
 from ledger.hashing import parse_json_line
 from ledger.ingest.records import _BOM, _open_binary, _parse_object_line, _unparsable, iter_records
 
@@ -48,10 +48,12 @@ __all__ = [
     "CALL_FORMATS",
     "CallRecord",
     "FailedCall",
+    "error_response",
     "infer_endpoint",
     "infer_model",
     "iter_calls",
     "read_json_file",
+    "read_response_file",
     "response_id",
     "response_usage",
     "stream_is_complete",
@@ -149,6 +151,31 @@ def read_json_file(path: Path) -> object:
     except ValueError as exc:
         why = _unparsable(data, exc, False).replace(" of the line", "")
         raise InputError(f"{path}: {why}") from exc
+
+
+def read_response_file(path: Path) -> object:
+    """A response body (or an array of stream chunks) to record; an API error response is InputError."""
+    body = read_json_file(path)
+    error = error_response(body)
+    if error is not None:
+        raise InputError(
+            f"{path}: this is an API error response ({error}), not a model output; nothing to record"
+        )
+    return body
+
+
+def error_response(body: object) -> str | None:
+    """What an API error body (`{"error": {...}}` as OpenAI, Anthropic and Gemini send) says, else None."""
+    if not isinstance(body, dict) or not _is_error_body(body):
+        return None
+    error = body["error"]
+    if not isinstance(error, dict):
+        return f"error: {str(error)[:120]}"
+    kind = next(
+        (f"error.{k} {error[k]}" for k in ("type", "status", "code") if error.get(k)), "error"
+    )
+    message = error.get("message")
+    return f"{kind}: {str(message)[:120]}" if message else kind
 
 
 # --- inference from response bodies ----------------------------------------------------------------
@@ -334,6 +361,13 @@ def _batch_call(
     if error is not None:
         return FailedCall(location, custom_id, _error_text(error))
     if response is None:
+        if isinstance(line.get("body"), dict) and ("method" in line or "url" in line):
+            raise OptionHintError(
+                f"{location}: this is the Batch input file (lines of custom_id, method, url, body), "
+                "not its output",
+                "requests_path",
+                "pass it with {}",
+            )
         return FailedCall(location, custom_id, "no response and no error")
     if not isinstance(response, dict):
         raise InputError(f"{location}: expected an object 'response', found {_kind(response)}")

@@ -59,6 +59,7 @@ from ledger.merkle import leaf_hash
 __all__ = [
     "RECORD_FORMATS",
     "RecordColumns",
+    "data_files",
     "detect_format",
     "file_sha256",
     "iter_fingerprinted_record_hashes",
@@ -115,6 +116,34 @@ def detect_format(path: Path) -> str:
             f"or text), found {found}"
         )
     return fmt
+
+
+def data_files(paths: Sequence[Path]) -> list[tuple[str, Path]]:
+    """(name to record, file) for each input: a file by its name, a directory's data files in name order.
+
+    As `record checkpoint --weights` reads a directory: every file under it, recursively, sorted, named
+    by its path relative to it; but names starting with `.` or `_` are skipped at any depth (hidden
+    files, and the `_SUCCESS`-style markers Spark and Hadoop write, as Arrow datasets skip them).
+    Every file must have a record format's extension; a directory with no file is InputError.
+    """
+    out: list[tuple[str, Path]] = []
+    for path in map(Path, paths):
+        if not path.is_dir():
+            out.append((path.name, path))
+            continue
+        found = sorted(
+            p
+            for p in path.rglob("*")
+            if not any(part.startswith((".", "_")) for part in p.relative_to(path).parts)
+            and p.is_file()
+        )
+        if not found:
+            known = ", ".join(_EXTENSIONS)
+            raise InputError(f"{path}: the directory holds no data file ({known}, or .gz of them)")
+        for file in found:
+            detect_format(file)  # a stray file fails here, naming it, before any hashing
+            out.append((file.relative_to(path).as_posix(), file))
+    return out
 
 
 def _gzipped(path: Path) -> bool:
