@@ -37,6 +37,10 @@ TARGETS = {
     "reformat": 0.95,
     "truncate-half": 0.95,
     "embedded": 0.95,
+    "homoglyph": 0.95,
+    "invisible": 0.95,
+    "homoglyph-invisible": 0.95,
+    "filler": 0.95,
 }
 
 
