@@ -310,12 +310,13 @@ _LETTER = re.compile(r"[^\W\d_]")
 
 def _strip_ignorable(text: str) -> str:
     """`text` without default-ignorable code points."""
-    return _ignorable_pattern().sub("", text)
+    out: str = _ignorable_pattern().sub("", text)
+    return out
 
 
 @functools.cache
 def _ignorable_pattern() -> Any:
-    import regex  # Unicode properties the standard `re` module lacks
+    import regex  # type: ignore[import-untyped]  # Unicode properties `re` lacks
 
     return regex.compile(r"\p{Default_Ignorable_Code_Point}+")
 
