@@ -62,7 +62,8 @@ def ref_canonical(text: str, fold: bool = False) -> str:
     letters kept are decomposed (NFD), each replaced by its skeleton letters, and marks dropped.
     """
     if fold:
-        text = "".join(c for c in text if not regex.fullmatch(r"\p{Default_Ignorable_Code_Point}", c))
+        ignorable = regex.compile(r"\p{Default_Ignorable_Code_Point}")
+        text = "".join(c for c in text if not ignorable.fullmatch(c))
     text = text.replace("\n", " ")
     for pattern in (fpm._EMAIL, fpm._X_RUN, fpm._BRACKETED):
         text = pattern.sub(" ", text)
