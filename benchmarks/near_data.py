@@ -367,6 +367,77 @@ def repunct(text: str, rng: random.Random) -> str:
     return "".join(out)
 
 
+# What a lab hiding its tracks would do to text that must still read the same: an attacker's list
+# (independent of the Unicode data the fingerprint folds with), lower and upper case.
+HOMOGLYPHS = {
+    "a": "\u0430\u03b1", "c": "\u0441\u03f2", "d": "\u0501", "e": "\u0435", "h": "\u04bb",
+    "i": "\u0456\u03b9", "j": "\u0458", "o": "\u043e\u03bf", "p": "\u0440\u03c1", "q": "\u051b",
+    "s": "\u0455", "u": "\u03c5", "v": "\u03bd", "w": "\u051d", "x": "\u0445", "y": "\u0443",
+    "A": "\u0410\u0391", "B": "\u0412\u0392", "C": "\u0421", "E": "\u0415\u0395", "H": "\u041d\u0397",
+    "I": "\u0406\u0399", "J": "\u0408", "K": "\u041a\u039a", "M": "\u041c\u039c", "N": "\u039d",
+    "O": "\u041e\u039f", "P": "\u0420\u03a1", "S": "\u0405", "T": "\u0422\u03a4", "X": "\u0425\u03a7",
+    "Y": "\u0423\u03a5", "Z": "\u0396",
+}  # fmt: skip
+# Zero-width and other invisible characters: format controls, a soft hyphen, a combining grapheme
+# joiner, Hangul fillers (letters to a regular expression), a tag character.
+INVISIBLE = (
+    "\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad", "\u2061", "\u2063", "\u180e",
+    "\u034f", "\u3164", "\u115f", "\U000e0020",
+)  # fmt: skip
+FILLERS = (
+    "really", "actually", "basically", "just", "quite", "very", "indeed", "simply", "literally",
+    "certainly", "truly", "so", "well", "now", "also", "clearly", "perhaps", "essentially",
+)  # fmt: skip
+
+
+def _some_words(text: str, fraction: float, rng: random.Random) -> tuple[list[str], list[int]]:
+    """The words of `text` and a random `fraction` of their positions, in order."""
+    words = text.split(" ")
+    return words, sorted(rng.sample(range(len(words)), round(fraction * len(words))))
+
+
+def homoglyph(text: str, rng: random.Random, fraction: float = 0.5) -> str:
+    """In `fraction` of the words, swap Latin letters for Cyrillic or Greek look-alikes.
+
+    Each letter that has a look-alike is swapped with probability 1/2, at least one per word.
+    """
+    words, picked = _some_words(text, fraction, rng)
+    for i in picked:
+        chars = list(words[i])
+        can = [j for j, c in enumerate(chars) if c in HOMOGLYPHS]
+        if not can:
+            continue
+        swap = [j for j in can if rng.random() < 0.5] or [rng.choice(can)]
+        for j in swap:
+            chars[j] = rng.choice(HOMOGLYPHS[chars[j]])
+        words[i] = "".join(chars)
+    return " ".join(words)
+
+
+def invisible(text: str, rng: random.Random, fraction: float = 0.5) -> str:
+    """Put one or two invisible characters inside `fraction` of the words (between letters)."""
+    words, picked = _some_words(text, fraction, rng)
+    for i in picked:
+        w = words[i]
+        if len(w) < 2:
+            continue
+        for _ in range(rng.choice((1, 2))):
+            at = rng.randrange(1, len(w))
+            w = w[:at] + rng.choice(INVISIBLE) + w[at:]
+        words[i] = w
+    return " ".join(words)
+
+
+def filler(text: str, rng: random.Random, every: int = 4) -> str:
+    """Insert a filler word after every `every`-th word."""
+    out: list[str] = []
+    for i, w in enumerate(text.split(" ")):
+        out.append(w)
+        if i % every == every - 1:
+            out.append(rng.choice(FILLERS))
+    return " ".join(out)
+
+
 def truncate_half(text: str) -> str:
     """Keep the first half of the words."""
     words = text.split()
@@ -415,6 +486,10 @@ EDITS = (
     "embedded-mask10",
     "split-texts",
     "split-part",
+    "homoglyph",
+    "invisible",
+    "homoglyph-invisible",
+    "filler",
 )
 
 
@@ -453,6 +528,12 @@ def make_eval_set(
             "embedded": [embed(raw, filler_pool, rng)],
             "embedded-mask10": [embed(mask(raw, 0.10, rng), filler_pool, rng)],
         }
+        # Drawn from a generator of their own, so adding them leaves every other record as it was.
+        adv = random.Random(f"{seed}/adversarial/{o}")
+        variants["homoglyph"] = [homoglyph(raw, adv)]
+        variants["invisible"] = [invisible(raw, adv)]
+        variants["homoglyph-invisible"] = [invisible(homoglyph(raw, adv), adv)]
+        variants["filler"] = [filler(raw, adv)]
         parts = split_parts(raw, rng)
         texts: list[str] = []
         for part in parts:

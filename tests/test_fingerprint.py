@@ -15,6 +15,7 @@ import os
 import random
 import subprocess
 import sys
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import regex
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -53,17 +55,29 @@ def _mix(*values: int) -> int:
     return h
 
 
-def ref_canonical(text: str) -> str:
-    """Token masks out (the module's documented patterns), then keep letters: alnum but not a digit."""
+def ref_canonical(text: str, fold: bool = False) -> str:
+    """Token masks out (the module's documented patterns), then keep letters: alnum but not a digit.
+
+    `fold` (scheme v3): default-ignorable code points out first, one character at a time; the
+    letters kept are decomposed (NFD), each replaced by its skeleton letters, and marks dropped.
+    """
+    if fold:
+        ignorable = regex.compile(r"\p{Default_Ignorable_Code_Point}")
+        text = "".join(c for c in text if not ignorable.fullmatch(c))
     text = text.replace("\n", " ")
     for pattern in (fpm._EMAIL, fpm._X_RUN, fpm._BRACKETED):
         text = pattern.sub(" ", text)
-    return "".join(c for c in text if c.isalnum() and not c.isdecimal())
+    letters = "".join(c for c in text if c.isalnum() and not c.isdecimal())
+    if fold:
+        table = fpm._skeleton_table()
+        folded = "".join(table.get(ord(c), c) for c in unicodedata.normalize("NFD", letters))
+        letters = "".join(c for c in folded if c.isalnum() and not c.isdecimal())
+    return letters
 
 
 def ref_values(text: str, p: fpm.FingerprintParams) -> list[int]:
     """Kept values of one text, one shingle at a time."""
-    canon = ref_canonical(text).encode("utf-8")
+    canon = ref_canonical(text, p.folds).encode("utf-8")
     k = p.shingle_bytes
     shingles = [canon[i : i + k] for i in range(len(canon) - k + 1)] if len(canon) >= k else [canon]
     out: list[int] = []
@@ -156,13 +170,27 @@ _PIECES = (
 )
 text_st = st.lists(st.sampled_from(_PIECES), max_size=120).map(lambda xs: normalize("".join(xs)))
 
-params_st = st.builds(
+v2_params_st = st.builds(
     fpm.FingerprintParams,
+    scheme=st.just(fpm.SCHEME_V2),
+    canon=st.just(fpm.CANON_V2),
     shingle_bytes=st.integers(1, 16),
     sample_rate=st.sampled_from([1, 2, 3, 8, 16]),
     value_bits=st.sampled_from([16, 32]),
     band_rows=st.integers(1, 4),
     seed=st.integers(0, MASK64),
+)
+# Either scheme: v3 (the default) folds confusables and strips default-ignorables first.
+params_st = st.one_of(
+    v2_params_st,
+    st.builds(
+        fpm.FingerprintParams,
+        shingle_bytes=st.integers(1, 16),
+        sample_rate=st.sampled_from([1, 2, 3, 8, 16]),
+        value_bits=st.sampled_from([16, 32]),
+        band_rows=st.integers(1, 4),
+        seed=st.integers(0, MASK64),
+    ),
 )
 
 
@@ -184,7 +212,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ledger.fingerprint import DEFAULT_PARAMS, FingerprintParams
+from ledger.fingerprint import V2_PARAMS as DEFAULT_PARAMS, FingerprintParams  # then the default
 
 U64 = npt.NDArray[np.uint64]
 I64 = npt.NDArray[np.int64]
@@ -514,7 +542,7 @@ def _assert_same_as_before(records: list[list[str]], params: fpm.FingerprintPara
 
 
 @settings(max_examples=300, deadline=None)
-@given(records_st, params_st, st.sampled_from([0, 1, 9, 50]), st.sampled_from([0, 1, 2, 7, 33]))
+@given(records_st, v2_params_st, st.sampled_from([0, 1, 9, 50]), st.sampled_from([0, 1, 2, 7, 33]))
 def test_output_bytes_equal_the_implementation_before_the_speedup(
     records: list[list[str]], params: fpm.FingerprintParams, step_chars: int, window: int
 ) -> None:
@@ -545,13 +573,13 @@ def test_a_text_longer_than_the_hash_window_keeps_its_fingerprint(
 def test_default_output_bytes_equal_the_implementation_before_the_speedup(
     records: list[list[str]],
 ) -> None:
-    _assert_same_as_before(records, fpm.DEFAULT_PARAMS)
+    _assert_same_as_before(records, fpm.V2_PARAMS)
 
 
 def test_real_records_equal_the_implementation_before_the_speedup(passages: list[str]) -> None:
     texts = [normalize(t) for t in passages[:300]]
     records = [texts[i : i + i % 5] for i in range(0, len(texts), 3)]
-    for params in (fpm.DEFAULT_PARAMS, replace(fpm.DEFAULT_PARAMS, value_bits=32, sample_rate=3)):
+    for params in (fpm.V2_PARAMS, replace(fpm.V2_PARAMS, value_bits=32, sample_rate=3)):
         _assert_same_as_before(records, params)
 
 
@@ -559,7 +587,7 @@ def test_dedup_key_of_many_texts_does_not_wrap() -> None:
     """Texts 0 and 65536 of one step are equal: a 32-bit (text, value) key would merge them."""
     text = normalize("the same passage, long enough to keep several shingles " * 2)
     texts = [text, *[""] * 65535, text, "x"]
-    fps = fpm.fingerprint_texts(texts)
+    fps = fpm.fingerprint_texts(texts, fpm.V2_PARAMS)
     assert fps[0] == fps[65536] == before.fingerprint_texts([text])[0] != b""
     assert fps == before.fingerprint_texts(texts)
 
@@ -568,7 +596,7 @@ def test_dedup_key_of_many_texts_does_not_wrap() -> None:
 def test_sampling_is_exact_at_the_bound(sample_rate: int) -> None:
     """Words whose sampling hash is just under, at and over the bound are kept exactly as the
     multiply-shift hash says, each valued by the murmur3 fold."""
-    params = replace(fpm.DEFAULT_PARAMS, sample_rate=sample_rate, seed=12345)
+    params = replace(fpm.V2_PARAMS, sample_rate=sample_rate, seed=12345)  # 8-byte shingles
     bound = (1 << 64) // sample_rate - 1
     seed = _mix(params.seed, params.shingle_bytes)
     multiplier = _mix(params.seed, params.shingle_bytes, 0x5A3B) | 1
@@ -602,7 +630,9 @@ def test_record_blobs_of_empty_records() -> None:
 
 def test_canonical_drops_masks_emails_digits_punctuation_and_spaces() -> None:
     text = normalize("Call John at [MASK] or ***, mail x.y@example.com; ID 12345 <NAME> XXXX end.")
-    assert fpm.canonicalize(text) == "calljohnatormailidend"
+    v2 = fpm.V2_PARAMS
+    assert fpm.canonicalize(text, v2) == "calljohnatormailidend"
+    assert fpm.canonicalize(text) == "calljohnatorrnailidend"  # v3: TR39 folds m to rn
     for placeholder in (
         "[MASK]",
         "***",
@@ -614,17 +644,60 @@ def test_canonical_drops_masks_emails_digits_punctuation_and_spaces() -> None:
         "█████",
         "j@x.org",
     ):
-        assert fpm.canonicalize(normalize(f"alpha {placeholder} beta")) == "alphabeta", placeholder
+        for params in (v2, fpm.DEFAULT_PARAMS):
+            got = fpm.canonicalize(normalize(f"alpha {placeholder} beta"), params)
+            assert got == "alphabeta", placeholder
     # Letters next to an x-run are words, not masks.
-    assert fpm.canonicalize("xxxl boxxx") == "xxxlboxxx"
+    assert fpm.canonicalize("xxxl boxxx", v2) == "xxxlboxxx"
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(text_st, max_size=6))
 def test_canonical_batch_and_fast_path_equal_the_reference(texts: list[str]) -> None:
-    assert [fpm.canonicalize(t) for t in texts] == [ref_canonical(t) for t in texts]
+    assert [fpm.canonicalize(t, fpm.V2_PARAMS) for t in texts] == [ref_canonical(t) for t in texts]
     batch = fpm._canonical_batch(texts)
     assert [b.decode("utf-8") for b in batch] == [ref_canonical(t) for t in texts]
+
+
+_MASKED_PIECES = [
+    *_PIECES,
+    *"аеорсухіјѕһԁԛԝνυαορι",  # Cyrillic and Greek look-alikes of Latin letters
+    *"АВЕНІКМОРСТХΑΒΕΗΙΚΜΝΟΡΤΧΥΖ",  # and of capitals
+    *"\u200b\u200c\u200d\u2060\ufeff\u00ad\u2061\u180e\u034f\u3164\u115f\U000e0020",
+    "ё", "é", "ǆ", "ﬁ", "ℌ", "[ma\u200bsk]",
+]  # fmt: skip
+masked_text_st = st.lists(st.sampled_from(_MASKED_PIECES), max_size=120).map(
+    lambda xs: normalize("".join(xs))
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(masked_text_st, max_size=6))
+def test_folded_canonical_equals_the_reference(texts: list[str]) -> None:
+    """v3: batch, fast path and one-text forms all equal the per-character reference."""
+    want = [ref_canonical(t, fold=True) for t in texts]
+    assert [fpm.canonicalize(t) for t in texts] == want
+    assert [b.decode("utf-8") for b in fpm._canonical_batch(texts, fold=True)] == want
+
+
+def test_look_alikes_and_invisible_characters_fold_to_the_plain_text() -> None:
+    plain = normalize("The quick brown fox jumps over the lazy dog, said Mrs. Sexton.")
+    masked = normalize(
+        "Tһе quі\u200bck brоwn f\u00adох jumрѕ оvеr the lаzу dо\u2060g, ѕаіd Mrѕ. Ѕехtоn."
+    )
+    assert fpm.canonicalize(masked, fpm.V2_PARAMS) != fpm.canonicalize(plain, fpm.V2_PARAMS)
+    assert fpm.canonicalize(masked) == fpm.canonicalize(plain)
+    assert fpm.fingerprint_texts([masked]) == fpm.fingerprint_texts([plain])
+
+
+def test_skeleton_table_comes_from_unicode_confusables() -> None:
+    """Spot checks of confusables.txt prototypes, and the table is a fixed point."""
+    table = fpm._skeleton_table()
+    for src, want in {"а": "a", "е": "e", "о": "o", "р": "p", "с": "c", "і": "i", "ѕ": "s",
+                      "ο": "o", "ρ": "p", "ν": "v", "ԝ": "w", "m": "rn", "μ": "rn"}.items():  # fmt: skip
+        assert table[ord(src)] == want, src
+    assert not any(chr(c) in table for v in table.values() for c in map(ord, v))
+    assert ord("i") not in table and ord("l") not in table  # ASCII takes no capital's skeleton
 
 
 def _translate_canonical(ascii_bytes: bytes) -> tuple[bytes, list[int]]:
@@ -816,8 +889,9 @@ def test_estimate_tracks_exact_overlap(passages: list[str]) -> None:
         copy = normalize(
             rng.choice([near_data.mask(text, 0.2, rng), near_data.truncate_half(text)])
         )
+        v2 = fpm.V2_PARAMS  # the 8-byte shingles of `exact_overlap`
         estimate = fpm.similarity(
-            fpm.fingerprint_texts([out])[0], fpm.fingerprint_records([[copy]])[0]
+            fpm.fingerprint_texts([out], v2)[0], fpm.fingerprint_records([[copy]], v2)[0], v2
         )
         errors.append(abs(estimate - exact_overlap(out, copy)))
     assert sum(errors) / len(errors) < 0.05

@@ -42,7 +42,7 @@ from ledger.bundle import (
     uncovered,
     verdict_of,
 )
-from ledger.errors import FingerprintMismatchError, InputError, NotFoundError, UsageError
+from ledger.errors import InputError, NotFoundError, UsageError
 from ledger.lineage import Lineage, lineage, resolve_checkpoint
 from ledger.verify import Problem, VerifyReport, verify_ledger
 
@@ -176,7 +176,8 @@ def audit(
     """Audit a checkpoint (by id or entry index, or by the hashes of its weight files).
 
     Raises NotFoundError for an unknown checkpoint, InputError for unreadable suspects/policy/weights,
-    FingerprintMismatchError when near matching would compare fingerprints made with different settings.
+    Calls and batches fingerprinted with different settings (an older scheme) are not near-compared:
+    they are counted in `coverage` and named in `notes`.
     Tampering never raises: it is listed in `problems` and makes the verdict `inconclusive`.
     """
     started = time.perf_counter()
@@ -221,13 +222,14 @@ def audit(
 
         mark = time.perf_counter()
         near: list[Finding] = []
+        not_near: dict[str, int] = {}
         if fuzzy:
-            near, near_notes = _near(conn, lin, batches, size, suspect_list, threshold)
+            near, near_notes, not_near = _near(conn, lin, batches, size, suspect_list, threshold)
             notes.extend(near_notes)
             covered = {_record_key(f) for f in exact}
             near = [f for f in near if _record_key(f) not in covered]
         timings["near"] = time.perf_counter() - mark
-        coverage = _coverage(conn, lin, batches, size, suspect_list)
+        coverage = {**_coverage(conn, lin, batches, size, suspect_list), **not_near}
     gaps = coverage_gaps(
         (
             (n.index, n.id, int((n.body or {}).get("count", 0)), _texted(n.index, n.body, verified))
@@ -498,25 +500,23 @@ class _Needle:
     suspect_line: int | None = None
 
 
-def _batch_params(
-    lin: Lineage, batches: Sequence[int]
-) -> tuple[dict[str, Any] | None, list[int], list[str]]:
-    """The fingerprint params all lineage batches share; batches without fingerprints are listed apart."""
+def _batch_groups(lin: Lineage) -> tuple[dict[Any, list[int]], list[str]]:
+    """Lineage batches by the fingerprint params they were recorded with (ledgers recorded with an
+    older scheme keep theirs); batches without fingerprints are noted apart."""
     from ledger import fingerprint
 
-    reference: dict[str, Any] | None = None
-    ref_params: Any = None
+    groups: dict[Any, list[int]] = {}
     bare: list[int] = []
     for node in lin.batches:
         fps = (node.body or {}).get("fingerprints")
         if not isinstance(fps, Mapping) or not isinstance(fps.get("params"), Mapping):
             bare.append(int(node.index or 0))
             continue
-        params = fingerprint.FingerprintParams.from_json(dict(fps["params"]))
-        if ref_params is None:
-            reference, ref_params = dict(fps["params"]), params
-        else:
-            _compatible(ref_params, params, f"batch entry {node.index}")
+        try:
+            params = fingerprint.FingerprintParams.from_json(dict(fps["params"]))
+        except InputError as exc:
+            raise InputError(f"batch entry {node.index}: {exc}") from exc
+        groups.setdefault(params, []).append(int(node.index or 0))
     notes = (
         [
             f"{len(bare)} lineage batch(es) carry no fingerprints and were not searched for near matches"
@@ -524,20 +524,11 @@ def _batch_params(
         if bare
         else []
     )
-    return reference, bare, notes
+    return groups, notes
 
 
-def _compatible(reference: Any, other: Any, what: str) -> None:
-    from ledger import fingerprint
-
-    try:
-        fingerprint.check_compatible(reference, other)
-    except FingerprintMismatchError as exc:
-        raise FingerprintMismatchError(f"{what}: {exc}") from exc
-
-
-def _call_needles(conn: Connection, size: int, reference: Any) -> list[_Needle]:
-    """Every recorded call's output fingerprints (`values[i]` belongs to `outputs[i]`), params checked."""
+def _call_needles(conn: Connection, size: int) -> dict[Any, list[_Needle]]:
+    """Every recorded call's output fingerprints (`values[i]` belongs to `outputs[i]`), by params."""
     from ledger import fingerprint
 
     rows = conn.execute(
@@ -549,26 +540,57 @@ def _call_needles(conn: Connection, size: int, reference: Any) -> list[_Needle]:
             ORDER BY idx""",
         [size],
     ).fetchall()
-    checked: dict[str, int] = {}
-    needles: list[_Needle] = []
+    parsed: dict[str, Any] = {}
+    by_params: dict[Any, list[_Needle]] = {}
     for idx, provider, model, purpose, outputs, values, params in rows:
-        if params not in checked:
-            _compatible(
-                reference,
-                fingerprint.FingerprintParams.from_json(json.loads(params)),
-                f"call entry {idx}",
-            )
-            checked[params] = idx
+        if params not in parsed:
+            try:
+                parsed[params] = fingerprint.FingerprintParams.from_json(json.loads(params))
+            except (InputError, TypeError, ValueError) as exc:
+                raise InputError(f"call entry {idx}: {exc}") from exc
         outputs, values = list(outputs or []), list(values or [])
         if len(outputs) != len(values):
             raise InputError(
                 f"call entry {idx}: {len(values)} fingerprints for {len(outputs)} outputs"
             )
+        needles = by_params.setdefault(parsed[params], [])
         for segment, value in zip(outputs, values):
             needles.append(
                 _Needle(base64.b64decode(value), segment, int(idx), provider, model, purpose)
             )
-    return needles
+    return by_params
+
+
+def _not_comparable(
+    groups: Mapping[Any, Sequence[int]], calls: Mapping[Any, Sequence[_Needle]]
+) -> tuple[dict[str, int], list[str]]:
+    """Calls and lineage batches whose fingerprints are of different params, so never near-compared.
+
+    Call texts are not stored, so a call recorded with one scheme cannot be fingerprinted again in
+    another: such pairs are counted and named, never skipped silently (exact matching covers them).
+    """
+    calls_out: set[int] = set()
+    batches_out: set[int] = set()
+    notes: list[str] = []
+    for call_params, needles in calls.items():
+        ids = {n.call for n in needles if n.call is not None}
+        others = [b for p, bs in groups.items() if p != call_params for b in bs]
+        if not ids or not others:
+            continue
+        calls_out |= ids
+        batches_out.update(others)
+        schemes = sorted({p.scheme for p in groups if p != call_params})
+        notes.append(
+            f"{len(ids)} call(s) fingerprinted with {call_params.scheme} could not be near-compared "
+            f"with {len(others)} lineage batch(es) fingerprinted with other settings "
+            f"({', '.join(schemes)}): fingerprints compare only within one scheme and call texts "
+            "are not stored to fingerprint again; exact matching still covers them"
+        )
+    counts = {
+        "calls_not_near_comparable": len(calls_out),
+        "batches_not_near_comparable": len(batches_out),
+    }
+    return counts, notes
 
 
 def _suspect_needles(suspects: Suspects, reference: Any) -> list[_Needle]:
@@ -675,23 +697,42 @@ def _near(
     size: int,
     suspects: Suspects,
     threshold: float | None,
-) -> tuple[list[Finding], list[str]]:
-    """Near duplicates: LSH band keys of needles and lineage records joined in DuckDB, then similarity."""
+) -> tuple[list[Finding], list[str], dict[str, int]]:
+    """Near duplicates: LSH band keys of needles and lineage records joined in DuckDB, then similarity.
+
+    Lineage batches are searched a group at a time, each group with the needles of its own params:
+    calls recorded with those params, and the suspects fingerprinted with them.
+    """
+    none = {"calls_not_near_comparable": 0, "batches_not_near_comparable": 0}
+    if not batches:
+        return [], [], none
+    groups, notes = _batch_groups(lin)
+    if not groups:
+        return [], notes, none
+    calls = _call_needles(conn, size)
+    counts, skipped = _not_comparable(groups, calls)
+    notes.extend(skipped)
+    out: list[Finding] = []
+    for params, group in groups.items():
+        needles = calls.get(params, []) + _suspect_needles(suspects, params)
+        if needles:
+            out += _near_group(conn, needles, group, params, threshold)
+    return out, notes, counts
+
+
+def _near_group(
+    conn: Connection,
+    needles: Sequence[_Needle],
+    searched: Sequence[int],
+    params: Any,
+    threshold: float | None,
+) -> list[Finding]:
+    """Near findings of `needles` in the records of the batches `searched`, all made with `params`."""
     from ledger import fingerprint
 
-    if not batches:
-        return [], []
-    reference_json, bare, notes = _batch_params(lin, batches)
-    if reference_json is None:
-        return [], notes
-    params = fingerprint.FingerprintParams.from_json(reference_json)
-    needles = _call_needles(conn, size, params) + _suspect_needles(suspects, params)
-    if not needles:
-        return [], notes
     limit = fingerprint.DEFAULT_THRESHOLD if threshold is None else threshold
     needle_rows, needle_keys = needle_band_rows([n.fingerprint for n in needles], params)
     conn.register("_audit_needles", pa.table({"needle": needle_rows, "band": needle_keys}))
-    searched = [b for b in batches if b not in set(bare)]
     blobs: dict[tuple[int, int], bytes] = {}
     candidates: set[tuple[int, int, int]] = set()
     try:
@@ -721,7 +762,7 @@ def _near(
                 similarity=score, purpose=needle.purpose, provider=needle.provider, model=needle.model,
                 suspect=needle.suspect, suspect_line=needle.suspect_line,
             ))  # fmt: skip
-    return out, notes
+    return out
 
 
 # --- JSON -----------------------------------------------------------------------------------------------

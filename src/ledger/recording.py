@@ -681,12 +681,15 @@ def record_batch(
     dataset: str | None = None,
     min_segment_chars: int = hashing.MIN_SEGMENT_CHARS,
     progress: Progress | None = None,
+    fingerprint_params: fingerprint.FingerprintParams = fingerprint.DEFAULT_PARAMS,
 ) -> BatchResult:
     """Hash records (an iterable or files), then append their batch entries and rows in one transaction.
 
     Idempotent: re-running after success appends nothing (`already_recorded`); the same id with other
     content is a DuplicateError. With `split`, batches `<id>/<k:06d>` of `split` records each follow a
-    `dataset` entry `<id>`, all or nothing.
+    `dataset` entry `<id>`, all or nothing. `fingerprint_params` other than the default (an older
+    scheme, e.g. `fingerprint.V2_PARAMS`) are for tests and for lineages that must stay comparable
+    with calls recorded under that scheme.
     """
     _check_id(id)
     listed = ingest_records.data_files([Path(p) for p in files])
@@ -719,6 +722,7 @@ def record_batch(
             min_segment_chars=min_segment_chars,
             spill_dir=spill_dir,
             progress=progress or _no_progress,
+            params=fingerprint_params,
         )
         if fields is not None and all(p.without_text == p.count for p in hashed.parts):
             watch.check(paths, sum(p.count for p in hashed.parts))
@@ -1062,8 +1066,10 @@ def record_call(
     stream: bool = False,
     complete: bool = True,
     min_segment_chars: int = hashing.MIN_SEGMENT_CHARS,
+    fingerprint_params: fingerprint.FingerprintParams = fingerprint.DEFAULT_PARAMS,
 ) -> CallResult:
-    """Append one `call` entry; idempotent on (provider, external_id)."""
+    """Append one `call` entry; idempotent on (provider, external_id). `fingerprint_params`: as
+    for `record_batch`."""
     if not provider:
         raise UsageError("provider: expected a non-empty name")
     call = _CallInput(
@@ -1078,9 +1084,7 @@ def record_call(
         stream,
         complete,
     )
-    body = _with_fingerprints([_prepare_call(call, min_segment_chars)], fingerprint.DEFAULT_PARAMS)[
-        0
-    ]
+    body = _with_fingerprints([_prepare_call(call, min_segment_chars)], fingerprint_params)[0]
     ext = body.get("external_id")
     outcome: dict[str, int] = {}
 
