@@ -15,8 +15,8 @@ from typing import Any
 
 import jsonschema
 import pytest
-
 from hardening import CliPool, one_error_line
+
 from ledger import Ledger, entries, recording
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
@@ -44,13 +44,20 @@ class Lab:
 
     def run(self, *args: str, code: int = 0) -> str:
         result = self.cli.run(args, self.root)
-        assert result.returncode == code, (args, result.returncode, result.stderr, result.stdout[-3000:])
+        assert result.returncode == code, (
+            args,
+            result.returncode,
+            result.stderr,
+            result.stdout[-3000:],
+        )
         return result.stdout
 
     def json(self, *args: str, code: int = 0, schema: str | None = None) -> Any:
         document = json.loads(self.run(*args, "--json", code=code))
         if schema is not None:
-            jsonschema.validate(document, json.loads((SCHEMAS / f"{schema}.schema.json").read_text()))
+            jsonschema.validate(
+                document, json.loads((SCHEMAS / f"{schema}.schema.json").read_text())
+            )
         return document
 
     def jsonl(self, name: str, rows: list[Any]) -> Path:
@@ -63,11 +70,23 @@ class Lab:
             {"text": f"{batch_id}: a training sentence long enough to be a segment, number {i}."}
             for i in range(3)
         ]
-        self.run("record", "batch", str(self.jsonl(batch_id.replace("/", "_") + ".jsonl", rows)), "--id", batch_id)
+        self.run(
+            "record",
+            "batch",
+            str(self.jsonl(batch_id.replace("/", "_") + ".jsonl", rows)),
+            "--id",
+            batch_id,
+        )
 
     def token_batch(self, batch_id: str, n: int = 4) -> None:
         rows = [{"input_ids": list(range(i, i + 64)), "attention_mask": [1] * 64} for i in range(n)]
-        self.run("record", "batch", str(self.jsonl(batch_id.replace("/", "_") + ".jsonl", rows)), "--id", batch_id)
+        self.run(
+            "record",
+            "batch",
+            str(self.jsonl(batch_id.replace("/", "_") + ".jsonl", rows)),
+            "--id",
+            batch_id,
+        )
 
     def checkpoint(self, checkpoint_id: str, *batches: str) -> None:
         weights = self.root / f"{checkpoint_id}.bin"
@@ -97,19 +116,38 @@ def test_token_ids_make_a_clean_audit_inconclusive_naming_the_batch(lab: Lab) ->
     report = lab.json("audit", "k", code=3, schema="audit")
     assert report["verdict"] == "inconclusive" and report["problems"] == []
     assert report["coverage_gaps"] == [
-        {"batch": 2, "batch_id": "tokens/0", "records": 4, "records_without_text": 4, "opaque": None}
+        {
+            "batch": 2,
+            "batch_id": "tokens/0",
+            "records": 4,
+            "records_without_text": 4,
+            "opaque": None,
+        }
     ]
     coverage = report["coverage"]
     assert coverage["records_without_text"] == 4 and coverage["batches_without_text"] == 1
     assert coverage["batches_without_segments"] == 1 and coverage["opaque_batches"] == 0
     shown = lab.run("audit", "k", code=3)
-    assert "INCONCLUSIVE" in shown and "4 records in 1 lineage batch carry no comparable text" in shown
+    assert (
+        "INCONCLUSIVE" in shown and "4 records in 1 lineage batch carry no comparable text" in shown
+    )
     assert "tokens/0" in shown and "records without comparable text" in shown
 
 
 def test_recording_says_which_records_carry_no_text(lab: Lab) -> None:
-    rows = [{"text": "short"}, {"text": "a record whose text is long enough to be compared later"}, {"n": [1, 2]}]
-    recorded = lab.json("record", "batch", str(lab.jsonl("mixed.jsonl", rows)), "--id", "mixed", schema="record-batch")
+    rows = [
+        {"text": "short"},
+        {"text": "a record whose text is long enough to be compared later"},
+        {"n": [1, 2]},
+    ]
+    recorded = lab.json(
+        "record",
+        "batch",
+        str(lab.jsonl("mixed.jsonl", rows)),
+        "--id",
+        "mixed",
+        schema="record-batch",
+    )
     assert recorded["batches"][0]["records_without_text"] == 2
     shown = lab.run("record", "batch", str(lab.jsonl("mixed2.jsonl", rows)), "--id", "mixed2")
     assert "2 records in 1 batch carry no comparable text" in shown
@@ -117,7 +155,10 @@ def test_recording_says_which_records_carry_no_text(lab: Lab) -> None:
     assert body["records_without_text"] == 2
     lab.checkpoint("k", "mixed")
     report = lab.json("audit", "k", code=3)
-    assert report["coverage_gaps"][0]["records_without_text"] == 2 and report["coverage_gaps"][0]["records"] == 3
+    assert (
+        report["coverage_gaps"][0]["records_without_text"] == 2
+        and report["coverage_gaps"][0]["records"] == 3
+    )
 
 
 def test_an_opaque_policy_excuses_the_batch_and_every_document_lists_it(lab: Lab) -> None:
@@ -127,21 +168,37 @@ def test_an_opaque_policy_excuses_the_batch_and_every_document_lists_it(lab: Lab
     policy = lab.root / "policy.toml"
     policy.write_text(OPAQUE_POLICY, encoding="utf-8")
     bundle = lab.root / "bundle.json"
-    report = lab.json("audit", "k", "--policy", str(policy), "--bundle", str(bundle), schema="audit")
+    report = lab.json(
+        "audit", "k", "--policy", str(policy), "--bundle", str(bundle), schema="audit"
+    )
     assert report["verdict"] == "clean"
-    assert report["opaque"] == [{"batch": "tokens/*", "reason": "pre-tokenized public web mix; the tokenizer is not recorded"}]
+    assert report["opaque"] == [
+        {
+            "batch": "tokens/*",
+            "reason": "pre-tokenized public web mix; the tokenizer is not recorded",
+        }
+    ]
     assert report["coverage_gaps"][0]["opaque"] == report["opaque"][0]["reason"]
     assert report["coverage"]["opaque_batches"] == 1 and report["coverage"]["opaque_records"] == 4
     shown = lab.run("audit", "k", "--policy", str(policy))
-    assert "CLEAN" in shown and "declared out of scope by the policy" in shown and "opaque: pre-tokenized" in shown
+    assert (
+        "CLEAN" in shown
+        and "declared out of scope by the policy" in shown
+        and "opaque: pre-tokenized" in shown
+    )
     document = json.loads(bundle.read_text())
     jsonschema.validate(document, json.loads((SCHEMAS / "audit-bundle.schema.json").read_text()))
-    assert document["opaque"] == report["opaque"] and document["coverage_gaps"] == report["coverage_gaps"]
+    assert (
+        document["opaque"] == report["opaque"]
+        and document["coverage_gaps"] == report["coverage_gaps"]
+    )
     checked = lab.json("verify-bundle", str(bundle), "--key", lab.vkey())
     assert checked["ok"] and checked["verdict"] == "clean"
     export = lab.root / "export"
     lab.run("export", "records", str(export), "--checkpoint", "k")
-    assert lab.json("verify-bundle", str(bundle), "--key", lab.vkey(), "--records", str(export))["ok"]
+    assert lab.json("verify-bundle", str(bundle), "--key", lab.vkey(), "--records", str(export))[
+        "ok"
+    ]
 
 
 @pytest.mark.parametrize(
@@ -162,7 +219,10 @@ def test_verify_bundle_re_applies_coverage(lab: Lab, edit: str, says: str) -> No
     policy.write_text(OPAQUE_POLICY.replace("tokens/*", "tokens/web-*"), encoding="utf-8")
     bundle = lab.root / "bundle.json"
     # the policy excuses nothing here (tokens/0 is not a web shard): the honest verdict is inconclusive
-    assert lab.json("audit", "k", "--policy", str(policy), "--bundle", str(bundle), code=3)["verdict"] == "inconclusive"
+    assert (
+        lab.json("audit", "k", "--policy", str(policy), "--bundle", str(bundle), code=3)["verdict"]
+        == "inconclusive"
+    )
     assert lab.json("verify-bundle", str(bundle), "--key", lab.vkey())["ok"]
     document = json.loads(bundle.read_text())
     document["verdict"] = "clean"
@@ -191,7 +251,16 @@ def test_coverage_never_hides_a_finding(lab: Lab) -> None:
         "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": TEACHER_TEXT}}],
     }  # fmt: skip
     (lab.root / "response.json").write_text(json.dumps(response))
-    lab.run("record", "call", "--provider", "openai", "--purpose", "evaluation", "--response", str(lab.root / "response.json"))
+    lab.run(
+        "record",
+        "call",
+        "--provider",
+        "openai",
+        "--purpose",
+        "evaluation",
+        "--response",
+        str(lab.root / "response.json"),
+    )
     lab.text_batch("text/0", TEACHER_TEXT)
     lab.token_batch("tokens/0")
     lab.checkpoint("k", "text/0", "tokens/0")
@@ -202,7 +271,9 @@ def test_coverage_never_hides_a_finding(lab: Lab) -> None:
     assert lab.json("verify-bundle", str(bundle), "--key", lab.vkey())["verdict"] == "contaminated"
 
 
-def test_export_recount_catches_an_understated_gap_on_old_batches(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_export_recount_catches_an_understated_gap_on_old_batches(
+    lab: Lab, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Batches recorded before entries committed to records_without_text: the audit counts the verified rows,
     and the verifier recounts them in the export."""
     real = entries.batch_body
@@ -213,7 +284,9 @@ def test_export_recount_catches_an_understated_gap_on_old_batches(lab: Lab, monk
 
     monkeypatch.setattr(recording.entries, "batch_body", old_body)
     lg = Ledger.open(lab.root / "ledger.duckdb")
-    lg.record_batch([{"text": "a training sentence long enough to be a segment, number one."}], id="text/0")
+    lg.record_batch(
+        [{"text": "a training sentence long enough to be a segment, number one."}], id="text/0"
+    )
     lg.record_batch([{"input_ids": [1, 2, 3]}, {"input_ids": [4, 5]}], id="tokens/0")
     monkeypatch.undo()
     assert "records_without_text" not in lab.json("show", "tokens/0")["body"]
@@ -223,13 +296,20 @@ def test_export_recount_catches_an_understated_gap_on_old_batches(lab: Lab, monk
     assert report["coverage_gaps"][0]["records_without_text"] == 2
     export = lab.root / "export"
     lab.run("export", "records", str(export), "--checkpoint", "k")
-    assert lab.json("verify-bundle", str(bundle), "--key", lab.vkey(), "--records", str(export))["ok"]
+    assert lab.json("verify-bundle", str(bundle), "--key", lab.vkey(), "--records", str(export))[
+        "ok"
+    ]
     document = json.loads(bundle.read_text())
     document["verdict"], document["coverage_gaps"] = "clean", []
     forged = lab.root / "forged.json"
     forged.write_text(json.dumps(document), encoding="utf-8")
-    checked = lab.json("verify-bundle", str(forged), "--key", lab.vkey(), "--records", str(export), code=1)
-    assert any("expected 0 records without text" in p["what"] and "found 2" in p["what"] for p in checked["problems"])
+    checked = lab.json(
+        "verify-bundle", str(forged), "--key", lab.vkey(), "--records", str(export), code=1
+    )
+    assert any(
+        "expected 0 records without text" in p["what"] and "found 2" in p["what"]
+        for p in checked["problems"]
+    )
 
 
 @pytest.mark.parametrize("field", ["messages.contnt", "input_ids"])
@@ -240,10 +320,19 @@ def test_a_text_field_that_matches_nothing_is_refused(lab: Lab, field: str) -> N
     before = lab.json("head")
     result = lab.cli.run(["record", "batch", str(path), "--text-field", field], lab.root)
     assert result.returncode == 4 and one_error_line(result) is None, result.stderr
-    assert "chat.jsonl" in result.stderr and repr(field) in result.stderr and "matches no text" in result.stderr
+    assert (
+        "chat.jsonl" in result.stderr
+        and repr(field) in result.stderr
+        and "matches no text" in result.stderr
+    )
     assert lab.json("head") == before
     # a field that holds text, however short, is recorded (the audit then counts what it cannot compare)
-    assert lab.json("record", "batch", str(path), "--text-field", "messages.role")["batches"][0]["records_without_text"] == 3
+    assert (
+        lab.json("record", "batch", str(path), "--text-field", "messages.role")["batches"][0][
+            "records_without_text"
+        ]
+        == 3
+    )
     lg = Ledger.open(lab.root / "ledger.duckdb")
     with pytest.raises(Exception, match="matches no text"):
         lg.record_batch(iter(rows), id="api", text_fields=[field])
@@ -264,4 +353,6 @@ def test_policy_tables_are_checked(lab: Lab) -> None:
         policy = lab.root / "p.toml"
         policy.write_text(text, encoding="utf-8")
         result = lab.cli.run(["audit", "k", "--policy", str(policy)], lab.root)
-        assert result.returncode == 4 and one_error_line(result) is None and says in result.stderr, result.stderr
+        assert (
+            result.returncode == 4 and one_error_line(result) is None and says in result.stderr
+        ), result.stderr

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from hardening import LEDGER, CliPool
+
 from ledger import Ledger
 
 TEACHER_TEXT = (
@@ -48,7 +48,12 @@ class Shop:
 
     def ok(self, *args: str, code: int = 0) -> str:
         result = self.cli.run(args, self.root)
-        assert result.returncode == code, (args, result.returncode, result.stderr, result.stdout[-2000:])
+        assert result.returncode == code, (
+            args,
+            result.returncode,
+            result.stderr,
+            result.stdout[-2000:],
+        )
         return result.stdout
 
     def json(self, *args: str, code: int = 0) -> Any:
@@ -64,7 +69,9 @@ class Shop:
         self.texts[name] = texts
         return texts
 
-    def batch(self, batch_id: str, *extra: str, texts: Sequence[str] | None = None, n: int = 3) -> None:
+    def batch(
+        self, batch_id: str, *extra: str, texts: Sequence[str] | None = None, n: int = 3
+    ) -> None:
         rows = list(texts) if texts is not None else self.texts_for(batch_id, n)
         path = self.root / f"{batch_id.replace('/', '_')}.jsonl"
         path.write_text("".join(json.dumps({"text": t}) + "\n" for t in rows), encoding="utf-8")
@@ -138,16 +145,35 @@ def test_interleaved_runs_are_clean_through_the_installed_command(tmp_path: Path
     """The issue's reproduction, verbatim, with the real `ledger` script."""
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([LEDGER, *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [LEDGER, *args], check=False, cwd=tmp_path, capture_output=True, text=True, timeout=120
+        )
 
     for name in "abc":
-        rows = [{"text": f"record {name} number {i} with enough characters to be a segment"} for i in range(3)]
+        rows = [
+            {"text": f"record {name} number {i} with enough characters to be a segment"}
+            for i in range(3)
+        ]
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "w.bin").write_bytes(b"weights")
     assert run("init").returncode == 0
     for name in "abc":
         assert run("record", "batch", f"{name}.jsonl", "--id", name.upper()).returncode == 0
-    assert run("record", "checkpoint", "--id", "k", "--weights", "w.bin", "--batch", "A", "--batch", "C").returncode == 0
+    assert (
+        run(
+            "record",
+            "checkpoint",
+            "--id",
+            "k",
+            "--weights",
+            "w.bin",
+            "--batch",
+            "A",
+            "--batch",
+            "C",
+        ).returncode
+        == 0
+    )
     audited = run("audit", "k", "--json")
     assert audited.returncode == 0, audited.stdout
     report = json.loads(audited.stdout)
@@ -175,7 +201,9 @@ def test_a_batch_shared_by_two_checkpoints(shop: Shop) -> None:
     shop.teacher_call()
     shop.batch("shared/clean")
     shop.batch("other/noise")
-    shop.batch("shared/dirty", texts=["a plain first record that is long enough to count", TEACHER_TEXT])
+    shop.batch(
+        "shared/dirty", texts=["a plain first record that is long enough to count", TEACHER_TEXT]
+    )
     shop.batch("k1/own")
     shop.checkpoint("k1", "--batch", "shared/clean", "--batch", "k1/own")
     shop.checkpoint("k2", "--batch", "shared/clean")
@@ -202,7 +230,9 @@ def test_a_diamond_of_parents(shop: Shop) -> None:
     report = shop.audit_and_check("merge", "contaminated")
     assert report["coverage"]["checkpoints"] == 4 and report["coverage"]["batches"] == 4
     exact = [f for f in report["findings"] if f["type"] == "exact"]
-    assert len(exact) == 1  # one finding per (call, batch, record, segment), however many paths lead there
+    assert (
+        len(exact) == 1
+    )  # one finding per (call, batch, record, segment), however many paths lead there
     assert exact[0]["path"][0] == "merge" and exact[0]["path"][-1] == "base"
 
     # the same diamond over clean data
@@ -224,7 +254,9 @@ def test_batches_signed_by_several_recorder_keys(shop: Shop) -> None:
     shop.batch("a/1", "--key", "trainer-b")
     shop.ok("keys", "revoke", "trainer-b", "--reason", "rotated out")
     shop.batch("a/2", "--key", "trainer-a")
-    shop.checkpoint("a/k", "--batch", "a/0", "--batch", "a/1", "--batch", "a/2", "--key", "trainer-a")
+    shop.checkpoint(
+        "a/k", "--batch", "a/0", "--batch", "a/1", "--batch", "a/2", "--key", "trainer-a"
+    )
     shop.checkpoint("b/k", "--batch", "b/0", "--key", "trainer-a")
     signers = {e["body"].get("id"): e["signer"] for e in shop.json("log", "--kind", "batch")}
     assert signers["a/0"] != signers["a/1"] and signers["a/0"] == signers["a/2"]
@@ -259,10 +291,14 @@ def test_a_long_chain_of_fifty_checkpoints(shop: Shop) -> None:
         if step == 3:
             texts = [texts[0], TEACHER_TEXT]
         lg.record_batch([{"text": t} for t in texts], id=own)
-        lg.record_batch([{"text": t} for t in shop.texts_for(f"noise/{step:03d}", 1)], id=f"noise/{step:03d}")
+        lg.record_batch(
+            [{"text": t} for t in shop.texts_for(f"noise/{step:03d}", 1)], id=f"noise/{step:03d}"
+        )
         weights = shop.root / f"w{step}.bin"
         weights.write_bytes(b"step %d" % step)
-        lg.record_checkpoint(id=f"chain/ckpt-{step:03d}", weights=[weights], batches=[own], parents=parent)
+        lg.record_checkpoint(
+            id=f"chain/ckpt-{step:03d}", weights=[weights], batches=[own], parents=parent
+        )
         parent = [f"chain/ckpt-{step:03d}"]
     report = shop.audit_and_check("chain/ckpt-049", "contaminated")
     assert report["coverage"]["checkpoints"] == 50 and report["coverage"]["batches"] == 50
