@@ -35,6 +35,7 @@ from ledger.bundle import BUNDLE_FORMAT, Policy, Suspects, read_policy, read_sus
 from ledger.errors import FingerprintMismatchError, InputError, NotFoundError, UsageError
 from ledger.lineage import Lineage, lineage, resolve_checkpoint
 from ledger.verify import Problem, verify_ledger
+from ledger.wording import plural
 
 if TYPE_CHECKING:
     from ledger.ledger import Ledger
@@ -464,13 +465,9 @@ def _batch_params(
             reference, ref_params = dict(fps["params"]), params
         else:
             _compatible(ref_params, params, f"batch entry {node.index}")
-    notes = (
-        [
-            f"{len(bare)} lineage batch(es) carry no fingerprints and were not searched for near matches"
-        ]
-        if bare
-        else []
-    )
+    carry = "carries" if len(bare) == 1 else "carry"
+    batches = plural(len(bare), "lineage batch", "lineage batches")
+    notes = [f"{batches} {carry} no fingerprints: not searched for near matches"] if bare else []
     return reference, bare, notes
 
 
