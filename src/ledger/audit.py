@@ -22,7 +22,7 @@ import itertools
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -76,7 +76,9 @@ class Finding:
     segment hash (for `near`: the call's or suspect's output segment that the record resembles).
     `suspect` is the suspect's index in the suspects file. `path` holds the checkpoint ids from the
     audited checkpoint down to the one that trained on the batch (or named the teacher). `allowed`
-    findings keep what they would otherwise have been in `basis`.
+    findings keep what they would otherwise have been in `basis`. `batch_id` and `external_id` name
+    the batch and the call by the ids people know them by (the batch body's `id`, the call's
+    `external_id`); they are read from the signed entries and never part of the finding's identity.
     """
 
     type: str
@@ -92,6 +94,8 @@ class Finding:
     path: tuple[str, ...] = ()
     basis: str | None = None
     suspect_line: int | None = None
+    batch_id: str | None = None
+    external_id: str | None = None
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -213,10 +217,18 @@ def audit(
             near = [f for f in near if _record_key(f) not in covered]
         timings["near"] = time.perf_counter() - mark
         coverage = _coverage(conn, lin, batches, size, suspect_list)
+        calls = {f.call for f in [*findings, *exact, *near] if f.call is not None}
+        external_ids = _external_ids(conn, calls, size)
 
     paths = {n.index: n.path for n in lin.batches}
     for f in [*exact, *near]:
         findings.append(_place(f, paths, rules))
+    batch_ids = {n.index: n.id for n in lin.batches if n.index is not None}
+    findings = [
+        replace(f, batch_id=batch_ids.get(f.batch) if f.batch is not None else None,
+                external_id=external_ids.get(f.call) if f.call is not None else None)
+        for f in findings
+    ]  # fmt: skip
     unique = {f.key: f for f in findings}
     ordered = tuple(sorted(unique.values(), key=Finding.sort_key))
     verdict = verdict_of((f.type for f in ordered), inconclusive=bool(problems))
@@ -250,6 +262,18 @@ def _place(f: Finding, paths: Mapping[int | None, tuple[str, ...]], rules: Polic
     if f.call is not None and rules.allows(f.provider, f.model):
         return Finding(**{**f.__dict__, "type": "allowed", "basis": f.type, "path": path})
     return Finding(**{**f.__dict__, "path": path})
+
+
+def _external_ids(conn: Connection, calls: set[int], size: int) -> dict[int, str]:
+    """The signed `external_id` of each given call entry (calls without one are left out)."""
+    if not calls:
+        return {}
+    rows = conn.execute(
+        f"""SELECT idx, try(json_extract_string({_PAYLOAD}, '$.external_id')) FROM entries
+            WHERE idx IN (SELECT unnest(?::BIGINT[])) AND idx < ?""",
+        [sorted(calls), size],
+    ).fetchall()
+    return {int(idx): str(ext) for idx, ext in rows if ext is not None}
 
 
 def _weight_hashes(weights: Sequence[Path]) -> list[str]:
@@ -466,8 +490,8 @@ def _batch_params(
         else:
             _compatible(ref_params, params, f"batch entry {node.index}")
     carry = "carries" if len(bare) == 1 else "carry"
-    batches = plural(len(bare), "lineage batch", "lineage batches")
-    notes = [f"{batches} {carry} no fingerprints: not searched for near matches"] if bare else []
+    bare_batches = plural(len(bare), "lineage batch", "lineage batches")
+    notes = [f"{bare_batches} {carry} no fingerprints: not searched for near matches"] if bare else []
     return reference, bare, notes
 
 
@@ -682,6 +706,8 @@ def finding_json(f: Finding) -> dict[str, Any]:
         out["basis"] = f.basis
     if f.suspect_line is not None:
         out["suspect_line"] = f.suspect_line
+    out["batch_id"] = f.batch_id
+    out["external_id"] = f.external_id
     return out
 
 
