@@ -47,7 +47,9 @@ def print_json(document: Any) -> None:
 
 def show(renderable: RenderableType) -> None:
     if out.is_terminal:
-        out.print(renderable)
+        # Tables and trees wrap to the screen (a cropped line loses an id); a lone text, such as a signed
+        # note, is left to the terminal so that it copies as one line.
+        out.print(renderable, soft_wrap=isinstance(renderable, Text))
     else:
         _print_piped(renderable)
 
@@ -71,7 +73,7 @@ def _print_piped(renderable: RenderableType) -> None:
     if not os.environ.get("COLUMNS"):
         width = max(width, Measurement.get(out, out.options.update_width(1 << 16), renderable).maximum)
     console = Console(file=io.StringIO(), width=width, color_system="auto" if out.color_system else None,
-                      force_terminal=out.is_terminal, soft_wrap=True, no_color=out.no_color)  # fmt: skip
+                      force_terminal=out.is_terminal, no_color=out.no_color)  # fmt: skip
     with console.capture() as captured:
         console.print(renderable)
     out.file.write(_TRAILING_BLANKS.sub(r"\1", captured.get()))
@@ -92,6 +94,22 @@ def _id_column(table: Table, header: str, values: Sequence[str], **options: Any)
     if _bounded():
         width = max(cell_len(word) for word in [header, *" ".join(values).split()])
     table.add_column(header, width=width, overflow="fold", no_wrap=False, **options)
+
+
+def _fit(table: Table) -> Table:
+    """Keep fixed-width id columns to three quarters of a bounded width: past that, the widest give up
+    their fixed width (and fold like the rest) so that no other column is squeezed out of sight."""
+    if not _bounded():
+        return table
+    budget = max(20, out.width * 3 // 4)
+    fixed = sorted((c for c in table.columns if c.width is not None), key=lambda c: c.width or 0, reverse=True)
+    total = sum((c.width or 0) + 2 for c in fixed)
+    for column in fixed:
+        if total <= budget:
+            break
+        total -= (column.width or 0) + 2
+        column.width = None
+    return table
 
 
 def _grid() -> Table:
@@ -282,7 +300,7 @@ def log_view(items: Sequence[Entry], signers: Mapping[str, str] | None = None) -
             names.get(entry.signer, entry.signer),
             Text.assemble((ref, "bold"), f"\n{details}" if details else ""),
         )
-    return table
+    return _fit(table)
 
 
 def show_view(entry: Entry, proof: InclusionProof | None) -> RenderableType:
@@ -393,7 +411,7 @@ def batch_result_view(result: Any) -> RenderableType:
     table.add_column("records root", overflow="fold")
     for b in result.entries:
         table.add_row(str(b.index), b.id, str(b.count), b.records_root or Text("dataset (the batches below)", style="dim"))
-    return table
+    return _fit(table)
 
 
 # --- audit, lineage, bundles ----------------------------------------------------------------------
@@ -440,13 +458,30 @@ def _finding_place(lin: Any, finding: Any) -> str:
 def _finding_source(finding: Any) -> tuple[tuple[int, int, str], str]:
     """A sort key and a label: findings are grouped by the call (or suspect, or teacher) they name."""
     if finding.call is not None:
-        label = f"call #{finding.call}\n{finding.provider}/{finding.model}\npurpose: {finding.purpose}"
+        label = f"call #{finding.call}  {finding.provider}/{finding.model}  purpose: {finding.purpose}"
         external = getattr(finding, "external_id", None)
-        return (0, finding.call, ""), label + (f"\nid {external}" if external else "")
+        return (0, finding.call, ""), label + (f"  id {external}" if external else "")
     if finding.suspect is not None:
-        line = f"\nline {finding.suspect_line}" if finding.suspect_line is not None else ""
+        line = f"  line {finding.suspect_line}" if finding.suspect_line is not None else ""
         return (1, finding.suspect, ""), f"suspect #{finding.suspect}{line}"
-    return (2, 0, f"{finding.provider}:{finding.model}"), f"teacher\n{finding.provider}:{finding.model}"
+    return (2, 0, f"{finding.provider}:{finding.model}"), f"teacher  {finding.provider}:{finding.model}"
+
+
+def _findings_table(lin: Any, findings: Sequence[Any]) -> Table:
+    """The findings of one call, suspect or teacher: where each is and what matched."""
+    places = [_finding_place(lin, f) for f in findings]
+    kinds = [f.type if f.basis is None else f"{f.type} ({f.basis})" for f in findings]
+    table = Table(box=box.SIMPLE_HEAD)
+    _id_column(table, "type", kinds)
+    _id_column(table, "batch, record", places)
+    table.add_column("segment", overflow="fold")
+    table.add_column("path", overflow="fold")
+    for f, kind, place in zip(findings, kinds, places):
+        segment = "-" if f.segment is None else f.segment
+        if f.similarity is not None:
+            segment += f"\nsimilarity {f.similarity:.3f}"
+        table.add_row(Text(kind, style=_FINDING_STYLE.get(f.type, "")), place, segment, " → ".join(f.path))
+    return _fit(table)
 
 
 def audit_view(report: Any, limit: int = 20) -> RenderableType:
@@ -471,32 +506,12 @@ def audit_view(report: Any, limit: int = 20) -> RenderableType:
         key, label = _finding_source(finding)
         groups.setdefault(key, (label, []))[1].append(finding)
     if groups:
-        title = Text(plural(len(report.findings), "finding"), style="bold")
-        table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left")
-        shown_groups = [(label, findings[:limit], len(findings)) for _, (label, findings) in sorted(groups.items())]
-        places = {id(f): _finding_place(report.lineage, f) for _, shown, _ in shown_groups for f in shown}
-        _id_column(table, "source", [label for label, _, _ in shown_groups])
-        _id_column(table, "type", [f.type if f.basis is None else f"{f.type} ({f.basis})" for _, s, _ in shown_groups for f in s])
-        _id_column(table, "batch, record", list(places.values()))
-        table.add_column("segment", overflow="fold")
-        table.add_column("path", overflow="fold")
-        for label, shown, total in shown_groups:
-            for n, f in enumerate(shown):
-                kind = f.type if f.basis is None else f"{f.type} ({f.basis})"
-                segment = "-" if f.segment is None else f.segment
-                if f.similarity is not None:
-                    segment += f"\nsimilarity {f.similarity:.3f}"
-                table.add_row(
-                    label if n == 0 else "",
-                    Text(kind, style=_FINDING_STYLE.get(f.type, "")),
-                    places[id(f)],
-                    segment,
-                    " → ".join(f.path),
-                    end_section=n == len(shown) - 1 and total <= limit,
-                )
-            if total > limit:
-                table.add_row("", f"... {total - limit} more", "", "", "", end_section=True)
-        parts.append(table)
+        parts.append(Text(plural(len(report.findings), "finding"), style="bold"))
+        for _, (label, findings) in sorted(groups.items()):
+            parts.append(Text(label, style="bold"))
+            parts.append(_findings_table(report.lineage, findings[:limit]))
+            if len(findings) > limit:
+                parts.append(Text(f"  ... {len(findings) - limit} more (all in --json)"))
     coverage = Table.grid(padding=(0, 2))
     for name, value in report.coverage.items():
         coverage.add_row(name.replace("_", " "), str(value))
@@ -667,7 +682,7 @@ def _suspect_hits_view(hits: Sequence[Any], limit: int = 50) -> RenderableType:
         table.add_row(f"#{h.suspect}\nline {h.line}", f"{h.batch_id}\n#{h.batch}", str(h.record), h.segment)
     if len(hits) > limit:
         table.add_row("", f"... {len(hits) - limit} more (all in --json)", "", "")
-    return table
+    return _fit(table)
 
 
 def bundle_report_view(report: Any) -> RenderableType:
