@@ -387,7 +387,8 @@ def import_view(report: Any) -> RenderableType:
     if report.duplicates:
         lines.append(Text(f"{report.duplicates} already recorded (skipped)", style="yellow"))
     if report.failed:
-        lines.append(Text(f"{plural(report.failed, 'failed line')} not recorded as calls", style="yellow"))
+        calls = "a call" if report.failed == 1 else "calls"
+        lines.append(Text(f"{plural(report.failed, 'failed line')} not recorded as {calls}", style="yellow"))
         lines.extend(Text(f"  {example}") for example in report.failed_examples)
     if not report.added and not report.failed and report.duplicates:
         lines.append(Text("nothing new: every call in the file was already in the ledger"))
