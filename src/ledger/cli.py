@@ -45,7 +45,7 @@ KeyOpt = Annotated[
 ]
 DEFAULT_DB_PATH = Path(DEFAULT_DB)
 
-# Every LEDGER_* variable the code reads, one line each (tests/test_cli_help.py holds this complete).
+# Every LEDGER_* variable the code reads, one line each (tests/test_legible.py fails when one is missing).
 ENVIRONMENT = """\b
 Environment variables:
   LEDGER_DB            ledger file, as --db (default: ./ledger.duckdb)
