@@ -45,8 +45,8 @@ def help_text(path: list[str]) -> str:
 
 def reference() -> str:
     parts = [START, ""]
-    for path in commands():
-        parts += [f"### `ledger {' '.join(path)}`", "", "```text", help_text(path), "```", ""]
+    for path in [[], *commands()]:  # `ledger --help` first: global options and environment variables
+        parts += [f"### `{' '.join(['ledger', *path])}`", "", "```text", help_text(path), "```", ""]
     parts.append(END)
     return "\n".join(parts)
 

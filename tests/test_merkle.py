@@ -450,7 +450,7 @@ def test_inclusion_rejects_dropped_or_added_hash(data: st.DataObject) -> None:
         proof.insert(
             data.draw(st.integers(0, len(proof))), data.draw(st.binary(min_size=32, max_size=32))
         )
-    with pytest.raises(VerificationError, match="hashes, expected"):
+    with pytest.raises(VerificationError, match=r"hash(es)?, expected"):
         merkle.verify_inclusion(hashes[m], m, n, proof, naive_root(n))
 
 
@@ -536,7 +536,7 @@ def test_consistency_rejects_dropped_or_added_hash(data: st.DataObject) -> None:
         proof.insert(
             data.draw(st.integers(0, len(proof))), data.draw(st.binary(min_size=32, max_size=32))
         )
-    with pytest.raises(VerificationError, match="hashes, expected"):
+    with pytest.raises(VerificationError, match=r"hash(es)?, expected"):
         merkle.verify_consistency(old, n, naive_root(old), naive_root(n), proof)
 
 

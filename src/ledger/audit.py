@@ -22,7 +22,7 @@ import itertools
 import json
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +45,7 @@ from ledger.bundle import (
 from ledger.errors import InputError, NotFoundError, UsageError
 from ledger.lineage import Lineage, lineage, resolve_checkpoint
 from ledger.verify import Problem, VerifyReport, verify_ledger
+from ledger.wording import plural
 
 if TYPE_CHECKING:
     from ledger.ledger import Ledger
@@ -85,7 +86,9 @@ class Finding:
     segment hash (for `near`: the call's or suspect's output segment that the record resembles).
     `suspect` is the suspect's index in the suspects file. `path` holds the checkpoint ids from the
     audited checkpoint down to the one that trained on the batch (or named the teacher). `allowed`
-    findings keep what they would otherwise have been in `basis`.
+    findings keep what they would otherwise have been in `basis`. `batch_id` and `external_id` name
+    the batch and the call by the ids people know them by (the batch body's `id`, the call's
+    `external_id`); they are read from the signed entries and never part of the finding's identity.
     """
 
     type: str
@@ -101,6 +104,8 @@ class Finding:
     path: tuple[str, ...] = ()
     basis: str | None = None
     suspect_line: int | None = None
+    batch_id: str | None = None
+    external_id: str | None = None
 
     @property
     def key(self) -> tuple[Any, ...]:
@@ -230,6 +235,8 @@ def audit(
             near = [f for f in near if _record_key(f) not in covered]
         timings["near"] = time.perf_counter() - mark
         coverage = {**_coverage(conn, lin, batches, size, suspect_list), **not_near}
+        calls = {f.call for f in [*findings, *exact, *near] if f.call is not None}
+        external_ids = _external_ids(conn, calls, size)
     gaps = coverage_gaps(
         (
             (n.index, n.id, int((n.body or {}).get("count", 0)), _texted(n.index, n.body, verified))
@@ -243,6 +250,12 @@ def audit(
     paths = {n.index: n.path for n in lin.batches}
     for f in [*exact, *near]:
         findings.append(_place(f, paths, rules))
+    batch_ids = {n.index: n.id for n in lin.batches if n.index is not None}
+    findings = [
+        replace(f, batch_id=batch_ids.get(f.batch) if f.batch is not None else None,
+                external_id=external_ids.get(f.call) if f.call is not None else None)
+        for f in findings
+    ]  # fmt: skip
     unique = {f.key: f for f in findings}
     ordered = tuple(sorted(unique.values(), key=Finding.sort_key))
     verdict = verdict_of(
@@ -300,6 +313,18 @@ def _place(f: Finding, paths: Mapping[int | None, tuple[str, ...]], rules: Polic
     if f.call is not None and rules.allows(f.provider, f.model):
         return Finding(**{**f.__dict__, "type": "allowed", "basis": f.type, "path": path})
     return Finding(**{**f.__dict__, "path": path})
+
+
+def _external_ids(conn: Connection, calls: set[int], size: int) -> dict[int, str]:
+    """The signed `external_id` of each given call entry (calls without one are left out)."""
+    if not calls:
+        return {}
+    rows = conn.execute(
+        f"""SELECT idx, try(json_extract_string({_PAYLOAD}, '$.external_id')) FROM entries
+            WHERE idx IN (SELECT unnest(?::BIGINT[])) AND idx < ?""",
+        [sorted(calls), size],
+    ).fetchall()
+    return {int(idx): str(ext) for idx, ext in rows if ext is not None}
 
 
 def _weight_hashes(weights: Sequence[Path]) -> list[str]:
@@ -517,13 +542,9 @@ def _batch_groups(lin: Lineage) -> tuple[dict[Any, list[int]], list[str]]:
         except InputError as exc:
             raise InputError(f"batch entry {node.index}: {exc}") from exc
         groups.setdefault(params, []).append(int(node.index or 0))
-    notes = (
-        [
-            f"{len(bare)} lineage batch(es) carry no fingerprints and were not searched for near matches"
-        ]
-        if bare
-        else []
-    )
+    carry = "carries" if len(bare) == 1 else "carry"
+    bare_batches = plural(len(bare), "lineage batch", "lineage batches")
+    notes = [f"{bare_batches} {carry} no fingerprints: not searched for near matches"] if bare else []
     return groups, notes
 
 
@@ -581,8 +602,9 @@ def _not_comparable(
         batches_out.update(others)
         schemes = sorted({p.scheme for p in groups if p != call_params})
         notes.append(
-            f"{len(ids)} call(s) fingerprinted with {call_params.scheme} could not be near-compared "
-            f"with {len(others)} lineage batch(es) fingerprinted with other settings "
+            f"{plural(len(ids), 'call')} fingerprinted with {call_params.scheme} could not be "
+            f"near-compared with {plural(len(others), 'lineage batch', 'lineage batches')} "
+            "fingerprinted with other settings "
             f"({', '.join(schemes)}): fingerprints compare only within one scheme and call texts "
             "are not stored to fingerprint again; exact matching still covers them"
         )
@@ -779,6 +801,8 @@ def finding_json(f: Finding) -> dict[str, Any]:
         out["basis"] = f.basis
     if f.suspect_line is not None:
         out["suspect_line"] = f.suspect_line
+    out["batch_id"] = f.batch_id
+    out["external_id"] = f.external_id
     return out
 
 

@@ -48,6 +48,7 @@ __all__ = [
     "OpaqueRule",
     "Policy",
     "Suspect",
+    "SuspectHit",
     "Suspects",
     "load_bundle",
     "read_policy",
@@ -68,7 +69,9 @@ _RECORD_KEYS = frozenset({"batch", "position", "leaf", "proof"})
 _RECORD_FP_KEYS = frozenset({"fingerprint", "fingerprint_proof"})
 _FINDING_KEYS = frozenset({"type", "call", "batch", "record", "segment", "similarity", "purpose", "provider", "model",
                            "suspect", "path"})  # fmt: skip
-_FINDING_OPTIONAL = frozenset({"basis", "suspect_line"})
+# batch_id and external_id are optional so that bundles written before them still verify.
+_FINDING_OPTIONAL = frozenset({"basis", "suspect_line", "batch_id", "external_id"})
+_FINDING_LABELS = (("batch_id", "batch", "id"), ("external_id", "call", "external_id"))
 
 
 # --- the verdict rule ----------------------------------------------------------------------------------
@@ -507,8 +510,24 @@ class BundleProblem:
 
 
 @dataclass(frozen=True)
+class SuspectHit:
+    """A verifier's suspect found in the exported records: suspect `suspect` (0-based, on 1-based file
+    line `line`) is segment `segment` of record `record` (its position) in lineage batch entry `batch`."""
+
+    suspect: int
+    line: int
+    batch: int
+    batch_id: str
+    record: int
+    segment: str
+
+
+@dataclass(frozen=True)
 class BundleReport:
-    """`ok` only when every check passed; `verdict` is the bundle's claim (None if unreadable)."""
+    """`ok` only when every check passed; `verdict` is the bundle's claim (None if unreadable).
+
+    `suspect_hits` lists where the verifier's own suspects were found (with `--records` and `--suspects`).
+    """
 
     ok: bool
     problems: tuple[BundleProblem, ...]
@@ -516,6 +535,7 @@ class BundleReport:
     checkpoint: str | None = None
     size: int | None = None
     checked: Mapping[str, int] = field(default_factory=dict)
+    suspect_hits: tuple[SuspectHit, ...] = ()
 
 
 @dataclass
@@ -912,6 +932,7 @@ class _Verifier:
             types.append(kind)
             try:
                 declared_key = self.finding(finding, basis, suspect_segments)
+                self.labels(finding)
             except ValueError as exc:
                 if lenient:
                     self.unproven += 1
@@ -1024,6 +1045,24 @@ class _Verifier:
                 )
             self.near_similarity(call_body, segment, blob, similarity, batch)
         return None
+
+    def labels(self, f: Mapping[str, Any]) -> None:
+        """`batch_id` and `external_id`, when present, say what the entries they label say (null: no such id)."""
+        for name, ref, body_key in _FINDING_LABELS:
+            if name not in f:
+                continue
+            value, index = f[name], _int(f.get(ref))
+            if value is not None and not isinstance(value, str):
+                raise _Bad(f"expected a string or null {name}, found {value!r:.80}")
+            if index is None or index not in self.entries:
+                if value is not None:
+                    raise _Bad(f"{name} {value!r:.80} labels no proven {ref} entry: expected null")
+                continue
+            expected = self.entries[index].body.get(body_key)
+            if value != expected:
+                raise _Bad(
+                    f"expected {name} {expected!r} ({ref} entry {index}'s), found {value!r:.80}"
+                )
 
     def declared_finding(
         self, f: Mapping[str, Any], call: int | None, batch: int | None, record: int | None
@@ -1313,6 +1352,7 @@ def verify_bundle(
         checked["opaque_batches"] = sum(1 for g in gaps if g.opaque is not None)
     if v.unproven:
         checked["unproven_findings"] = v.unproven
+    found: list[SuspectHit] = []
     if records_dir is not None:
         wanted = {b: v.entries[b].body for b in v.lineage_batches}
         leaves = _read_export(Path(records_dir), wanted, p)
@@ -1345,12 +1385,17 @@ def verify_bundle(
         if suspect_list is not None:
             hits = _suspects_in_export(leaves, suspect_list)
             checked["suspect_hits"] = len(hits)
+            found = [
+                SuspectHit(s.index, s.line, batch, str(v.entries[batch].body["id"]), position, segment)
+                for s, batch, position, segment in hits
+            ]
+            found.sort(key=lambda h: (h.batch, h.record, h.suspect, h.segment))
             if claimed in ("clean", "suspect"):
-                for suspect, batch, position, segment in hits[:20]:
+                for hit in found[:20]:
                     p.add(
                         "verdict",
-                        f"the verifier's suspect #{suspect.index} (line {suspect.line}) is segment "
-                        f"{segment[:16]}… of record {position} in lineage batch {batch}: expected "
-                        f"contaminated, found {claimed}",
+                        f"the verifier's suspect #{hit.suspect} (line {hit.line}) is segment "
+                        f"{hit.segment} of record {hit.record} in lineage batch {hit.batch_id!r} "
+                        f"(entry {hit.batch}): expected contaminated, found {claimed}",
                     )
-    return BundleReport(not p.items, tuple(p.items), claimed, checkpoint, v.size, checked)
+    return BundleReport(not p.items, tuple(p.items), claimed, checkpoint, v.size, checked, tuple(found))

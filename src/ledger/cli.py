@@ -45,6 +45,38 @@ KeyOpt = Annotated[
 ]
 DEFAULT_DB_PATH = Path(DEFAULT_DB)
 
+# Every LEDGER_* variable the code reads, one line each (tests/test_legible.py fails when one is missing).
+ENVIRONMENT = """\b
+Environment variables:
+  LEDGER_DB            ledger file, as --db (default: ./ledger.duckdb)
+  LEDGER_KEYS_DIR      key directory, as --keys-dir (default: <db stem>.keys)
+  LEDGER_KEY           recorder key, as --key (a PEM path or a key name)
+  LEDGER_PASSPHRASE    passphrase that opens and encrypts key files
+  LEDGER_LOCK_TIMEOUT  seconds to wait for a busy ledger file (default: 30)
+  LEDGER_VERBOSE       1: as --verbose
+"""
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        views.show(views.message(f"ledger {version('ledger')}"))
+        raise typer.Exit()
+
+
+@app.callback(epilog=ENVIRONMENT)
+def _global_options(
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit.")
+    ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option("--verbose", help="On an error, also print the chain of causes. Accepted anywhere on the line."),
+    ] = False,
+) -> None:
+    """A distillation provenance ledger: a signed, append-only log of model-API calls and training batches."""
+
 
 def _open(db: Path, keys_dir: Path | None = None, key: str | None = None) -> Ledger:
     return Ledger.open(db, keys_dir=keys_dir, key=key)
@@ -234,11 +266,12 @@ def log(
     from ledger.entries import parse_time
 
     after = parse_time(since, "--since") if since is not None else None
-    items = _open(db).log(kinds=kind, since=after, provider=provider, purpose=purpose, start=start, limit=limit, descending=tail)
+    ledger = _open(db)
+    items = ledger.log(kinds=kind, since=after, provider=provider, purpose=purpose, start=start, limit=limit, descending=tail)
     if json:
         views.print_json([views.entry_json(e) for e in items])
     else:
-        views.page(views.log_view(items), rows=len(items))
+        views.page(views.log_view(items, views.signer_names(ledger.keys())), rows=2 * len(items))
 
 
 @app.command()
@@ -540,6 +573,8 @@ def _option(keyword: str) -> str:
 
 def main() -> NoReturn:
     """Entry point: the one place where errors become one-line messages and exit codes."""
+    # --verbose may follow any command (`ledger audit X --verbose`), so it is taken out here; the global
+    # option of the same name only documents it in --help.
     verbose = "--verbose" in sys.argv[1:] or os.environ.get("LEDGER_VERBOSE") == "1"
     argv = [a for a in sys.argv[1:] if a != "--verbose"]
     views.note_lock_waits()

@@ -21,6 +21,7 @@ import duckdb
 from ledger import entries, keys, store
 from ledger.errors import LedgerError, NotFoundError, VerificationError
 from ledger.verify import Problem
+from ledger.wording import plural
 
 __all__ = [
     "EDGE_KINDS",
@@ -268,7 +269,7 @@ def resolve_checkpoint(
     if isinstance(checkpoint, int) or (isinstance(checkpoint, str) and checkpoint.isdigit()):
         index = int(checkpoint)
         if index >= size:
-            raise NotFoundError(f"no entry at index {index} (the verified log has {size} entries)")
+            raise NotFoundError(f"no entry at index {index} (the verified log has {plural(size, 'entry', 'entries')})")
         stored = store.entry_at(conn, index)
         if stored.kind != "checkpoint":
             raise NotFoundError(f"entry {index} is a {stored.kind}, not a checkpoint")

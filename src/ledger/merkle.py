@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import islice, repeat
 
 from ledger.errors import UsageError, VerificationError
+from ledger.wording import plural
 
 __all__ = [
     "EMPTY_ROOT",
@@ -407,7 +408,7 @@ def verify_inclusion(
     expected_len = len(inclusion_ranges(index, size))
     if len(proof) != expected_len:
         raise VerificationError(
-            f"inclusion proof for leaf {index} of tree size {size} has {len(proof)} hashes, "
+            f"inclusion proof for leaf {index} of tree size {size} has {plural(len(proof), 'hash', 'hashes')}, "
             f"expected {expected_len}",
             index,
         )
@@ -455,7 +456,7 @@ def verify_consistency(
     expected_len = len(consistency_ranges(old_size, new_size))
     if len(proof) != expected_len:
         raise VerificationError(
-            f"consistency proof from size {old_size} to size {new_size} has {len(proof)} hashes, "
+            f"consistency proof from size {old_size} to size {new_size} has {plural(len(proof), 'hash', 'hashes')}, "
             f"expected {expected_len}"
         )
     hashes = [_check_hash(f"consistency proof hash {i}", p) for i, p in enumerate(proof)]

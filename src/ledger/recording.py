@@ -38,6 +38,7 @@ from ledger import entries, fingerprint, hashing, keys, merkle
 from ledger.errors import DuplicateError, InputError, NotFoundError, OptionHintError, UsageError
 from ledger.ingest import calls as ingest_calls
 from ledger.ingest import records as ingest_records
+from ledger.wording import plural
 
 if TYPE_CHECKING:
     from ledger.ledger import KeyRing, Ledger
@@ -1172,7 +1173,7 @@ def import_calls(
         # (their transactions are done); a re-run after fixing the line skips those.
         if report["added"]:
             raise InputError(
-                f"{exc} ({report['added']} calls before it were recorded in earlier transactions; "
+                f"{exc} ({plural(report['added'], 'call')} before it recorded in earlier transactions; "
                 "re-running after fixing the line skips them)"
             ) from exc
         raise

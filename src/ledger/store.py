@@ -39,6 +39,7 @@ from ledger.errors import (
     NotFoundError,
     VerificationError,
 )
+from ledger.wording import plural
 
 SCHEMA_VERSION = 2
 DEFAULT_LOCK_TIMEOUT = 30.0
@@ -311,7 +312,7 @@ def check_head(conn: duckdb.DuckDBPyConnection) -> StoredHead:
     stored = head(conn)
     count = entry_count(conn)
     if count != stored.size:
-        raise VerificationError(f"the tree head covers {stored.size} entries but the log holds {count}")
+        raise VerificationError(f"the tree head covers {plural(stored.size, 'entry', 'entries')} but the log holds {count}")
     root = stored_root(conn, stored.size)
     if root != stored.root:
         raise VerificationError(

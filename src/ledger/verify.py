@@ -42,6 +42,7 @@ import pyarrow.compute as pc  # type: ignore[import-untyped]
 from ledger import entries, hashing, keys, merkle, store
 from ledger.errors import CorruptDatabaseError, InputError, VerificationError
 from ledger.ledger import KeyRing
+from ledger.wording import plural
 
 if TYPE_CHECKING:
     from ledger.ledger import Ledger
@@ -1145,7 +1146,7 @@ def _extra_nodes(conn: Connection, size: int, problems: _Problems) -> None:
         problems.add(
             _node_index(level, idx),
             f"{_node_name(level, idx)}: expected no such node in a log of "
-            f"{size} entries, found one (extra)",
+            f"{plural(size, 'entry', 'entries')}, found one (extra)",
         )
 
 
@@ -1441,7 +1442,7 @@ def _recheck(conn: Connection, start: _Start, root: bytes, problems: _Problems) 
     if _nodes_print(conn, size) != start.nodes_print:
         problems.add(
             None,
-            f"tree nodes: expected the nodes of the first {size} entries checked during the run to be "
+            f"tree nodes: expected the nodes of the first {plural(size, 'entry', 'entries')} checked during the run to be "
             "unchanged at its end, found them altered: the log changed during verification",
         )
     ((count,),) = conn.execute(
@@ -1450,7 +1451,7 @@ def _recheck(conn: Connection, start: _Start, root: bytes, problems: _Problems) 
     if count != size:
         problems.add(
             None,
-            f"log: expected the {size} entries verified to be still stored at the end of the run, "
+            f"log: expected the {plural(size, 'entry', 'entries')} verified to be still stored at the end of the run, "
             f"found {count}: the log changed during verification",
         )
     heads = conn.execute("SELECT size FROM tree_head").fetchall()
@@ -1470,7 +1471,7 @@ def _recheck(conn: Connection, start: _Start, root: bytes, problems: _Problems) 
     if now != root:
         problems.add(
             None,
-            f"tree nodes: expected the root {root.hex()} of the first {size} entries at the end of "
+            f"tree nodes: expected the root {root.hex()} of the first {plural(size, 'entry', 'entries')} at the end of "
             f"the run, found {now.hex()}: the log changed during verification",
         )
 
@@ -1515,14 +1516,14 @@ def _check_published(
     if published.size > size:
         problems.add(
             None,
-            f"published tree head: expected the log to hold at least its {published.size} entries, "
+            f"published tree head: expected the log to hold at least its {plural(published.size, 'entry', 'entries')}, "
             f"found {size}: the log was rolled back",
         )
     elif prefix_root != published.root:
         found = prefix_root.hex() if prefix_root is not None else "none"
         problems.add(
             None,
-            f"published tree head: expected the first {published.size} entries to have root "
+            f"published tree head: expected the first {plural(published.size, 'entry', 'entries')} to have root "
             f"{published.root.hex()}, found {found}: history was rewritten",
         )
 

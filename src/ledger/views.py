@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from rich import box
+from rich.cells import cell_len
 from rich.console import Console, Group, RenderableType
+from rich.measure import Measurement
 from rich.panel import Panel
 from rich.progress import (
     BarColumn,
@@ -26,6 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ledger.ledger import ConsistencyProof, Entry, InclusionProof, KeyInfo, TreeHeadInfo
+from ledger.wording import plural
 
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -42,7 +47,12 @@ def print_json(document: Any) -> None:
 
 
 def show(renderable: RenderableType) -> None:
-    out.print(renderable)
+    if out.is_terminal:
+        # Tables and trees wrap to the screen (a cropped line loses an id); a lone text, such as a signed
+        # note, is left to the terminal so that it copies as one line.
+        out.print(renderable, soft_wrap=isinstance(renderable, Text))
+    else:
+        _print_piped(renderable)
 
 
 def page(renderable: RenderableType, rows: int) -> None:
@@ -51,7 +61,64 @@ def page(renderable: RenderableType, rows: int) -> None:
         with out.pager(styles=True):
             out.print(renderable)
     else:
-        out.print(renderable)
+        show(renderable)
+
+
+_TRAILING_BLANKS = re.compile(r" +((?:\x1b\[[0-9;]*m)*)$", re.MULTILINE)
+
+
+def _print_piped(renderable: RenderableType) -> None:
+    """Output for a pipe or a file: as wide as it needs to be (so no row is folded and grep finds every
+    id whole) unless COLUMNS asks for a width, and no line ends in padding."""
+    width = out.width
+    if not os.environ.get("COLUMNS"):
+        width = max(width, Measurement.get(out, out.options.update_width(1 << 16), renderable).maximum)
+    console = Console(file=io.StringIO(), width=width, color_system="auto" if out.color_system else None,
+                      force_terminal=out.is_terminal, no_color=out.no_color)  # fmt: skip
+    with console.capture() as captured:
+        console.print(renderable)
+    out.file.write(_TRAILING_BLANKS.sub(r"\1", captured.get()))
+    out.file.flush()
+
+
+def _bounded() -> bool:
+    """Output has a width to fit: a terminal's, or the one COLUMNS asks for (else piped output is as wide
+    as it needs to be)."""
+    return out.is_terminal or bool(os.environ.get("COLUMNS"))
+
+
+def _id_column(table: Table, header: str, values: Sequence[str], **options: Any) -> None:
+    """A column that holds identifiers. In a bounded width it is as wide as its longest word (an id), so
+    the other columns give way first and the text around the ids wraps between words; an id is folded
+    onto a next line (never cut with "…") only when the screen is narrower still."""
+    width = None
+    if _bounded():
+        width = max(cell_len(word) for word in [header, *" ".join(values).split()])
+    table.add_column(header, width=width, overflow="fold", no_wrap=False, **options)
+
+
+def _fit(table: Table) -> Table:
+    """Keep fixed-width id columns to three quarters of a bounded width: past that, the widest give up
+    their fixed width (and fold like the rest) so that no other column is squeezed out of sight."""
+    if not _bounded():
+        return table
+    budget = max(20, out.width * 3 // 4)
+    fixed = sorted((c for c in table.columns if c.width is not None), key=lambda c: c.width or 0, reverse=True)
+    total = sum((c.width or 0) + 2 for c in fixed)
+    for column in fixed:
+        if total <= budget:
+            break
+        total -= (column.width or 0) + 2
+        column.width = None
+    return table
+
+
+def _grid() -> Table:
+    """Label/value rows whose values (hashes, ids) fold rather than being cut."""
+    table = Table.grid(padding=(0, 2))
+    table.add_column(no_wrap=True)
+    table.add_column(overflow="fold")
+    return table
 
 
 def error(message: str) -> None:
@@ -113,7 +180,7 @@ def head_json(head: TreeHeadInfo) -> dict[str, Any]:
 
 
 def head_view(head: TreeHeadInfo) -> RenderableType:
-    table = Table.grid(padding=(0, 2))
+    table = _grid()
     table.add_row("origin", head.origin)
     table.add_row("size", str(head.size))
     table.add_row("root", head.root.hex())
@@ -132,7 +199,7 @@ def proof_json(proof: InclusionProof) -> dict[str, Any]:
 
 
 def proof_view(proof: InclusionProof) -> RenderableType:
-    table = Table.grid(padding=(0, 2))
+    table = _grid()
     table.add_row("entry", str(proof.index))
     table.add_row("leaf hash", proof.leaf_hash.hex())
     table.add_row("tree size", str(proof.size))
@@ -153,7 +220,7 @@ def consistency_json(proof: ConsistencyProof) -> dict[str, Any]:
 
 
 def consistency_view(proof: ConsistencyProof) -> RenderableType:
-    table = Table.grid(padding=(0, 2))
+    table = _grid()
     table.add_row("old", f"{proof.old_size}  {proof.old_root.hex()}")
     table.add_row("new", f"{proof.new_size}  {proof.new_root.hex()}")
     for i, p in enumerate(proof.proof):
@@ -179,12 +246,15 @@ def key_json(info: KeyInfo, origin: str) -> dict[str, Any]:
 
 
 def keys_view(infos: Sequence[KeyInfo], origin: str) -> RenderableType:
-    table = Table(box=box.SIMPLE_HEAD)
-    for column in ("entry", "name", "role", "keyid", "status", "vkey"):
-        table.add_column(column)
-    for info in infos:
-        status = Text(f"revoked at {info.revoked_at} ({info.revoke_reason})", style="red") if info.revoked else Text("active", style="green")
-        table.add_row(str(info.index), info.name, info.role, info.keyid[:16] + "…", status, info.vkey(origin))
+    """One block per key: its name, role and status, then its full keyid and vkey (never shortened)."""
+    table = _grid()
+    for n, info in enumerate(infos):
+        status = Text(f"revoked at entry {info.revoked_at} ({info.revoke_reason})", style="red") if info.revoked else Text("active", style="green")
+        if n:
+            table.add_row("", "")
+        table.add_row(f"entry {info.index}", Text.assemble((info.name, "bold"), f"  {info.role}  ", status))
+        table.add_row("keyid", info.keyid)
+        table.add_row("vkey", info.vkey(origin))
     return table
 
 
@@ -195,76 +265,98 @@ def entry_json(entry: Entry) -> dict[str, Any]:
     return {"index": entry.index, "kind": entry.kind, "time": entry.time, "signer": entry.signer, "body": entry.body}
 
 
-def summary(entry: Entry) -> str:
+def entry_ref(entry: Entry) -> tuple[str, str]:
+    """What names an entry (a batch or checkpoint id, provider/model, a key's name or keyid), in full,
+    and the details that follow it."""
     body = entry.body
     kind = entry.kind
     if kind == "call":
-        return f"{body.get('provider')}/{body.get('model')} {body.get('purpose')} outputs={len(body.get('outputs', []))}" + (
-            f" id={body['external_id']}" if body.get("external_id") else ""
-        )
+        external = f" id={body['external_id']}" if body.get("external_id") else ""
+        return f"{body.get('provider')}/{body.get('model')}", f"{body.get('purpose')} outputs={len(body.get('outputs', []))}{external}"
     if kind == "batch":
         extra = f" derived_from={body['derived_from']}" if body.get("derived_from") else ""
-        return f"{body['id']} records={body['count']}{extra}"
+        return str(body["id"]), f"records={body['count']}{extra}"
     if kind == "checkpoint":
-        return f"{body['id']} batches={len(body['batches'])} parents={len(body['parents'])} teachers={len(body['teachers'])}"
+        return str(body["id"]), f"batches={len(body['batches'])} parents={len(body['parents'])} teachers={len(body['teachers'])}"
     if kind == "key":
-        return f"{body['name']} ({body['role']}) {str(body['keyid'])[:16]}…"
+        return str(body["name"]), f"{body['role']} key"
     if kind == "revoke":
-        return f"{str(body['keyid'])[:16]}… {body.get('reason', '')}"
-    return str(body.get("id", ""))
+        return str(body["keyid"]), f"revoked: {body.get('reason', '')}"
+    return str(body.get("id", "")), ""
+
+
+def summary(entry: Entry) -> str:
+    return " ".join(part for part in entry_ref(entry) if part)
+
+
+def signer_names(infos: Sequence[KeyInfo]) -> dict[str, str]:
+    """keyid -> the key's name (`log key` for the log's, whose name is the long origin), with `(key #N)`
+    when rotation left several keys of that name."""
+    names = {info.keyid: "log key" if info.role == "log" else info.name for info in infos}
+    counts: dict[str, int] = {}
+    for name in names.values():
+        counts[name] = counts.get(name, 0) + 1
+    return {i.keyid: names[i.keyid] if counts[names[i.keyid]] == 1 else f"{names[i.keyid]} (key #{i.index})" for i in infos}
 
 
 _KIND_STYLE = {"call": "cyan", "batch": "magenta", "checkpoint": "bold green", "key": "yellow", "revoke": "red", "dataset": "blue"}
 
 
-def log_view(items: Sequence[Entry]) -> RenderableType:
+def log_view(items: Sequence[Entry], signers: Mapping[str, str] | None = None) -> RenderableType:
+    """One row per entry: what names it in full on the first line of the last column, details below.
+
+    `signers` maps keyids to key names; an unknown signer is shown by its full keyid.
+    """
+    names = signers or {}
+    refs = [entry_ref(entry) for entry in items]
+    refs = [(names.get(ref, ref) if e.kind == "revoke" else ref, details) for e, (ref, details) in zip(items, refs)]
     table = Table(box=box.SIMPLE_HEAD)
-    table.add_column("#", justify="right")
-    table.add_column("kind")
-    table.add_column("time")
-    table.add_column("signer")
-    table.add_column("summary")
-    for entry in items:
+    _id_column(table, "#", [str(entry.index) for entry in items], justify="right")
+    _id_column(table, "kind", [entry.kind for entry in items])
+    _id_column(table, "time", [entry.time[:19].replace("T", " ") for entry in items])
+    _id_column(table, "signer", [names.get(entry.signer, entry.signer) for entry in items])
+    _id_column(table, "entry", [f"{ref} {details}" for ref, details in refs])
+    for entry, (ref, details) in zip(items, refs):
         table.add_row(
             str(entry.index),
             Text(entry.kind, style=_KIND_STYLE.get(entry.kind, "")),
             entry.time[:19].replace("T", " "),
-            entry.signer[:8],
-            summary(entry),
+            names.get(entry.signer, entry.signer),
+            Text.assemble((ref, "bold"), f"\n{details}" if details else ""),
         )
-    return table
+    return _fit(table)
 
 
 def show_view(entry: Entry, proof: InclusionProof | None) -> RenderableType:
-    table = Table.grid(padding=(0, 2))
+    table = _grid()
     table.add_row("index", str(entry.index))
     table.add_row("kind", Text(entry.kind, style=_KIND_STYLE.get(entry.kind, "")))
     table.add_row("time", entry.time)
     table.add_row("signer", entry.signer)
     table.add_row("leaf hash", entry.leaf_hash.hex())
     if proof is not None:
-        table.add_row("inclusion", Text(f"proven in tree of size {proof.size} ({len(proof.proof)} hashes)", style="green"))
+        table.add_row("inclusion", Text(f"proven in tree of size {proof.size} ({plural(len(proof.proof), 'hash', 'hashes')})", style="green"))
     body = json.dumps(entry.body, indent=2, ensure_ascii=False)
     return Group(Panel(table, title=f"entry {entry.index}", box=box.ROUNDED), Panel(Text(body), title="body", box=box.ROUNDED))
 
 
 def status_view(document: Mapping[str, Any]) -> RenderableType:
-    table = Table.grid(padding=(0, 2))
+    table = _grid()
     table.add_row("ledger", str(document["db"]))
     table.add_row("origin", str(document["origin"]))
-    table.add_row("size", f"{document['size']} entries")
+    table.add_row("size", plural(document["size"], "entry", "entries"))
     table.add_row("root", str(document["root"]))
     counts = ", ".join(f"{k}: {v}" for k, v in document["counts"].items())
     table.add_row("entries", counts)
     keys = document["keys"]
     table.add_row("keys", f"{keys['active']} active, {keys['revoked']} revoked")
     if document.get("records") is not None:
-        table.add_row("records", f"{document['records']} record leaves, {document['segments']} segments")
+        table.add_row("records", f"{plural(document['records'], 'record leaf', 'record leaves')}, {plural(document['segments'], 'segment')}")
     last = document.get("last_audit")
     if last:
         style = _VERDICT_STYLE.get(str(last.get("verdict")), "")
         table.add_row("last audit", Text(f"{last.get('verdict')}: {last.get('checkpoint')} at size {last.get('size')} "
-                                         f"({last.get('findings')} findings, {last.get('time', '')[:19]})", style=style))
+                                         f"({plural(int(last.get('findings') or 0), 'finding')}, {last.get('time', '')[:19]})", style=style))
     return Panel(table, title="ledger status", box=box.ROUNDED)
 
 
@@ -283,10 +375,10 @@ def verify_json(report: Any) -> dict[str, Any]:
 
 def verify_view(report: Any) -> RenderableType:
     if report.ok:
-        return Text(f"intact: {report.size} entries, root {report.root.hex()}", style="bold green")
-    table = Table(box=box.SIMPLE_HEAD, title=Text(f"TAMPERING FOUND: {len(report.problems)} problem(s)", style="bold red"))
-    table.add_column("entry", justify="right")
-    table.add_column("problem")
+        return Text(f"intact: {plural(report.size, 'entry', 'entries')}, root {report.root.hex()}", style="bold green")
+    table = Table(box=box.SIMPLE_HEAD, title=Text(f"TAMPERING FOUND: {plural(len(report.problems), 'problem')}", style="bold red"))
+    table.add_column("entry", justify="right", no_wrap=True)
+    table.add_column("problem", overflow="fold")
     for problem in report.problems:
         table.add_row("-" if problem.index is None else str(problem.index), problem.what)
     return table
@@ -315,11 +407,12 @@ def import_json(report: Any) -> dict[str, Any]:
 
 
 def import_view(report: Any) -> RenderableType:
-    lines = [Text(f"imported {report.added} call(s)", style="green")]
+    lines = [Text(f"imported {plural(report.added, 'call')}", style="green")]
     if report.duplicates:
         lines.append(Text(f"{report.duplicates} already recorded (skipped)", style="yellow"))
     if report.failed:
-        lines.append(Text(f"{report.failed} failed line(s) not recorded as calls", style="yellow"))
+        calls = "a call" if report.failed == 1 else "calls"
+        lines.append(Text(f"{plural(report.failed, 'failed line')} not recorded as {calls}", style="yellow"))
         lines.extend(Text(f"  {example}") for example in report.failed_examples)
     if not report.added and not report.failed and report.duplicates:
         lines.append(Text("nothing new: every call in the file was already in the ledger"))
@@ -339,21 +432,24 @@ def batch_result_json(result: Any) -> dict[str, Any]:
 
 def batch_result_view(result: Any) -> RenderableType:
     table = Table(box=box.SIMPLE_HEAD, title="already recorded (nothing appended)" if result.already_recorded else None)
-    for column in ("entry", "batch", "records", "records root"):
-        table.add_column(column)
+    _id_column(table, "entry", [str(b.index) for b in result.entries])
+    _id_column(table, "batch", [b.id for b in result.entries])
+    _id_column(table, "records", [str(b.count) for b in result.entries])
+    table.add_column("records root", overflow="fold")
     for b in result.entries:
         table.add_row(str(b.index), b.id, str(b.count), b.records_root or Text("dataset (the batches below)", style="dim"))
     bare = [b for b in result.entries if b.without_text]
     if not bare:
-        return table
+        return _fit(table)
     records = sum(b.without_text or 0 for b in bare)
     warning = Text(
-        f"{_count(records, 'record')} in {_count(len(bare), 'batch', 'batches')} carry no comparable text "
+        f"{plural(records, 'record')} in {plural(len(bare), 'batch', 'batches')} "
+        f"{'carries' if records == 1 else 'carry'} no comparable text "
         "(no segment): an audit cannot compare them and says inconclusive unless a policy's [[opaque]] "
         "table declares the batch out of scope",
         style="yellow",
     )
-    return Group(table, warning)
+    return Group(_fit(table), warning)
 
 
 # --- audit, lineage, bundles ----------------------------------------------------------------------
@@ -386,15 +482,44 @@ def _node_label(lin: Any, index: int | None) -> str:
     return f"{node.id} (#{index})" if node is not None else f"#{index}"
 
 
+def _finding_place(lin: Any, finding: Any) -> str:
+    """The batch (full id, entry index) and record a finding is about."""
+    if finding.batch is None:
+        return "-"
+    record = "" if finding.record is None else f" record {finding.record}"
+    batch_id = getattr(finding, "batch_id", None)
+    if batch_id is None:
+        return _node_label(lin, finding.batch) + record
+    return f"{batch_id}\n#{finding.batch}{record}"
+
+
 def _finding_source(finding: Any) -> tuple[tuple[int, int, str], str]:
     """A sort key and a label: findings are grouped by the call (or suspect, or teacher) they name."""
     if finding.call is not None:
-        label = f"call #{finding.call}\n{finding.provider}/{finding.model}\npurpose: {finding.purpose}"
-        return (0, finding.call, ""), label
+        label = f"call #{finding.call}  {finding.provider}/{finding.model}  purpose: {finding.purpose}"
+        external = getattr(finding, "external_id", None)
+        return (0, finding.call, ""), label + (f"  id {external}" if external else "")
     if finding.suspect is not None:
-        line = f"\nline {finding.suspect_line}" if finding.suspect_line is not None else ""
+        line = f"  line {finding.suspect_line}" if finding.suspect_line is not None else ""
         return (1, finding.suspect, ""), f"suspect #{finding.suspect}{line}"
-    return (2, 0, f"{finding.provider}:{finding.model}"), f"teacher\n{finding.provider}:{finding.model}"
+    return (2, 0, f"{finding.provider}:{finding.model}"), f"teacher  {finding.provider}:{finding.model}"
+
+
+def _findings_table(lin: Any, findings: Sequence[Any]) -> Table:
+    """The findings of one call, suspect or teacher: where each is and what matched."""
+    places = [_finding_place(lin, f) for f in findings]
+    kinds = [f.type if f.basis is None else f"{f.type} ({f.basis})" for f in findings]
+    table = Table(box=box.SIMPLE_HEAD)
+    _id_column(table, "type", kinds)
+    _id_column(table, "batch, record", places)
+    table.add_column("segment", overflow="fold")
+    table.add_column("path", overflow="fold")
+    for f, kind, place in zip(findings, kinds, places):
+        segment = "-" if f.segment is None else f.segment
+        if f.similarity is not None:
+            segment += f"\nsimilarity {f.similarity:.3f}"
+        table.add_row(Text(kind, style=_FINDING_STYLE.get(f.type, "")), place, segment, " → ".join(f.path))
+    return _fit(table)
 
 
 def audit_view(report: Any, limit: int = 20) -> RenderableType:
@@ -408,8 +533,8 @@ def audit_view(report: Any, limit: int = 20) -> RenderableType:
     parts.extend(_gaps_view(report))
     if report.problems:
         table = Table(box=box.SIMPLE_HEAD, title=Text("integrity problems", style="bold yellow"), title_justify="left")
-        table.add_column("entry", justify="right")
-        table.add_column("problem")
+        table.add_column("entry", justify="right", no_wrap=True)
+        table.add_column("problem", overflow="fold")
         for problem in report.problems[:50]:
             table.add_row("-" if problem.index is None else str(problem.index), problem.what)
         if len(report.problems) > 50:
@@ -420,26 +545,12 @@ def audit_view(report: Any, limit: int = 20) -> RenderableType:
         key, label = _finding_source(finding)
         groups.setdefault(key, (label, []))[1].append(finding)
     if groups:
-        table = Table(box=box.SIMPLE_HEAD, title=Text(f"{len(report.findings)} finding(s)", style="bold"), title_justify="left")
-        for column in ("source", "type", "batch", "record", "segment", "similarity", "path"):
-            table.add_column(column)
+        parts.append(Text(plural(len(report.findings), "finding"), style="bold"))
         for _, (label, findings) in sorted(groups.items()):
-            shown = findings[:limit]
-            for n, f in enumerate(shown):
-                kind = f.type if f.basis is None else f"{f.type} ({f.basis})"
-                table.add_row(
-                    label if n == 0 else "",
-                    Text(kind, style=_FINDING_STYLE.get(f.type, "")),
-                    _node_label(report.lineage, f.batch),
-                    "-" if f.record is None else str(f.record),
-                    "-" if f.segment is None else f.segment[:16] + "…",
-                    "-" if f.similarity is None else f"{f.similarity:.3f}",
-                    " → ".join(f.path),
-                    end_section=n == len(shown) - 1 and len(findings) <= limit,
-                )
+            parts.append(Text(label, style="bold"))
+            parts.append(_findings_table(report.lineage, findings[:limit]))
             if len(findings) > limit:
-                table.add_row("", f"... {len(findings) - limit} more", "", "", "", "", "", end_section=True)
-        parts.append(table)
+                parts.append(Text(f"  ... {len(findings) - limit} more (all in --json)"))
     coverage = Table.grid(padding=(0, 2))
     for name, value in report.coverage.items():
         coverage.add_row(name.replace("_", " "), str(value))
@@ -456,18 +567,14 @@ def _verdict_says(report: Any) -> str:
         records = sum(g.without_text for g in report.gaps if g.opaque is None)
         batches = sum(1 for g in report.gaps if g.opaque is None)
         return (
-            f"{_count(records, 'record')} in {_count(batches, 'lineage batch', 'lineage batches')} "
-            "carry no comparable text: nothing was compared for them, so nothing is disproven"
+            f"{plural(records, 'record')} in {plural(batches, 'lineage batch', 'lineage batches')} "
+            f"{'carries' if records == 1 else 'carry'} no comparable text: nothing was compared for them, so nothing is disproven"
         )
     says = _VERDICT_SAYS.get(report.verdict, "")
     opaque = sum(1 for g in getattr(report, "gaps", ()) if g.opaque is not None)
     if opaque:
-        says += f"; {_count(opaque, 'batch', 'batches')} declared out of scope by the policy (below)"
+        says += f"; {plural(opaque, 'batch', 'batches')} declared out of scope by the policy (below)"
     return says
-
-
-def _count(n: int, one: str, many: str | None = None) -> str:
-    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 def _gaps_view(report: Any) -> list[RenderableType]:
@@ -477,14 +584,14 @@ def _gaps_view(report: Any) -> list[RenderableType]:
         return []
     table = Table(box=box.SIMPLE_HEAD, title=Text("records without comparable text", style="bold yellow"), title_justify="left")
     table.add_column("entry", justify="right")
-    table.add_column("batch", overflow="fold")
+    _id_column(table, "batch", [gap.batch_id for gap in gaps])
     table.add_column("without text", justify="right")
     table.add_column("of", justify="right")
     table.add_column("scope", overflow="fold")
     for gap in gaps:
         scope = Text("not compared", style="yellow") if gap.opaque is None else Text(f"opaque: {gap.opaque}", style="dim")
         table.add_row(str(gap.batch), gap.batch_id, str(gap.without_text), str(gap.records), scope)
-    return [table]
+    return [_fit(table)]
 
 
 def _taint(lin: Any, report: Any | None) -> tuple[dict[str, set[str]], set[str]]:
@@ -520,11 +627,11 @@ def _lineage_label(node: Any, tainted: dict[str, set[str]], unverifiable: set[st
     if body.get("time"):
         details.append(str(body["time"])[:19].replace("T", " "))
     if node.kind == "batch" and body:
-        details.append(f"{body.get('count')} records")
+        details.append(plural(int(body.get("count") or 0), "record"))
     if node.kind == "call" and body:
         details.append(f"{body.get('provider')}/{body.get('model')} {body.get('purpose')}")
     if node.kind == "checkpoint" and body:
-        details.append(f"{len(body.get('batches', []))} batches")
+        details.append(plural(len(body.get("batches", [])), "batch", "batches"))
     text = Text.assemble((f"{node.kind} ", "dim"), (node.id, "bold"), f"  {'  '.join(details)}")
     if node.id in unverifiable:
         text.stylize("yellow")
@@ -628,23 +735,46 @@ def bundle_report_json(report: Any) -> dict[str, Any]:
         "size": report.size,
         "checked": dict(report.checked),
         "problems": [{"where": p.where, "what": p.what} for p in report.problems],
-    }
+        "suspect_hits": [
+            {"suspect": h.suspect, "suspect_line": h.line, "batch": h.batch, "batch_id": h.batch_id,
+             "record": h.record, "segment": h.segment}
+            for h in report.suspect_hits
+        ],
+    }  # fmt: skip
+
+
+def _suspect_hits_view(hits: Sequence[Any], limit: int = 50) -> RenderableType:
+    """Where the verifier's own suspects were found in the exported records."""
+    title = Text(f"your suspects found in the lineage: {plural(len(hits), 'hit')}", style="bold")
+    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left")
+    shown = list(hits[:limit])
+    _id_column(table, "suspect", [f"#{h.suspect} line {h.line}" for h in shown])
+    _id_column(table, "batch", [f"{h.batch_id} #{h.batch}" for h in shown])
+    _id_column(table, "record", [str(h.record) for h in shown], justify="right")
+    table.add_column("segment", overflow="fold")
+    for h in shown:
+        table.add_row(f"#{h.suspect}\nline {h.line}", f"{h.batch_id}\n#{h.batch}", str(h.record), h.segment)
+    if len(hits) > limit:
+        table.add_row("", f"... {len(hits) - limit} more (all in --json)", "", "")
+    return _fit(table)
 
 
 def bundle_report_view(report: Any) -> RenderableType:
     checked = ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in report.checked.items())
+    hits = [_suspect_hits_view(report.suspect_hits)] if report.suspect_hits else []
     if report.ok:
-        return Text(
+        return Group(Text(
             f"bundle verifies: checkpoint {report.checkpoint} is {report.verdict} (tree size {report.size}; "
             f"checked {checked})",
             style="bold green",
-        )
-    table = Table(box=box.SIMPLE_HEAD, title=Text(f"BUNDLE DOES NOT VERIFY: {len(report.problems)} problem(s)", style="bold red"))
-    table.add_column("where")
-    table.add_column("problem")
+        ), *hits)  # fmt: skip
+    title = Text(f"BUNDLE DOES NOT VERIFY: {plural(len(report.problems), 'problem')}", style="bold red")
+    table = Table(box=box.SIMPLE_HEAD, title=title)
+    table.add_column("where", overflow="fold")
+    table.add_column("problem", overflow="fold")
     for problem in report.problems:
         table.add_row(problem.where, problem.what)
-    return table
+    return Group(table, *hits)
 
 
 def export_json(counts: Any) -> dict[str, Any]:
@@ -653,7 +783,8 @@ def export_json(counts: Any) -> dict[str, Any]:
 
 def export_view(counts: Any) -> RenderableType:
     files = ", ".join(str(f) for f in counts.files)
-    return Text(f"exported {counts.records} record leaves of {counts.batches} batches to {files}", style="green")
+    leaves = plural(counts.records, "record leaf", "record leaves")
+    return Text(f"exported {leaves} of {plural(counts.batches, 'batch', 'batches')} to {files}", style="green")
 
 
 _VERDICT_STYLE = {"clean": "green", "contaminated": "bold red", "suspect": "yellow", "inconclusive": "yellow"}
