@@ -96,8 +96,9 @@ def main() -> None:
     texts = paragraphs(150)
     outputs, corpus = texts[:40], texts[40:]
 
-    say("A lab sets up its ledger: one DuckDB file and a log key (PEM, 0600).")
+    say("A lab sets up its ledger: one DuckDB file, a log key and a `default` recorder key (PEM files, 0600).")
     ledger("init", "--origin", "lab.example/ledger")
+    say("Recording signs with `default`; the training job gets a recorder key of its own (`--key trainer`).")
     ledger("keys", "new", "--name", "trainer")
 
     say("The provider's evaluation calls arrive as an OpenAI Batch API input and output file.")

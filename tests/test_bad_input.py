@@ -458,7 +458,7 @@ def real_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any
     (base / "w.bin").write_bytes(b"weights")
     lg.record_checkpoint(id="ck", weights=[base / "w.bin"], batches=["b"])
     report = audit.audit(lg, "ck")
-    assert report.verdict == "contaminated" and call.index == 1
+    assert report.verdict == "contaminated" and call.index == 2
     return audit.build_bundle(lg, report), lg.export_key("log").vkey(lg.origin)
 
 
@@ -598,11 +598,11 @@ def cli_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A ledger with a call, a batch and a checkpoint, and a directory of bad inputs beside it."""
     base = tmp_path_factory.mktemp("cli")
     lg = Ledger.init(base / "ledger.duckdb", origin="bad-input.test/log")
-    lg.new_key("trainer")
-    lg.record_call(provider="openai", purpose="evaluation", request=None, response=RESPONSE)  # 2
-    lg.record_batch([{"text": ANSWER}], id="good-batch")  # 3
+    lg.new_key("trainer")  # 2 (0 and 1: the log key and `default`)
+    lg.record_call(provider="openai", purpose="evaluation", request=None, response=RESPONSE)  # 3
+    lg.record_batch([{"text": ANSWER}], id="good-batch")  # 4
     (base / "w.bin").write_bytes(b"weights")
-    lg.record_checkpoint(id="good-ckpt", weights=[base / "w.bin"], batches=["good-batch"])  # 4
+    lg.record_checkpoint(id="good-ckpt", weights=[base / "w.bin"], batches=["good-batch"])  # 5
     Ledger.init(base / "locked.duckdb", origin="bad-input.test/pass", passphrase=PASSPHRASE)
 
     files: dict[str, bytes] = {
@@ -686,7 +686,7 @@ CASES = [
     Case("huge-line", (*REC, "huge.jsonl", "--db", "{db}"), ("huge.jsonl:1",)),
     Case("derived-from-missing-index", (*REC, "ok.jsonl", "--derived-from", "9999", "--db", "{db}"), ("9999",)),
     Case("derived-from-missing-id", (*REC, "ok.jsonl", "--derived-from", "chatcmpl-nope", "--db", "{db}"), ("chatcmpl-nope",)),
-    Case("derived-from-a-batch", (*REC, "ok.jsonl", "--derived-from", "3", "--db", "{db}"), ("3", "batch")),
+    Case("derived-from-a-batch", (*REC, "ok.jsonl", "--derived-from", "4", "--db", "{db}"), ("4", "batch")),
     Case("taken-batch-id", (*REC, "other.jsonl", "--id", "good-batch", "--db", "{db}"), ("good-batch",)),
     Case("split-zero", (*REC, "ok.jsonl", "--split", "0", "--db", "{db}"), ("split",), code=2),
     Case("split-not-a-number", (*REC, "ok.jsonl", "--split", "abc", "--db", "{db}"), ("--split",), code=2),

@@ -41,9 +41,9 @@ def workdir(tmp_path: Path) -> Path:
 
 def test_init_head_keys_prove_consistency(workdir: Path) -> None:
     head = run_json("head", cwd=workdir, schema="tree-head")
-    assert head["origin"] == "example.org/cli-test" and head["size"] == 1
+    assert head["origin"] == "example.org/cli-test" and head["size"] == 2
     listed = run_json("keys", "list", cwd=workdir, schema="keys-list")
-    assert [k["role"] for k in listed] == ["log"]
+    assert [(k["name"], k["role"]) for k in listed] == [("example.org/cli-test", "log"), ("default", "recorder")]
     # the head verifies with the exported vkey, independently of the CLI
     tree_head = keys.verify_tree_head(head["note"], listed[0]["vkey"])
     assert tree_head.root.hex() == head["root"]
@@ -51,15 +51,15 @@ def test_init_head_keys_prove_consistency(workdir: Path) -> None:
 
     assert run("head", "--out", "h1.txt", cwd=workdir).returncode == 0
     run_json("keys", "new", "--name", "trainer", cwd=workdir)
-    proof = run_json("prove", "1", cwd=workdir, schema="prove")
-    assert proof["size"] == 2
+    proof = run_json("prove", "2", cwd=workdir, schema="prove")
+    assert proof["size"] == 3
     merkle.verify_inclusion(
-        bytes.fromhex(proof["leaf_hash"]), 1, 2, [bytes.fromhex(p) for p in proof["proof"]], bytes.fromhex(proof["root"])
+        bytes.fromhex(proof["leaf_hash"]), 2, 3, [bytes.fromhex(p) for p in proof["proof"]], bytes.fromhex(proof["root"])
     )
     consistency = run_json("consistency", "--from", "h1.txt", cwd=workdir, schema="consistency")
-    assert consistency["old_size"] == 1 and consistency["new_size"] == 2
+    assert consistency["old_size"] == 2 and consistency["new_size"] == 3
     entries = run_json("log", cwd=workdir, schema="log")
-    assert [e["kind"] for e in entries] == ["key", "key"]
+    assert [e["kind"] for e in entries] == ["key", "key", "key"]
     for entry in entries:
         jsonschema.validate(entry["body"], json.loads((SCHEMAS / f"entry-{entry['kind']}.schema.json").read_text()))
 

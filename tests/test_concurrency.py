@@ -126,7 +126,7 @@ def test_parallel_recorders_all_succeed_and_nothing_is_lost(tmp_path: Path) -> N
     expected = {f"trainer-{t}/step-{s:06d}" for t in "ab" for s in range(steps)}
     expected |= {f"caller-{n}" for n in range(steps)} | {f"cli/b{i}" for i in range(3)}
     assert set(ids) == expected and set(ids.values()) == {1}
-    assert lg.head().size == 1 + len(expected)
+    assert lg.head().size == 2 + len(expected)  # after the log key and `default` key entries
     assert verify_ledger(lg).ok
     # each process saw its own appends in order, interleaved with the others'
     for name, (_, out, _) in outcomes.items():

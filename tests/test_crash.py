@@ -337,6 +337,6 @@ def test_kill_between_a_key_rotation_commit_and_its_file_renames(tmp_path: Path)
         assert not list(keys_dir.glob("*.new")) and len(list(keys_dir.glob(f"{Path(file).stem}.*.retired.pem"))) == 1
     listed = json.loads(run(["keys", "list", "--db", "ledger.duckdb", "--json"], tmp_path).stdout)
     assert [(k["name"], k["role"], k["revoked"]) for k in listed] == [
-        ("crash.test/log", "log", True), ("trainer", "recorder", True), ("crash.test/log", "log", False),
-        ("trainer", "recorder", False)]
+        ("crash.test/log", "log", True), ("default", "recorder", False), ("trainer", "recorder", True),
+        ("crash.test/log", "log", False), ("trainer", "recorder", False)]
     assert run(["verify", "--db", "ledger.duckdb"], tmp_path).returncode == 0

@@ -1440,6 +1440,7 @@ def test_keys_rotation_revocation_and_hygiene(cli: CliPool, tmp_path: Path) -> N
     assert isinstance(listed, list)
     assert [(k["role"], k["revoked"]) for k in listed] == [
         ("log", True),
+        ("recorder", False),  # `default`, from init
         ("recorder", True),
         ("recorder", True),
         ("log", False),

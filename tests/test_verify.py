@@ -135,9 +135,8 @@ class Built:
 
 def _build(base: Path) -> Built:
     path = base / "ledger.duckdb"
-    lg = Ledger.init(path, origin=ORIGIN)  # 0: log key
-    lg.new_key("alice")  # 1
-    alice = Ledger.open(path, key="alice")
+    lg = Ledger.init(path, origin=ORIGIN)  # 0: log key, 1: the `default` recorder key ("alice" below)
+    alice = Ledger.open(path)
     alice.append_bodies([call(i) for i in range(3)])  # 2, 3, 4
     records = make_records(1, 23)
     batch = alice.append_bodies([batch_body("run/b0", records, derived_from=[2])]).start  # 5
@@ -261,7 +260,7 @@ def test_small_record_chunks_plan_the_same_roots(
 def test_broken_batch_between_sound_ones(ledger: Ledger, monkeypatch: pytest.MonkeyPatch) -> None:
     """Batches fetched together (5 and a new one) must not trip over a broken batch between them (6)."""
     records = make_records(4, 5)
-    alice = Ledger.open(ledger.path, key="alice")
+    alice = Ledger.open(ledger.path, key="default")
     index = alice.append_bodies([batch_body("run/b2", records)]).start
     with duckdb.connect(str(ledger.path)) as conn:
         insert_records(conn, index, records)
@@ -308,7 +307,7 @@ def test_altered_leaf_is_named(ledger: Ledger) -> None:
 def test_forged_signature(ledger: Ledger) -> None:
     """A leaf re-signed by a stranger under alice's keyid: canonical, but the signature does not verify."""
     stranger = keys.SigningKey.generate()
-    alice = keys.load_key_file(ledger.keys_dir / "alice.pem")
+    alice = keys.load_key_file(ledger.keys_dir / "default.pem")
     body = ledger.entry(4).body | {"model": "forged"}
     envelope = keys.parse_envelope(keys.sign_entry(body, stranger))
     forged = keys.format_envelope(
@@ -397,18 +396,18 @@ def test_entry_signed_by_unknown_key(ledger: Ledger) -> None:
 
 
 def test_key_entry_signed_by_recorder(ledger: Ledger) -> None:
-    alice = keys.load_key_file(ledger.keys_dir / "alice.pem")
+    alice = keys.load_key_file(ledger.keys_dir / "default.pem")
     new = keys.SigningKey.generate()
     index = rogue_append(
         ledger, [(entries.key_body(new.public.keyid, new.public.b64, "eve", "recorder"), alice)]
     )
-    assert_problem(verify_ledger(ledger), index, "signed by a log key", "recorder key alice")
+    assert_problem(verify_ledger(ledger), index, "signed by a log key", "recorder key default")
 
 
 def test_swapped_public_key_in_key_entry(ledger: Ledger) -> None:
     """A key entry claiming alice's keyid with another public key, properly signed by the log key."""
     log_key = keys.load_key_file(ledger.keys_dir / "log.pem")
-    alice = keys.load_key_file(ledger.keys_dir / "alice.pem")
+    alice = keys.load_key_file(ledger.keys_dir / "default.pem")
     mallory = keys.SigningKey.generate()
     body = entries.key_body(alice.public.keyid, mallory.public.b64, "alice2", "recorder")
     index = rogue_append(ledger, [(body, log_key)])
@@ -449,7 +448,7 @@ def test_revoke_of_unknown_key_and_double_revoke(ledger: Ledger) -> None:
 
 
 def test_dangling_and_forward_references(ledger: Ledger) -> None:
-    alice = keys.load_key_file(ledger.keys_dir / "alice.pem")
+    alice = keys.load_key_file(ledger.keys_dir / "default.pem")
     start = rogue_append(
         ledger,
         [
@@ -619,7 +618,7 @@ def test_uncommitted_fingerprints(tmp_path: Path) -> None:
 
 def test_since_an_older_head(ledger: Ledger) -> None:
     old = ledger.head().note
-    Ledger.open(ledger.path, key="alice").append_bodies([call(50)])
+    Ledger.open(ledger.path, key="default").append_bodies([call(50)])
     assert verify_ledger(ledger, since_note=old).ok
     assert verify_ledger(ledger, since_note=ledger.head().note).ok
 
@@ -627,7 +626,7 @@ def test_since_an_older_head(ledger: Ledger) -> None:
 def test_rollback_against_published_head(ledger: Ledger, tmp_path: Path) -> None:
     older = tmp_path / "older.duckdb"
     shutil.copy(ledger.path, older)
-    Ledger.open(ledger.path, key="alice").append_bodies([call(51)])
+    Ledger.open(ledger.path, key="default").append_bodies([call(51)])
     published = ledger.head().note
     report = verify_ledger(Ledger(older, keys_dir=ledger.keys_dir), since_note=published)
     assert_problem(
@@ -638,9 +637,9 @@ def test_rollback_against_published_head(ledger: Ledger, tmp_path: Path) -> None
 def test_rewritten_history_against_published_head(ledger: Ledger, tmp_path: Path) -> None:
     fork = tmp_path / "fork.duckdb"
     shutil.copy(ledger.path, fork)
-    Ledger.open(ledger.path, key="alice").append_bodies([call(52)])
+    Ledger.open(ledger.path, key="default").append_bodies([call(52)])
     published = ledger.head().note
-    forked = Ledger(fork, keys_dir=ledger.keys_dir, key="alice")
+    forked = Ledger(fork, keys_dir=ledger.keys_dir, key="default")
     forked.append_bodies([call(53), call(54)])
     report = verify_ledger(forked, since_note=published)
     assert report.problems == [Problem(None, report.problems[0].what)]
@@ -961,7 +960,7 @@ def test_problem_list_is_capped(monkeypatch: pytest.MonkeyPatch, ledger: Ledger)
 def test_fresh_ledger_verifies(tmp_path: Path) -> None:
     lg = Ledger.init(tmp_path / "fresh.duckdb", origin=ORIGIN)
     report = verify_ledger(lg)
-    assert report.ok and report.size == 1
+    assert report.ok and report.size == 2  # the log key and the `default` recorder key
     assert verify_ledger(lg, since_note=lg.head().note).ok
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn, TextIO
 
 import typer
 
@@ -15,8 +16,8 @@ except ImportError:  # pragma: no cover - older typer uses click itself
     from click import exceptions as click_exceptions  # type: ignore[no-redef]
 
 from ledger import views
-from ledger.errors import LedgerError, OptionHintError, UsageError
-from ledger.ledger import DEFAULT_DB, Ledger, read_note_file
+from ledger.errors import LedgerError, LedgerWarning, OptionHintError, UsageError
+from ledger.ledger import DEFAULT_DB, DEFAULT_RECORDER, Ledger, read_note_file
 
 app = typer.Typer(
     name="ledger",
@@ -92,16 +93,24 @@ def init(
     keys_dir: KeysDir = None,
     json: Json = False,
 ) -> None:
-    """Create a ledger: the file, its log key, and the first entry.
+    """Create a ledger: the file, its log key, a recorder key named `default`, and their key entries.
 
     Example: ledger init --origin example.org/ledger
     """
     ledger = Ledger.init(db, origin=origin, keys_dir=keys_dir)
     head = ledger.head()
+    infos = ledger.keys()
+    recorder = next(k for k in infos if k.name == DEFAULT_RECORDER and k.role == "recorder")
     if json:
-        views.print_json({**views.head_json(head), "db": str(db), "keys_dir": str(ledger.keys_dir)})
+        views.print_json(
+            {**views.head_json(head), "db": str(db), "keys_dir": str(ledger.keys_dir),
+             "recorder_key": {"name": recorder.name, "keyid": recorder.keyid}}
+        )  # fmt: skip
     else:
-        views.show(views.message(f"created {db} (origin {head.origin}); log key in {ledger.keys_dir}/"))
+        views.show(views.message(
+            f"created {db} (origin {head.origin}); log key (signs tree heads and keys) and recorder key "
+            f"`{recorder.name}` (signs entries) in {ledger.keys_dir}/"
+        ))  # fmt: skip
 
 
 @keys_app.command("new")
@@ -571,6 +580,19 @@ def _option(keyword: str) -> str:
     return {"requests_path": "--requests"}.get(keyword, "--" + keyword.replace("_", "-"))
 
 
+_python_showwarning = warnings.showwarning
+
+
+def _show_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, file: TextIO | None = None, line: str | None = None
+) -> None:
+    """The library's warnings become one `warning: ...` line on stderr (stdout stays the result)."""
+    if issubclass(category, LedgerWarning):
+        views.warn(str(message))
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
 def main() -> NoReturn:
     """Entry point: the one place where errors become one-line messages and exit codes."""
     # --verbose may follow any command (`ledger audit X --verbose`), so it is taken out here; the global
@@ -578,6 +600,7 @@ def main() -> NoReturn:
     verbose = "--verbose" in sys.argv[1:] or os.environ.get("LEDGER_VERBOSE") == "1"
     argv = [a for a in sys.argv[1:] if a != "--verbose"]
     views.note_lock_waits()
+    warnings.showwarning = _show_warning
     try:
         code = app(args=argv, prog_name="ledger", standalone_mode=False)
     except click_exceptions.NoArgsIsHelpError as exc:

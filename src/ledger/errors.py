@@ -1,4 +1,4 @@
-"""The error hierarchy. The CLI maps each class to a fixed exit code in one place."""
+"""The error hierarchy (and the library's warnings). The CLI maps each class to a fixed exit code in one place."""
 
 from __future__ import annotations
 
@@ -68,3 +68,11 @@ class VerificationError(LedgerError):
 
 class FingerprintMismatchError(LedgerError):
     """Fingerprints made with different settings cannot be compared."""
+
+
+class LedgerWarning(UserWarning):
+    """Root of every warning the library issues; the CLI prints each as one `warning:` line."""
+
+
+class LogKeySigningWarning(LedgerWarning):
+    """Entries are being signed by the log key because the ledger has no `default` recorder key."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,6 +24,7 @@ from ledger.errors import (
     InputError,
     KeyFileError,
     LedgerError,
+    LogKeySigningWarning,
     NotFoundError,
     UsageError,
     VerificationError,
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 
 DEFAULT_DB = "ledger.duckdb"
 LOG_KEY_FILE = "log.pem"
+DEFAULT_RECORDER = "default"  # the recorder key `ledger init` makes; entries are signed by it unless told otherwise
 
 Connection = duckdb.DuckDBPyConnection
 BodyBuilder = Callable[[Connection, int, "KeyRing"], list[tuple[dict[str, Any], SigningKey]]]
@@ -174,6 +177,7 @@ class Ledger:
         self.key = key if key is not None else os.environ.get("LEDGER_KEY")
         self._origin: str | None = None
         self._key_cache: dict[tuple[Any, ...], SigningKey] = {}
+        self._warned_log_key = False
 
     # --- opening -----------------------------------------------------------------------------------
     @classmethod
@@ -185,37 +189,54 @@ class Ledger:
         keys_dir: str | Path | None = None,
         passphrase: str | None = None,
     ) -> Ledger:
-        """Create the file, a log key (PEM, 0600) and the first entry: the log key, self-signed."""
+        """Create the file, a log key and a `default` recorder key (PEM files, 0600), and the first two
+        entries: the log key's `key` entry, self-signed, and the recorder's, signed by the log key.
+
+        All or nothing: the database is built under a temporary name and renamed into place, and on any
+        failure the key files written here are removed again.
+        """
         ledger = cls(Path(path), keys_dir=Path(keys_dir) if keys_dir else None)
         origin = origin or f"ledger.local/{secrets.token_hex(4)}"
         if not origin or any(c.isspace() for c in origin) or "+" in origin:
             raise UsageError(f"origin {origin!r}: must be non-empty with no spaces or '+'")
         key_path = ledger.keys_dir / LOG_KEY_FILE
+        recorder_path = ledger.keys_dir / f"{DEFAULT_RECORDER}.pem"
         if ledger.path.exists():
             raise LedgerError(f"{ledger.path}: a ledger (or another file) already exists there")
         if key_path.exists():
             raise KeyFileError(f"{key_path}: a log key already exists; choose another --keys-dir")
-        log_key = SigningKey.generate()
-        keys.write_key_file(key_path, log_key, _passphrase(passphrase))
-        body = entries.key_body(log_key.public.keyid, log_key.public.b64, origin, "log")
-        leaf = keys.sign_entry(body, log_key)
+        if recorder_path.exists():
+            raise KeyFileError(f"{recorder_path}: a recorder key already exists; choose another --keys-dir")
+        log_key, recorder = SigningKey.generate(), SigningKey.generate()
+        bodies = [
+            entries.key_body(log_key.public.keyid, log_key.public.b64, origin, "log"),
+            entries.key_body(recorder.public.keyid, recorder.public.b64, DEFAULT_RECORDER, "recorder"),
+        ]
+        leaves = [keys.sign_entry(body, log_key) for body in bodies]
         tmp = ledger.path.with_name(ledger.path.name + ".init-tmp")
         tmp.unlink(missing_ok=True)
+        written: list[Path] = []
         try:
+            for file, key in ((key_path, log_key), (recorder_path, recorder)):
+                keys.write_key_file(file, key, _passphrase(passphrase))
+                written.append(file)
             conn = store.connect(tmp, create=True)
             try:
                 with store.transaction(conn):
                     store.create_schema(conn, origin)
-                    root = store.append_entries(conn, 0, [leaf], [entries.facts_of(body)], [log_key.public.keyid])
-                    note = keys.sign_tree_head(keys.TreeHead(origin, 1, root), log_key)
-                    store.write_head(conn, 1, root, note)
+                    root = store.append_entries(
+                        conn, 0, leaves, [entries.facts_of(b) for b in bodies], [log_key.public.keyid] * len(leaves)
+                    )
+                    note = keys.sign_tree_head(keys.TreeHead(origin, len(leaves), root), log_key)
+                    store.write_head(conn, len(leaves), root, note)
                 conn.execute("CHECKPOINT")
             finally:
                 conn.close()
             os.replace(tmp, ledger.path)
         except BaseException:
             tmp.unlink(missing_ok=True)
-            key_path.unlink(missing_ok=True)
+            for file in written:
+                file.unlink(missing_ok=True)
             raise
         return ledger
 
@@ -286,9 +307,38 @@ class Ledger:
         return key
 
     def _load_recorder_key(self, ring: KeyRing, log_key: SigningKey) -> SigningKey:
-        if not self.key:
+        """The key that signs entries: `--key`/LEDGER_KEY, else the `default` recorder key, else (a ledger
+        made before `ledger init` wrote `default`) the log key, with a LogKeySigningWarning."""
+        if self.key:
+            return self._load_registered_key(self._key_path(self.key), ring)
+        default = _default_recorder(ring)
+        if default is None:
+            if not self._warned_log_key:  # once per Ledger: a training loop appends every step
+                self._warned_log_key = True
+                warnings.warn(
+                    f"this ledger has no `{DEFAULT_RECORDER}` recorder key (made before `ledger init` wrote one); "
+                    f"signing with the log key. Create one: ledger keys new --name {DEFAULT_RECORDER}",
+                    LogKeySigningWarning,
+                    stacklevel=2,
+                )
             return log_key
-        path = self._key_path(self.key)
+        path = self.keys_dir / f"{DEFAULT_RECORDER}.pem"
+        if not path.exists() and not path.is_symlink():
+            raise KeyFileError(
+                f"{path}: not found; the ledger signs entries with its `{DEFAULT_RECORDER}` recorder key "
+                f"({default.keyid[:16]}…): restore the file, or choose a key with --key/LEDGER_KEY"
+            )
+        key = self._load_registered_key(path, ring)
+        if key.public.keyid != default.keyid:
+            raise KeyFileError(
+                f"{path}: expected the `{DEFAULT_RECORDER}` recorder key {default.keyid[:16]}…, "
+                f"found key {key.public.keyid[:16]}…"
+            )
+        return key
+
+    def _load_registered_key(self, path: Path, ring: KeyRing) -> SigningKey:
+        """A recorder key file whose key the log introduced and has not revoked (a rotation killed before its
+        file renames is rolled forward first)."""
         key = self._load_key(path)
         info = ring.by_id.get(key.public.keyid)
         if info is not None and info.revoked_at is not None and info.revoke_reason == "rotated":
@@ -310,15 +360,16 @@ class Ledger:
         if not name or any(c.isspace() for c in name) or "/" in name:
             raise UsageError(f"key name {name!r}: must be non-empty, with no spaces or '/'")
         path = self.keys_dir / f"{name}.pem"
-        if path.exists():
-            raise DuplicateError(f"{path}: a key file with that name already exists")
         new = SigningKey.generate()
         written: list[Path] = []
+        retired: list[Path] = []
 
         def build(conn: Connection, start: int, ring: KeyRing) -> list[tuple[dict[str, Any], SigningKey]]:
             if any(k.name == name and not k.revoked for k in ring.by_id.values()):
                 raise DuplicateError(f"a key named {name!r} is already active in the ledger")
             log_key = ring_log_key(ring)
+            if path.exists() or path.is_symlink():
+                retired.append(self._retire_revoked_key_file(path, ring))
             keys.write_key_file(path, new, _passphrase(passphrase))
             written.append(path)
             return [(entries.key_body(new.public.keyid, new.public.b64, name, role), log_key)]
@@ -329,8 +380,27 @@ class Ledger:
         except BaseException:
             if written and path.exists():
                 path.unlink()
+            if retired:
+                os.replace(retired[0], path)
             raise
         return KeyInfo(new.public.keyid, name, role, new.public.b64, result.start)
+
+    def _retire_revoked_key_file(self, path: Path, ring: KeyRing) -> Path:
+        """Move aside a key file whose key this log has revoked, so its name can be given to a new key
+        (`<name>.<keyid8>.revoked.pem`); any other file there is never touched."""
+        duplicate = DuplicateError(f"{path}: a key file with that name already exists")
+        try:
+            old = self._load_key(path)
+        except KeyFileError:
+            raise duplicate from None
+        info = ring.by_id.get(old.public.keyid)
+        if info is None or not info.revoked:
+            raise duplicate
+        target = path.with_name(f"{path.stem}.{info.keyid[:8]}.revoked.pem")
+        if target.exists():
+            raise duplicate
+        os.replace(path, target)
+        return target
 
     def _log_key_getter(self) -> Callable[[KeyRing], SigningKey]:
         cache: dict[str, SigningKey] = {}
@@ -702,6 +772,23 @@ class Ledger:
                 )
         merkle.verify_consistency(old.size, stored.size, old.root, stored.root, proof)
         return ConsistencyProof(old.size, old.root, stored.size, stored.root, proof)
+
+
+def _default_recorder(ring: KeyRing) -> KeyInfo | None:
+    """The active `default` recorder key; None when the log never had one (a ledger made before `ledger
+    init` wrote it). One that was revoked and not replaced is an error: signing with the log key instead
+    would put the root of trust back on every recording host, the very thing the recorder key avoids."""
+    named = [k for k in ring.by_id.values() if k.name == DEFAULT_RECORDER and k.role == "recorder"]
+    if not named:
+        return None
+    active = [k for k in named if not k.revoked]
+    if active:
+        return max(active, key=lambda k: k.index)
+    last = max(named, key=lambda k: k.index)
+    raise KeyFileError(
+        f"the `{DEFAULT_RECORDER}` recorder key ({last.keyid[:16]}…) was revoked at entry {last.revoked_at}; "
+        f"make a new one (ledger keys new --name {DEFAULT_RECORDER}) or choose a key with --key/LEDGER_KEY"
+    )
 
 
 def _finish_rotation(path: Path, old: SigningKey, new_keyid: str) -> bool:
