@@ -117,7 +117,7 @@ def test_token_ids_make_a_clean_audit_inconclusive_naming_the_batch(lab: Lab) ->
     assert report["verdict"] == "inconclusive" and report["problems"] == []
     assert report["coverage_gaps"] == [
         {
-            "batch": 2,
+            "batch": lab.json("show", "tokens/0")["index"],
             "batch_id": "tokens/0",
             "records": 4,
             "records_without_text": 4,

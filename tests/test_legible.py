@@ -298,8 +298,9 @@ def test_plural(count: int, singular: str, plural_form: str | None, expected: st
 def test_counts_agree_in_output(tmp_path: Path) -> None:
     ok("init", cwd=tmp_path)
     status = ok("status", cwd=tmp_path)
-    assert re.search(r"size\s+1 entry\b", status) and "1 entries" not in status
-    assert "intact: 1 entry," in ok("verify", cwd=tmp_path)
+    # init writes two entries (the log key and the `default` recorder key)
+    assert re.search(r"size\s+2 entries\b", status) and "2 entry" not in status
+    assert "intact: 2 entries," in ok("verify", cwd=tmp_path)
     (tmp_path / "b.jsonl").write_text(
         json.dumps({"text": "the only record of a batch of one, long enough"}) + "\n"
     )
@@ -312,4 +313,4 @@ def test_counts_agree_in_output(tmp_path: Path) -> None:
         and "1 batch" in tree
         and "1 batches" not in tree
     )
-    assert "intact: 3 entries" in ok("verify", cwd=tmp_path)
+    assert "intact: 4 entries" in ok("verify", cwd=tmp_path)

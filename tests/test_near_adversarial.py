@@ -267,7 +267,7 @@ def test_a_v2_call_against_a_v3_batch_is_counted_not_skipped(
     assert report.coverage["calls_not_near_comparable"] == 1
     assert report.coverage["batches_not_near_comparable"] == 1
     assert any(
-        "1 call(s) fingerprinted with sampled-shingles-v2 could not be near-compared" in n
+        "1 call fingerprinted with sampled-shingles-v2 could not be near-compared" in n
         and "sampled-shingles-v3" in n
         for n in report.notes
     ), report.notes

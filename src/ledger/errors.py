@@ -22,18 +22,19 @@ class InputError(LedgerError):
 class OptionHintError(InputError):
     """Input that an option fixes; the message names it as the caller knows it (`model=` or `--model`)."""
 
-    def __init__(self, text: str, keyword: str, advice: str = "pass {}") -> None:
+    def __init__(self, text: str, keyword: str = "", advice: str = "pass {}") -> None:
         self.text = text
         self.keyword = keyword
         self.advice = advice
-        super().__init__(self.naming(f"{keyword}="))
+        # without a keyword (a caller re-raising with its location in front) it is plain text
+        super().__init__(self.naming(f"{keyword}=") if keyword else text)
 
     def __reduce__(self) -> tuple[type[OptionHintError], tuple[str, str, str]]:
         return (type(self), (self.text, self.keyword, self.advice))  # so it crosses process pools
 
     def naming(self, option: str) -> str:
         """The message with `option` (a keyword argument, a command-line flag) as the fix."""
-        return f"{self.text}: {self.advice.format(option)}"
+        return f"{self.text}: {self.advice.format(option)}" if self.keyword else self.text
 
 
 class NotFoundError(LedgerError):

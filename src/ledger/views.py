@@ -99,11 +99,22 @@ def _id_column(table: Table, header: str, values: Sequence[str], **options: Any)
 
 def _fit(table: Table) -> Table:
     """Keep fixed-width id columns to three quarters of a bounded width: past that, the widest give up
-    their fixed width (and fold like the rest) so that no other column is squeezed out of sight."""
+    their fixed width (and fold like the rest) so that no other column is squeezed out of sight. A table
+    of id columns only has no other column to make room for: it uses the whole width, and its widest
+    column keeps what is left, so only ids longer than that fold."""
     if not _bounded():
         return table
-    budget = max(20, out.width * 3 // 4)
+    only_ids = all(c.width is not None for c in table.columns)
     fixed = sorted((c for c in table.columns if c.width is not None), key=lambda c: c.width or 0, reverse=True)
+    if only_ids:
+        # a boxed table: one padding each side of a column, a rule between columns, the edges
+        n = len(table.columns)
+        room = out.width - (3 * n + 1 - (0 if table.pad_edge else 2))
+        others = sum(c.width or 0 for c in fixed[1:])
+        if fixed and (fixed[0].width or 0) + others > room and room - others >= 12:
+            fixed[0].width = room - others
+            return table
+    budget = max(20, out.width * 3 // 4)
     total = sum((c.width or 0) + 2 for c in fixed)
     for column in fixed:
         if total <= budget:
@@ -310,7 +321,7 @@ def log_view(items: Sequence[Entry], signers: Mapping[str, str] | None = None) -
     names = signers or {}
     refs = [entry_ref(entry) for entry in items]
     refs = [(names.get(ref, ref) if e.kind == "revoke" else ref, details) for e, (ref, details) in zip(items, refs)]
-    table = Table(box=box.SIMPLE_HEAD)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     _id_column(table, "#", [str(entry.index) for entry in items], justify="right")
     _id_column(table, "kind", [entry.kind for entry in items])
     _id_column(table, "time", [entry.time[:19].replace("T", " ") for entry in items])
