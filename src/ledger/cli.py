@@ -549,6 +549,9 @@ def verify_bundle(
     from ledger.errors import VerificationError
 
     vkey = read_vkey(key)
+    if suspects is not None and records is None:
+        views.warn("--suspects without --records checks your suspects only against the findings the bundle "
+                   "carries, not the lineage's whole record set (ledger export records gives that)")  # fmt: skip
     try:
         report = check(load_bundle(bundle), vkey, records_dir=records, suspects=suspects)
     except VerificationError as exc:
