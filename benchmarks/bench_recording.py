@@ -349,11 +349,16 @@ def main() -> None:
         base = max(bases)
         rate, per_record = max(rates)
         print(f"   sha256sum      {base / 1e6:8.1f} MB/s  (best of {args.rounds})")
-        print(f"   record_batch   {rate / 1e6:8.1f} MB/s  ({per_record:,.0f} records/s, best of {args.rounds})")
+        print(
+            f"   record_batch   {rate / 1e6:8.1f} MB/s  ({per_record:,.0f} records/s, best of {args.rounds})"
+        )
         each = [r / b for (r, _), b in zip(rates, bases)]
         print(f"   ratio          {rate / base:8.1%}   (target >= 25%; best of each contender)")
-        print(f"   per round      {statistics.median(each):8.1%}   median of "
-              + ", ".join(f"{r:.1%}" for r in each) + " (a round runs both back to back)")
+        print(
+            f"   per round      {statistics.median(each):8.1%}   median of "
+            + ", ".join(f"{r:.1%}" for r in each)
+            + " (a round runs both back to back)"
+        )
         cpu_rate, sha_cpu_rate = cpu_costs(work, data)
         cores = os.cpu_count() or 1
         print("   CPU cost (independent of machine load):")

@@ -39,13 +39,18 @@ def commands() -> list[list[str]]:
 def help_text(path: list[str]) -> str:
     ledger = str(Path(sys.executable).with_name("ledger"))
     env = {**os.environ, "COLUMNS": "100", "TERM": "dumb", "NO_COLOR": "1"}
-    proc = subprocess.run([ledger, *path, "--help"], capture_output=True, text=True, env=env, check=True)
+    proc = subprocess.run(
+        [ledger, *path, "--help"], capture_output=True, text=True, env=env, check=True
+    )
     return "\n".join(line.rstrip() for line in proc.stdout.strip().splitlines())
 
 
 def reference() -> str:
     parts = [START, ""]
-    for path in [[], *commands()]:  # `ledger --help` first: global options and environment variables
+    for path in [
+        [],
+        *commands(),
+    ]:  # `ledger --help` first: global options and environment variables
         parts += [f"### `{' '.join(['ledger', *path])}`", "", "```text", help_text(path), "```", ""]
     parts.append(END)
     return "\n".join(parts)

@@ -28,11 +28,20 @@ def capture(args: list[str], cwd: Path) -> Text:
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "demo"
-        subprocess.run([sys.executable, str(ROOT.parent / "examples" / "demo.py"), str(out)], check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, str(ROOT.parent / "examples" / "demo.py"), str(out)],
+            check=True,
+            capture_output=True,
+        )
         (out / "ledger.duckdb").unlink()
         (out / "before-tamper.duckdb").rename(out / "ledger.duckdb")
-        for name, args in {"lineage": ["lineage", "tune", "--audit"], "audit": ["audit", "tune"]}.items():
-            console = Console(record=True, width=100, force_terminal=True, file=open(os.devnull, "w"))
+        for name, args in {
+            "lineage": ["lineage", "tune", "--audit"],
+            "audit": ["audit", "tune"],
+        }.items():
+            console = Console(
+                record=True, width=100, force_terminal=True, file=open(os.devnull, "w")
+            )
             console.print(capture(args, out))
             console.save_svg(str(ROOT / f"{name}.svg"), title=f"ledger {' '.join(args)}")
             print(f"wrote docs/{name}.svg")

@@ -82,8 +82,16 @@ class _Server:
         self._scratch = scratch
         self._lock = threading.Lock()
         self._proc = subprocess.Popen(
-            [sys.executable, "-c", _SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-            env={**os.environ, "COLUMNS": "120", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
+            [sys.executable, "-c", _SERVER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env={
+                **os.environ,
+                "COLUMNS": "120",
+                "OPENBLAS_NUM_THREADS": "1",
+                "OMP_NUM_THREADS": "1",
+            },
         )
         self._count = 0
 
@@ -92,7 +100,13 @@ class _Server:
             self._count += 1
             out = self._scratch / f"{id(self)}-{self._count}.out"
             err = self._scratch / f"{id(self)}-{self._count}.err"
-            job = {"args": list(args), "cwd": str(cwd), "env": dict(env), "stdout": str(out), "stderr": str(err)}
+            job = {
+                "args": list(args),
+                "cwd": str(cwd),
+                "env": dict(env),
+                "stdout": str(out),
+                "stderr": str(err),
+            }
             stdin: IO[str] | None = self._proc.stdin
             stdout: IO[str] | None = self._proc.stdout
             assert stdin is not None and stdout is not None
@@ -102,7 +116,9 @@ class _Server:
             if not reply:
                 raise RuntimeError("the ledger CLI server died")
             code = int(json.loads(reply)["code"])
-            result = Result(tuple(args), code, out.read_text(errors="replace"), err.read_text(errors="replace"))
+            result = Result(
+                tuple(args), code, out.read_text(errors="replace"), err.read_text(errors="replace")
+            )
             out.unlink()
             err.unlink()
             return result
@@ -122,15 +138,25 @@ class CliPool:
         self._next = 0
         self._lock = threading.Lock()
 
-    def run(self, args: Sequence[str], cwd: Path, env: Mapping[str, str | None] | None = None) -> Result:
+    def run(
+        self, args: Sequence[str], cwd: Path, env: Mapping[str, str | None] | None = None
+    ) -> Result:
         with self._lock:
             server = self._servers[self._next % len(self._servers)]
             self._next += 1
-        defaults: dict[str, str | None] = {"LEDGER_LOCK_TIMEOUT": "20", "LEDGER_PASSPHRASE": None, "LEDGER_KEY": None,
-                                           "LEDGER_DB": None, "LEDGER_KEYS_DIR": None, "LEDGER_VERBOSE": None}
+        defaults: dict[str, str | None] = {
+            "LEDGER_LOCK_TIMEOUT": "20",
+            "LEDGER_PASSPHRASE": None,
+            "LEDGER_KEY": None,
+            "LEDGER_DB": None,
+            "LEDGER_KEYS_DIR": None,
+            "LEDGER_VERBOSE": None,
+        }
         return server.run(args, cwd, {**defaults, **(env or {})})
 
-    def map(self, jobs: Sequence[tuple[Sequence[str], Path, Mapping[str, str | None] | None]]) -> list[Result]:
+    def map(
+        self, jobs: Sequence[tuple[Sequence[str], Path, Mapping[str, str | None] | None]]
+    ) -> list[Result]:
         with ThreadPoolExecutor(len(self._servers)) as pool:
             return list(pool.map(lambda job: self.run(*job), jobs))
 

@@ -551,8 +551,14 @@ def test_audit_recomputes_only_its_lineage_record_sets(tmp_path: Path) -> None:
     from ledger.verify import verify_ledger
 
     lg = Ledger.init(tmp_path / "ledger.duckdb", origin="example.org/scope")
-    lg.record_batch([{"text": f"our own training record number {i} with enough words"} for i in range(5)], id="mine")
-    lg.record_batch([{"text": f"some other team's record number {i} with enough words"} for i in range(5)], id="theirs")
+    lg.record_batch(
+        [{"text": f"our own training record number {i} with enough words"} for i in range(5)],
+        id="mine",
+    )
+    lg.record_batch(
+        [{"text": f"some other team's record number {i} with enough words"} for i in range(5)],
+        id="theirs",
+    )
     weights = tmp_path / "w.bin"
     weights.write_bytes(b"weights")
     lg.record_checkpoint(id="ck", weights=[weights], batches=["mine"])

@@ -41,8 +41,11 @@ from ledger.ledger import Ledger
 sys.path.insert(0, str(Path(__file__).parent))
 from hardening import CliPool, Result, one_error_line
 
-FUZZ = settings(max_examples=int(os.environ.get("LEDGER_FUZZ_EXAMPLES", "60")), deadline=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=int(os.environ.get("LEDGER_FUZZ_EXAMPLES", "60")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def only_ledger_errors(work: Callable[[], object], *names: str) -> LedgerError | None:
@@ -51,7 +54,9 @@ def only_ledger_errors(work: Callable[[], object], *names: str) -> LedgerError |
         work()
     except LedgerError as exc:
         message = str(exc)
-        assert message.strip() and len(message) < 2000, repr(message[:300])  # the CLI folds it onto one line
+        assert message.strip() and len(message) < 2000, repr(
+            message[:300]
+        )  # the CLI folds it onto one line
         for name in names:
             assert name in message, (name, message)
         return exc
@@ -66,16 +71,24 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # --- JSON-ish building blocks ------------------------------------------------------------------------
 
 json_scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.floats(allow_nan=False, allow_infinity=False),
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=50),
 )
 json_values = st.recursive(
     json_scalars,
-    lambda kids: st.one_of(st.lists(kids, max_size=4), st.dictionaries(st.text(max_size=8), kids, max_size=4)),
+    lambda kids: st.one_of(
+        st.lists(kids, max_size=4), st.dictionaries(st.text(max_size=8), kids, max_size=4)
+    ),
     max_leaves=12,
 )
 long_texts = st.text(min_size=0, max_size=120) | st.sampled_from(
-    ["The assistant replied with a long enough answer to count as a segment.", "\n\n".join(["paragraph one " * 4] * 3)]
+    [
+        "The assistant replied with a long enough answer to count as a segment.",
+        "\n\n".join(["paragraph one " * 4] * 3),
+    ]
 )
 
 
@@ -85,15 +98,39 @@ def plausible(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 
 
 NASTY_LINES = [
-    b'{"a": NaN}', b'{"a": Infinity}', b'{"a": -Infinity}', b'{"a": 1e999}', b'{"a": -1e999}', b'{"a": "\\ud800"}',
-    b'{"\\udfff": "x"}', b'{"a": 1, "a": 2}', b"{" * 5000, b"[" * 50000 + b"]" * 50000,
-    b'{"a":' * 3000 + b"1" + b"}" * 3000, b"\xff\xfe", b"\x00", b" \t ", b'{"a": "\\u0000"}', b"{'a': 1}",
-    b'{"a": 01}', b'{"a": .5}', b'{"a": 123456789012345678901234567890}', b'{"a": -0}', b'{"a": 1.0e-400}',
-    b'"just a string"', b"[1, 2]", b"null", b"\xef\xbb\xbf{}", b'{"t": "caf\xc3"}', b'{"t": "\xed\xa0\x80"}',
+    b'{"a": NaN}',
+    b'{"a": Infinity}',
+    b'{"a": -Infinity}',
+    b'{"a": 1e999}',
+    b'{"a": -1e999}',
+    b'{"a": "\\ud800"}',
+    b'{"\\udfff": "x"}',
+    b'{"a": 1, "a": 2}',
+    b"{" * 5000,
+    b"[" * 50000 + b"]" * 50000,
+    b'{"a":' * 3000 + b"1" + b"}" * 3000,
+    b"\xff\xfe",
+    b"\x00",
+    b" \t ",
+    b'{"a": "\\u0000"}',
+    b"{'a': 1}",
+    b'{"a": 01}',
+    b'{"a": .5}',
+    b'{"a": 123456789012345678901234567890}',
+    b'{"a": -0}',
+    b'{"a": 1.0e-400}',
+    b'"just a string"',
+    b"[1, 2]",
+    b"null",
+    b"\xef\xbb\xbf{}",
+    b'{"t": "caf\xc3"}',
+    b'{"t": "\xed\xa0\x80"}',
     b'{"messages": [{"content": "' + b"long text with words " * 4 + b'"}]}',
 ]
 line_bytes = st.one_of(
-    st.dictionaries(st.text(max_size=8), json_values, max_size=5).map(lambda v: json.dumps(v).encode()),
+    st.dictionaries(st.text(max_size=8), json_values, max_size=5).map(
+        lambda v: json.dumps(v).encode()
+    ),
     json_values.map(lambda v: json.dumps(v, ensure_ascii=False).encode("utf-8", "surrogatepass")),
     st.binary(max_size=40),
     st.sampled_from(NASTY_LINES),
@@ -136,15 +173,43 @@ def test_fuzz_jsonl_and_text_records(scratch: Path, data: bytes, suffix: str) ->
 
 def _column(draw: st.DrawFn, rows: int) -> pa.Array:
     """One Parquet column of a randomly chosen Arrow type, including types with no JSON form."""
+
     def values(strategy: st.SearchStrategy[Any], nulls: bool = True) -> list[Any]:
         item = st.one_of(st.none(), strategy) if nulls else strategy
         return draw(st.lists(item, min_size=rows, max_size=rows))
 
-    kind = draw(st.sampled_from([
-        "int64", "uint64", "int8", "float64", "float32", "float16", "string", "large_string", "binary", "bool",
-        "null", "timestamp", "date32", "date64", "time32", "time64", "decimal", "duration", "list", "large_list",
-        "struct", "map_str", "map_int", "dictionary", "fixed_binary", "nested",
-    ]))
+    kind = draw(
+        st.sampled_from(
+            [
+                "int64",
+                "uint64",
+                "int8",
+                "float64",
+                "float32",
+                "float16",
+                "string",
+                "large_string",
+                "binary",
+                "bool",
+                "null",
+                "timestamp",
+                "date32",
+                "date64",
+                "time32",
+                "time64",
+                "decimal",
+                "duration",
+                "list",
+                "large_list",
+                "struct",
+                "map_str",
+                "map_int",
+                "dictionary",
+                "fixed_binary",
+                "nested",
+            ]
+        )
+    )
     if kind == "int64":
         return pa.array(values(st.integers(-(2**63), 2**63 - 1)), pa.int64())
     if kind == "uint64":
@@ -156,7 +221,9 @@ def _column(draw: st.DrawFn, rows: int) -> pa.Array:
     if kind == "float32":
         return pa.array(values(st.floats(width=32)), pa.float32())
     if kind == "float16":
-        return pa.array(np.array(values(st.floats(width=16), nulls=False), dtype=np.float16), pa.float16())
+        return pa.array(
+            np.array(values(st.floats(width=16), nulls=False), dtype=np.float16), pa.float16()
+        )
     if kind in ("string", "large_string"):
         return pa.array(values(long_texts), pa.string() if kind == "string" else pa.large_string())
     if kind == "binary":
@@ -178,36 +245,59 @@ def _column(draw: st.DrawFn, rows: int) -> pa.Array:
         return pa.array(values(st.integers(-(2**62), 2**62)), pa.int64()).cast(pa.date64())
     if kind == "time32":
         unit = draw(st.sampled_from(["s", "ms"]))
-        return pa.array(values(st.integers(0, 86_399 * (1000 if unit == "ms" else 1))), pa.int32()).cast(pa.time32(unit))
+        return pa.array(
+            values(st.integers(0, 86_399 * (1000 if unit == "ms" else 1))), pa.int32()
+        ).cast(pa.time32(unit))
     if kind == "time64":
         unit = draw(st.sampled_from(["us", "ns"]))
-        return pa.array(values(st.integers(0, 86_399 * (10**6 if unit == "us" else 10**9))), pa.int64()).cast(pa.time64(unit))
+        return pa.array(
+            values(st.integers(0, 86_399 * (10**6 if unit == "us" else 10**9))), pa.int64()
+        ).cast(pa.time64(unit))
     if kind == "decimal":
         precision = draw(st.integers(1, 38))
         scale = draw(st.integers(0, precision))
         digits = st.integers(-(10**precision) + 1, 10**precision - 1)
         # Decimal(str) is exact; scaleb would round to the 28-digit context and change the exponent
-        return pa.array([None if v is None else decimal.Decimal(f"{v}E-{scale}") for v in values(digits)],
-                        pa.decimal128(precision, scale))
+        return pa.array(
+            [None if v is None else decimal.Decimal(f"{v}E-{scale}") for v in values(digits)],
+            pa.decimal128(precision, scale),
+        )
     if kind == "duration":
         return pa.array(values(st.integers(-(2**40), 2**40)), pa.duration("ms"))
     if kind in ("list", "large_list"):
         inner = st.lists(st.one_of(st.none(), st.integers(-(2**60), 2**60)), max_size=3)
-        return pa.array(values(inner), pa.list_(pa.int64()) if kind == "list" else pa.large_list(pa.int64()))
+        return pa.array(
+            values(inner), pa.list_(pa.int64()) if kind == "list" else pa.large_list(pa.int64())
+        )
     if kind == "struct":
-        fields = st.fixed_dictionaries({"a": st.one_of(st.none(), st.integers(-5, 5)), "b": st.one_of(st.none(), long_texts)})
+        fields = st.fixed_dictionaries(
+            {"a": st.one_of(st.none(), st.integers(-5, 5)), "b": st.one_of(st.none(), long_texts)}
+        )
         return pa.array(values(fields), pa.struct([("a", pa.int32()), ("b", pa.string())]))
     if kind == "map_str":
-        return pa.array(values(st.lists(st.tuples(st.text(max_size=4), st.integers(-5, 5)), max_size=3)),
-                        pa.map_(pa.string(), pa.int64()))
+        return pa.array(
+            values(st.lists(st.tuples(st.text(max_size=4), st.integers(-5, 5)), max_size=3)),
+            pa.map_(pa.string(), pa.int64()),
+        )
     if kind == "map_int":
-        return pa.array(values(st.lists(st.tuples(st.integers(-5, 5), st.text(max_size=4)), max_size=3)),
-                        pa.map_(pa.int64(), pa.string()))
+        return pa.array(
+            values(st.lists(st.tuples(st.integers(-5, 5), st.text(max_size=4)), max_size=3)),
+            pa.map_(pa.int64(), pa.string()),
+        )
     if kind == "dictionary":
-        return pa.array(values(st.sampled_from(["red", "green", "blue"])), pa.string()).dictionary_encode()
-    item = st.fixed_dictionaries({"text": st.one_of(st.none(), long_texts), "tags": st.lists(st.text(max_size=5), max_size=2)})
-    return pa.array(values(st.lists(item, max_size=2)),
-                    pa.list_(pa.struct([("text", pa.string()), ("tags", pa.list_(pa.string()))])))
+        return pa.array(
+            values(st.sampled_from(["red", "green", "blue"])), pa.string()
+        ).dictionary_encode()
+    item = st.fixed_dictionaries(
+        {
+            "text": st.one_of(st.none(), long_texts),
+            "tags": st.lists(st.text(max_size=5), max_size=2),
+        }
+    )
+    return pa.array(
+        values(st.lists(item, max_size=2)),
+        pa.list_(pa.struct([("text", pa.string()), ("tags", pa.list_(pa.string()))])),
+    )
 
 
 @st.composite
@@ -218,8 +308,13 @@ def parquet_tables(draw: st.DrawFn) -> pa.Table:
 
 
 @FUZZ
-@given(table=parquet_tables(), damage=st.one_of(st.none(), st.tuples(st.floats(0, 1), st.integers(0, 255))))
-def test_fuzz_parquet_records(scratch: Path, table: pa.Table, damage: tuple[float, int] | None) -> None:
+@given(
+    table=parquet_tables(),
+    damage=st.one_of(st.none(), st.tuples(st.floats(0, 1), st.integers(0, 255))),
+)
+def test_fuzz_parquet_records(
+    scratch: Path, table: pa.Table, damage: tuple[float, int] | None
+) -> None:
     path = scratch / "records.parquet"
     pq.write_table(table, path)
     if damage is not None:  # flip one byte, or cut the file short
@@ -237,38 +332,84 @@ def test_fuzz_parquet_records(scratch: Path, table: pa.Table, damage: tuple[floa
 
 messages = st.fixed_dictionaries(
     {"role": plausible(st.sampled_from(["assistant", "user"])), "content": plausible(long_texts)},
-    optional={"tool_calls": plausible(st.lists(st.fixed_dictionaries(
-        {"type": st.just("function"), "function": st.fixed_dictionaries({"name": st.just("f"), "arguments": plausible(long_texts)})}
-    ), max_size=2))},
+    optional={
+        "tool_calls": plausible(
+            st.lists(
+                st.fixed_dictionaries(
+                    {
+                        "type": st.just("function"),
+                        "function": st.fixed_dictionaries(
+                            {"name": st.just("f"), "arguments": plausible(long_texts)}
+                        ),
+                    }
+                ),
+                max_size=2,
+            )
+        )
+    },
 )
 choices = st.fixed_dictionaries(
     {"index": plausible(st.integers(0, 3))},
-    optional={"message": plausible(messages), "text": plausible(long_texts), "delta": plausible(messages),
-              "finish_reason": plausible(st.just("stop"))},
+    optional={
+        "message": plausible(messages),
+        "text": plausible(long_texts),
+        "delta": plausible(messages),
+        "finish_reason": plausible(st.just("stop")),
+    },
 )
 bodies = st.fixed_dictionaries(
     {},
     optional={
         "id": plausible(st.text(min_size=1, max_size=12)),
-        "object": plausible(st.sampled_from(["chat.completion", "text_completion", "response", "chat.completion.chunk", "odd"])),
+        "object": plausible(
+            st.sampled_from(
+                ["chat.completion", "text_completion", "response", "chat.completion.chunk", "odd"]
+            )
+        ),
         "model": plausible(st.sampled_from(["gpt-4o", "m"])),
         "choices": plausible(st.lists(choices, max_size=3)),
-        "output": plausible(st.lists(st.fixed_dictionaries({"type": plausible(st.just("message")), "content": plausible(
-            st.lists(st.fixed_dictionaries({"type": plausible(st.just("output_text")), "text": plausible(long_texts)}), max_size=2))}),
-            max_size=2)),
+        "output": plausible(
+            st.lists(
+                st.fixed_dictionaries(
+                    {
+                        "type": plausible(st.just("message")),
+                        "content": plausible(
+                            st.lists(
+                                st.fixed_dictionaries(
+                                    {
+                                        "type": plausible(st.just("output_text")),
+                                        "text": plausible(long_texts),
+                                    }
+                                ),
+                                max_size=2,
+                            )
+                        ),
+                    }
+                ),
+                max_size=2,
+            )
+        ),
         "usage": plausible(st.fixed_dictionaries({"total_tokens": st.integers(0, 99)})),
         "error": plausible(st.fixed_dictionaries({"message": st.text(max_size=10)})),
     },
 )
-requests_ = st.fixed_dictionaries({"model": plausible(st.just("gpt-4o")), "messages": plausible(st.lists(messages, max_size=2))})
+requests_ = st.fixed_dictionaries(
+    {"model": plausible(st.just("gpt-4o")), "messages": plausible(st.lists(messages, max_size=2))}
+)
 batch_lines = st.fixed_dictionaries(
     {},
     optional={
         "id": plausible(st.text(max_size=8)),
         "custom_id": plausible(st.sampled_from(["req-1", "req-2", "req-3"])),
-        "response": plausible(st.fixed_dictionaries(
-            {"status_code": plausible(st.sampled_from([200, 200, 400, 500])), "body": plausible(bodies)},
-            optional={"request_id": st.text(max_size=5)})),
+        "response": plausible(
+            st.fixed_dictionaries(
+                {
+                    "status_code": plausible(st.sampled_from([200, 200, 400, 500])),
+                    "body": plausible(bodies),
+                },
+                optional={"request_id": st.text(max_size=5)},
+            )
+        ),
         "error": st.one_of(st.none(), json_values),
     },
 )
@@ -290,13 +431,22 @@ log_lines = st.fixed_dictionaries(
     },
 )
 input_lines = st.fixed_dictionaries(
-    {}, optional={"custom_id": plausible(st.sampled_from(["req-1", "req-2"])), "method": plausible(st.just("POST")),
-                  "url": plausible(st.just("/v1/chat/completions")), "body": plausible(requests_)},
+    {},
+    optional={
+        "custom_id": plausible(st.sampled_from(["req-1", "req-2"])),
+        "method": plausible(st.just("POST")),
+        "url": plausible(st.just("/v1/chat/completions")),
+        "body": plausible(requests_),
+    },
 )
 
 
 def as_lines(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[bytes]:
-    return st.one_of(strategy.map(lambda v: json.dumps(v).encode()), strategy.map(lambda v: json.dumps(v).encode()), line_bytes)
+    return st.one_of(
+        strategy.map(lambda v: json.dumps(v).encode()),
+        strategy.map(lambda v: json.dumps(v).encode()),
+        line_bytes,
+    )
 
 
 def consume_calls(path: Path, fmt: str, requests_path: Path | None) -> None:
@@ -306,7 +456,9 @@ def consume_calls(path: Path, fmt: str, requests_path: Path | None) -> None:
         if isinstance(item, ingest_calls.FailedCall):
             continue
         try:
-            prepared.append(recording._prepare_call(recording._call_input(item, None, "evaluation", None), 32))
+            prepared.append(
+                recording._prepare_call(recording._call_input(item, None, "evaluation", None), 32)
+            )
         except LedgerError as exc:  # import_calls re-raises with the location in front
             raise type(exc)(f"{item.location}: {exc}") from exc
     recording._with_fingerprints(prepared, fingerprint.DEFAULT_PARAMS)
@@ -319,7 +471,9 @@ def consume_calls(path: Path, fmt: str, requests_path: Path | None) -> None:
     logged=line_files(as_lines(log_lines)),
     inputs=st.one_of(st.none(), line_files(as_lines(input_lines))),
 )
-def test_fuzz_call_logs(scratch: Path, fmt: str, batch: bytes, logged: bytes, inputs: bytes | None) -> None:
+def test_fuzz_call_logs(
+    scratch: Path, fmt: str, batch: bytes, logged: bytes, inputs: bytes | None
+) -> None:
     path = scratch / "calls.jsonl"
     path.write_bytes(batch if fmt == "openai-batch" else logged)
     requests_path = None
@@ -330,7 +484,13 @@ def test_fuzz_call_logs(scratch: Path, fmt: str, batch: bytes, logged: bytes, in
 
 
 @FUZZ
-@given(data=st.one_of(st.binary(max_size=200), json_values.map(lambda v: json.dumps(v).encode()), bodies.map(lambda v: json.dumps(v).encode())))
+@given(
+    data=st.one_of(
+        st.binary(max_size=200),
+        json_values.map(lambda v: json.dumps(v).encode()),
+        bodies.map(lambda v: json.dumps(v).encode()),
+    )
+)
 def test_fuzz_single_json_files(scratch: Path, data: bytes) -> None:
     """`ledger record call --request/--response` files."""
     path = scratch / "response.json"
@@ -339,7 +499,8 @@ def test_fuzz_single_json_files(scratch: Path, data: bytes) -> None:
     def work() -> None:
         body = ingest_calls.read_json_file(path)
         prepared = recording._prepare_call(
-            recording._CallInput("openai", "evaluation", None, body, stream=isinstance(body, list)), 32
+            recording._CallInput("openai", "evaluation", None, body, stream=isinstance(body, list)),
+            32,
         )
         recording._with_fingerprints([prepared], fingerprint.DEFAULT_PARAMS)
 
@@ -352,7 +513,10 @@ SEED_KEY = keys.SigningKey.from_seed(bytes(range(32)))
 ORIGIN = "fuzz.example/log"
 NOTE = keys.sign_tree_head(keys.TreeHead(ORIGIN, 42, hashing.sha256(b"root")), SEED_KEY)
 VKEY = keys.vkey(ORIGIN, SEED_KEY.public)
-LEAF = keys.sign_entry({"kind": "revoke", "v": 1, "time": "2026-01-01T00:00:00Z", "keyid": "ab" * 32, "reason": "x"}, SEED_KEY)
+LEAF = keys.sign_entry(
+    {"kind": "revoke", "v": 1, "time": "2026-01-01T00:00:00Z", "keyid": "ab" * 32, "reason": "x"},
+    SEED_KEY,
+)
 
 
 @st.composite
@@ -364,13 +528,15 @@ def mutated(draw: st.DrawFn, original: str) -> str:
     for _ in range(draw(st.integers(1, 3))):
         at = draw(st.integers(0, len(text)))
         op = draw(st.sampled_from(["insert", "delete", "replace"]))
-        piece = draw(st.text(max_size=3) | st.sampled_from(["\n", " ", "+", "—", "\x00", "=", "\ud7ff"]))
+        piece = draw(
+            st.text(max_size=3) | st.sampled_from(["\n", " ", "+", "—", "\x00", "=", "\ud7ff"])
+        )
         if op == "insert":
             text = text[:at] + piece + text[at:]
         elif op == "delete":
-            text = text[:at] + text[at + len(piece) + 1:]
+            text = text[:at] + text[at + len(piece) + 1 :]
         else:
-            text = text[:at] + piece + text[at + len(piece):]
+            text = text[:at] + piece + text[at + len(piece) :]
     return text
 
 
@@ -381,7 +547,9 @@ def test_fuzz_tree_heads_notes_and_vkeys(note: str, vkey: str) -> None:
     only_ledger_errors(lambda: keys.parse_tree_head(note.split("\n\n")[0] + "\n"))
     only_ledger_errors(lambda: keys.parse_vkey(vkey))
     if only_ledger_errors(lambda: keys.verify_tree_head(note, VKEY)) is None:
-        assert keys.open_signed_note(note)[0] == keys.open_signed_note(NOTE)[0]  # accepted only if intact
+        assert (
+            keys.open_signed_note(note)[0] == keys.open_signed_note(NOTE)[0]
+        )  # accepted only if intact
     only_ledger_errors(lambda: keys.verify_note(NOTE, vkey))
 
 
@@ -396,7 +564,9 @@ def test_fuzz_envelopes(text: str, raw: bytes) -> None:
             parsed[0].body()
 
         if only_ledger_errors(parse) is None:
-            only_ledger_errors(functools.partial(keys.verify_envelope, parsed[0], SEED_KEY.public, index=3))
+            only_ledger_errors(
+                functools.partial(keys.verify_envelope, parsed[0], SEED_KEY.public, index=3)
+            )
 
 
 def _pem(passphrase: str | None, directory: Path) -> bytes:
@@ -407,13 +577,22 @@ def _pem(passphrase: str | None, directory: Path) -> bytes:
 
 
 @FUZZ
-@given(choice=st.sampled_from([None, "correct horse"]), edit=st.tuples(st.floats(0, 1), st.binary(max_size=3)),
-       given_passphrase=st.sampled_from([None, "correct horse", "wrong"]), garbage=st.booleans())
-def test_fuzz_key_files(scratch: Path, choice: str | None, edit: tuple[float, bytes], given_passphrase: str | None,
-                        garbage: bool) -> None:
+@given(
+    choice=st.sampled_from([None, "correct horse"]),
+    edit=st.tuples(st.floats(0, 1), st.binary(max_size=3)),
+    given_passphrase=st.sampled_from([None, "correct horse", "wrong"]),
+    garbage=st.booleans(),
+)
+def test_fuzz_key_files(
+    scratch: Path,
+    choice: str | None,
+    edit: tuple[float, bytes],
+    given_passphrase: str | None,
+    garbage: bool,
+) -> None:
     original = _pem(choice, scratch)
     at = int(edit[0] * len(original))
-    data = edit[1] * 40 if garbage else original[:at] + edit[1] + original[at + len(edit[1]):]
+    data = edit[1] * 40 if garbage else original[:at] + edit[1] + original[at + len(edit[1]) :]
     path = scratch / "fuzzed.pem"
     path.unlink(missing_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -430,9 +609,18 @@ def test_fuzz_key_files(scratch: Path, choice: str | None, edit: tuple[float, by
 
 
 @FUZZ
-@given(data=line_files(as_lines(st.one_of(json_values, st.fixed_dictionaries({"text": plausible(long_texts)}),
-                                           st.fixed_dictionaries({"sha256": plausible(st.text(max_size=64))})))),
-       suffix=st.sampled_from([".jsonl", ".txt"]))
+@given(
+    data=line_files(
+        as_lines(
+            st.one_of(
+                json_values,
+                st.fixed_dictionaries({"text": plausible(long_texts)}),
+                st.fixed_dictionaries({"sha256": plausible(st.text(max_size=64))}),
+            )
+        )
+    ),
+    suffix=st.sampled_from([".jsonl", ".txt"]),
+)
 def test_fuzz_suspects_and_policies(scratch: Path, data: bytes, suffix: str) -> None:
     path = scratch / f"suspects{suffix}"
     path.write_bytes(data)
@@ -451,10 +639,24 @@ def real_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any
     base = tmp_path_factory.mktemp("bundle")
     lg = Ledger.init(base / "l.duckdb", origin="fuzz.example/bundle")
     answer = "The capital of France is Paris, a city on the Seine with many museums."
-    call = lg.record_call(provider="openai", purpose="evaluation", request={"model": "gpt-4o", "messages": []},
-                          response={"id": "chatcmpl-b1", "object": "chat.completion", "model": "gpt-4o",
-                                    "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}}]})
-    lg.record_batch([{"text": answer}, {"text": "An unrelated record about the weather in the mountains today."}], id="b")
+    call = lg.record_call(
+        provider="openai",
+        purpose="evaluation",
+        request={"model": "gpt-4o", "messages": []},
+        response={
+            "id": "chatcmpl-b1",
+            "object": "chat.completion",
+            "model": "gpt-4o",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}}],
+        },
+    )
+    lg.record_batch(
+        [
+            {"text": answer},
+            {"text": "An unrelated record about the weather in the mountains today."},
+        ],
+        id="b",
+    )
     (base / "w.bin").write_bytes(b"weights")
     lg.record_checkpoint(id="ck", weights=[base / "w.bin"], batches=["b"])
     report = audit.audit(lg, "ck")
@@ -493,9 +695,14 @@ def test_fuzz_bundles(real_bundle: tuple[dict[str, Any], str], data: st.DataObje
     assume(document != original)
     result: list[bundle.BundleReport] = []
     only_ledger_errors(lambda: result.append(bundle.verify_bundle(document, vkey)))
-    if result and result[0].ok:  # an accepted change may only touch what the bundle does not vouch for
-        assert {k: document.get(k) for k in ("tree_head", "entries", "records", "verdict", "findings")} == {
-            k: original.get(k) for k in ("tree_head", "entries", "records", "verdict", "findings")}
+    if (
+        result and result[0].ok
+    ):  # an accepted change may only touch what the bundle does not vouch for
+        assert {
+            k: document.get(k) for k in ("tree_head", "entries", "records", "verdict", "findings")
+        } == {
+            k: original.get(k) for k in ("tree_head", "entries", "records", "verdict", "findings")
+        }
 
 
 # --- through the CLI ---------------------------------------------------------------------------------
@@ -589,8 +796,12 @@ def cli() -> Iterator[CliPool]:
 
 PASSPHRASE = "right horse battery"
 ANSWER = "The capital of France is Paris, a city on the Seine with many museums and bridges."
-RESPONSE = {"id": "chatcmpl-cli-1", "object": "chat.completion", "model": "gpt-4o",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER}}]}
+RESPONSE = {
+    "id": "chatcmpl-cli-1",
+    "object": "chat.completion",
+    "model": "gpt-4o",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER}}],
+}
 
 
 @pytest.fixture(scope="module")
@@ -621,11 +832,20 @@ def cli_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "other.jsonl": b'{"text": "different content under a taken id"}\n',
         "bad_resp.json": b'{"id": "x", "choices": [',
         "numbers.json": b"[1, 2, 3]",
-        "nomodel.json": json.dumps({"id": "chatcmpl-nomodel", "choices": [{"message": {"content": ANSWER}}]}).encode(),
+        "nomodel.json": json.dumps(
+            {"id": "chatcmpl-nomodel", "choices": [{"message": {"content": ANSWER}}]}
+        ).encode(),
         "resp.json": json.dumps({**RESPONSE, "id": "chatcmpl-cli-2"}).encode(),
         "bad_utf8.json": b'{"model": "gpt-4o", "note": "\xc3\x28"}',
-        "calls_bad.jsonl": (json.dumps({"custom_id": "r1", "response": {"status_code": 200, "body": {**RESPONSE, "id": "c-1"}}})
-                            + "\n{not json}\n").encode(),
+        "calls_bad.jsonl": (
+            json.dumps(
+                {
+                    "custom_id": "r1",
+                    "response": {"status_code": 200, "body": {**RESPONSE, "id": "c-1"}},
+                }
+            )
+            + "\n{not json}\n"
+        ).encode(),
         "calls_noprov.jsonl": json.dumps({"response": RESPONSE}).encode() + b"\n",
         "garbage_head.txt": b"this is not a tree head\n",
         "utf8_head.txt": b"bad-input.test/log\n\xff\n",
@@ -634,7 +854,10 @@ def cli_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     }
     for name, data in files.items():
         (base / name).write_bytes(data)
-    pq.write_table(pa.table({"b": pa.array([b"\x00\x01", b"\x02"], pa.binary()), "t": ["x", "y"]}), base / "binary.parquet")
+    pq.write_table(
+        pa.table({"b": pa.array([b"\x00\x01", b"\x02"], pa.binary()), "t": ["x", "y"]}),
+        base / "binary.parquet",
+    )
     (base / "adir.jsonl").mkdir()
     (base / "adir.duckdb").mkdir()
     raw = (base / "ledger.duckdb").read_bytes()
@@ -670,8 +893,12 @@ def _damage_log_key(here: Path) -> None:
 REC = ("record", "batch")
 CASES = [
     Case("invalid-utf8", (*REC, "bad_utf8.jsonl", "--db", "{db}"), ("bad_utf8.jsonl:2", "UTF-8")),
-    Case("truncated", (*REC, "truncated.jsonl", "--db", "{db}"), ("truncated.jsonl:3", "truncated")),
-    Case("truncated-gzip", (*REC, "cut.jsonl.gz", "--db", "{db}"), ("cut.jsonl.gz:", "cannot read")),
+    Case(
+        "truncated", (*REC, "truncated.jsonl", "--db", "{db}"), ("truncated.jsonl:3", "truncated")
+    ),
+    Case(
+        "truncated-gzip", (*REC, "cut.jsonl.gz", "--db", "{db}"), ("cut.jsonl.gz:", "cannot read")
+    ),
     Case("array-line", (*REC, "array.jsonl", "--db", "{db}"), ("array.jsonl:2", "array")),
     Case("scalar-line", (*REC, "scalar.jsonl", "--db", "{db}"), ("scalar.jsonl:1",)),
     Case("nan", (*REC, "nan.jsonl", "--db", "{db}"), ("nan.jsonl:1",)),
@@ -679,50 +906,263 @@ CASES = [
     Case("blank-lines-only", (*REC, "blank.jsonl", "--db", "{db}"), ("blank.jsonl", "no records")),
     Case("text-invalid-utf8", (*REC, "bad.txt", "--db", "{db}"), ("bad.txt:2",)),
     Case("unknown-format", (*REC, "data.csv", "--db", "{db}"), ("data.csv",)),
-    Case("parquet-binary", (*REC, "binary.parquet", "--db", "{db}"), ("binary.parquet", "row 1", "'b'")),
+    Case(
+        "parquet-binary",
+        (*REC, "binary.parquet", "--db", "{db}"),
+        ("binary.parquet", "row 1", "'b'"),
+    ),
     Case("parquet-corrupt", (*REC, "corrupt.parquet", "--db", "{db}"), ("corrupt.parquet",)),
     Case("missing-file", (*REC, "missing.jsonl", "--db", "{db}"), ("missing.jsonl",)),
     Case("directory-as-file", (*REC, "adir.jsonl", "--db", "{db}"), ("adir.jsonl",)),
     Case("huge-line", (*REC, "huge.jsonl", "--db", "{db}"), ("huge.jsonl:1",)),
-    Case("derived-from-missing-index", (*REC, "ok.jsonl", "--derived-from", "9999", "--db", "{db}"), ("9999",)),
-    Case("derived-from-missing-id", (*REC, "ok.jsonl", "--derived-from", "chatcmpl-nope", "--db", "{db}"), ("chatcmpl-nope",)),
-    Case("derived-from-a-batch", (*REC, "ok.jsonl", "--derived-from", "4", "--db", "{db}"), ("4", "batch")),
-    Case("taken-batch-id", (*REC, "other.jsonl", "--id", "good-batch", "--db", "{db}"), ("good-batch",)),
+    Case(
+        "derived-from-missing-index",
+        (*REC, "ok.jsonl", "--derived-from", "9999", "--db", "{db}"),
+        ("9999",),
+    ),
+    Case(
+        "derived-from-missing-id",
+        (*REC, "ok.jsonl", "--derived-from", "chatcmpl-nope", "--db", "{db}"),
+        ("chatcmpl-nope",),
+    ),
+    Case(
+        "derived-from-a-batch",
+        (*REC, "ok.jsonl", "--derived-from", "4", "--db", "{db}"),
+        ("4", "batch"),
+    ),
+    Case(
+        "taken-batch-id",
+        (*REC, "other.jsonl", "--id", "good-batch", "--db", "{db}"),
+        ("good-batch",),
+    ),
     Case("split-zero", (*REC, "ok.jsonl", "--split", "0", "--db", "{db}"), ("split",), code=2),
-    Case("split-not-a-number", (*REC, "ok.jsonl", "--split", "abc", "--db", "{db}"), ("--split",), code=2),
+    Case(
+        "split-not-a-number",
+        (*REC, "ok.jsonl", "--split", "abc", "--db", "{db}"),
+        ("--split",),
+        code=2,
+    ),
     Case("unknown-option", (*REC, "ok.jsonl", "--bogus", "--db", "{db}"), ("--bogus",), code=2),
-    Case("checkpoint-missing-batch", ("record", "checkpoint", "--id", "c2", "--weights", "w.bin", "--batch", "nope-batch",
-                                      "--db", "{db}"), ("nope-batch",)),
-    Case("checkpoint-missing-parent", ("record", "checkpoint", "--id", "c2", "--weights", "w.bin", "--parent", "nope-ckpt",
-                                       "--db", "{db}"), ("nope-ckpt",)),
-    Case("checkpoint-missing-weights", ("record", "checkpoint", "--id", "c2", "--weights", "missing.bin", "--db", "{db}"),
-         ("missing.bin",)),
-    Case("checkpoint-taken-id", ("record", "checkpoint", "--id", "good-ckpt", "--weights", "w.bin", "--db", "{db}"),
-         ("good-ckpt",)),
-    Case("checkpoint-bad-teacher", ("record", "checkpoint", "--id", "c2", "--weights", "w.bin", "--teacher", "nocolon",
-                                    "--db", "{db}"), ("nocolon",), code=2),
-    Case("call-invalid-json", ("record", "call", "--provider", "openai", "--purpose", "evaluation", "--response",
-                               "bad_resp.json", "--db", "{db}"), ("bad_resp.json",)),
-    Case("call-wrong-type", ("record", "call", "--provider", "openai", "--purpose", "evaluation", "--response",
-                             "numbers.json", "--db", "{db}"), ()),
-    Case("call-no-model", ("record", "call", "--provider", "openai", "--purpose", "evaluation", "--response",
-                           "nomodel.json", "--db", "{db}"), ("model",)),
-    Case("call-bad-purpose", ("record", "call", "--provider", "openai", "--purpose", "fun", "--response", "resp.json",
-                              "--db", "{db}"), ("fun",), code=2),
-    Case("call-request-invalid-utf8", ("record", "call", "--provider", "openai", "--purpose", "evaluation", "--response",
-                                       "resp.json", "--request", "bad_utf8.json", "--db", "{db}"), ("bad_utf8.json",)),
-    Case("import-unknown-format", ("import", "calls", "calls_bad.jsonl", "--format", "csv", "--provider", "openai",
-                                   "--purpose", "evaluation", "--db", "{db}"), ("csv",), code=2),
-    Case("import-broken-line", ("import", "calls", "calls_bad.jsonl", "--format", "openai-batch", "--provider", "openai",
-                                "--purpose", "evaluation", "--db", "{db}"), ("calls_bad.jsonl:2",)),
-    Case("import-missing-provider", ("import", "calls", "calls_noprov.jsonl", "--format", "jsonl", "--provider", "",
-                                     "--purpose", "evaluation", "--db", "{db}"), ("calls_noprov.jsonl:1",)),
-    Case("import-missing-requests", ("import", "calls", "calls_bad.jsonl", "--format", "openai-batch", "--requests",
-                                     "no_inputs.jsonl", "--provider", "openai", "--purpose", "evaluation", "--db", "{db}"),
-         ("no_inputs.jsonl",)),
+    Case(
+        "checkpoint-missing-batch",
+        (
+            "record",
+            "checkpoint",
+            "--id",
+            "c2",
+            "--weights",
+            "w.bin",
+            "--batch",
+            "nope-batch",
+            "--db",
+            "{db}",
+        ),
+        ("nope-batch",),
+    ),
+    Case(
+        "checkpoint-missing-parent",
+        (
+            "record",
+            "checkpoint",
+            "--id",
+            "c2",
+            "--weights",
+            "w.bin",
+            "--parent",
+            "nope-ckpt",
+            "--db",
+            "{db}",
+        ),
+        ("nope-ckpt",),
+    ),
+    Case(
+        "checkpoint-missing-weights",
+        ("record", "checkpoint", "--id", "c2", "--weights", "missing.bin", "--db", "{db}"),
+        ("missing.bin",),
+    ),
+    Case(
+        "checkpoint-taken-id",
+        ("record", "checkpoint", "--id", "good-ckpt", "--weights", "w.bin", "--db", "{db}"),
+        ("good-ckpt",),
+    ),
+    Case(
+        "checkpoint-bad-teacher",
+        (
+            "record",
+            "checkpoint",
+            "--id",
+            "c2",
+            "--weights",
+            "w.bin",
+            "--teacher",
+            "nocolon",
+            "--db",
+            "{db}",
+        ),
+        ("nocolon",),
+        code=2,
+    ),
+    Case(
+        "call-invalid-json",
+        (
+            "record",
+            "call",
+            "--provider",
+            "openai",
+            "--purpose",
+            "evaluation",
+            "--response",
+            "bad_resp.json",
+            "--db",
+            "{db}",
+        ),
+        ("bad_resp.json",),
+    ),
+    Case(
+        "call-wrong-type",
+        (
+            "record",
+            "call",
+            "--provider",
+            "openai",
+            "--purpose",
+            "evaluation",
+            "--response",
+            "numbers.json",
+            "--db",
+            "{db}",
+        ),
+        (),
+    ),
+    Case(
+        "call-no-model",
+        (
+            "record",
+            "call",
+            "--provider",
+            "openai",
+            "--purpose",
+            "evaluation",
+            "--response",
+            "nomodel.json",
+            "--db",
+            "{db}",
+        ),
+        ("model",),
+    ),
+    Case(
+        "call-bad-purpose",
+        (
+            "record",
+            "call",
+            "--provider",
+            "openai",
+            "--purpose",
+            "fun",
+            "--response",
+            "resp.json",
+            "--db",
+            "{db}",
+        ),
+        ("fun",),
+        code=2,
+    ),
+    Case(
+        "call-request-invalid-utf8",
+        (
+            "record",
+            "call",
+            "--provider",
+            "openai",
+            "--purpose",
+            "evaluation",
+            "--response",
+            "resp.json",
+            "--request",
+            "bad_utf8.json",
+            "--db",
+            "{db}",
+        ),
+        ("bad_utf8.json",),
+    ),
+    Case(
+        "import-unknown-format",
+        (
+            "import",
+            "calls",
+            "calls_bad.jsonl",
+            "--format",
+            "csv",
+            "--provider",
+            "openai",
+            "--purpose",
+            "evaluation",
+            "--db",
+            "{db}",
+        ),
+        ("csv",),
+        code=2,
+    ),
+    Case(
+        "import-broken-line",
+        (
+            "import",
+            "calls",
+            "calls_bad.jsonl",
+            "--format",
+            "openai-batch",
+            "--provider",
+            "openai",
+            "--purpose",
+            "evaluation",
+            "--db",
+            "{db}",
+        ),
+        ("calls_bad.jsonl:2",),
+    ),
+    Case(
+        "import-missing-provider",
+        (
+            "import",
+            "calls",
+            "calls_noprov.jsonl",
+            "--format",
+            "jsonl",
+            "--provider",
+            "",
+            "--purpose",
+            "evaluation",
+            "--db",
+            "{db}",
+        ),
+        ("calls_noprov.jsonl:1",),
+    ),
+    Case(
+        "import-missing-requests",
+        (
+            "import",
+            "calls",
+            "calls_bad.jsonl",
+            "--format",
+            "openai-batch",
+            "--requests",
+            "no_inputs.jsonl",
+            "--provider",
+            "openai",
+            "--purpose",
+            "evaluation",
+            "--db",
+            "{db}",
+        ),
+        ("no_inputs.jsonl",),
+    ),
     Case("since-garbage", ("verify", "--since", "garbage_head.txt", "--db", "{db}"), ()),
     Case("since-missing", ("verify", "--since", "no_head.txt", "--db", "{db}"), ("no_head.txt",)),
-    Case("consistency-invalid-utf8", ("consistency", "--from", "utf8_head.txt", "--db", "{db}"), ("utf8_head.txt",)),
+    Case(
+        "consistency-invalid-utf8",
+        ("consistency", "--from", "utf8_head.txt", "--db", "{db}"),
+        ("utf8_head.txt",),
+    ),
     Case("prove-unknown-ref", ("prove", "no-such-ref", "--db", "{db}"), ("no-such-ref",)),
     Case("show-unknown-index", ("show", "99999", "--db", "{db}"), ("99999",)),
     Case("audit-unknown-checkpoint", ("audit", "no-such-ckpt", "--db", "{db}"), ("no-such-ckpt",)),
@@ -730,18 +1170,56 @@ CASES = [
     Case("db-truncated", ("verify", "--db", "{db}"), ("truncated.duckdb",), db="truncated.duckdb"),
     Case("db-empty-file", ("log", "--db", "{db}"), ("zero.duckdb",), db="zero.duckdb"),
     Case("db-directory", ("status", "--db", "{db}"), ("adir.duckdb",), db="adir.duckdb"),
-    Case("db-not-a-ledger", ("head", "--db", "{db}"), ("plain.duckdb", "not a ledger"), db="plain.duckdb"),
+    Case(
+        "db-not-a-ledger",
+        ("head", "--db", "{db}"),
+        ("plain.duckdb", "not a ledger"),
+        db="plain.duckdb",
+    ),
     Case("db-missing", ("head", "--db", "{db}"), ("none.duckdb",), db="none.duckdb"),
-    Case("wrong-passphrase", (*REC, "ok.jsonl", "--db", "{db}"), ("locked.keys/log.pem", "passphrase"),
-         env={"LEDGER_PASSPHRASE": "wrong horse"}, db="locked.duckdb"),
-    Case("no-passphrase", (*REC, "ok.jsonl", "--db", "{db}"), ("locked.keys/log.pem", "LEDGER_PASSPHRASE"),
-         env={"LEDGER_PASSPHRASE": ""}, db="locked.duckdb"),
-    Case("missing-recorder-key", (*REC, "ok.jsonl", "--key", "nobody", "--db", "{db}"), ("nobody.pem",)),
-    Case("missing-log-key", (*REC, "ok.jsonl", "--db", "{db}"), ("log.pem", "not found"), prepare=_remove_log_key),
-    Case("key-file-0644", (*REC, "ok.jsonl", "--db", "{db}"), ("log.pem", "0644"), prepare=_chmod_log_key(0o644)),
-    Case("damaged-log-key", (*REC, "ok.jsonl", "--db", "{db}"), ("log.pem", "expected the log key"),
-         prepare=_damage_log_key),
-    Case("lock-timeout-not-a-number", ("head", "--db", "{db}"), ("LEDGER_LOCK_TIMEOUT",), env={"LEDGER_LOCK_TIMEOUT": "soon"}),
+    Case(
+        "wrong-passphrase",
+        (*REC, "ok.jsonl", "--db", "{db}"),
+        ("locked.keys/log.pem", "passphrase"),
+        env={"LEDGER_PASSPHRASE": "wrong horse"},
+        db="locked.duckdb",
+    ),
+    Case(
+        "no-passphrase",
+        (*REC, "ok.jsonl", "--db", "{db}"),
+        ("locked.keys/log.pem", "LEDGER_PASSPHRASE"),
+        env={"LEDGER_PASSPHRASE": ""},
+        db="locked.duckdb",
+    ),
+    Case(
+        "missing-recorder-key",
+        (*REC, "ok.jsonl", "--key", "nobody", "--db", "{db}"),
+        ("nobody.pem",),
+    ),
+    Case(
+        "missing-log-key",
+        (*REC, "ok.jsonl", "--db", "{db}"),
+        ("log.pem", "not found"),
+        prepare=_remove_log_key,
+    ),
+    Case(
+        "key-file-0644",
+        (*REC, "ok.jsonl", "--db", "{db}"),
+        ("log.pem", "0644"),
+        prepare=_chmod_log_key(0o644),
+    ),
+    Case(
+        "damaged-log-key",
+        (*REC, "ok.jsonl", "--db", "{db}"),
+        ("log.pem", "expected the log key"),
+        prepare=_damage_log_key,
+    ),
+    Case(
+        "lock-timeout-not-a-number",
+        ("head", "--db", "{db}"),
+        ("LEDGER_LOCK_TIMEOUT",),
+        env={"LEDGER_LOCK_TIMEOUT": "soon"},
+    ),
 ]
 
 
@@ -762,10 +1240,22 @@ def test_errors_never_show_key_material(cli: CliPool, cli_base: Path, tmp_path: 
     raw = seed.private.private_bytes_raw()
     secrets += [base64.b64encode(raw).decode(), raw.hex()]
     cases = [
-        Case("v-wrong-passphrase", (*REC, "ok.jsonl", "--db", "{db}", "--verbose"), env={"LEDGER_PASSPHRASE": "wrong horse"},
-             db="locked.duckdb"),
-        Case("v-damaged-key", (*REC, "ok.jsonl", "--db", "{db}", "--verbose"), prepare=_damage_log_key),
-        Case("v-0644", ("keys", "new", "--name", "x", "--db", "{db}", "--verbose"), prepare=_chmod_log_key(0o644)),
+        Case(
+            "v-wrong-passphrase",
+            (*REC, "ok.jsonl", "--db", "{db}", "--verbose"),
+            env={"LEDGER_PASSPHRASE": "wrong horse"},
+            db="locked.duckdb",
+        ),
+        Case(
+            "v-damaged-key",
+            (*REC, "ok.jsonl", "--db", "{db}", "--verbose"),
+            prepare=_damage_log_key,
+        ),
+        Case(
+            "v-0644",
+            ("keys", "new", "--name", "x", "--db", "{db}", "--verbose"),
+            prepare=_chmod_log_key(0o644),
+        ),
         Case("v-ok", ("keys", "list", "--db", "{db}", "--verbose", "--json"), code=0),
         Case("v-status", ("status", "--db", "{db}", "--verbose"), code=0),
     ]

@@ -283,7 +283,9 @@ def test_cli_one_flipped_byte_exits_1(bundles: dict[str, Any], vkey: str, tmp_pa
     assert "BUNDLE DOES NOT VERIFY" in bad.stdout
     broken = tmp_path / "broken.json"
     broken.write_bytes(raw[:10] + b"\xff" + raw[11:])
-    assert in_process("verify-bundle", str(broken), "--key", vkey).returncode == 4  # not JSON: unusable
+    assert (
+        in_process("verify-bundle", str(broken), "--key", vkey).returncode == 4
+    )  # not JSON: unusable
 
 
 def test_not_json_is_an_input_error(tmp_path: Path) -> None:

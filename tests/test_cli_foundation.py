@@ -18,9 +18,13 @@ SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 LEDGER = str(Path(sys.executable).with_name("ledger"))
 
 
-def run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "LEDGER_LOCK_TIMEOUT": "2", **(env or {})}
-    return subprocess.run([LEDGER, *args], cwd=cwd, capture_output=True, text=True, env=full_env, timeout=120)
+    return subprocess.run(
+        [LEDGER, *args], cwd=cwd, capture_output=True, text=True, env=full_env, timeout=120
+    )
 
 
 def run_json(*args: str, cwd: Path, schema: str | None = None) -> Any:
@@ -43,7 +47,10 @@ def test_init_head_keys_prove_consistency(workdir: Path) -> None:
     head = run_json("head", cwd=workdir, schema="tree-head")
     assert head["origin"] == "example.org/cli-test" and head["size"] == 2
     listed = run_json("keys", "list", cwd=workdir, schema="keys-list")
-    assert [(k["name"], k["role"]) for k in listed] == [("example.org/cli-test", "log"), ("default", "recorder")]
+    assert [(k["name"], k["role"]) for k in listed] == [
+        ("example.org/cli-test", "log"),
+        ("default", "recorder"),
+    ]
     # the head verifies with the exported vkey, independently of the CLI
     tree_head = keys.verify_tree_head(head["note"], listed[0]["vkey"])
     assert tree_head.root.hex() == head["root"]
@@ -54,14 +61,20 @@ def test_init_head_keys_prove_consistency(workdir: Path) -> None:
     proof = run_json("prove", "2", cwd=workdir, schema="prove")
     assert proof["size"] == 3
     merkle.verify_inclusion(
-        bytes.fromhex(proof["leaf_hash"]), 2, 3, [bytes.fromhex(p) for p in proof["proof"]], bytes.fromhex(proof["root"])
+        bytes.fromhex(proof["leaf_hash"]),
+        2,
+        3,
+        [bytes.fromhex(p) for p in proof["proof"]],
+        bytes.fromhex(proof["root"]),
     )
     consistency = run_json("consistency", "--from", "h1.txt", cwd=workdir, schema="consistency")
     assert consistency["old_size"] == 2 and consistency["new_size"] == 3
     entries = run_json("log", cwd=workdir, schema="log")
     assert [e["kind"] for e in entries] == ["key", "key", "key"]
     for entry in entries:
-        jsonschema.validate(entry["body"], json.loads((SCHEMAS / f"entry-{entry['kind']}.schema.json").read_text()))
+        jsonschema.validate(
+            entry["body"], json.loads((SCHEMAS / f"entry-{entry['kind']}.schema.json").read_text())
+        )
 
 
 def test_rotation_and_revocation(workdir: Path) -> None:

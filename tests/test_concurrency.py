@@ -33,14 +33,27 @@ def env(**overrides: str) -> dict[str, str]:
 
 
 def cli(args: Sequence[str], cwd: Path, **overrides: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([LEDGER, *args], check=False, cwd=cwd, env=env(**overrides), capture_output=True,
-                          text=True, timeout=180)
+    return subprocess.run(
+        [LEDGER, *args],
+        check=False,
+        cwd=cwd,
+        env=env(**overrides),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 def python(code: str, *args: str, **overrides: str) -> subprocess.Popen[str]:
     """A separate Python process (a trainer, a recorder) running `code` with `args` in sys.argv."""
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *args], env=env(**overrides),
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        env=env(**overrides),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 180) -> tuple[int, str, str]:
@@ -51,14 +64,17 @@ def finish(proc: subprocess.Popen[str], timeout: float = 180) -> tuple[int, str,
 @contextmanager
 def holding_the_file(db: Path) -> Iterator[subprocess.Popen[str]]:
     """Another process with the file open for writing (as a long DuckDB session would have it)."""
-    holder = python("""
+    holder = python(
+        """
         import sys, duckdb
         conn = duckdb.connect(sys.argv[1])
         print("holding", flush=True)
         sys.stdin.readline()
         conn.close()
         print("released", flush=True)
-    """, str(db))
+    """,
+        str(db),
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
         yield holder
@@ -110,17 +126,28 @@ def test_parallel_recorders_all_succeed_and_nothing_is_lost(tmp_path: Path) -> N
     }
     for i in range(3):
         (tmp_path / f"cli-{i}.jsonl").write_text(
-            "".join(json.dumps({"text": f"command line batch {i} record {j} about the tides"}) + "\n" for j in range(5)))
+            "".join(
+                json.dumps({"text": f"command line batch {i} record {j} about the tides"}) + "\n"
+                for j in range(5)
+            )
+        )
     time.sleep(0.5)  # let every process import and open its Ledger
     go.touch()
-    cli_results = [cli(["record", "batch", f"cli-{i}.jsonl", "--id", f"cli/b{i}", "--db", str(db)], tmp_path)
-                   for i in range(3)]
-    readers = [cli(["verify", "--db", str(db)], tmp_path), cli(["head", "--db", str(db), "--json"], tmp_path)]
+    cli_results = [
+        cli(["record", "batch", f"cli-{i}.jsonl", "--id", f"cli/b{i}", "--db", str(db)], tmp_path)
+        for i in range(3)
+    ]
+    readers = [
+        cli(["verify", "--db", str(db)], tmp_path),
+        cli(["head", "--db", str(db), "--json"], tmp_path),
+    ]
     outcomes = {name: finish(proc) for name, proc in procs.items()}
 
     for name, (code, _, err) in outcomes.items():
         assert code == 0, (name, err)
-    assert all(r.returncode == 0 for r in cli_results + readers), [r.stderr for r in cli_results + readers]
+    assert all(r.returncode == 0 for r in cli_results + readers), [
+        r.stderr for r in cli_results + readers
+    ]
     lg = Ledger.open(db)
     ids = Counter(str(e.ref) for e in lg.log(kinds=("batch", "call")))
     expected = {f"trainer-{t}/step-{s:06d}" for t in "ab" for s in range(steps)}
@@ -139,8 +166,14 @@ def test_a_busy_file_is_waited_for(tmp_path: Path) -> None:
     Ledger.init(db, origin=ORIGIN)
     (tmp_path / "d.jsonl").write_text('{"text": "a record recorded once the file is free again"}\n')
     with holding_the_file(db) as holder:
-        recorder = subprocess.Popen([LEDGER, "record", "batch", "d.jsonl", "--id", "waited", "--db", str(db)], cwd=tmp_path,
-                                    env=env(LEDGER_LOCK_TIMEOUT="60"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        recorder = subprocess.Popen(
+            [LEDGER, "record", "batch", "d.jsonl", "--id", "waited", "--db", str(db)],
+            cwd=tmp_path,
+            env=env(LEDGER_LOCK_TIMEOUT="60"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         time.sleep(1.5)
         assert recorder.poll() is None  # still waiting for the holder
         assert holder.stdin is not None
@@ -155,13 +188,22 @@ def test_a_wait_past_the_timeout_is_one_line_and_exit_4(tmp_path: Path) -> None:
     db = tmp_path / "ledger.duckdb"
     lg = Ledger.init(db, origin=ORIGIN)
     before = lg.head().note
-    (tmp_path / "d.jsonl").write_text('{"text": "a record that cannot be recorded while the file is held"}\n')
+    (tmp_path / "d.jsonl").write_text(
+        '{"text": "a record that cannot be recorded while the file is held"}\n'
+    )
     with holding_the_file(db):
-        for args in (["record", "batch", "d.jsonl", "--id", "late"], ["head"], ["verify"], ["keys", "new", "--name", "x"]):
+        for args in (
+            ["record", "batch", "d.jsonl", "--id", "late"],
+            ["head"],
+            ["verify"],
+            ["keys", "new", "--name", "x"],
+        ):
             started = time.monotonic()
             result = cli([*args, "--db", str(db)], tmp_path, LEDGER_LOCK_TIMEOUT="0.5")
             elapsed = time.monotonic() - started
-            *notice, last = result.stderr.splitlines()  # "waiting for ...", said once, then the error
+            *notice, last = (
+                result.stderr.splitlines()
+            )  # "waiting for ...", said once, then the error
             assert result.returncode == 4, (args, result.stderr)
             assert len(notice) <= 1 and all(n.startswith("waiting for ") for n in notice), notice
             assert last.startswith("error: ") and "Traceback" not in result.stderr, last
@@ -169,14 +211,18 @@ def test_a_wait_past_the_timeout_is_one_line_and_exit_4(tmp_path: Path) -> None:
             assert 0.5 <= elapsed < 20, elapsed
     assert Ledger.open(db).head().note == before
     assert not (tmp_path / "ledger.keys" / "x.pem").exists()  # no key file without its key entry
-    assert cli(["record", "batch", "d.jsonl", "--id", "late", "--db", str(db)], tmp_path).returncode == 0
+    assert (
+        cli(["record", "batch", "d.jsonl", "--id", "late", "--db", str(db)], tmp_path).returncode
+        == 0
+    )
 
 
 def test_a_training_process_holding_a_ledger_blocks_no_one(tmp_path: Path) -> None:
     """The library opens and closes per operation: a live `Ledger` object holds no lock between calls."""
     db = tmp_path / "ledger.duckdb"
     Ledger.init(db, origin=ORIGIN)
-    trainer = python("""
+    trainer = python(
+        """
         import sys
         from ledger import Ledger
         lg = Ledger.open(sys.argv[1])
@@ -185,11 +231,20 @@ def test_a_training_process_holding_a_ledger_blocks_no_one(tmp_path: Path) -> No
         sys.stdin.readline()  # ... a long training step ...
         lg.record_batch([{"text": "step one of a long training run about mountain weather"}], id="run/step-1")
         print("recorded", flush=True)
-    """, str(db))
+    """,
+        str(db),
+    )
     try:
         assert trainer.stdout is not None and trainer.stdout.readline().strip() == "recorded"
-        (tmp_path / "d.jsonl").write_text('{"text": "recorded by another process while the trainer runs"}\n')
-        for args in (["head", "--json"], ["verify"], ["record", "batch", "d.jsonl", "--id", "other"], ["status"]):
+        (tmp_path / "d.jsonl").write_text(
+            '{"text": "recorded by another process while the trainer runs"}\n'
+        )
+        for args in (
+            ["head", "--json"],
+            ["verify"],
+            ["record", "batch", "d.jsonl", "--id", "other"],
+            ["status"],
+        ):
             started = time.monotonic()
             result = cli([*args, "--db", str(db)], tmp_path, LEDGER_LOCK_TIMEOUT="1")
             assert result.returncode == 0, (args, result.stderr)

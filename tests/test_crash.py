@@ -38,9 +38,36 @@ LEDGER = str(Path(sys.executable).with_name("ledger"))
 SEED = int(os.environ.get("LEDGER_CRASH_SEED", "20261122"))
 KILLS = int(os.environ.get("LEDGER_CRASH_KILLS", "6"))
 WORDS = [
-    "the", "model", "answered", "that", "rivers", "carry", "sediment", "to", "sea", "while", "glaciers",
-    "grind", "mountains", "into", "fine", "flour", "and", "winds", "lift", "dust", "across", "deserts",
-    "so", "every", "landscape", "records", "forces", "acting", "on", "it",
+    "the",
+    "model",
+    "answered",
+    "that",
+    "rivers",
+    "carry",
+    "sediment",
+    "to",
+    "sea",
+    "while",
+    "glaciers",
+    "grind",
+    "mountains",
+    "into",
+    "fine",
+    "flour",
+    "and",
+    "winds",
+    "lift",
+    "dust",
+    "across",
+    "deserts",
+    "so",
+    "every",
+    "landscape",
+    "records",
+    "forces",
+    "acting",
+    "on",
+    "it",
 ]
 
 
@@ -75,18 +102,36 @@ def write_batch_output(path: Path, count: int, rng: random.Random) -> list[str]:
             if roll < 0.01:
                 line |= {"response": None, "error": {"code": "batch_expired", "message": "expired"}}
             elif roll < 0.02:
-                line |= {"response": {"status_code": 429, "request_id": f"req_{i}",
-                                      "body": {"error": {"message": "rate limited", "type": "requests"}}},
-                         "error": None}
+                line |= {
+                    "response": {
+                        "status_code": 429,
+                        "request_id": f"req_{i}",
+                        "body": {"error": {"message": "rate limited", "type": "requests"}},
+                    },
+                    "error": None,
+                }
             else:
                 body = {
-                    "id": f"chatcmpl-crash-{i:06d}", "object": "chat.completion", "created": 1_700_000_000 + i,
+                    "id": f"chatcmpl-crash-{i:06d}",
+                    "object": "chat.completion",
+                    "created": 1_700_000_000 + i,
                     "model": "gpt-4o-mini-2024-07-18",
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": f"{sentence(rng, 45)} [{i}]"}}],
+                    "choices": [
+                        {
+                            "index": 0,
+                            "finish_reason": "stop",
+                            "message": {
+                                "role": "assistant",
+                                "content": f"{sentence(rng, 45)} [{i}]",
+                            },
+                        }
+                    ],
                     "usage": {"prompt_tokens": 21, "completion_tokens": 45, "total_tokens": 66},
                 }
-                line |= {"response": {"status_code": 200, "request_id": f"req_{i}", "body": body}, "error": None}
+                line |= {
+                    "response": {"status_code": 200, "request_id": f"req_{i}", "body": body},
+                    "error": None,
+                }
                 ids.append(f"chatcmpl-crash-{i:06d}")
             out.write(json.dumps(line) + "\n")
     return ids
@@ -100,15 +145,29 @@ def ledger_env() -> dict[str, str]:
 
 
 def run(args: Sequence[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([LEDGER, *args], check=False, cwd=cwd, env=ledger_env(), capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [LEDGER, *args],
+        check=False,
+        cwd=cwd,
+        env=ledger_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def timed_run(args: Sequence[str], cwd: Path, db: Path) -> tuple[float, float]:
     """Run to completion; return (seconds, seconds until the write-ahead log first appeared)."""
     wal = db.with_name(db.name + ".wal")
     started = time.monotonic()
-    proc = subprocess.Popen([LEDGER, *args], cwd=cwd, env=ledger_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        [LEDGER, *args],
+        cwd=cwd,
+        env=ledger_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     first_wal = -1.0
     while proc.poll() is None:
         if first_wal < 0 and wal.exists():
@@ -127,7 +186,11 @@ class Kill:
     after_wal: float | None = None
 
     def __str__(self) -> str:
-        return f"at {self.at:.3f}s" if self.at is not None else f"{self.after_wal:.3f}s after the WAL appeared"
+        return (
+            f"at {self.at:.3f}s"
+            if self.at is not None
+            else f"{self.after_wal:.3f}s after the WAL appeared"
+        )
 
 
 def schedule(rng: random.Random, duration: float, count: int) -> list[Kill]:
@@ -144,8 +207,14 @@ def schedule(rng: random.Random, duration: float, count: int) -> list[Kill]:
 def run_and_kill(args: Sequence[str], cwd: Path, db: Path, kill: Kill) -> int | None:
     """Start the command and SIGKILL its whole process group per `kill`; None if it was killed."""
     wal = db.with_name(db.name + ".wal")
-    proc = subprocess.Popen([LEDGER, *args], cwd=cwd, env=ledger_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [LEDGER, *args],
+        cwd=cwd,
+        env=ledger_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         started = time.monotonic()
         if kill.at is not None:
@@ -192,7 +261,12 @@ def read_state(db: Path) -> State:
         if entry.kind == "batch":
             rows_wanted[entry.index] = int(entry.body["count"])
     with duckdb.connect(str(db), read_only=True) as conn:
-        record_rows = {int(b): int(n) for b, n in conn.execute("SELECT batch, count(*) FROM records GROUP BY batch").fetchall()}
+        record_rows = {
+            int(b): int(n)
+            for b, n in conn.execute(
+                "SELECT batch, count(*) FROM records GROUP BY batch"
+            ).fetchall()
+        }
         (segment_rows,) = conn.execute("SELECT count(*) FROM record_segments").fetchone() or (0,)
     # rows only for committed batch entries, and exactly as many as each entry counts
     assert record_rows == {b: n for b, n in rows_wanted.items() if n}, (record_rows, rows_wanted)
@@ -209,8 +283,12 @@ def cli() -> Iterator[CliPool]:
 
 def assert_intact(cli: CliPool, db: Path, context: str) -> State:
     """`ledger verify` (a read-only open, which must replay whatever WAL a kill left) exits 0; then the rows."""
-    verified = cli.run(["verify", "--db", str(db), "--json"], db.parent, {"LEDGER_LOCK_TIMEOUT": "30"})
-    assert verified.returncode == 0, f"{context}: exit {verified.returncode}: {verified.stdout[-600:]} {verified.stderr}"
+    verified = cli.run(
+        ["verify", "--db", str(db), "--json"], db.parent, {"LEDGER_LOCK_TIMEOUT": "30"}
+    )
+    assert verified.returncode == 0, (
+        f"{context}: exit {verified.returncode}: {verified.stdout[-600:]} {verified.stderr}"
+    )
     assert json.loads(verified.stdout)["ok"] is True
     return read_state(db)
 
@@ -228,7 +306,12 @@ def fresh_copy(empty: Path, db: Path) -> None:
 def setup_ledgers(tmp_path: Path) -> tuple[Path, Path]:
     """A reference ledger and the one to crash, plus a pristine copy of the latter (same keys)."""
     for name in ("reference", "crashed"):
-        assert run(["init", "--db", f"{name}.duckdb", "--origin", "crash.test/log"], tmp_path).returncode == 0
+        assert (
+            run(
+                ["init", "--db", f"{name}.duckdb", "--origin", "crash.test/log"], tmp_path
+            ).returncode
+            == 0
+        )
     empty = tmp_path / "crashed.empty"
     shutil.copyfile(tmp_path / "crashed.duckdb", empty)
     return tmp_path / "crashed.duckdb", empty
@@ -240,7 +323,9 @@ def test_kill_record_batch_at_random_moments(cli: CliPool, tmp_path: Path) -> No
     write_chat_records(data, 6000, rng)
     db, empty = setup_ledgers(tmp_path)
     command = ["record", "batch", str(data), "--id", "run1/data", "--split", "1500", "--json"]
-    duration, wal_at = timed_run([*command, "--db", "reference.duckdb"], tmp_path, tmp_path / "reference.duckdb")
+    duration, wal_at = timed_run(
+        [*command, "--db", "reference.duckdb"], tmp_path, tmp_path / "reference.duckdb"
+    )
     reference = assert_intact(cli, tmp_path / "reference.duckdb", "reference run")
     assert [k for k, _, _ in reference.batches.values()] == ["dataset"] + ["batch"] * 4
     assert sum(reference.record_rows.values()) == 6000
@@ -252,8 +337,16 @@ def test_kill_record_batch_at_random_moments(cli: CliPool, tmp_path: Path) -> No
         assert code in (None, 0), f"{context}: exit {code}"
         state = assert_intact(cli, db, context)
         # all or nothing: the dataset entry and its four batches commit together, with all their rows
-        assert state == reference or (not state.batches and not state.record_rows and not state.segment_rows), context
-        outcomes.append("finished" if code == 0 else "killed after commit" if state.batches else "killed before commit")
+        assert state == reference or (
+            not state.batches and not state.record_rows and not state.segment_rows
+        ), context
+        outcomes.append(
+            "finished"
+            if code == 0
+            else "killed after commit"
+            if state.batches
+            else "killed before commit"
+        )
         if state.batches:
             fresh_copy(empty, db)
     final = run([*command, "--db", str(db)], tmp_path)
@@ -272,9 +365,21 @@ def test_kill_import_calls_at_random_moments(cli: CliPool, tmp_path: Path) -> No
     expected = write_batch_output(output, 7000, rng)
     failed = 7000 - len(expected)
     db, empty = setup_ledgers(tmp_path)
-    command = ["import", "calls", str(output), "--format", "openai-batch", "--provider", "openai",
-               "--purpose", "evaluation", "--json"]
-    duration, wal_at = timed_run([*command, "--db", "reference.duckdb"], tmp_path, tmp_path / "reference.duckdb")
+    command = [
+        "import",
+        "calls",
+        str(output),
+        "--format",
+        "openai-batch",
+        "--provider",
+        "openai",
+        "--purpose",
+        "evaluation",
+        "--json",
+    ]
+    duration, wal_at = timed_run(
+        [*command, "--db", "reference.duckdb"], tmp_path, tmp_path / "reference.duckdb"
+    )
     reference = assert_intact(cli, tmp_path / "reference.duckdb", "reference run")
     assert reference.calls == expected
 
@@ -296,11 +401,18 @@ def test_kill_import_calls_at_random_moments(cli: CliPool, tmp_path: Path) -> No
     final = run([*command, "--db", str(db)], tmp_path)
     assert final.returncode == 0, final.stderr
     report = json.loads(final.stdout)
-    assert (report["added"], report["duplicates"], report["failed"]) == (len(expected) - present, present, failed)
+    assert (report["added"], report["duplicates"], report["failed"]) == (
+        len(expected) - present,
+        present,
+        failed,
+    )
     again = run([*command, "--db", str(db)], tmp_path)
     assert again.returncode == 0 and json.loads(again.stdout)["added"] == 0
     assert assert_intact(cli, db, "after the re-runs") == reference
-    print(f"import calls kills (seed {SEED + 1}): calls present after each kill {outcomes}", file=sys.stderr)
+    print(
+        f"import calls kills (seed {SEED + 1}): calls present after each kill {outcomes}",
+        file=sys.stderr,
+    )
 
 
 # --- key rotation: the key files are renamed after the commit ------------------------------------------
@@ -322,21 +434,54 @@ def test_kill_between_a_key_rotation_commit_and_its_file_renames(tmp_path: Path)
     """The new key is committed but still staged on disk: the next command finishes the rotation."""
     data = tmp_path / "d.jsonl"
     write_chat_records(data, 3, random.Random(SEED + 3))
-    assert run(["init", "--db", "ledger.duckdb", "--origin", "crash.test/log"], tmp_path).returncode == 0
-    assert run(["keys", "new", "--name", "trainer", "--db", "ledger.duckdb"], tmp_path).returncode == 0
+    assert (
+        run(["init", "--db", "ledger.duckdb", "--origin", "crash.test/log"], tmp_path).returncode
+        == 0
+    )
+    assert (
+        run(["keys", "new", "--name", "trainer", "--db", "ledger.duckdb"], tmp_path).returncode == 0
+    )
     keys_dir = tmp_path / "ledger.keys"
     for name, file in (("log", "log.pem"), ("trainer", "trainer.pem")):
-        killed = subprocess.run([sys.executable, "-c", KILL_AT_RENAME, "keys", "rotate", name, "--db", "ledger.duckdb"],
-                                check=False, cwd=tmp_path, env=ledger_env(), capture_output=True, text=True, timeout=120)
+        killed = subprocess.run(
+            [sys.executable, "-c", KILL_AT_RENAME, "keys", "rotate", name, "--db", "ledger.duckdb"],
+            check=False,
+            cwd=tmp_path,
+            env=ledger_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert killed.returncode == -signal.SIGKILL, killed.stderr
-        assert list(keys_dir.glob(f"{file}.*.new")), "the new key should be staged, not yet in place"
+        assert list(keys_dir.glob(f"{file}.*.new")), (
+            "the new key should be staged, not yet in place"
+        )
         assert run(["verify", "--db", "ledger.duckdb"], tmp_path).returncode == 0
-        recorded = run(["record", "batch", str(data), "--id", f"after-{name}", "--key", "trainer", "--db", "ledger.duckdb"],
-                       tmp_path)
+        recorded = run(
+            [
+                "record",
+                "batch",
+                str(data),
+                "--id",
+                f"after-{name}",
+                "--key",
+                "trainer",
+                "--db",
+                "ledger.duckdb",
+            ],
+            tmp_path,
+        )
         assert recorded.returncode == 0, recorded.stderr
-        assert not list(keys_dir.glob("*.new")) and len(list(keys_dir.glob(f"{Path(file).stem}.*.retired.pem"))) == 1
+        assert (
+            not list(keys_dir.glob("*.new"))
+            and len(list(keys_dir.glob(f"{Path(file).stem}.*.retired.pem"))) == 1
+        )
     listed = json.loads(run(["keys", "list", "--db", "ledger.duckdb", "--json"], tmp_path).stdout)
     assert [(k["name"], k["role"], k["revoked"]) for k in listed] == [
-        ("crash.test/log", "log", True), ("default", "recorder", False), ("trainer", "recorder", True),
-        ("crash.test/log", "log", False), ("trainer", "recorder", False)]
+        ("crash.test/log", "log", True),
+        ("default", "recorder", False),
+        ("trainer", "recorder", True),
+        ("crash.test/log", "log", False),
+        ("trainer", "recorder", False),
+    ]
     assert run(["verify", "--db", "ledger.duckdb"], tmp_path).returncode == 0

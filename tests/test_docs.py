@@ -9,7 +9,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _reference_module():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("cli_reference", ROOT / "docs" / "cli_reference.py")
+    spec = importlib.util.spec_from_file_location(
+        "cli_reference", ROOT / "docs" / "cli_reference.py"
+    )
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -18,12 +20,20 @@ def _reference_module():  # type: ignore[no-untyped-def]
 
 def test_readme_cli_reference_is_current() -> None:
     module = _reference_module()
-    assert module.current() == module.reference(), "README CLI reference is stale: run python docs/cli_reference.py --write"
+    assert module.current() == module.reference(), (
+        "README CLI reference is stale: run python docs/cli_reference.py --write"
+    )
 
 
 def test_readme_links_exist() -> None:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    for target in ("examples/demo.py", "docs/threat-model.md", "docs/formats.md", "schemas/audit-bundle.schema.json", "docs/lineage.svg"):
+    for target in (
+        "examples/demo.py",
+        "docs/threat-model.md",
+        "docs/formats.md",
+        "schemas/audit-bundle.schema.json",
+        "docs/lineage.svg",
+    ):
         assert target in text
         assert (ROOT / target).exists(), f"README links to missing {target}"
 

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from hardening import CliPool
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "ledger-v1"
@@ -43,11 +42,18 @@ def copy(tmp_path: Path) -> Path:
 
 def run(cli: CliPool, cwd: Path, *args: str, code: int = 0) -> str:
     result = cli.run(args, cwd)
-    assert result.returncode == code, (args, result.returncode, result.stderr, result.stdout[-2000:])
+    assert result.returncode == code, (
+        args,
+        result.returncode,
+        result.stderr,
+        result.stdout[-2000:],
+    )
     return result.stdout
 
 
-def test_it_opens_and_verifies_against_the_heads_published_from_it(cli: CliPool, copy: Path) -> None:
+def test_it_opens_and_verifies_against_the_heads_published_from_it(
+    cli: CliPool, copy: Path
+) -> None:
     head = json.loads(run(cli, copy, "head", "--json"))
     assert head["note"] == (copy / "head.txt").read_text()
     for published in ("head-early.txt", "head.txt"):
@@ -72,7 +78,9 @@ def test_audits_find_what_they_found(cli: CliPool, copy: Path, checkpoint: str) 
 
 def test_bundles_of_it_verify(cli: CliPool, copy: Path) -> None:
     run(cli, copy, "audit", "dirty", "--bundle", "dirty.bundle.json", code=1)
-    checked = json.loads(run(cli, copy, "verify-bundle", "dirty.bundle.json", "--key", "lab.vkey", "--json"))
+    checked = json.loads(
+        run(cli, copy, "verify-bundle", "dirty.bundle.json", "--key", "lab.vkey", "--json")
+    )
     assert checked["ok"] and checked["verdict"] == "contaminated"
 
 

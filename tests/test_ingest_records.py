@@ -109,7 +109,9 @@ def test_broken_gzip_is_one_line_naming_the_file(tmp_path: Path) -> None:
     assert "cannot read" in error_of(cut)
     plain = write(tmp_path / "plain.jsonl.gz", b'{"a": 1}\n')
     assert f"{plain}:1: cannot read" in error_of(plain)
-    with pytest.raises(InputError, match=r"rows\.parquet\.gz: cannot tell the record format.*found \.parquet\.gz"):
+    with pytest.raises(
+        InputError, match=r"rows\.parquet\.gz: cannot tell the record format.*found \.parquet\.gz"
+    ):
         detect_format(tmp_path / "rows.parquet.gz")
     with pytest.raises(InputError, match=r"data\.gz: cannot tell.*found no extension\.gz"):
         detect_format(tmp_path / "data.gz")
@@ -781,7 +783,11 @@ def test_record_columns_equal_the_record_hashes(
         else:
             assert 0 < len(from_ring) < len(blocks)  # some blocks' columns did not fit
         with pytest.raises(InputError, match="empty.jsonl: no records"):
-            list(records.iter_record_columns([path, empty], fingerprint_record_blobs, workers=workers))
+            list(
+                records.iter_record_columns(
+                    [path, empty], fingerprint_record_blobs, workers=workers
+                )
+            )
 
 
 def test_a_record_that_parses_but_fails_to_hash_is_named_by_its_line(
@@ -804,7 +810,9 @@ def test_a_record_that_parses_but_fails_to_hash_is_named_by_its_line(
 
     monkeypatch.setattr(records, "hash_record", refuse)
     monkeypatch.setattr(records, "hash_record_columns", refuse_all)
-    path = write(tmp_path / "boom.jsonl", b'{"i": 1}\n' * 1500 + b'{"boom": 1}\n' + b'{"i": 2}\n' * 10)
+    path = write(
+        tmp_path / "boom.jsonl", b'{"i": 1}\n' * 1500 + b'{"boom": 1}\n' + b'{"i": 2}\n' * 10
+    )
     monkeypatch.setattr(records, "_BLOCK_SIZE", 4096)  # the bad record is deep in a later block
     with pytest.raises(InputError) as info:
         list(records.iter_record_columns([path], fingerprint_record_blobs, workers=1))
@@ -833,21 +841,31 @@ def test_jsonl_blocks_parsed_in_the_ring_equal_the_inline_parse(
     a last line without its newline and a bad line must come out as they do inline."""
     from ledger.fingerprint import fingerprint_record_blobs
 
-    lines = [json.dumps({"t": f"a line of text that is long enough to be a segment {i}", "i": i}) for i in range(600)]
+    lines = [
+        json.dumps({"t": f"a line of text that is long enough to be a segment {i}", "i": i})
+        for i in range(600)
+    ]
     lines[100] = ""  # a blank line sends its block down the line-by-line path
     data = ending.join(line.encode() for line in lines)  # the last line has no newline
     path = write(tmp_path / "ring.jsonl", data)
 
     def columns(workers: int) -> tuple[bytes, bytes, bytes]:
-        blocks = list(records.iter_record_columns([path], fingerprint_record_blobs, workers=workers))
-        return tuple(b"".join(getattr(b, name) for b in blocks) for name in ("digests", "leaf_hashes", "fingerprints"))  # type: ignore[return-value]
+        blocks = list(
+            records.iter_record_columns([path], fingerprint_record_blobs, workers=workers)
+        )
+        return tuple(
+            b"".join(getattr(b, name) for b in blocks)
+            for name in ("digests", "leaf_hashes", "fingerprints")
+        )  # type: ignore[return-value]
 
     inline = columns(1)
     monkeypatch.setattr(records, "_POOL_MIN_BYTES", 0)
     monkeypatch.setattr(records, "_BLOCK_SIZE", 4096)
     assert columns(2) == inline
     assert len(inline[0]) == 32 * 599
-    bad = write(tmp_path / "bad.jsonl", data + ending + b'{"t": "no end"' + ending + b'{"i": 1}' + ending)
+    bad = write(
+        tmp_path / "bad.jsonl", data + ending + b'{"t": "no end"' + ending + b'{"i": 1}' + ending
+    )
     with pytest.raises(InputError) as info:
         list(records.iter_record_columns([bad], fingerprint_record_blobs, workers=2))
     assert str(info.value).startswith(f"{bad}:601: ")

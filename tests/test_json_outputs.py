@@ -56,7 +56,9 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     seen: dict[str, Any] = {}
 
     def run(name: str, *args: str, code: int = 0) -> Any:
-        proc = subprocess.run([LEDGER, *args, "--json"], cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
+        proc = subprocess.run(
+            [LEDGER, *args, "--json"], cwd=cwd, capture_output=True, text=True, env=env, timeout=300
+        )
         assert proc.returncode == code, (args, proc.stderr)
         document = json.loads(proc.stdout)
         seen[name] = document
@@ -66,10 +68,20 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     (cwd / "response.json").write_text(json.dumps(VECTORS["call"]["response"]))
     answer = VECTORS["call"]["response"]["choices"][0]["message"]["content"]
     (cwd / "train.jsonl").write_text(
-        json.dumps({"text": "an ordinary training record of our own, long enough to count"}) + "\n"
-        + json.dumps({"text": answer}) + "\n"
+        json.dumps({"text": "an ordinary training record of our own, long enough to count"})
+        + "\n"
+        + json.dumps({"text": answer})
+        + "\n"
     )
-    batch_line = {"id": "b1", "custom_id": "c1", "response": {"status_code": 200, "body": {**VECTORS["call"]["response"], "id": "chatcmpl-2"}}, "error": None}
+    batch_line = {
+        "id": "b1",
+        "custom_id": "c1",
+        "response": {
+            "status_code": 200,
+            "body": {**VECTORS["call"]["response"], "id": "chatcmpl-2"},
+        },
+        "error": None,
+    }
     (cwd / "out.jsonl").write_text(json.dumps(batch_line) + "\n")
     (cwd / "w.safetensors").write_bytes(b"\x00" * 1024)
 
@@ -77,10 +89,43 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     run("keys new", "keys", "new", "--name", "trainer")
     run("head", "head")
     (cwd / "h.txt").write_text(seen["head"]["note"])
-    run("record call", "record", "call", "--provider", "openai", "--purpose", "evaluation", "--request", "request.json", "--response", "response.json")
-    run("import calls", "import", "calls", "out.jsonl", "--format", "openai-batch", "--provider", "openai", "--purpose", "evaluation")
+    run(
+        "record call",
+        "record",
+        "call",
+        "--provider",
+        "openai",
+        "--purpose",
+        "evaluation",
+        "--request",
+        "request.json",
+        "--response",
+        "response.json",
+    )
+    run(
+        "import calls",
+        "import",
+        "calls",
+        "out.jsonl",
+        "--format",
+        "openai-batch",
+        "--provider",
+        "openai",
+        "--purpose",
+        "evaluation",
+    )
     run("record batch", "record", "batch", "train.jsonl", "--id", "data", "--key", "trainer")
-    run("record checkpoint", "record", "checkpoint", "--id", "ck", "--weights", "w.safetensors", "--batch", "data")
+    run(
+        "record checkpoint",
+        "record",
+        "checkpoint",
+        "--id",
+        "ck",
+        "--weights",
+        "w.safetensors",
+        "--batch",
+        "data",
+    )
     run("keys list", "keys", "list")
     run("keys export", "keys", "export", "log")
     (cwd / "log.vkey").write_text(seen["keys export"]["vkey"])

@@ -929,7 +929,9 @@ def test_rows_stay_in_memory_up_to_spill_bytes_then_spill(
     """Memory is bounded by SPILL_BYTES per table: beyond it, rows leave every SPILL_ROWS."""
     monkeypatch.setattr(recording, "SPILL_ROWS", 40)
     monkeypatch.setattr(recording, "SPILL_BYTES", 20_000)
-    spill = recording._Spill(recording._RECORD_SCHEMA, recording._SpillDir(tmp_path / "x.duckdb"), "r")
+    spill = recording._Spill(
+        recording._RECORD_SCHEMA, recording._SpillDir(tmp_path / "x.duckdb"), "r"
+    )
     peak = 0
     for start in range(0, 1000, 10):
         spill.add(
@@ -945,6 +947,10 @@ def test_rows_stay_in_memory_up_to_spill_bytes_then_spill(
     out = spill.finish()
     assert isinstance(out, Path)
     assert pq.read_table(out).column("position").to_pylist() == list(range(1000))
-    small = recording._Spill(recording._RECORD_SCHEMA, recording._SpillDir(tmp_path / "y.duckdb"), "r")
-    small.add([pa.array([0], pa.int64()), pa.array([0], pa.int64()), pa.array([b"d"]), pa.array([b"f"])])
+    small = recording._Spill(
+        recording._RECORD_SCHEMA, recording._SpillDir(tmp_path / "y.duckdb"), "r"
+    )
+    small.add(
+        [pa.array([0], pa.int64()), pa.array([0], pa.int64()), pa.array([b"d"]), pa.array([b"f"])]
+    )
     assert isinstance(small.finish(), pa.Table)  # never spilled: goes to DuckDB from memory

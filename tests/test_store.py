@@ -12,7 +12,9 @@ from ledger import Ledger, merkle, store
 def _indexes(path: Path) -> set[str]:
     conn = duckdb.connect(str(path), read_only=True)
     try:
-        return {str(r[0]) for r in conn.execute("SELECT index_name FROM duckdb_indexes()").fetchall()}
+        return {
+            str(r[0]) for r in conn.execute("SELECT index_name FROM duckdb_indexes()").fetchall()
+        }
     finally:
         conn.close()
 
@@ -31,7 +33,9 @@ def test_version_1_file_is_migrated_on_open(tmp_path: Path) -> None:
     merkle.verify_inclusion(proof.leaf_hash, 1, proof.size, proof.proof, proof.root)
     assert "nodes_by_idx" in _indexes(path)
     with store.session(path) as conn:
-        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall() == [(str(store.SCHEMA_VERSION),)]
+        assert conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall() == [
+            (str(store.SCHEMA_VERSION),)
+        ]
 
 
 def test_proof_nodes_come_from_the_index_and_ignore_other_levels(tmp_path: Path) -> None:

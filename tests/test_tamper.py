@@ -604,7 +604,9 @@ SCENARIOS: list[Scenario] = [
         "value",
         "change",
         "schema-older",  # the tables are already newer: a writer's migration fails on them
-        sql(f"UPDATE meta SET value = '{max(1, store.SCHEMA_VERSION - 1)}' WHERE key = 'schema_version'"),
+        sql(
+            f"UPDATE meta SET value = '{max(1, store.SCHEMA_VERSION - 1)}' WHERE key = 'schema_version'"
+        ),
         "corrupt",
     ),
     Scenario(
@@ -948,7 +950,11 @@ class Tampered:
 def audited(scenario: Scenario) -> bool:
     """The audit reads the lineage's entries and record rows. Its integrity phase is the same full verify,
     so for the tree, head and meta tables verify's verdict stands for both (and the scenarios stay fast)."""
-    return scenario.op == "reorder" or scenario.index == "corrupt" or scenario.table in ("entries", "records", "record_segments")
+    return (
+        scenario.op == "reorder"
+        or scenario.index == "corrupt"
+        or scenario.table in ("entries", "records", "record_segments")
+    )
 
 
 def tamper_and_check(scenario: Scenario, built: Built, cli: CliPool, directory: Path) -> Tampered:
@@ -966,11 +972,16 @@ def tamper_and_check(scenario: Scenario, built: Built, cli: CliPool, directory: 
 
 
 @pytest.fixture(scope="module")
-def matrix(built: Built, cli: CliPool, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Tampered]:
+def matrix(
+    built: Built, cli: CliPool, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Tampered]:
     """Every scenario, two at a time (the CLI runs in its own processes, so both cores work)."""
     base = tmp_path_factory.mktemp("matrix")
     with ThreadPoolExecutor(2) as pool:
-        found = pool.map(lambda item: tamper_and_check(item[1], built, cli, base / str(item[0])), enumerate(SCENARIOS))
+        found = pool.map(
+            lambda item: tamper_and_check(item[1], built, cli, base / str(item[0])),
+            enumerate(SCENARIOS),
+        )
         return {s.id: result for s, result in zip(SCENARIOS, found)}
 
 
@@ -986,13 +997,19 @@ def test_tamper_matrix(scenario: Scenario, built: Built, matrix: dict[str, Tampe
         return
     if want == "corrupt":  # below the schema: refused as a corrupt database, one line, exit 4
         note(scenario.table, "detected", scenario.id)
-        assert verified.returncode == 4 and verified.stderr.startswith("error: ") and "schema" in verified.stderr, verified
+        assert (
+            verified.returncode == 4
+            and verified.stderr.startswith("error: ")
+            and "schema" in verified.stderr
+        ), verified
         # a read-only audit may still read the tables; then its verdict must be the true one
         assert result.refused or verdict in ("contaminated", "inconclusive"), verdict
         return
     survived = verified.returncode == 0 and verdict != "inconclusive"
     note(scenario.table, "survived" if survived else "detected", scenario.id)
-    assert verified.returncode == 1, f"verify exit {verified.returncode}: {verified.stdout[-500:]} {verified.stderr}"
+    assert verified.returncode == 1, (
+        f"verify exit {verified.returncode}: {verified.stdout[-500:]} {verified.stderr}"
+    )
     document = json.loads(verified.stdout)
     assert document["ok"] is False and document["problems"]
     if want != "any":
@@ -1014,14 +1031,19 @@ def reading_never_crashes(db: Path) -> None:
 def test_the_matrix_covers_every_table_and_column(built: Built) -> None:
     """A table or column added later must join the matrix (and verify), or this fails: nothing unchecked is kept."""
     with duckdb.connect(str(built.path), read_only=True) as conn:
-        stored = set(conn.execute(
-            "SELECT table_name, column_name FROM duckdb_columns() WHERE database_name = current_database() "
-            "AND schema_name = 'main'"
-        ).fetchall())
+        stored = set(
+            conn.execute(
+                "SELECT table_name, column_name FROM duckdb_columns() WHERE database_name = current_database() "
+                "AND schema_name = 'main'"
+            ).fetchall()
+        )
     tables = {t for t, _ in stored}
     for table in tables:
         ops = {s.op for s in SCENARIOS if s.table == table}
-        assert {"delete", "duplicate"} <= ops or table == "tree_head" and "delete" in ops, (table, ops)
+        assert {"delete", "duplicate"} <= ops or table == "tree_head" and "delete" in ops, (
+            table,
+            ops,
+        )
         if sum(1 for t, _ in stored if t == table) > 0 and table != "tree_head":
             assert {"change", "swap"} <= ops, (table, ops)
     for table, column in stored:
@@ -1496,11 +1518,15 @@ def test_zz_summary(capsys: pytest.CaptureFixture[str]) -> None:
     lines = [f"tamper scenarios  {'table'.ljust(width)}  tried  detected  survived  benign"]
     totals = {"tried": 0, "detected": 0, "survived": 0, "benign": 0}
     for table, counts in TALLY.items():
-        lines.append(f"                  {table.ljust(width)}  {counts['tried']:5d}  {counts['detected']:8d}  "
-                     f"{counts['survived']:8d}  {counts['benign']:6d}")
+        lines.append(
+            f"                  {table.ljust(width)}  {counts['tried']:5d}  {counts['detected']:8d}  "
+            f"{counts['survived']:8d}  {counts['benign']:6d}"
+        )
         totals = {k: totals[k] + counts[k] for k in totals}
-    lines.append(f"                  {'total'.ljust(width)}  {totals['tried']:5d}  {totals['detected']:8d}  "
-                 f"{totals['survived']:8d}  {totals['benign']:6d}")
+    lines.append(
+        f"                  {'total'.ljust(width)}  {totals['tried']:5d}  {totals['detected']:8d}  "
+        f"{totals['survived']:8d}  {totals['benign']:6d}"
+    )
     survivors = sorted(k for k, v in OUTCOMES.items() if v == "survived")
     lines.append(f"survived: {'; '.join(survivors) or 'none'}")
     with capsys.disabled():  # past pytest's output capture, so the counts show in every run

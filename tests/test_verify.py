@@ -135,7 +135,9 @@ class Built:
 
 def _build(base: Path) -> Built:
     path = base / "ledger.duckdb"
-    lg = Ledger.init(path, origin=ORIGIN)  # 0: log key, 1: the `default` recorder key ("alice" below)
+    lg = Ledger.init(
+        path, origin=ORIGIN
+    )  # 0: log key, 1: the `default` recorder key ("alice" below)
     alice = Ledger.open(path)
     alice.append_bodies([call(i) for i in range(3)])  # 2, 3, 4
     records = make_records(1, 23)
@@ -661,8 +663,12 @@ def test_since_foreign_signed_note(ledger: Ledger) -> None:
         keys.TreeHead("else.where/log", head.size, head.root),
         keys.load_key_file(ledger.keys_dir / "log.pem"),
     )
-    with pytest.raises(InputError, match="origin is 'else.where/log', the ledger's is 'verify.test/log'"):
-        verify_ledger(ledger, since_note=other_origin)  # another log's head: the wrong file, not tampering
+    with pytest.raises(
+        InputError, match="origin is 'else.where/log', the ledger's is 'verify.test/log'"
+    ):
+        verify_ledger(
+            ledger, since_note=other_origin
+        )  # another log's head: the wrong file, not tampering
 
 
 def test_since_head_signed_by_a_rotated_log_key(ledger: Ledger, built: Built) -> None:

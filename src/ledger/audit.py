@@ -207,7 +207,9 @@ def audit(
         stored = int(conn.execute("SELECT count(*) FROM entries").fetchall()[0][0])
         found = checkpoint if checkpoint is not None else _by_weights(conn, weight_hashes, stored)
         target = resolve_checkpoint(conn, found, stored)[0]
-        lineage_batches = {n.index for n in lineage(conn, target, size=stored).batches if n.index is not None}
+        lineage_batches = {
+            n.index for n in lineage(conn, target, size=stored).batches if n.index is not None
+        }
     # Every entry, signature and node is checked; record sets only where the verdict depends on them.
     verified = verify_ledger(ledger, progress=progress, record_sets=lineage_batches)
     problems: list[Problem] = list(verified.problems)
@@ -544,7 +546,9 @@ def _batch_groups(lin: Lineage) -> tuple[dict[Any, list[int]], list[str]]:
         groups.setdefault(params, []).append(int(node.index or 0))
     carry = "carries" if len(bare) == 1 else "carry"
     bare_batches = plural(len(bare), "lineage batch", "lineage batches")
-    notes = [f"{bare_batches} {carry} no fingerprints: not searched for near matches"] if bare else []
+    notes = (
+        [f"{bare_batches} {carry} no fingerprints: not searched for near matches"] if bare else []
+    )
     return groups, notes
 
 

@@ -487,7 +487,11 @@ def load_bundle(path: Path) -> dict[str, Any]:
         raise InputError(f"{path}: cannot read the bundle: {exc.strerror or exc}") from None
     try:
         document = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: absurd nesting
+    except (
+        UnicodeDecodeError,
+        ValueError,
+        RecursionError,
+    ) as exc:  # RecursionError: absurd nesting
         raise InputError(
             f"{path}: not a bundle: not valid JSON ({exc}); truncated or altered?"
         ) from None
@@ -1132,13 +1136,14 @@ class _Verifier:
                     "coverage", f"expected {value} {name} in the lineage, found {coverage[name]!r}"
                 )
 
-
     def gaps(self, policy: Policy) -> list[CoverageGap]:
         """The bundle's coverage gaps, each checked against its batch entry, with the opaque rules
         re-applied here: a gap the bundle calls opaque must be one the bundle's own policy excuses."""
         items = self.bundle.get("coverage_gaps", [])  # bundles before the Coverage rule carry none
         if not isinstance(items, list):
-            self.p.add("coverage_gaps", "expected a list of lineage batches without comparable text")
+            self.p.add(
+                "coverage_gaps", "expected a list of lineage batches without comparable text"
+            )
             return []
         gaps: list[CoverageGap] = []
         for n, item in enumerate(items):
@@ -1152,16 +1157,16 @@ class _Verifier:
             without = item.get("records_without_text")
             if item.get("batch_id") != batch_id:
                 self.p.add(
-                    where, f"expected batch_id {batch_id!r} (entry {batch}), found {item.get('batch_id')!r}"
+                    where,
+                    f"expected batch_id {batch_id!r} (entry {batch}), found {item.get('batch_id')!r}",
                 )
             if item.get("records") != count:
                 self.p.add(
-                    where, f"expected records {count} (the signed count), found {item.get('records')!r}"
+                    where,
+                    f"expected records {count} (the signed count), found {item.get('records')!r}",
                 )
             if not isinstance(without, int) or not 0 < without <= count:
-                self.p.add(
-                    where, f"expected 1..{count} records without text, found {without!r}"
-                )
+                self.p.add(where, f"expected 1..{count} records without text, found {without!r}")
                 continue
             excused = policy.opaque_reason(batch_id)
             if item.get("opaque") != excused:
@@ -1386,7 +1391,9 @@ def verify_bundle(
             hits = _suspects_in_export(leaves, suspect_list)
             checked["suspect_hits"] = len(hits)
             found = [
-                SuspectHit(s.index, s.line, batch, str(v.entries[batch].body["id"]), position, segment)
+                SuspectHit(
+                    s.index, s.line, batch, str(v.entries[batch].body["id"]), position, segment
+                )
                 for s, batch, position, segment in hits
             ]
             found.sort(key=lambda h: (h.batch, h.record, h.suspect, h.segment))
@@ -1398,4 +1405,6 @@ def verify_bundle(
                         f"{hit.segment} of record {hit.record} in lineage batch {hit.batch_id!r} "
                         f"(entry {hit.batch}): expected contaminated, found {claimed}",
                     )
-    return BundleReport(not p.items, tuple(p.items), claimed, checkpoint, v.size, checked, tuple(found))
+    return BundleReport(
+        not p.items, tuple(p.items), claimed, checkpoint, v.size, checked, tuple(found)
+    )

@@ -13,7 +13,7 @@ import typer
 try:  # current typer carries its own copy of click
     from typer._click import exceptions as click_exceptions
 except ImportError:  # pragma: no cover - older typer uses click itself
-    from click import exceptions as click_exceptions  # type: ignore[no-redef]
+    from click import exceptions as click_exceptions  # type: ignore[no-redef,import-not-found,unused-ignore]
 
 from ledger import views
 from ledger.errors import LedgerError, LedgerWarning, OptionHintError, UsageError
@@ -27,22 +27,35 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-keys_app = typer.Typer(help="Manage signing keys (private keys stay in PEM files, never in the database).", no_args_is_help=True)
-record_app = typer.Typer(help="Record calls, training batches and checkpoints.", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Manage signing keys (private keys stay in PEM files, never in the database).",
+    no_args_is_help=True,
+)
+record_app = typer.Typer(
+    help="Record calls, training batches and checkpoints.", no_args_is_help=True
+)
 import_app = typer.Typer(help="Bulk-import provider logs.", no_args_is_help=True)
-export_app = typer.Typer(help="Export hashes (never content) for outside verifiers.", no_args_is_help=True)
+export_app = typer.Typer(
+    help="Export hashes (never content) for outside verifiers.", no_args_is_help=True
+)
 app.add_typer(keys_app, name="keys")
 app.add_typer(record_app, name="record")
 app.add_typer(import_app, name="import")
 app.add_typer(export_app, name="export")
 
-Db = Annotated[Path, typer.Option("--db", envvar="LEDGER_DB", help="Ledger file.", show_default=True)]
+Db = Annotated[
+    Path, typer.Option("--db", envvar="LEDGER_DB", help="Ledger file.", show_default=True)
+]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 KeysDir = Annotated[
-    Path | None, typer.Option("--keys-dir", envvar="LEDGER_KEYS_DIR", help="Key directory (default: <db stem>.keys).")
+    Path | None,
+    typer.Option(
+        "--keys-dir", envvar="LEDGER_KEYS_DIR", help="Key directory (default: <db stem>.keys)."
+    ),
 ]
 KeyOpt = Annotated[
-    str | None, typer.Option("--key", envvar="LEDGER_KEY", help="Recorder key: a PEM path or a key name.")
+    str | None,
+    typer.Option("--key", envvar="LEDGER_KEY", help="Recorder key: a PEM path or a key name."),
 ]
 DEFAULT_DB_PATH = Path(DEFAULT_DB)
 
@@ -69,11 +82,17 @@ def _print_version(value: bool) -> None:
 @app.callback(epilog=ENVIRONMENT)
 def _global_options(
     version: Annotated[
-        bool, typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit.")
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+        ),
     ] = False,
     verbose: Annotated[
         bool,
-        typer.Option("--verbose", help="On an error, also print the chain of causes. Accepted anywhere on the line."),
+        typer.Option(
+            "--verbose",
+            help="On an error, also print the chain of causes. Accepted anywhere on the line.",
+        ),
     ] = False,
 ) -> None:
     """A distillation provenance ledger: a signed, append-only log of model-API calls and training batches."""
@@ -89,7 +108,9 @@ def _open(db: Path, keys_dir: Path | None = None, key: str | None = None) -> Led
 @app.command()
 def init(
     db: Db = DEFAULT_DB_PATH,
-    origin: Annotated[str | None, typer.Option(help="Log origin (default: ledger.local/<random>).")] = None,
+    origin: Annotated[
+        str | None, typer.Option(help="Log origin (default: ledger.local/<random>).")
+    ] = None,
     keys_dir: KeysDir = None,
     json: Json = False,
 ) -> None:
@@ -153,7 +174,9 @@ def keys_list(db: Db = DEFAULT_DB_PATH, json: Json = False) -> None:
 
 @keys_app.command("rotate")
 def keys_rotate(
-    name: Annotated[str, typer.Argument(metavar="KEY", help="Key name or keyid; 'log' for the log key.")] = "log",
+    name: Annotated[
+        str, typer.Argument(metavar="KEY", help="Key name or keyid; 'log' for the log key.")
+    ] = "log",
     db: Db = DEFAULT_DB_PATH,
     keys_dir: KeysDir = None,
     json: Json = False,
@@ -184,8 +207,12 @@ def keys_revoke(
 
 @keys_app.command("export")
 def keys_export(
-    name: Annotated[str, typer.Argument(metavar="KEY", help="Key name or keyid; 'log' for the log key.")] = "log",
-    out: Annotated[Path | None, typer.Option("--out", help="Write the verifier key string to this file.")] = None,
+    name: Annotated[
+        str, typer.Argument(metavar="KEY", help="Key name or keyid; 'log' for the log key.")
+    ] = "log",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the verifier key string to this file.")
+    ] = None,
     db: Db = DEFAULT_DB_PATH,
     json: Json = False,
 ) -> None:
@@ -210,7 +237,9 @@ def keys_export(
 @app.command()
 def head(
     db: Db = DEFAULT_DB_PATH,
-    out: Annotated[Path | None, typer.Option("--out", help="Write the signed note text to this file.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Write the signed note text to this file.")
+    ] = None,
     json: Json = False,
 ) -> None:
     """Print the latest signed tree head (a C2SP signed note).
@@ -230,7 +259,12 @@ def head(
 
 @app.command()
 def prove(
-    ref: Annotated[str, typer.Argument(metavar="REF", help="Entry index, batch/checkpoint id, or call external id.")],
+    ref: Annotated[
+        str,
+        typer.Argument(
+            metavar="REF", help="Entry index, batch/checkpoint id, or call external id."
+        ),
+    ],
     db: Db = DEFAULT_DB_PATH,
     json: Json = False,
 ) -> None:
@@ -244,7 +278,9 @@ def prove(
 
 @app.command()
 def consistency(
-    from_: Annotated[Path, typer.Option("--from", help="A tree head published earlier (note text file).")],
+    from_: Annotated[
+        Path, typer.Option("--from", help="A tree head published earlier (note text file).")
+    ],
     db: Db = DEFAULT_DB_PATH,
     json: Json = False,
 ) -> None:
@@ -253,16 +289,28 @@ def consistency(
     Example: ledger consistency --from head-2026-11-01.txt
     """
     proof = _open(db).consistency(read_note_file(from_))
-    views.print_json(views.consistency_json(proof)) if json else views.show(views.consistency_view(proof))
+    views.print_json(views.consistency_json(proof)) if json else views.show(
+        views.consistency_view(proof)
+    )
 
 
 @app.command()
 def log(
     db: Db = DEFAULT_DB_PATH,
-    kind: Annotated[list[str] | None, typer.Option("--kind", metavar="KIND", help="Only entries of this kind (repeatable).")] = None,
-    since: Annotated[str | None, typer.Option(help="Only entries at or after this RFC 3339 time (2026-12-01T10:00:00Z, +02:00 for Z) or date (2026-12-01: 00:00 UTC).")] = None,
+    kind: Annotated[
+        list[str] | None,
+        typer.Option("--kind", metavar="KIND", help="Only entries of this kind (repeatable)."),
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            help="Only entries at or after this RFC 3339 time (2026-12-01T10:00:00Z, +02:00 for Z) or date (2026-12-01: 00:00 UTC)."
+        ),
+    ] = None,
     provider: Annotated[str | None, typer.Option(help="Only calls to this provider.")] = None,
-    purpose: Annotated[str | None, typer.Option(help="Only calls with this declared purpose.")] = None,
+    purpose: Annotated[
+        str | None, typer.Option(help="Only calls with this declared purpose.")
+    ] = None,
     limit: Annotated[int | None, typer.Option(help="At most this many entries.")] = None,
     start: Annotated[int, typer.Option(help="First entry index.")] = 0,
     tail: Annotated[bool, typer.Option("--tail", help="Newest entries first.")] = False,
@@ -276,7 +324,15 @@ def log(
 
     after = parse_time(since, "--since") if since is not None else None
     ledger = _open(db)
-    items = ledger.log(kinds=kind, since=after, provider=provider, purpose=purpose, start=start, limit=limit, descending=tail)
+    items = ledger.log(
+        kinds=kind,
+        since=after,
+        provider=provider,
+        purpose=purpose,
+        start=start,
+        limit=limit,
+        descending=tail,
+    )
     if json:
         views.print_json([views.entry_json(e) for e in items])
     else:
@@ -285,7 +341,12 @@ def log(
 
 @app.command()
 def show(
-    ref: Annotated[str, typer.Argument(metavar="REF", help="Entry index, batch/checkpoint id, or call external id.")],
+    ref: Annotated[
+        str,
+        typer.Argument(
+            metavar="REF", help="Entry index, batch/checkpoint id, or call external id."
+        ),
+    ],
     db: Db = DEFAULT_DB_PATH,
     json: Json = False,
 ) -> None:
@@ -314,7 +375,10 @@ def status(db: Db = DEFAULT_DB_PATH, json: Json = False) -> None:
 @app.command()
 def verify(
     db: Db = DEFAULT_DB_PATH,
-    since: Annotated[Path | None, typer.Option("--since", help="A tree head published earlier: check the log extends it.")] = None,
+    since: Annotated[
+        Path | None,
+        typer.Option("--since", help="A tree head published earlier: check the log extends it."),
+    ] = None,
     json: Json = False,
 ) -> None:
     """Recompute every leaf, signature, tree node and root; exit 1 on any tampering.
@@ -323,13 +387,16 @@ def verify(
     """
     from ledger.verify import verify_ledger
 
-    ledger = Ledger(db)  # not Ledger.open: a damaged meta table is for verify to report (exit 1), not to refuse
+    ledger = Ledger(
+        db
+    )  # not Ledger.open: a damaged meta table is for verify to report (exit 1), not to refuse
     since_note = read_note_file(since) if since is not None else None
     with views.progress("verifying", ledger.entry_count(), enabled=not json) as advance:
         report = verify_ledger(ledger, since_note, progress=advance, since_name=str(since))
     document = views.verify_json(report)
     views.print_json(document) if json else views.show(views.verify_view(report))
     raise typer.Exit(0 if report.ok else 1)
+
 
 # --- recording ------------------------------------------------------------------------------------
 
@@ -338,11 +405,17 @@ def verify(
 def record_call(
     provider: Annotated[str, typer.Option(help="Who served the call, e.g. openai.")],
     purpose: Annotated[str, typer.Option(help="evaluation | annotation | training-data | other")],
-    response: Annotated[Path, typer.Option(help="Response JSON file (or a JSON array of stream chunks).")],
+    response: Annotated[
+        Path, typer.Option(help="Response JSON file (or a JSON array of stream chunks).")
+    ],
     request: Annotated[Path | None, typer.Option(help="Request JSON file, as sent.")] = None,
     model: Annotated[str | None, typer.Option(help="Model (default: from the response).")] = None,
-    endpoint: Annotated[str | None, typer.Option(help="Endpoint (default: inferred from the response).")] = None,
-    account: Annotated[str | None, typer.Option(help="Account or project the call was billed to.")] = None,
+    endpoint: Annotated[
+        str | None, typer.Option(help="Endpoint (default: inferred from the response).")
+    ] = None,
+    account: Annotated[
+        str | None, typer.Option(help="Account or project the call was billed to.")
+    ] = None,
     db: Db = DEFAULT_DB_PATH,
     keys_dir: KeysDir = None,
     key: KeyOpt = None,
@@ -357,20 +430,38 @@ def record_call(
     body = read_response_file(response)
     sent = read_json_file(request) if request is not None else None
     result = _open(db, keys_dir, key).record_call(
-        provider=provider, purpose=purpose, request=sent, response=body, model=model, endpoint=endpoint,
-        account=account, stream=isinstance(body, list),
+        provider=provider,
+        purpose=purpose,
+        request=sent,
+        response=body,
+        model=model,
+        endpoint=endpoint,
+        account=account,
+        stream=isinstance(body, list),
     )
-    views.print_json(views.call_result_json(result)) if json else views.show(views.call_result_view(result))
+    views.print_json(views.call_result_json(result)) if json else views.show(
+        views.call_result_view(result)
+    )
 
 
 @import_app.command("calls")
 def import_calls(
-    file: Annotated[Path, typer.Argument(metavar="FILE", help="Provider log: an OpenAI batch output file, a chat log, or generic JSONL.")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FILE",
+            help="Provider log: an OpenAI batch output file, a chat log, or generic JSONL.",
+        ),
+    ],
     format: Annotated[str, typer.Option("--format", help="openai-batch | openai-chat | jsonl")],
     provider: Annotated[str, typer.Option(help="Provider for every call in the file.")],
     purpose: Annotated[str, typer.Option(help="Declared purpose for every call in the file.")],
-    requests: Annotated[Path | None, typer.Option("--requests", help="The batch input file (for request hashes).")] = None,
-    account: Annotated[str | None, typer.Option(help="Account or project the calls were billed to.")] = None,
+    requests: Annotated[
+        Path | None, typer.Option("--requests", help="The batch input file (for request hashes).")
+    ] = None,
+    account: Annotated[
+        str | None, typer.Option(help="Account or project the calls were billed to.")
+    ] = None,
     db: Db = DEFAULT_DB_PATH,
     keys_dir: KeysDir = None,
     key: KeyOpt = None,
@@ -381,9 +472,17 @@ def import_calls(
     Example: ledger import calls batch_output.jsonl --format openai-batch --requests batch_input.jsonl --provider openai --purpose evaluation
     """
     ledger = _open(db, keys_dir, key)
-    with views.progress(f"importing {file.name}", _size(file), enabled=not json, unit="bytes") as advance:
+    with views.progress(
+        f"importing {file.name}", _size(file), enabled=not json, unit="bytes"
+    ) as advance:
         report = ledger.import_calls(
-            file, format, provider=provider, purpose=purpose, requests_path=requests, account=account, progress=advance
+            file,
+            format,
+            provider=provider,
+            purpose=purpose,
+            requests_path=requests,
+            account=account,
+            progress=advance,
         )
     views.print_json(views.import_json(report)) if json else views.show(views.import_view(report))
 
@@ -398,13 +497,43 @@ def _batch_id_of(path: Path) -> str:
 
 @record_app.command("batch")
 def record_batch(
-    files: Annotated[list[Path], typer.Argument(metavar="FILE...", help="JSONL, Parquet or text files (JSONL and text may be .gz), in order; a directory's files in name order.")],
-    id: Annotated[str | None, typer.Option("--id", help="Batch id (default: the first file's name without extensions, or the directory's name).")] = None,
-    split: Annotated[int | None, typer.Option(help="Cut into batches of N records: ids <id>/000000, ...")] = None,
-    text_field: Annotated[list[str] | None, typer.Option("--text-field", metavar="FIELD.PATH", help="Only these dotted fields are text (repeatable).")] = None,
-    derived_from: Annotated[list[str] | None, typer.Option("--derived-from", metavar="CALL", help="A call (index or external id) these records come from (repeatable).")] = None,
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="FILE...",
+            help="JSONL, Parquet or text files (JSONL and text may be .gz), in order; a directory's files in name order.",
+        ),
+    ],
+    id: Annotated[
+        str | None,
+        typer.Option(
+            "--id",
+            help="Batch id (default: the first file's name without extensions, or the directory's name).",
+        ),
+    ] = None,
+    split: Annotated[
+        int | None, typer.Option(help="Cut into batches of N records: ids <id>/000000, ...")
+    ] = None,
+    text_field: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--text-field",
+            metavar="FIELD.PATH",
+            help="Only these dotted fields are text (repeatable).",
+        ),
+    ] = None,
+    derived_from: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--derived-from",
+            metavar="CALL",
+            help="A call (index or external id) these records come from (repeatable).",
+        ),
+    ] = None,
     dataset: Annotated[str | None, typer.Option(help="Dataset id this batch belongs to.")] = None,
-    min_segment_chars: Annotated[int, typer.Option(help="Shortest normalized text that counts as a segment.")] = 32,
+    min_segment_chars: Annotated[
+        int, typer.Option(help="Shortest normalized text that counts as a segment.")
+    ] = 32,
     db: Db = DEFAULT_DB_PATH,
     keys_dir: KeysDir = None,
     key: KeyOpt = None,
@@ -420,20 +549,48 @@ def record_batch(
     total = sum(_size(f) for _, f in data_files(files))
     with views.progress("hashing records", total, enabled=not json, unit="bytes") as advance:
         result = ledger.record_batch(
-            id=id or _batch_id_of(files[0]), files=files, split=split, text_fields=text_field or None,
-            derived_from=derived_from or (), dataset=dataset, min_segment_chars=min_segment_chars, progress=advance,
+            id=id or _batch_id_of(files[0]),
+            files=files,
+            split=split,
+            text_fields=text_field or None,
+            derived_from=derived_from or (),
+            dataset=dataset,
+            min_segment_chars=min_segment_chars,
+            progress=advance,
         )
-    views.print_json(views.batch_result_json(result)) if json else views.show(views.batch_result_view(result))
+    views.print_json(views.batch_result_json(result)) if json else views.show(
+        views.batch_result_view(result)
+    )
 
 
 @record_app.command("checkpoint")
 def record_checkpoint(
     id: Annotated[str, typer.Option("--id", help="Checkpoint id, e.g. run7/ckpt-1000.")],
-    weights: Annotated[list[Path], typer.Option("--weights", metavar="PATH", help="Weight file or directory of shards (repeatable).")],
-    batch: Annotated[list[str] | None, typer.Option("--batch", metavar="ID", help="Batch or dataset id trained on (repeatable).")] = None,
-    parent: Annotated[list[str] | None, typer.Option("--parent", metavar="ID", help="Parent checkpoint id (repeatable).")] = None,
-    teacher: Annotated[list[str] | None, typer.Option("--teacher", metavar="PROVIDER:MODEL|ID", help="PROVIDER:MODEL or a checkpoint id (repeatable).")] = None,
-    config: Annotated[Path | None, typer.Option(help="Training config file (its sha256 is recorded).")] = None,
+    weights: Annotated[
+        list[Path],
+        typer.Option(
+            "--weights", metavar="PATH", help="Weight file or directory of shards (repeatable)."
+        ),
+    ],
+    batch: Annotated[
+        list[str] | None,
+        typer.Option("--batch", metavar="ID", help="Batch or dataset id trained on (repeatable)."),
+    ] = None,
+    parent: Annotated[
+        list[str] | None,
+        typer.Option("--parent", metavar="ID", help="Parent checkpoint id (repeatable)."),
+    ] = None,
+    teacher: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--teacher",
+            metavar="PROVIDER:MODEL|ID",
+            help="PROVIDER:MODEL or a checkpoint id (repeatable).",
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Training config file (its sha256 is recorded).")
+    ] = None,
     db: Db = DEFAULT_DB_PATH,
     keys_dir: KeysDir = None,
     key: KeyOpt = None,
@@ -447,10 +604,17 @@ def record_checkpoint(
     total = sum(_size(w) for w in weights)
     with views.progress("hashing weights", total, enabled=not json, unit="bytes") as advance:
         entry = ledger.record_checkpoint(
-            id=id, weights=weights, batches=batch or (), parents=parent or (), teachers=teacher or (),
-            config=config, progress=advance,
+            id=id,
+            weights=weights,
+            batches=batch or (),
+            parents=parent or (),
+            teachers=teacher or (),
+            config=config,
+            progress=advance,
         )
-    views.print_json(views.entry_json(entry)) if json else views.show(views.message(f"recorded checkpoint {id} as entry {entry.index}"))
+    views.print_json(views.entry_json(entry)) if json else views.show(
+        views.message(f"recorded checkpoint {id} as entry {entry.index}")
+    )
 
 
 def _size(path: Path) -> int:
@@ -470,14 +634,47 @@ _AUDIT_EXIT = {"clean": 0, "contaminated": 1, "suspect": 3, "inconclusive": 3}
 
 @app.command()
 def audit(
-    checkpoint: Annotated[str | None, typer.Argument(metavar="CHECKPOINT", help="Checkpoint id or entry index (or use --weights).")] = None,
-    weights: Annotated[list[Path] | None, typer.Option("--weights", metavar="FILE", help="Audit the checkpoint whose weights include these files (repeatable).")] = None,
-    suspects: Annotated[Path | None, typer.Option(help='Suspect outputs: JSONL of strings, {"text": ...} or {"sha256": ...}; or .txt lines.')] = None,
-    fuzzy: Annotated[bool, typer.Option("--fuzzy/--no-fuzzy", help="Also look for near duplicates (masked, edited, embedded).")] = True,
-    threshold: Annotated[float | None, typer.Option(help="Similarity at which a near duplicate is a finding.")] = None,
-    policy: Annotated[Path | None, typer.Option(help="TOML policy: [[allow]] provider, model glob; [[opaque]] batch glob, reason.")] = None,
-    bundle: Annotated[Path | None, typer.Option("--bundle", help="Write the portable proof bundle to this file.")] = None,
-    strict: Annotated[bool, typer.Option("--strict", help="Exit 1 (not 3) when only near duplicates are found.")] = False,
+    checkpoint: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="CHECKPOINT", help="Checkpoint id or entry index (or use --weights)."
+        ),
+    ] = None,
+    weights: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--weights",
+            metavar="FILE",
+            help="Audit the checkpoint whose weights include these files (repeatable).",
+        ),
+    ] = None,
+    suspects: Annotated[
+        Path | None,
+        typer.Option(
+            help='Suspect outputs: JSONL of strings, {"text": ...} or {"sha256": ...}; or .txt lines.'
+        ),
+    ] = None,
+    fuzzy: Annotated[
+        bool,
+        typer.Option(
+            "--fuzzy/--no-fuzzy", help="Also look for near duplicates (masked, edited, embedded)."
+        ),
+    ] = True,
+    threshold: Annotated[
+        float | None, typer.Option(help="Similarity at which a near duplicate is a finding.")
+    ] = None,
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            help="TOML policy: [[allow]] provider, model glob; [[opaque]] batch glob, reason."
+        ),
+    ] = None,
+    bundle: Annotated[
+        Path | None, typer.Option("--bundle", help="Write the portable proof bundle to this file.")
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Exit 1 (not 3) when only near duplicates are found.")
+    ] = False,
     db: Db = DEFAULT_DB_PATH,
     json: Json = False,
 ) -> None:
@@ -501,9 +698,17 @@ def audit(
 
 @app.command()
 def lineage(
-    checkpoint: Annotated[str, typer.Argument(metavar="CHECKPOINT", help="Checkpoint id or entry index.")],
+    checkpoint: Annotated[
+        str, typer.Argument(metavar="CHECKPOINT", help="Checkpoint id or entry index.")
+    ],
     format: Annotated[str, typer.Option("--format", help="tree | json | dot | mermaid")] = "tree",
-    audit_: Annotated[bool, typer.Option("--audit", help="Audit first and color tainted paths (red), clean (green), unverifiable (yellow).")] = False,
+    audit_: Annotated[
+        bool,
+        typer.Option(
+            "--audit",
+            help="Audit first and color tainted paths (red), clean (green), unverifiable (yellow).",
+        ),
+    ] = False,
     db: Db = DEFAULT_DB_PATH,
     json: Json = False,
 ) -> None:
@@ -514,7 +719,12 @@ def lineage(
     from ledger.audit import audit as run_audit
     from ledger.lineage import lineage as closure
 
-    renderers = {"tree": views.lineage_tree, "dot": views.lineage_dot, "mermaid": views.lineage_mermaid, "json": None}
+    renderers = {
+        "tree": views.lineage_tree,
+        "dot": views.lineage_dot,
+        "mermaid": views.lineage_mermaid,
+        "json": None,
+    }
     if format not in renderers:
         raise UsageError(f"--format {format!r}: expected one of {', '.join(renderers)}")
     ledger = _open(db)
@@ -529,15 +739,38 @@ def lineage(
     elif format == "tree":
         views.show(views.lineage_tree(lin, report))
     else:
-        sys.stdout.write(views.lineage_dot(lin, report) if format == "dot" else views.lineage_mermaid(lin, report))
+        sys.stdout.write(
+            views.lineage_dot(lin, report)
+            if format == "dot"
+            else views.lineage_mermaid(lin, report)
+        )
 
 
 @app.command("verify-bundle")
 def verify_bundle(
-    bundle: Annotated[Path, typer.Argument(metavar="BUNDLE", help="An audit bundle written by `ledger audit --bundle`.")],
-    key: Annotated[str, typer.Option("--key", help="The ledger's verifier key (vkey string) or a file holding it.")],
-    records: Annotated[Path | None, typer.Option("--records", help="Directory from `ledger export records`: recompute every lineage root.")] = None,
-    suspects: Annotated[Path | None, typer.Option(help="Your own suspects (JSONL or .txt) to check against the exported records.")] = None,
+    bundle: Annotated[
+        Path,
+        typer.Argument(
+            metavar="BUNDLE", help="An audit bundle written by `ledger audit --bundle`."
+        ),
+    ],
+    key: Annotated[
+        str,
+        typer.Option("--key", help="The ledger's verifier key (vkey string) or a file holding it."),
+    ],
+    records: Annotated[
+        Path | None,
+        typer.Option(
+            "--records",
+            help="Directory from `ledger export records`: recompute every lineage root.",
+        ),
+    ] = None,
+    suspects: Annotated[
+        Path | None,
+        typer.Option(
+            help="Your own suspects (JSONL or .txt) to check against the exported records."
+        ),
+    ] = None,
     json: Json = False,
 ) -> None:
     """Check an audit bundle offline (no ledger file needed); exit 1 if a check fails, 4 if the bundle or key is unusable.
@@ -556,14 +789,21 @@ def verify_bundle(
         report = check(load_bundle(bundle), vkey, records_dir=records, suspects=suspects)
     except VerificationError as exc:
         report = BundleReport(False, (BundleProblem(str(bundle), str(exc)),), None)
-    views.print_json(views.bundle_report_json(report)) if json else views.show(views.bundle_report_view(report))
+    views.print_json(views.bundle_report_json(report)) if json else views.show(
+        views.bundle_report_view(report)
+    )
     raise typer.Exit(0 if report.ok else 1)
 
 
 @export_app.command("records")
 def export_records(
-    outdir: Annotated[Path, typer.Argument(metavar="OUTDIR", help="Directory to write records.parquet into.")],
-    checkpoint: Annotated[str | None, typer.Option("--checkpoint", help="Only this checkpoint's lineage (default: every batch).")] = None,
+    outdir: Annotated[
+        Path, typer.Argument(metavar="OUTDIR", help="Directory to write records.parquet into.")
+    ],
+    checkpoint: Annotated[
+        str | None,
+        typer.Option("--checkpoint", help="Only this checkpoint's lineage (default: every batch)."),
+    ] = None,
     db: Db = DEFAULT_DB_PATH,
     json: Json = False,
 ) -> None:
@@ -577,7 +817,6 @@ def export_records(
     views.print_json(views.export_json(counts)) if json else views.show(views.export_view(counts))
 
 
-
 def _option(keyword: str) -> str:
     """The command-line option for a keyword argument an OptionHintError names."""
     return {"requests_path": "--requests"}.get(keyword, "--" + keyword.replace("_", "-"))
@@ -587,7 +826,12 @@ _python_showwarning = warnings.showwarning
 
 
 def _show_warning(
-    message: Warning | str, category: type[Warning], filename: str, lineno: int, file: TextIO | None = None, line: str | None = None
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
 ) -> None:
     """The library's warnings become one `warning: ...` line on stderr (stdout stays the result)."""
     if issubclass(category, LedgerWarning):
@@ -619,7 +863,9 @@ def main() -> NoReturn:
         views.error("aborted")
         sys.exit(130)
     except LedgerError as exc:
-        views.error(exc.naming(_option(exc.keyword)) if isinstance(exc, OptionHintError) else str(exc))
+        views.error(
+            exc.naming(_option(exc.keyword)) if isinstance(exc, OptionHintError) else str(exc)
+        )
         if verbose:
             cause = exc.__cause__
             while cause is not None:
@@ -632,7 +878,9 @@ def main() -> NoReturn:
     except BrokenPipeError:
         sys.exit(0)
     except Exception as exc:  # noqa: BLE001 - a bug or an unanticipated OS failure: still one line
-        views.error(f"unexpected {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}")
+        views.error(
+            f"unexpected {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        )
         if verbose:
             import traceback
 

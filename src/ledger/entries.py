@@ -64,15 +64,22 @@ def parse_time(text: str, name: str = "time") -> datetime:
     return parsed
 
 
-
 def _base(kind: str, time: str | None) -> dict[str, Any]:
     return {"kind": kind, "v": VERSION, "time": time or now_rfc3339()}
 
 
-def key_body(keyid: str, public_key_b64: str, name: str, role: str, time: str | None = None) -> dict[str, Any]:
+def key_body(
+    keyid: str, public_key_b64: str, name: str, role: str, time: str | None = None
+) -> dict[str, Any]:
     if role not in ROLES:
         raise UsageError(f"unknown key role {role!r}: expected one of {', '.join(ROLES)}")
-    return {**_base("key", time), "keyid": keyid, "public_key": public_key_b64, "name": name, "role": role}
+    return {
+        **_base("key", time),
+        "keyid": keyid,
+        "public_key": public_key_b64,
+        "name": name,
+        "role": role,
+    }
 
 
 def revoke_body(keyid: str, reason: str, time: str | None = None) -> dict[str, Any]:
@@ -111,7 +118,12 @@ def call_body(
         "response": response,
         "outputs": sorted(set(outputs)),
     }
-    optional = {"external_id": external_id, "account": account, "usage": usage, "fingerprints": fingerprints}
+    optional = {
+        "external_id": external_id,
+        "account": account,
+        "usage": usage,
+        "fingerprints": fingerprints,
+    }
     body.update({k: v for k, v in optional.items() if v is not None})
     if not complete:
         body["complete"] = False
@@ -132,7 +144,12 @@ def batch_body(
     records_without_text: int | None = None,
     time: str | None = None,
 ) -> dict[str, Any]:
-    body: dict[str, Any] = {**_base("batch", time), "id": id, "count": count, "records_root": records_root}
+    body: dict[str, Any] = {
+        **_base("batch", time),
+        "id": id,
+        "count": count,
+        "records_root": records_root,
+    }
     if dataset is not None:
         body["dataset"] = dataset
     if derived_from:
@@ -216,7 +233,9 @@ def check_body(body: Any, index: int) -> None:
     if kind not in KINDS:
         raise VerificationError(f"entry {index}: unknown kind {kind!r}", index)
     if body.get("v") != VERSION:
-        raise VerificationError(f"entry {index}: expected v {VERSION}, found {body.get('v')!r}", index)
+        raise VerificationError(
+            f"entry {index}: expected v {VERSION}, found {body.get('v')!r}", index
+        )
     if not isinstance(body.get("time"), str):
         raise VerificationError(f"entry {index}: missing time", index)
     missing = [f for f in _REQUIRED[kind] if f not in body]
@@ -224,13 +243,21 @@ def check_body(body: Any, index: int) -> None:
         raise VerificationError(f"entry {index}: {kind} body lacks {', '.join(missing)}", index)
     if kind == "call":
         outputs = body["outputs"]
-        if not isinstance(outputs, list) or any(not isinstance(o, str) or not _HEX64.match(o) for o in outputs):
-            raise VerificationError(f"entry {index}: call outputs must be hex sha256 strings", index)
+        if not isinstance(outputs, list) or any(
+            not isinstance(o, str) or not _HEX64.match(o) for o in outputs
+        ):
+            raise VerificationError(
+                f"entry {index}: call outputs must be hex sha256 strings", index
+            )
         if outputs != sorted(set(outputs)):
-            raise VerificationError(f"entry {index}: call outputs are not distinct and sorted", index)
+            raise VerificationError(
+                f"entry {index}: call outputs are not distinct and sorted", index
+            )
     if kind == "batch":
         if not isinstance(body["count"], int) or body["count"] < 0:
-            raise VerificationError(f"entry {index}: batch count must be a non-negative integer", index)
+            raise VerificationError(
+                f"entry {index}: batch count must be a non-negative integer", index
+            )
         if not isinstance(body["records_root"], str) or not _HEX64.match(body["records_root"]):
             raise VerificationError(f"entry {index}: batch records_root must be hex sha256", index)
         bare = body.get("records_without_text", 0)
@@ -240,9 +267,13 @@ def check_body(body: Any, index: int) -> None:
             )
         derived = body.get("derived_from", [])
         if not isinstance(derived, list) or any(not isinstance(d, int) for d in derived):
-            raise VerificationError(f"entry {index}: derived_from must be a list of entry indexes", index)
+            raise VerificationError(
+                f"entry {index}: derived_from must be a list of entry indexes", index
+            )
         if any(d < 0 or d >= index for d in derived):
-            raise VerificationError(f"entry {index}: derived_from refers to a later or missing entry", index)
+            raise VerificationError(
+                f"entry {index}: derived_from refers to a later or missing entry", index
+            )
     if kind == "key" and body["role"] not in ROLES:
         raise VerificationError(f"entry {index}: unknown key role {body['role']!r}", index)
 
@@ -259,5 +290,7 @@ def parse_teacher(text: str, known_checkpoint: bool) -> str | dict[str, str]:
         return text
     provider, sep, model = text.partition(":")
     if not sep or not provider or not model:
-        raise UsageError(f"--teacher {text!r}: expected PROVIDER:MODEL or the id of a recorded checkpoint")
+        raise UsageError(
+            f"--teacher {text!r}: expected PROVIDER:MODEL or the id of a recorded checkpoint"
+        )
     return {"provider": provider, "model": model}

@@ -96,7 +96,11 @@ class KeyRing:
             return self.by_id[name_or_id]
         named = [k for k in self.by_id.values() if k.name == name_or_id and not k.revoked]
         if not named:
-            named = [k for k in self.by_id.values() if k.keyid.startswith(name_or_id) and len(name_or_id) >= 8]
+            named = [
+                k
+                for k in self.by_id.values()
+                if k.keyid.startswith(name_or_id) and len(name_or_id) >= 8
+            ]
         if not named:
             raise NotFoundError(f"no key named or with keyid {name_or_id!r}")
         return max(named, key=lambda k: k.index)
@@ -153,7 +157,15 @@ class AppendResult:
 
 def _to_entry(stored: store.StoredEntry) -> Entry:
     envelope = keys.parse_envelope(stored.leaf, index=stored.index)
-    return Entry(stored.index, stored.kind, stored.time, stored.signer, stored.ref, stored.leaf, envelope.body())
+    return Entry(
+        stored.index,
+        stored.kind,
+        stored.time,
+        stored.signer,
+        stored.ref,
+        stored.leaf,
+        envelope.body(),
+    )
 
 
 def _passphrase(given: str | None) -> str | None:
@@ -206,11 +218,15 @@ class Ledger:
         if key_path.exists():
             raise KeyFileError(f"{key_path}: a log key already exists; choose another --keys-dir")
         if recorder_path.exists():
-            raise KeyFileError(f"{recorder_path}: a recorder key already exists; choose another --keys-dir")
+            raise KeyFileError(
+                f"{recorder_path}: a recorder key already exists; choose another --keys-dir"
+            )
         log_key, recorder = SigningKey.generate(), SigningKey.generate()
         bodies = [
             entries.key_body(log_key.public.keyid, log_key.public.b64, origin, "log"),
-            entries.key_body(recorder.public.keyid, recorder.public.b64, DEFAULT_RECORDER, "recorder"),
+            entries.key_body(
+                recorder.public.keyid, recorder.public.b64, DEFAULT_RECORDER, "recorder"
+            ),
         ]
         leaves = [keys.sign_entry(body, log_key) for body in bodies]
         tmp = ledger.path.with_name(ledger.path.name + ".init-tmp")
@@ -225,7 +241,11 @@ class Ledger:
                 with store.transaction(conn):
                     store.create_schema(conn, origin)
                     root = store.append_entries(
-                        conn, 0, leaves, [entries.facts_of(b) for b in bodies], [log_key.public.keyid] * len(leaves)
+                        conn,
+                        0,
+                        leaves,
+                        [entries.facts_of(b) for b in bodies],
+                        [log_key.public.keyid] * len(leaves),
                     )
                     note = keys.sign_tree_head(keys.TreeHead(origin, len(leaves), root), log_key)
                     store.write_head(conn, len(leaves), root, note)
@@ -242,7 +262,11 @@ class Ledger:
 
     @classmethod
     def open(
-        cls, path: str | Path = DEFAULT_DB, *, key: str | None = None, keys_dir: str | Path | None = None
+        cls,
+        path: str | Path = DEFAULT_DB,
+        *,
+        key: str | None = None,
+        keys_dir: str | Path | None = None,
     ) -> Ledger:
         ledger = cls(Path(path), keys_dir=Path(keys_dir) if keys_dir else None, key=key)
         with ledger.session() as conn:
@@ -287,7 +311,13 @@ class Ledger:
             stat = path.stat()
         except OSError:
             return keys.load_key_file(path)  # raises the one-line KeyFileError
-        cache_key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, stat.st_ino, os.environ.get("LEDGER_PASSPHRASE"))
+        cache_key = (
+            str(path.resolve()),
+            stat.st_mtime_ns,
+            stat.st_size,
+            stat.st_ino,
+            os.environ.get("LEDGER_PASSPHRASE"),
+        )
         cached = self._key_cache.get(cache_key)
         if cached is None:
             cached = keys.load_key_file(path)
@@ -343,14 +373,20 @@ class Ledger:
         info = ring.by_id.get(key.public.keyid)
         if info is not None and info.revoked_at is not None and info.revoke_reason == "rotated":
             # `rotate_key` appends the successor's key entry just before the revocation
-            successor = next((k for k in ring.by_id.values() if k.index == info.revoked_at - 1), None)
+            successor = next(
+                (k for k in ring.by_id.values() if k.index == info.revoked_at - 1), None
+            )
             if successor is not None and _finish_rotation(path, key, successor.keyid):
                 key = self._load_key(path)
                 info = ring.by_id.get(key.public.keyid)
         if info is None:
-            raise KeyFileError(f"{path}: this key is not registered in the ledger (run `ledger keys new`)")
+            raise KeyFileError(
+                f"{path}: this key is not registered in the ledger (run `ledger keys new`)"
+            )
         if info.revoked:
-            raise KeyFileError(f"{path}: key {info.name} ({info.keyid[:16]}…) was revoked at entry {info.revoked_at}")
+            raise KeyFileError(
+                f"{path}: key {info.name} ({info.keyid[:16]}…) was revoked at entry {info.revoked_at}"
+            )
         return key
 
     def new_key(self, name: str, role: str = "recorder", passphrase: str | None = None) -> KeyInfo:
@@ -364,7 +400,9 @@ class Ledger:
         written: list[Path] = []
         retired: list[Path] = []
 
-        def build(conn: Connection, start: int, ring: KeyRing) -> list[tuple[dict[str, Any], SigningKey]]:
+        def build(
+            conn: Connection, start: int, ring: KeyRing
+        ) -> list[tuple[dict[str, Any], SigningKey]]:
             if any(k.name == name and not k.revoked for k in ring.by_id.values()):
                 raise DuplicateError(f"a key named {name!r} is already active in the ledger")
             log_key = ring_log_key(ring)
@@ -413,12 +451,16 @@ class Ledger:
         return get
 
     def revoke_key(self, name_or_id: str, reason: str = "unspecified") -> KeyInfo:
-        def build(conn: Connection, start: int, ring: KeyRing) -> list[tuple[dict[str, Any], SigningKey]]:
+        def build(
+            conn: Connection, start: int, ring: KeyRing
+        ) -> list[tuple[dict[str, Any], SigningKey]]:
             info = ring.find(name_or_id)
             if info.revoked:
                 raise DuplicateError(f"key {info.name} ({info.keyid[:16]}…) is already revoked")
             if info.role == "log":
-                raise UsageError("the log key is replaced with `ledger keys rotate`, not revoked alone")
+                raise UsageError(
+                    "the log key is replaced with `ledger keys rotate`, not revoked alone"
+                )
             return [(entries.revoke_body(info.keyid, reason), get_log_key(ring))]
 
         get_log_key = self._log_key_getter()
@@ -430,7 +472,9 @@ class Ledger:
         new = SigningKey.generate()
         staged: dict[str, Path] = {}
 
-        def build(conn: Connection, start: int, ring: KeyRing) -> list[tuple[dict[str, Any], SigningKey]]:
+        def build(
+            conn: Connection, start: int, ring: KeyRing
+        ) -> list[tuple[dict[str, Any], SigningKey]]:
             old = ring.current_log_key() if name_or_id == "log" else ring.find(name_or_id)
             old_log = get_log_key(ring)
             path = self.keys_dir / (LOG_KEY_FILE if old.role == "log" else f"{old.name}.pem")
@@ -467,7 +511,11 @@ class Ledger:
             ring = self._key_ring(conn)
             built = build(conn, stored.size, ring)
             if not built:
-                return AppendResult(stored.size, 0, TreeHeadInfo(stored.origin, stored.size, stored.root, stored.note))
+                return AppendResult(
+                    stored.size,
+                    0,
+                    TreeHeadInfo(stored.origin, stored.size, stored.root, stored.note),
+                )
             leaves, facts, signers = [], [], []
             for offset, (body, signer) in enumerate(built):
                 index = stored.size + offset
@@ -486,7 +534,9 @@ class Ledger:
             store.write_head(conn, size, root, note)
         return AppendResult(stored.size, len(leaves), TreeHeadInfo(stored.origin, size, root, note))
 
-    def _head_signer(self, ring: KeyRing, built: list[tuple[dict[str, Any], SigningKey]]) -> SigningKey:
+    def _head_signer(
+        self, ring: KeyRing, built: list[tuple[dict[str, Any], SigningKey]]
+    ) -> SigningKey:
         """The tree head is signed by the log key current after the append (a rotation's new key)."""
         current = ring.current_log_key()
         for _, signer in built:
@@ -497,7 +547,9 @@ class Ledger:
     def append_bodies(self, bodies: Sequence[dict[str, Any]]) -> AppendResult:
         """Append ready-made bodies signed with the recorder key (used by recorders and tests)."""
 
-        def build(conn: Connection, start: int, ring: KeyRing) -> list[tuple[dict[str, Any], SigningKey]]:
+        def build(
+            conn: Connection, start: int, ring: KeyRing
+        ) -> list[tuple[dict[str, Any], SigningKey]]:
             signer = self._load_recorder_key(ring, self._load_log_key(ring))
             return [(dict(b), signer) for b in bodies]
 
@@ -680,7 +732,9 @@ class Ledger:
         if isinstance(since, str):
             since = entries.parse_time(since, "since")
         elif since is not None and since.tzinfo is None:
-            raise UsageError(f"since {since.isoformat()}: expected an aware datetime (entry times are UTC)")
+            raise UsageError(
+                f"since {since.isoformat()}: expected an aware datetime (entry times are UTC)"
+            )
         with self.session() as conn:
             return [
                 _to_entry(e)
@@ -711,7 +765,10 @@ class Ledger:
             "root": stored.root.hex(),
             "note": stored.note,
             "counts": counts,
-            "keys": {"active": sum(not k.revoked for k in infos), "revoked": sum(k.revoked for k in infos)},
+            "keys": {
+                "active": sum(not k.revoked for k in infos),
+                "revoked": sum(k.revoked for k in infos),
+            },
             "records": tables["records"],
             "segments": tables["record_segments"],
             "last_audit": self.last_audit(),
@@ -722,13 +779,17 @@ class Ledger:
         with self.session() as conn:
             stored = store.head(conn)
             found = store.resolve(conn, str(ref))
-            nodes = store.fetch_nodes(conn, merkle.needed_nodes(merkle.inclusion_ranges(found.index, stored.size)))
+            nodes = store.fetch_nodes(
+                conn, merkle.needed_nodes(merkle.inclusion_ranges(found.index, stored.size))
+            )
         proof = merkle.inclusion_proof(found.index, stored.size, nodes)
         leaf_hash = merkle.leaf_hash(found.leaf)
         merkle.verify_inclusion(leaf_hash, found.index, stored.size, proof, stored.root)
         return InclusionProof(found.index, found.leaf, leaf_hash, stored.size, stored.root, proof)
 
-    def inclusion_proofs(self, indexes: Sequence[int]) -> tuple[TreeHeadInfo, dict[int, InclusionProof]]:
+    def inclusion_proofs(
+        self, indexes: Sequence[int]
+    ) -> tuple[TreeHeadInfo, dict[int, InclusionProof]]:
         """Proofs for many entries against one tree head, read in one session."""
         with self.session() as conn:
             stored = store.head(conn)
@@ -741,7 +802,9 @@ class Ledger:
         for index in indexes:
             proof = merkle.inclusion_proof(index, stored.size, nodes)
             leaf_hash = merkle.leaf_hash(leaves[index])
-            out[index] = InclusionProof(index, leaves[index], leaf_hash, stored.size, stored.root, proof)
+            out[index] = InclusionProof(
+                index, leaves[index], leaf_hash, stored.size, stored.root, proof
+            )
         return TreeHeadInfo(stored.origin, stored.size, stored.root, stored.note), out
 
     def consistency(self, old_note: str) -> ConsistencyProof:
@@ -756,7 +819,9 @@ class Ledger:
                 )
             nodes = store.fetch_nodes(
                 conn,
-                merkle.needed_nodes(merkle.consistency_ranges(old.size, stored.size) + [(0, old.size)])
+                merkle.needed_nodes(
+                    merkle.consistency_ranges(old.size, stored.size) + [(0, old.size)]
+                )
                 if old.size
                 else set(),
             )
@@ -809,7 +874,9 @@ def _verify_note_with_ring(note: str, ring: KeyRing, origin: str) -> keys.TreeHe
     """A published tree head verifies with any log key the ledger ever had (heads outlive rotations)."""
     parsed, _ = keys.open_signed_note(note)
     if parsed.origin != origin:
-        raise VerificationError(f"tree head origin {parsed.origin!r} is not this ledger's {origin!r}")
+        raise VerificationError(
+            f"tree head origin {parsed.origin!r} is not this ledger's {origin!r}"
+        )
     last_error: Exception | None = None
     for info in sorted(ring.by_id.values(), key=lambda k: -k.index):
         if info.role != "log":
@@ -818,7 +885,9 @@ def _verify_note_with_ring(note: str, ring: KeyRing, origin: str) -> keys.TreeHe
             return keys.verify_tree_head(note, (origin, info.public))
         except VerificationError as exc:
             last_error = exc
-    raise VerificationError(f"the tree head is not signed by any log key of this ledger ({last_error})")
+    raise VerificationError(
+        f"the tree head is not signed by any log key of this ledger ({last_error})"
+    )
 
 
 def read_note_file(path: Path) -> str:

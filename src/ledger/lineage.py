@@ -269,7 +269,9 @@ def resolve_checkpoint(
     if isinstance(checkpoint, int) or (isinstance(checkpoint, str) and checkpoint.isdigit()):
         index = int(checkpoint)
         if index >= size:
-            raise NotFoundError(f"no entry at index {index} (the verified log has {plural(size, 'entry', 'entries')})")
+            raise NotFoundError(
+                f"no entry at index {index} (the verified log has {plural(size, 'entry', 'entries')})"
+            )
         stored = store.entry_at(conn, index)
         if stored.kind != "checkpoint":
             raise NotFoundError(f"entry {index} is a {stored.kind}, not a checkpoint")

@@ -758,9 +758,7 @@ class _FieldWatch:
         self.fields = fields
         self.seen = fields is None
 
-    def wrap(
-        self, records: Iterable[Mapping[str, Any] | str]
-    ) -> Iterator[Mapping[str, Any] | str]:
+    def wrap(self, records: Iterable[Mapping[str, Any] | str]) -> Iterator[Mapping[str, Any] | str]:
         for record in records:
             if not self.seen and isinstance(record, Mapping):
                 self.seen = any(True for _ in hashing.record_texts(dict(record), self.fields))
@@ -772,7 +770,9 @@ class _FieldWatch:
             if self.seen:
                 break
             for _, record in ingest_records.iter_records(path):
-                if isinstance(record, str) or any(True for _ in hashing.record_texts(record, self.fields)):
+                if isinstance(record, str) or any(
+                    True for _ in hashing.record_texts(record, self.fields)
+                ):
                     self.seen = True
                     break
         if not self.seen:
@@ -961,7 +961,9 @@ def _chunks_of(call: _CallInput) -> list[Mapping[str, Any]]:
 def _model_of(call: _CallInput) -> str:
     model = call.model or ingest_calls.infer_model(call.response, call.request)
     if not model:
-        raise OptionHintError("cannot tell the call's model from the response or the request", "model")
+        raise OptionHintError(
+            "cannot tell the call's model from the response or the request", "model"
+        )
     return model
 
 
@@ -1046,10 +1048,12 @@ def _with_fingerprints(
 
 
 def _existing_call(conn: Connection, provider: str, external_id: str) -> int | None:
-    row = conn.execute(
-        "SELECT min(idx) FROM entries WHERE kind = 'call' AND provider = ? AND ref = ?",
-        [provider, external_id],
-    ).fetchall()  # fetched to the end: a half-read result blocks the next `register` on this connection
+    row = (
+        conn.execute(
+            "SELECT min(idx) FROM entries WHERE kind = 'call' AND provider = ? AND ref = ?",
+            [provider, external_id],
+        ).fetchall()
+    )  # fetched to the end: a half-read result blocks the next `register` on this connection
     return None if not row or row[0][0] is None else int(row[0][0])
 
 

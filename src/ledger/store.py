@@ -104,7 +104,9 @@ def _is_lock_error(exc: Exception) -> bool:
     return "lock" in text.lower() and ("Could not set lock" in text or "Conflicting lock" in text)
 
 
-def connect(path: Path, *, create: bool = False, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+def connect(
+    path: Path, *, create: bool = False, read_only: bool = False
+) -> duckdb.DuckDBPyConnection:
     """Open the ledger file, waiting with back-off while another process holds it."""
     if not create and not path.exists():
         raise NotFoundError(f"{path}: no ledger here (run `ledger init` or pass --db)")
@@ -119,7 +121,9 @@ def connect(path: Path, *, create: bool = False, read_only: bool = False) -> duc
             break
         except duckdb.Error as exc:
             if not _is_lock_error(exc):
-                raise CorruptDatabaseError(f"{path}: cannot open as a ledger database: {_first_line(exc)}") from exc
+                raise CorruptDatabaseError(
+                    f"{path}: cannot open as a ledger database: {_first_line(exc)}"
+                ) from exc
             if time.monotonic() >= deadline:
                 raise LockedError(
                     f"{path}: still locked by another process after {lock_timeout():g}s "
@@ -166,22 +170,32 @@ def _check_schema(conn: duckdb.DuckDBPyConnection, path: Path, read_only: bool =
         version = int(str(row[0]))
     except ValueError:
         version = 0
-    if version < 1:  # no ledger ever had such a version: a damaged meta row, not something to migrate
-        raise CorruptDatabaseError(f"{path}: expected a schema version 1..{SCHEMA_VERSION}, found {str(row[0])[:40]!r}")
+    if (
+        version < 1
+    ):  # no ledger ever had such a version: a damaged meta row, not something to migrate
+        raise CorruptDatabaseError(
+            f"{path}: expected a schema version 1..{SCHEMA_VERSION}, found {str(row[0])[:40]!r}"
+        )
     if version > SCHEMA_VERSION:
-        raise CorruptDatabaseError(f"{path}: schema version {version} is newer than this ledger ({SCHEMA_VERSION})")
+        raise CorruptDatabaseError(
+            f"{path}: schema version {version} is newer than this ledger ({SCHEMA_VERSION})"
+        )
     if version < SCHEMA_VERSION and not read_only:  # a read-only open works on the old schema
         try:
             migrate(conn, version)
         except duckdb.Error as exc:
-            raise CorruptDatabaseError(f"{path}: cannot migrate schema version {version}: {_first_line(exc)}") from exc
+            raise CorruptDatabaseError(
+                f"{path}: cannot migrate schema version {version}: {_first_line(exc)}"
+            ) from exc
     try:  # binding one empty query over every expected column costs well under a millisecond
         conn.execute(_probe_sql()).fetchall()
     except duckdb.Error:
         found = {tuple(r) for r in conn.execute(_COLUMNS_SQL).fetchall()}
         missing = sorted(EXPECTED_COLUMNS - found) or sorted(EXPECTED_COLUMNS)
         names = ", ".join(f"{table}.{column} {kind}" for table, column, kind in missing[:4])
-        raise CorruptDatabaseError(f"{path}: not a ledger database (expected columns {names}, found none)") from None
+        raise CorruptDatabaseError(
+            f"{path}: not a ledger database (expected columns {names}, found none)"
+        ) from None
 
 
 _COLUMNS_SQL = """SELECT table_name, column_name, data_type FROM duckdb_columns()
@@ -194,7 +208,8 @@ def _probe_sql() -> str:
     for table, column, _ in sorted(EXPECTED_COLUMNS):
         tables.setdefault(table, []).append(f'"{column}"')
     return "SELECT 1 FROM " + ", ".join(
-        f'(SELECT {", ".join(columns)} FROM "{table}" LIMIT 0) AS "_{table}"' for table, columns in tables.items()
+        f'(SELECT {", ".join(columns)} FROM "{table}" LIMIT 0) AS "_{table}"'
+        for table, columns in tables.items()
     )
 
 
@@ -203,12 +218,24 @@ EXPECTED_COLUMNS: Final = frozenset(
     for table, columns in {
         "meta": {"key": "VARCHAR", "value": "VARCHAR"},
         "entries": {
-            "idx": "BIGINT", "leaf": "BLOB", "kind": "VARCHAR", "time": "VARCHAR", "signer": "VARCHAR",
-            "ref": "VARCHAR", "provider": "VARCHAR", "model": "VARCHAR", "purpose": "VARCHAR",
+            "idx": "BIGINT",
+            "leaf": "BLOB",
+            "kind": "VARCHAR",
+            "time": "VARCHAR",
+            "signer": "VARCHAR",
+            "ref": "VARCHAR",
+            "provider": "VARCHAR",
+            "model": "VARCHAR",
+            "purpose": "VARCHAR",
         },
         "nodes": {"level": "TINYINT", "idx": "BIGINT", "hash": "BLOB"},
         "tree_head": {"size": "BIGINT", "root": "BLOB", "note": "VARCHAR"},
-        "records": {"batch": "BIGINT", "position": "BIGINT", "digest": "BLOB", "fingerprint": "BLOB"},
+        "records": {
+            "batch": "BIGINT",
+            "position": "BIGINT",
+            "digest": "BLOB",
+            "fingerprint": "BLOB",
+        },
         "record_segments": {"batch": "BIGINT", "position": "BIGINT", "segment": "BLOB"},
     }.items()
     for column, kind in columns.items()
@@ -224,7 +251,9 @@ def migrate(conn: duckdb.DuckDBPyConnection, version: int) -> None:
         for step in range(version, SCHEMA_VERSION):
             for statement in _MIGRATIONS.get(step, []):
                 conn.execute(statement)
-        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)])
+        conn.execute(
+            "UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION)]
+        )
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")
@@ -256,7 +285,8 @@ def create_schema(conn: duckdb.DuckDBPyConnection, origin: str) -> None:
     for statement in _SCHEMA:
         conn.execute(statement)
     conn.executemany(
-        "INSERT INTO meta VALUES (?, ?)", [("schema_version", str(SCHEMA_VERSION)), ("origin", origin)]
+        "INSERT INTO meta VALUES (?, ?)",
+        [("schema_version", str(SCHEMA_VERSION)), ("origin", origin)],
     )
 
 
@@ -280,7 +310,9 @@ def entry_count(conn: duckdb.DuckDBPyConnection) -> int:
     return int(row[0]) if row else 0
 
 
-def fetch_nodes(conn: duckdb.DuckDBPyConnection, wanted: set[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+def fetch_nodes(
+    conn: duckdb.DuckDBPyConnection, wanted: set[tuple[int, int]]
+) -> dict[tuple[int, int], bytes]:
     """The stored perfect-subtree hashes for `wanted`, in one query; a missing or duplicated one is tampering."""
     if not wanted:
         return {}
@@ -312,7 +344,9 @@ def check_head(conn: duckdb.DuckDBPyConnection) -> StoredHead:
     stored = head(conn)
     count = entry_count(conn)
     if count != stored.size:
-        raise VerificationError(f"the tree head covers {plural(stored.size, 'entry', 'entries')} but the log holds {count}")
+        raise VerificationError(
+            f"the tree head covers {plural(stored.size, 'entry', 'entries')} but the log holds {count}"
+        )
     root = stored_root(conn, stored.size)
     if root != stored.root:
         raise VerificationError(
@@ -386,7 +420,9 @@ def entry_at(conn: duckdb.DuckDBPyConnection, index: int) -> StoredEntry:
     return _entry(rows[0])
 
 
-def find_ref(conn: duckdb.DuckDBPyConnection, ref: str, kinds: Sequence[str] | None = None) -> list[StoredEntry]:
+def find_ref(
+    conn: duckdb.DuckDBPyConnection, ref: str, kinds: Sequence[str] | None = None
+) -> list[StoredEntry]:
     sql = f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE ref = ?"
     params: list[Any] = [ref]
     if kinds:
@@ -395,7 +431,9 @@ def find_ref(conn: duckdb.DuckDBPyConnection, ref: str, kinds: Sequence[str] | N
     return [_entry(r) for r in conn.execute(sql + " ORDER BY idx", params).fetchall()]
 
 
-def resolve(conn: duckdb.DuckDBPyConnection, ref: str, kinds: Sequence[str] | None = None) -> StoredEntry:
+def resolve(
+    conn: duckdb.DuckDBPyConnection, ref: str, kinds: Sequence[str] | None = None
+) -> StoredEntry:
     """A REF is an entry index, a batch/checkpoint id, or a call's external id."""
     if ref.isdigit():
         entry = entry_at(conn, int(ref))
@@ -455,8 +493,6 @@ def iter_entries(
 def counts_by_kind(conn: duckdb.DuckDBPyConnection) -> dict[str, int]:
     rows = conn.execute("SELECT kind, count(*) FROM entries GROUP BY kind ORDER BY kind").fetchall()
     return {str(k): int(n) for k, n in rows}
-
-
 
 
 def table_counts(conn: duckdb.DuckDBPyConnection) -> Mapping[str, int]:

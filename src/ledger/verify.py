@@ -429,9 +429,7 @@ def _plan_units(batches: Sequence[tuple[int, int]], cover: tuple[int, int] | Non
             for lo in range(0, count, _RECORD_CHUNK):
                 first = _INT64_MIN if lo == 0 else lo
                 last = _INT64_MAX if lo + _RECORD_CHUNK >= count else lo + _RECORD_CHUNK - 1
-                units.append(
-                    _Unit(batch, batch, first, last, ((batch, count),), cover is not None)
-                )
+                units.append(_Unit(batch, batch, first, last, ((batch, count),), cover is not None))
             cursor = batch + 1
             continue
         if group and total + count > _RECORD_CHUNK:
@@ -449,7 +447,9 @@ def _fetch_unit(conn: Connection, unit: _Unit) -> tuple[pa.Table, pa.Table]:
     """A unit's record and segment rows as Arrow tables, fetched in full (the session can close after)."""
     params = [unit.batch_lo, unit.batch_hi, unit.pos_lo, unit.pos_hi]
     where = "WHERE batch BETWEEN ? AND ? AND position BETWEEN ? AND ?"
-    if not unit.covering:  # only the chosen batches: rows of other runs' batches in between stay unread
+    if (
+        not unit.covering
+    ):  # only the chosen batches: rows of other runs' batches in between stay unread
         where += f" AND batch IN ({', '.join(str(int(b)) for b, _ in unit.counts)})"
     records = conn.sql(
         f"SELECT batch, position, digest, fingerprint FROM records {where}", params=params

@@ -72,7 +72,9 @@ def _print_piped(renderable: RenderableType) -> None:
     id whole) unless COLUMNS asks for a width, and no line ends in padding."""
     width = out.width
     if not os.environ.get("COLUMNS"):
-        width = max(width, Measurement.get(out, out.options.update_width(1 << 16), renderable).maximum)
+        width = max(
+            width, Measurement.get(out, out.options.update_width(1 << 16), renderable).maximum
+        )
     console = Console(file=io.StringIO(), width=width, color_system="auto" if out.color_system else None,
                       force_terminal=out.is_terminal, no_color=out.no_color)  # fmt: skip
     with console.capture() as captured:
@@ -105,7 +107,9 @@ def _fit(table: Table) -> Table:
     if not _bounded():
         return table
     only_ids = all(c.width is not None for c in table.columns)
-    fixed = sorted((c for c in table.columns if c.width is not None), key=lambda c: c.width or 0, reverse=True)
+    fixed = sorted(
+        (c for c in table.columns if c.width is not None), key=lambda c: c.width or 0, reverse=True
+    )
     if only_ids:
         # a boxed table: one padding each side of a column, a rule between columns, the edges
         n = len(table.columns)
@@ -170,7 +174,9 @@ def note_lock_waits() -> None:
 
 
 @contextmanager
-def progress(description: str, total: int | None, *, enabled: bool, unit: str = "items") -> Iterator[Callable[[int], None]]:
+def progress(
+    description: str, total: int | None, *, enabled: bool, unit: str = "items"
+) -> Iterator[Callable[[int], None]]:
     """A rich progress bar on a terminal; a no-op callback when piped or with --json."""
     if not enabled or not err.is_terminal:
         yield lambda advance: None
@@ -260,10 +266,16 @@ def keys_view(infos: Sequence[KeyInfo], origin: str) -> RenderableType:
     """One block per key: its name, role and status, then its full keyid and vkey (never shortened)."""
     table = _grid()
     for n, info in enumerate(infos):
-        status = Text(f"revoked at entry {info.revoked_at} ({info.revoke_reason})", style="red") if info.revoked else Text("active", style="green")
+        status = (
+            Text(f"revoked at entry {info.revoked_at} ({info.revoke_reason})", style="red")
+            if info.revoked
+            else Text("active", style="green")
+        )
         if n:
             table.add_row("", "")
-        table.add_row(f"entry {info.index}", Text.assemble((info.name, "bold"), f"  {info.role}  ", status))
+        table.add_row(
+            f"entry {info.index}", Text.assemble((info.name, "bold"), f"  {info.role}  ", status)
+        )
         table.add_row("keyid", info.keyid)
         table.add_row("vkey", info.vkey(origin))
     return table
@@ -273,7 +285,13 @@ def keys_view(infos: Sequence[KeyInfo], origin: str) -> RenderableType:
 
 
 def entry_json(entry: Entry) -> dict[str, Any]:
-    return {"index": entry.index, "kind": entry.kind, "time": entry.time, "signer": entry.signer, "body": entry.body}
+    return {
+        "index": entry.index,
+        "kind": entry.kind,
+        "time": entry.time,
+        "signer": entry.signer,
+        "body": entry.body,
+    }
 
 
 def entry_ref(entry: Entry) -> tuple[str, str]:
@@ -283,12 +301,18 @@ def entry_ref(entry: Entry) -> tuple[str, str]:
     kind = entry.kind
     if kind == "call":
         external = f" id={body['external_id']}" if body.get("external_id") else ""
-        return f"{body.get('provider')}/{body.get('model')}", f"{body.get('purpose')} outputs={len(body.get('outputs', []))}{external}"
+        return (
+            f"{body.get('provider')}/{body.get('model')}",
+            f"{body.get('purpose')} outputs={len(body.get('outputs', []))}{external}",
+        )
     if kind == "batch":
         extra = f" derived_from={body['derived_from']}" if body.get("derived_from") else ""
         return str(body["id"]), f"records={body['count']}{extra}"
     if kind == "checkpoint":
-        return str(body["id"]), f"batches={len(body['batches'])} parents={len(body['parents'])} teachers={len(body['teachers'])}"
+        return (
+            str(body["id"]),
+            f"batches={len(body['batches'])} parents={len(body['parents'])} teachers={len(body['teachers'])}",
+        )
     if kind == "key":
         return str(body["name"]), f"{body['role']} key"
     if kind == "revoke":
@@ -307,10 +331,22 @@ def signer_names(infos: Sequence[KeyInfo]) -> dict[str, str]:
     counts: dict[str, int] = {}
     for name in names.values():
         counts[name] = counts.get(name, 0) + 1
-    return {i.keyid: names[i.keyid] if counts[names[i.keyid]] == 1 else f"{names[i.keyid]} (key #{i.index})" for i in infos}
+    return {
+        i.keyid: names[i.keyid]
+        if counts[names[i.keyid]] == 1
+        else f"{names[i.keyid]} (key #{i.index})"
+        for i in infos
+    }
 
 
-_KIND_STYLE = {"call": "cyan", "batch": "magenta", "checkpoint": "bold green", "key": "yellow", "revoke": "red", "dataset": "blue"}
+_KIND_STYLE = {
+    "call": "cyan",
+    "batch": "magenta",
+    "checkpoint": "bold green",
+    "key": "yellow",
+    "revoke": "red",
+    "dataset": "blue",
+}
 
 
 def log_view(items: Sequence[Entry], signers: Mapping[str, str] | None = None) -> RenderableType:
@@ -320,7 +356,10 @@ def log_view(items: Sequence[Entry], signers: Mapping[str, str] | None = None) -
     """
     names = signers or {}
     refs = [entry_ref(entry) for entry in items]
-    refs = [(names.get(ref, ref) if e.kind == "revoke" else ref, details) for e, (ref, details) in zip(items, refs)]
+    refs = [
+        (names.get(ref, ref) if e.kind == "revoke" else ref, details)
+        for e, (ref, details) in zip(items, refs)
+    ]
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     _id_column(table, "#", [str(entry.index) for entry in items], justify="right")
     _id_column(table, "kind", [entry.kind for entry in items])
@@ -346,9 +385,18 @@ def show_view(entry: Entry, proof: InclusionProof | None) -> RenderableType:
     table.add_row("signer", entry.signer)
     table.add_row("leaf hash", entry.leaf_hash.hex())
     if proof is not None:
-        table.add_row("inclusion", Text(f"proven in tree of size {proof.size} ({plural(len(proof.proof), 'hash', 'hashes')})", style="green"))
+        table.add_row(
+            "inclusion",
+            Text(
+                f"proven in tree of size {proof.size} ({plural(len(proof.proof), 'hash', 'hashes')})",
+                style="green",
+            ),
+        )
     body = json.dumps(entry.body, indent=2, ensure_ascii=False)
-    return Group(Panel(table, title=f"entry {entry.index}", box=box.ROUNDED), Panel(Text(body), title="body", box=box.ROUNDED))
+    return Group(
+        Panel(table, title=f"entry {entry.index}", box=box.ROUNDED),
+        Panel(Text(body), title="body", box=box.ROUNDED),
+    )
 
 
 def status_view(document: Mapping[str, Any]) -> RenderableType:
@@ -362,12 +410,21 @@ def status_view(document: Mapping[str, Any]) -> RenderableType:
     keys = document["keys"]
     table.add_row("keys", f"{keys['active']} active, {keys['revoked']} revoked")
     if document.get("records") is not None:
-        table.add_row("records", f"{plural(document['records'], 'record leaf', 'record leaves')}, {plural(document['segments'], 'segment')}")
+        table.add_row(
+            "records",
+            f"{plural(document['records'], 'record leaf', 'record leaves')}, {plural(document['segments'], 'segment')}",
+        )
     last = document.get("last_audit")
     if last:
         style = _VERDICT_STYLE.get(str(last.get("verdict")), "")
-        table.add_row("last audit", Text(f"{last.get('verdict')}: {last.get('checkpoint')} at size {last.get('size')} "
-                                         f"({plural(int(last.get('findings') or 0), 'finding')}, {last.get('time', '')[:19]})", style=style))
+        table.add_row(
+            "last audit",
+            Text(
+                f"{last.get('verdict')}: {last.get('checkpoint')} at size {last.get('size')} "
+                f"({plural(int(last.get('findings') or 0), 'finding')}, {last.get('time', '')[:19]})",
+                style=style,
+            ),
+        )
     return Panel(table, title="ledger status", box=box.ROUNDED)
 
 
@@ -386,8 +443,14 @@ def verify_json(report: Any) -> dict[str, Any]:
 
 def verify_view(report: Any) -> RenderableType:
     if report.ok:
-        return Text(f"intact: {plural(report.size, 'entry', 'entries')}, root {report.root.hex()}", style="bold green")
-    table = Table(box=box.SIMPLE_HEAD, title=Text(f"TAMPERING FOUND: {plural(len(report.problems), 'problem')}", style="bold red"))
+        return Text(
+            f"intact: {plural(report.size, 'entry', 'entries')}, root {report.root.hex()}",
+            style="bold green",
+        )
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        title=Text(f"TAMPERING FOUND: {plural(len(report.problems), 'problem')}", style="bold red"),
+    )
     table.add_column("entry", justify="right", no_wrap=True)
     table.add_column("problem", overflow="fold")
     for problem in report.problems:
@@ -404,8 +467,13 @@ def call_result_json(result: Any) -> dict[str, Any]:
 
 def call_result_view(result: Any) -> RenderableType:
     if result.duplicate:
-        return Text(f"already recorded: call {result.external_id} is entry {result.index}", style="yellow")
-    return Text(f"recorded call {result.external_id or ''} as entry {result.index}".replace("  ", " "), style="green")
+        return Text(
+            f"already recorded: call {result.external_id} is entry {result.index}", style="yellow"
+        )
+    return Text(
+        f"recorded call {result.external_id or ''} as entry {result.index}".replace("  ", " "),
+        style="green",
+    )
 
 
 def import_json(report: Any) -> dict[str, Any]:
@@ -423,7 +491,9 @@ def import_view(report: Any) -> RenderableType:
         lines.append(Text(f"{report.duplicates} already recorded (skipped)", style="yellow"))
     if report.failed:
         calls = "a call" if report.failed == 1 else "calls"
-        lines.append(Text(f"{plural(report.failed, 'failed line')} not recorded as {calls}", style="yellow"))
+        lines.append(
+            Text(f"{plural(report.failed, 'failed line')} not recorded as {calls}", style="yellow")
+        )
         lines.extend(Text(f"  {example}") for example in report.failed_examples)
     if not report.added and not report.failed and report.duplicates:
         lines.append(Text("nothing new: every call in the file was already in the ledger"))
@@ -434,21 +504,34 @@ def batch_result_json(result: Any) -> dict[str, Any]:
     return {
         "already_recorded": result.already_recorded,
         "batches": [
-            {"index": b.index, "id": b.id, "count": b.count, "records_root": b.records_root,
-             "records_without_text": b.without_text}
+            {
+                "index": b.index,
+                "id": b.id,
+                "count": b.count,
+                "records_root": b.records_root,
+                "records_without_text": b.without_text,
+            }
             for b in result.entries
         ],
     }
 
 
 def batch_result_view(result: Any) -> RenderableType:
-    table = Table(box=box.SIMPLE_HEAD, title="already recorded (nothing appended)" if result.already_recorded else None)
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        title="already recorded (nothing appended)" if result.already_recorded else None,
+    )
     _id_column(table, "entry", [str(b.index) for b in result.entries])
     _id_column(table, "batch", [b.id for b in result.entries])
     _id_column(table, "records", [str(b.count) for b in result.entries])
     table.add_column("records root", overflow="fold")
     for b in result.entries:
-        table.add_row(str(b.index), b.id, str(b.count), b.records_root or Text("dataset (the batches below)", style="dim"))
+        table.add_row(
+            str(b.index),
+            b.id,
+            str(b.count),
+            b.records_root or Text("dataset (the batches below)", style="dim"),
+        )
     bare = [b for b in result.entries if b.without_text]
     if not bare:
         return _fit(table)
@@ -465,7 +548,12 @@ def batch_result_view(result: Any) -> RenderableType:
 
 # --- audit, lineage, bundles ----------------------------------------------------------------------
 
-_VERDICT_STYLE = {"clean": "bold green", "contaminated": "bold red", "suspect": "bold yellow", "inconclusive": "bold yellow"}
+_VERDICT_STYLE = {
+    "clean": "bold green",
+    "contaminated": "bold red",
+    "suspect": "bold yellow",
+    "inconclusive": "bold yellow",
+}
 _VERDICT_SAYS = {
     "clean": "no recorded third-party output found in the lineage (disproven with respect to this ledger)",
     "contaminated": "third-party output entered the lineage (proven)",
@@ -507,13 +595,19 @@ def _finding_place(lin: Any, finding: Any) -> str:
 def _finding_source(finding: Any) -> tuple[tuple[int, int, str], str]:
     """A sort key and a label: findings are grouped by the call (or suspect, or teacher) they name."""
     if finding.call is not None:
-        label = f"call #{finding.call}  {finding.provider}/{finding.model}  purpose: {finding.purpose}"
+        label = (
+            f"call #{finding.call}  {finding.provider}/{finding.model}  purpose: {finding.purpose}"
+        )
         external = getattr(finding, "external_id", None)
         return (0, finding.call, ""), label + (f"  id {external}" if external else "")
     if finding.suspect is not None:
         line = f"  line {finding.suspect_line}" if finding.suspect_line is not None else ""
         return (1, finding.suspect, ""), f"suspect #{finding.suspect}{line}"
-    return (2, 0, f"{finding.provider}:{finding.model}"), f"teacher  {finding.provider}:{finding.model}"
+    return (
+        2,
+        0,
+        f"{finding.provider}:{finding.model}",
+    ), f"teacher  {finding.provider}:{finding.model}"
 
 
 def _findings_table(lin: Any, findings: Sequence[Any]) -> Table:
@@ -529,7 +623,9 @@ def _findings_table(lin: Any, findings: Sequence[Any]) -> Table:
         segment = "-" if f.segment is None else f.segment
         if f.similarity is not None:
             segment += f"\nsimilarity {f.similarity:.3f}"
-        table.add_row(Text(kind, style=_FINDING_STYLE.get(f.type, "")), place, segment, " → ".join(f.path))
+        table.add_row(
+            Text(kind, style=_FINDING_STYLE.get(f.type, "")), place, segment, " → ".join(f.path)
+        )
     return _fit(table)
 
 
@@ -543,7 +639,11 @@ def audit_view(report: Any, limit: int = 20) -> RenderableType:
     ]
     parts.extend(_gaps_view(report))
     if report.problems:
-        table = Table(box=box.SIMPLE_HEAD, title=Text("integrity problems", style="bold yellow"), title_justify="left")
+        table = Table(
+            box=box.SIMPLE_HEAD,
+            title=Text("integrity problems", style="bold yellow"),
+            title_justify="left",
+        )
         table.add_column("entry", justify="right", no_wrap=True)
         table.add_column("problem", overflow="fold")
         for problem in report.problems[:50]:
@@ -584,7 +684,9 @@ def _verdict_says(report: Any) -> str:
     says = _VERDICT_SAYS.get(report.verdict, "")
     opaque = sum(1 for g in getattr(report, "gaps", ()) if g.opaque is not None)
     if opaque:
-        says += f"; {plural(opaque, 'batch', 'batches')} declared out of scope by the policy (below)"
+        says += (
+            f"; {plural(opaque, 'batch', 'batches')} declared out of scope by the policy (below)"
+        )
     return says
 
 
@@ -593,14 +695,22 @@ def _gaps_view(report: Any) -> list[RenderableType]:
     gaps = getattr(report, "gaps", ())
     if not gaps:
         return []
-    table = Table(box=box.SIMPLE_HEAD, title=Text("records without comparable text", style="bold yellow"), title_justify="left")
+    table = Table(
+        box=box.SIMPLE_HEAD,
+        title=Text("records without comparable text", style="bold yellow"),
+        title_justify="left",
+    )
     table.add_column("entry", justify="right")
     _id_column(table, "batch", [gap.batch_id for gap in gaps])
     table.add_column("without text", justify="right")
     table.add_column("of", justify="right")
     table.add_column("scope", overflow="fold")
     for gap in gaps:
-        scope = Text("not compared", style="yellow") if gap.opaque is None else Text(f"opaque: {gap.opaque}", style="dim")
+        scope = (
+            Text("not compared", style="yellow")
+            if gap.opaque is None
+            else Text(f"opaque: {gap.opaque}", style="dim")
+        )
         table.add_row(str(gap.batch), gap.batch_id, str(gap.without_text), str(gap.records), scope)
     return [_fit(table)]
 
@@ -626,11 +736,17 @@ def _taint(lin: Any, report: Any | None) -> tuple[dict[str, set[str]], set[str]]
     if report.problems:
         unverifiable |= {by_index[p.index].id for p in report.problems if p.index in by_index}
     # batches the audit could not compare (no text, no opaque rule) are as unverified as tampered ones
-    unverifiable |= {by_index[g.batch].id for g in getattr(report, "gaps", ()) if g.opaque is None and g.batch in by_index}
+    unverifiable |= {
+        by_index[g.batch].id
+        for g in getattr(report, "gaps", ())
+        if g.opaque is None and g.batch in by_index
+    }
     return tainted, unverifiable
 
 
-def _lineage_label(node: Any, tainted: dict[str, set[str]], unverifiable: set[str], colored: bool) -> Text:
+def _lineage_label(
+    node: Any, tainted: dict[str, set[str]], unverifiable: set[str], colored: bool
+) -> Text:
     body = node.body or {}
     details = []
     if node.index is not None:
@@ -699,13 +815,19 @@ def _graph_status(node_id: str, tainted: dict[str, set[str]], unverifiable: set[
 def lineage_dot(lin: Any, report: Any | None = None) -> str:
     """Graphviz DOT text of the lineage (colored when an audit report is given)."""
     tainted, unverifiable = _taint(lin, report)
-    color = {"tainted": "red", "unverifiable": "orange", "clean": "darkgreen" if report is not None else "black"}
+    color = {
+        "tainted": "red",
+        "unverifiable": "orange",
+        "clean": "darkgreen" if report is not None else "black",
+    }
     shape = {"checkpoint": "box", "batch": "folder", "call": "ellipse", "teacher": "octagon"}
     lines = ["digraph lineage {", "  rankdir=TB;", '  node [fontname="Helvetica"];']
     for n in lin.nodes:
         label = f"{n.kind}\\n{n.id}" + (f"\\n#{n.index}" if n.index is not None else "")
         status = _graph_status(n.id, tainted, unverifiable)
-        lines.append(f'  {json.dumps(n.id)} [label="{label.replace(chr(34), chr(39))}", shape={shape.get(n.kind, "box")}, color={color[status]}];')
+        lines.append(
+            f'  {json.dumps(n.id)} [label="{label.replace(chr(34), chr(39))}", shape={shape.get(n.kind, "box")}, color={color[status]}];'
+        )
     for e in lin.edges:
         lines.append(f'  {json.dumps(e.source)} -> {json.dumps(e.target)} [label="{e.kind}"];')
     lines.append("}")
@@ -764,7 +886,9 @@ def _suspect_hits_view(hits: Sequence[Any], limit: int = 50) -> RenderableType:
     _id_column(table, "record", [str(h.record) for h in shown], justify="right")
     table.add_column("segment", overflow="fold")
     for h in shown:
-        table.add_row(f"#{h.suspect}\nline {h.line}", f"{h.batch_id}\n#{h.batch}", str(h.record), h.segment)
+        table.add_row(
+            f"#{h.suspect}\nline {h.line}", f"{h.batch_id}\n#{h.batch}", str(h.record), h.segment
+        )
     if len(hits) > limit:
         table.add_row("", f"... {len(hits) - limit} more (all in --json)", "", "")
     return _fit(table)
@@ -779,7 +903,9 @@ def bundle_report_view(report: Any) -> RenderableType:
             f"checked {checked})",
             style="bold green",
         ), *hits)  # fmt: skip
-    title = Text(f"BUNDLE DOES NOT VERIFY: {plural(len(report.problems), 'problem')}", style="bold red")
+    title = Text(
+        f"BUNDLE DOES NOT VERIFY: {plural(len(report.problems), 'problem')}", style="bold red"
+    )
     table = Table(box=box.SIMPLE_HEAD, title=title)
     table.add_column("where", overflow="fold")
     table.add_column("problem", overflow="fold")
@@ -789,16 +915,28 @@ def bundle_report_view(report: Any) -> RenderableType:
 
 
 def export_json(counts: Any) -> dict[str, Any]:
-    return {"batches": counts.batches, "records": counts.records, "files": [str(f) for f in counts.files]}
+    return {
+        "batches": counts.batches,
+        "records": counts.records,
+        "files": [str(f) for f in counts.files],
+    }
 
 
 def export_view(counts: Any) -> RenderableType:
     files = ", ".join(str(f) for f in counts.files)
     leaves = plural(counts.records, "record leaf", "record leaves")
-    return Text(f"exported {leaves} of {plural(counts.batches, 'batch', 'batches')} to {files}", style="green")
+    return Text(
+        f"exported {leaves} of {plural(counts.batches, 'batch', 'batches')} to {files}",
+        style="green",
+    )
 
 
-_VERDICT_STYLE = {"clean": "green", "contaminated": "bold red", "suspect": "yellow", "inconclusive": "yellow"}
+_VERDICT_STYLE = {
+    "clean": "green",
+    "contaminated": "bold red",
+    "suspect": "yellow",
+    "inconclusive": "yellow",
+}
 
 
 def audit_summary(report: Any) -> dict[str, Any]:

@@ -1412,7 +1412,11 @@ def _pool_map(
             else:
                 task: _Unit | _InRing = item
                 unit = item.block if isinstance(item, _InRing) else item
-                if ring is not None and isinstance(item, _Block) and len(item.data) <= ring.slot_size:
+                if (
+                    ring is not None
+                    and isinstance(item, _Block)
+                    and len(item.data) <= ring.slot_size
+                ):
                     task = ring.put(item)
                 pending.append((unit, pool.apply_async(work, (task,))))
             while len(pending) > limit:
