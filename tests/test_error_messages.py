@@ -89,6 +89,19 @@ def test_verify_since_another_ledgers_head_is_the_wrong_file(lab: Path) -> None:
     assert run(["verify", "--since", "lab.head", "--db", "lab.duckdb"], lab).returncode == 0
 
 
+def test_consistency_from_another_ledgers_head_is_the_wrong_file(lab: Path) -> None:
+    db = lab / "lab.duckdb"
+    Ledger.init(lab / "other.duckdb", origin="other.test/log")
+    assert run(["head", "--db", "other.duckdb", "--out", "other.head"], lab).returncode == 0
+    assert run(["head", "--db", "lab.duckdb", "--out", "lab.head"], lab).returncode == 0
+    before = state(db)
+    line = the_error(run(["consistency", "--from", "other.head", "--db", "lab.duckdb"], lab), 4)
+    assert "other.head" in line
+    assert "this head's origin is 'other.test/log', the ledger's is 'lab.test/log'" in line
+    assert state(db) == before
+    assert run(["consistency", "--from", "lab.head", "--db", "lab.duckdb"], lab).returncode == 0
+
+
 def test_verify_since_another_ledgers_head_still_reports_tampering(lab: Path) -> None:
     """The wrong-file answer is given only for an intact log: a damaged one is still exit 1."""
     Ledger.init(lab / "other.duckdb", origin="other.test/log")

@@ -288,7 +288,7 @@ def consistency(
 
     Example: ledger consistency --from head-2026-11-01.txt
     """
-    proof = _open(db).consistency(read_note_file(from_))
+    proof = _open(db).consistency(read_note_file(from_), str(from_))
     views.print_json(views.consistency_json(proof)) if json else views.show(
         views.consistency_view(proof)
     )

@@ -807,11 +807,20 @@ class Ledger:
             )
         return TreeHeadInfo(stored.origin, stored.size, stored.root, stored.note), out
 
-    def consistency(self, old_note: str) -> ConsistencyProof:
-        """Prove the current log extends the tree head in `old_note` (its signature is checked too)."""
+    def consistency(self, old_note: str, source: str = "the tree head") -> ConsistencyProof:
+        """Prove the current log extends the tree head in `old_note` (its signature is checked too).
+
+        A head of another ledger (another origin) is the wrong input, not tampering: InputError
+        naming `source` (the file it came from)."""
         with self.session() as conn:
             stored = store.head(conn)
             ring = self._key_ring(conn)
+            origin = keys.open_signed_note(old_note)[0].origin
+            if origin != stored.origin:
+                raise InputError(
+                    f"{source}: this head's origin is {origin!r}, the ledger's is {stored.origin!r}: "
+                    "a tree head of another ledger (wrong file or --db?)"
+                )
             old = _verify_note_with_ring(old_note, ring, stored.origin)
             if old.size > stored.size:
                 raise VerificationError(
