@@ -87,7 +87,8 @@ def ref_values(text: str, p: fpm.FingerprintParams) -> list[int]:
         key = 0
         for word in range(0, k, 8):
             x = int.from_bytes(sh[word : word + 8].ljust(8, b"\0"), "little")
-            key = ((key ^ x) * multiplier) & MASK64  # sampled by multiply-shift ...
+            top = (x << (8 * (8 - min(8, k - word)))) & MASK64  # a part-filled word at the top
+            key = ((key ^ top) * multiplier) & MASK64  # sampled by multiply-shift ...
             if word:
                 h = (h + GOLDEN) & MASK64
             h = _fmix(h ^ x)  # ... valued by the murmur3 fold
@@ -349,7 +350,8 @@ def _sample_keys(
     width: npt.NDArray[np.int64] | int,
     params: FingerprintParams,
 ) -> U64:
-    """v2's sampling hash: the shingle's words xored in, times an odd constant each time."""
+    """v2's sampling hash: the shingle's words xored in, times an odd constant each time (a word
+    the shingle fills only partly with its bytes at the top)."""
     multiplier = np.uint64(int(_mix_scalar(params.seed, params.shingle_bytes, 0x5A3B)) | 1)
     z: U64 | None = None
     for word in range(0, params.shingle_bytes, 8):
@@ -357,6 +359,9 @@ def _sample_keys(
         keep = np.asarray(width) - word
         if np.any(keep < 8):
             x &= _byte_mask(keep)
+        part = min(8, params.shingle_bytes - word)
+        if part < 8:
+            x = x << np.uint64(8 * (8 - part))
         if z is not None:
             x ^= z
         z = x * multiplier

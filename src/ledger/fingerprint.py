@@ -517,7 +517,9 @@ def _sample_keys(
 
     Multiply-shift hashing (Dietzfelbinger et al., 1997): a product's top bits depend on every
     bit of the word, so testing them samples shingles at the rate the bound sets, in one fused
-    read-and-multiply pass per word. The kept few get their values from `_hash_shingles`.
+    read-and-multiply pass per word. A word the shingle fills only partly has its bytes moved to
+    the top (``(x << s) * m``), which is one pass too: ``x * (m << s)`` drops the bytes beyond the
+    shingle by itself. The kept few get their values from `_hash_shingles`.
     """
     k = params.shingle_bytes
     multiplier = _sample_multiplier(params)
@@ -527,13 +529,12 @@ def _sample_keys(
         width = k - word
         if word == 0:
             if width < 8:
-                np.bitwise_and(x, _byte_mask(width), out=z)
-                z *= multiplier
+                np.multiply(x, _top_multiplier(multiplier, width), out=z)
             else:
                 np.multiply(x, multiplier, out=z)
         else:
             if width < 8:
-                np.bitwise_and(x, _byte_mask(width), out=t)
+                np.left_shift(x, np.uint64(8 * (8 - width)), out=t)
             else:
                 np.copyto(t, x)
             z ^= t
@@ -541,13 +542,21 @@ def _sample_keys(
     return z
 
 
+def _top_multiplier(multiplier: np.uint64, width: int) -> np.uint64:
+    """``m << s`` (mod 2**64) for a word of `width` bytes: ``x * (m << s) == (x << s) * m``."""
+    return np.uint64((int(multiplier) << (8 * (8 - width))) & 0xFFFFFFFFFFFFFFFF)
+
+
 def _sample_keys_at(
     buf: npt.NDArray[np.uint8], pos: I64, width: npt.NDArray[np.int64], params: FingerprintParams
 ) -> U64:
     """`_sample_keys` of the shingles of `width` bytes (zero-padded) at the offsets `pos`."""
     multiplier = _sample_multiplier(params)
+    k = params.shingle_bytes
     z: U64 | None = None
-    for x in _shingle_words(buf, pos, width, params.shingle_bytes):
+    for word, x in zip(range(0, k, 8), _shingle_words(buf, pos, width, k)):
+        if k - word < 8:  # a part-filled word of the shingle sits at the top, as in `_sample_keys`
+            x <<= np.uint64(8 * (8 - (k - word)))
         if z is not None:
             x ^= z
         x *= multiplier
