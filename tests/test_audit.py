@@ -36,9 +36,10 @@ from hypothesis import strategies as st
 
 from ledger import audit as audit_mod
 from ledger.audit import Finding, audit, export_records, report_json
-from ledger.bundle import AllowRule, Policy, read_policy, read_suspects, verdict_of
+from ledger.bundle import read_policy, read_suspects
 from ledger.errors import InputError, NotFoundError, UsageError
 from ledger.lineage import lineage, lineage_json
+from ledger.spec.rules import AllowRule, Policy, verdict_of
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 LEDGER = str(Path(sys.executable).with_name("ledger"))

@@ -9,7 +9,8 @@ Three steps, as DESIGN.md "Audit" fixes them:
    segment equals a recorded call's output segment or a suspect's, joined in DuckDB) and `near`
    (fingerprint LSH bands joined in DuckDB, then a similarity estimate). A policy turns calls to allowed
    providers/models into `allowed` findings.
-3. Verdict: inconclusive > contaminated > suspect > clean (`ledger.bundle.verdict_of`).
+3. Verdict: inconclusive > contaminated > suspect > clean (`ledger.spec.rules.verdict_of`), and the
+   Coverage rule: lineage records without comparable text make `clean` inconclusive.
 
 `build_bundle` turns a report into the portable proof bundle; `export_records` writes a lineage's record
 leaves (hashes only) for a verifier who wants to check a `clean` verdict against its own suspects.
@@ -31,19 +32,10 @@ import numpy as np
 import pyarrow as pa  # type: ignore[import-untyped]
 
 from ledger import merkle, store
-from ledger.bundle import (
-    BUNDLE_FORMAT,
-    CoverageGap,
-    Policy,
-    Suspects,
-    coverage_gaps,
-    read_policy,
-    read_suspects,
-    uncovered,
-    verdict_of,
-)
+from ledger.bundle import BUNDLE_FORMAT, Suspects, read_policy, read_suspects
 from ledger.errors import InputError, NotFoundError, UsageError
 from ledger.lineage import Lineage, lineage, resolve_checkpoint
+from ledger.spec.rules import CoverageGap, Policy, coverage_gaps, uncovered, verdict_of
 from ledger.verify import Problem, VerifyReport, verify_ledger
 from ledger.wording import plural
 

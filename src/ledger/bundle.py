@@ -14,19 +14,17 @@ left out. With `records_dir` (from `ledger export records`) it recomputes every 
 exported leaves, so a verifier's own suspects can be checked against the complete, committed record set:
 that is what makes a `clean` verdict refutable.
 
-The suspects reader, the policy reader and the verdict rule live here too, because the audit and the
-offline verifier must apply the very same rules.
+The suspects and policy readers live here too, and the rules themselves (verdict, coverage, policy) in
+`ledger.spec.rules`, because the audit and the offline verifier must apply the very same ones.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import fnmatch
 import itertools
 import json
 import re
-import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,17 +34,20 @@ import orjson
 
 from ledger import entries, hashing, keys, merkle
 from ledger.errors import InputError, LedgerError, VerificationError
+from ledger.spec.rules import (
+    FINDING_TYPES,
+    VERDICTS,
+    CoverageGap,
+    Policy,
+    parse_policy,
+    uncovered,
+    verdict_of,
+)
 
 __all__ = [
     "BUNDLE_FORMAT",
-    "FINDING_TYPES",
-    "VERDICTS",
-    "AllowRule",
     "BundleProblem",
     "BundleReport",
-    "CoverageGap",
-    "OpaqueRule",
-    "Policy",
     "Suspect",
     "SuspectHit",
     "Suspects",
@@ -54,14 +55,10 @@ __all__ = [
     "read_policy",
     "read_suspects",
     "read_vkey",
-    "uncovered",
-    "verdict_of",
     "verify_bundle",
 ]
 
 BUNDLE_FORMAT = "ledger.audit-bundle/v1"
-VERDICTS = ("clean", "suspect", "contaminated", "inconclusive")
-FINDING_TYPES = ("declared", "exact", "near", "allowed")
 _BASES = ("declared", "exact", "near")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _ENTRY_KEYS = frozenset({"index", "leaf", "proof"})
@@ -74,207 +71,15 @@ _FINDING_OPTIONAL = frozenset({"basis", "suspect_line", "batch_id", "external_id
 _FINDING_LABELS = (("batch_id", "batch", "id"), ("external_id", "call", "external_id"))
 
 
-# --- the verdict rule ----------------------------------------------------------------------------------
-
-
-def verdict_of(types: Iterable[str], *, inconclusive: bool, uncovered: bool = False) -> str:
-    """DESIGN.md's rule: inconclusive > contaminated (declared/exact) > suspect (near only) > clean.
-
-    `allowed` findings never change the verdict. `uncovered` (the Coverage rule: lineage records with
-    nothing comparable that no policy declared out of scope) turns only `clean` into `inconclusive`: a
-    clean that saw nothing is a lie, but coverage never hides a finding.
-    """
-    if inconclusive:
-        return "inconclusive"
-    seen = set(types)
-    if seen & {"declared", "exact"}:
-        return "contaminated"
-    if "near" in seen:
-        return "suspect"
-    return "inconclusive" if uncovered else "clean"
-
-
-@dataclass(frozen=True)
-class CoverageGap:
-    """A lineage batch with records that carry no comparable text (no segment): the audit saw nothing
-    of them. `opaque` is the policy's reason when it declares the batch out of scope."""
-
-    batch: int
-    batch_id: str
-    records: int
-    without_text: int
-    opaque: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "batch": self.batch,
-            "batch_id": self.batch_id,
-            "records": self.records,
-            "records_without_text": self.without_text,
-            "opaque": self.opaque,
-        }
-
-
-def coverage_gaps(
-    batches: Iterable[tuple[int, str, int, int]], policy: Policy
-) -> list[CoverageGap]:
-    """Gaps of lineage batches given as (entry index, id, count, records with text), in index order."""
-    return [
-        CoverageGap(index, batch_id, count, count - texted, policy.opaque_reason(batch_id))
-        for index, batch_id, count, texted in sorted(batches)
-        if texted < count
-    ]
-
-
-def uncovered(gaps: Iterable[CoverageGap]) -> bool:
-    """Whether any gap is left that no `[[opaque]]` rule declared out of scope."""
-    return any(gap.opaque is None for gap in gaps)
-
-
-# --- policy ------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AllowRule:
-    """`[[allow]]`: calls to `provider` (and, if given, models matching the `model` glob) may train."""
-
-    provider: str
-    model: str | None = None
-
-    def allows(self, provider: str | None, model: str | None) -> bool:
-        if provider != self.provider:
-            return False
-        return self.model is None or (model is not None and fnmatch.fnmatchcase(model, self.model))
-
-    def to_json(self) -> dict[str, str]:
-        return (
-            {"provider": self.provider}
-            if self.model is None
-            else {"provider": self.provider, "model": self.model}
-        )
-
-
-@dataclass(frozen=True)
-class OpaqueRule:
-    """`[[opaque]]`: batches whose id matches the `batch` glob hold nothing comparable by design (token
-    ids, numbers, images), declared out of the audit's scope for `reason`; listed wherever a verdict is."""
-
-    batch: str
-    reason: str
-
-    def covers(self, batch_id: str) -> bool:
-        return fnmatch.fnmatchcase(batch_id, self.batch)
-
-    def to_json(self) -> dict[str, str]:
-        return {"batch": self.batch, "reason": self.reason}
-
-
-@dataclass(frozen=True)
-class Policy:
-    """Which providers and models the lab may train on (the default allows nothing), and which batches
-    it declares out of the comparison's scope (the default: none)."""
-
-    allow: tuple[AllowRule, ...] = ()
-    opaque: tuple[OpaqueRule, ...] = ()
-
-    def allows(self, provider: str | None, model: str | None) -> bool:
-        return any(rule.allows(provider, model) for rule in self.allow)
-
-    def opaque_reason(self, batch_id: str) -> str | None:
-        """The reason of the first `[[opaque]]` rule covering the batch, or None."""
-        return next((rule.reason for rule in self.opaque if rule.covers(batch_id)), None)
-
-    def to_json(self) -> list[dict[str, str]]:
-        """The allow rules (the `policy` list of reports and bundles)."""
-        return [rule.to_json() for rule in self.allow]
-
-    def opaque_json(self) -> list[dict[str, str]]:
-        """The opaque rules (the `opaque` list of reports and bundles)."""
-        return [rule.to_json() for rule in self.opaque]
-
-    def with_opaque_json(self, value: Any, where: str = "opaque") -> Policy:
-        """This policy with the opaque rules of a report's or bundle's `opaque` list."""
-        if not isinstance(value, list):
-            raise InputError(
-                f"{where}: expected a list of opaque rules, found {type(value).__name__}"
-            )
-        rules = tuple(_opaque_rule(item, f"{where}[{i}]") for i, item in enumerate(value))
-        return Policy(self.allow, rules)
-
-    @classmethod
-    def from_json(cls, value: Any, where: str = "policy") -> Policy:
-        """Parse the list form that bundles carry (and `read_policy` builds)."""
-        if not isinstance(value, list):
-            raise InputError(
-                f"{where}: expected a list of allow rules, found {type(value).__name__}"
-            )
-        return cls(tuple(_allow_rule(item, f"{where}[{i}]") for i, item in enumerate(value)))
-
-
-def _allow_rule(item: Any, where: str) -> AllowRule:
-    if not isinstance(item, Mapping):
-        raise InputError(f"{where}: expected a table with provider and an optional model glob")
-    unknown = sorted(set(item) - {"provider", "model"})
-    if unknown:
-        raise InputError(f"{where}: expected only provider and model, found {', '.join(unknown)}")
-    provider, model = item.get("provider"), item.get("model")
-    if not isinstance(provider, str) or not provider:
-        raise InputError(f'{where}: expected provider = "<name>", found {provider!r}')
-    if model is not None and (not isinstance(model, str) or not model):
-        raise InputError(f'{where}: expected model = "<glob>", found {model!r}')
-    return AllowRule(provider, model)
-
-
-def _opaque_rule(item: Any, where: str) -> OpaqueRule:
-    if not isinstance(item, Mapping):
-        raise InputError(f"{where}: expected a table with a batch glob and a reason")
-    unknown = sorted(set(item) - {"batch", "reason"})
-    if unknown:
-        raise InputError(f"{where}: expected only batch and reason, found {', '.join(unknown)}")
-    batch, reason = item.get("batch"), item.get("reason")
-    if not isinstance(batch, str) or not batch:
-        raise InputError(f'{where}: expected batch = "<id glob>", found {batch!r}')
-    if not isinstance(reason, str) or not reason.strip():
-        raise InputError(
-            f'{where}: expected reason = "<why nothing in it can be compared>", found {reason!r}'
-        )
-    return OpaqueRule(batch, reason)
-
-
 def read_policy(path: Path) -> Policy:
-    """A TOML policy: `[[allow]]` tables (`provider`, optional `model` glob) and `[[opaque]]` tables
-    (`batch` id glob, `reason`)."""
+    """A TOML policy file (`ledger.spec.rules.parse_policy` says what it may hold)."""
     try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InputError(f"{path}: no such policy file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read the policy: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"{path}: not valid TOML: {exc}") from None
-    unknown = sorted(set(data) - {"allow", "opaque"})
-    if unknown:
-        raise InputError(
-            f"{path}: expected only [[allow]] and [[opaque]] tables, found {', '.join(unknown)}"
-        )
-    tables: dict[str, list[Any]] = {}
-    for name in ("allow", "opaque"):
-        rules = data.get(name, [])
-        if not isinstance(rules, list):
-            raise InputError(
-                f"{path}: expected [[{name}]] tables (an array of tables), found a single value"
-            )
-        tables[name] = rules
-    return Policy(
-        tuple(
-            _allow_rule(rule, f"{path}: [[allow]] #{i + 1}")
-            for i, rule in enumerate(tables["allow"])
-        ),
-        tuple(
-            _opaque_rule(rule, f"{path}: [[opaque]] #{i + 1}")
-            for i, rule in enumerate(tables["opaque"])
-        ),
-    )
+    return parse_policy(text, str(path))
 
 
 # --- suspects ----------------------------------------------------------------------------------------
