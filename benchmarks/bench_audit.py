@@ -29,9 +29,9 @@ import numpy as np
 import pyarrow as pa
 
 from ledger import audit as audit_mod
-from ledger import merkle
 from ledger.audit import audit
 from ledger.ledger import Ledger
+from ledger.spec import merkle
 
 SEGMENTS_PER_RECORD = 10
 PLANTED = 1000

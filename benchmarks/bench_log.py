@@ -38,8 +38,9 @@ from typing import Any, TypeVar
 import duckdb
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger import entries, hashing, keys, merkle, store
+from ledger import hashing, keys, store
 from ledger.ledger import Ledger
+from ledger.spec import entries, merkle
 from ledger.verify import check_record_set, record_leaves, verify_ledger
 
 T = TypeVar("T")
@@ -99,7 +100,7 @@ def held_sessions() -> Iterator[list[float]]:
 _RECORDER = """
 import json, os, sys, time
 from ledger.ledger import Ledger
-from ledger import entries
+from ledger.spec import entries
 lg = Ledger.open(sys.argv[1])
 n = 0
 while not os.path.exists(sys.argv[2]):

@@ -1,4 +1,4 @@
-"""Benchmark ledger.merkle: roots, proofs from stored nodes, and bulk appends.
+"""Benchmark ledger.spec.merkle: roots, proofs from stored nodes, and bulk appends.
 
 Each figure is printed with a baseline measured in the same run: pymerkle's SQLite bulk
 append when pymerkle is installed, else bare hashlib leaf hashing. Times are this process's
@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from ledger import merkle
+from ledger.spec import merkle
 
 T = TypeVar("T")
 clock = time.process_time

@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import near_data
 
-from ledger import fingerprint as fpm
+from ledger.spec import fingerprint as fpm
 
 TARGETS = {
     "mask10": 0.95,

@@ -4,7 +4,7 @@
 
 Prints, per setting: recall on the hardest edit types, false-positive pairs on distractors at the
 default threshold and at 0.4, candidates per needle, storage per 1000 characters and band keys per
-record. This is how the defaults in ledger/fingerprint.py were chosen.
+record. This is how the defaults in ledger/spec/fingerprint.py were chosen.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import near_data
 import near_eval
 
-from ledger import fingerprint as fpm
+from ledger.spec import fingerprint as fpm
 
 GRID: dict[str, tuple[int, ...]] = {
     "shingle_bytes": (5, 6, 7, 8, 10, 12),

@@ -227,7 +227,7 @@ words = st.sampled_from(WORDS)
     )
 )
 def test_vectorized_band_keys_equal_the_fingerprint_module(records: list[list[str]]) -> None:
-    from ledger import fingerprint
+    from ledger.spec import fingerprint
 
     blobs = fingerprint.fingerprint_records(records)
     rows, keys = audit_mod.haystack_band_rows(blobs, fingerprint.DEFAULT_PARAMS)

@@ -32,11 +32,12 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from ledger import bundle, fingerprint, hashing, keys, recording
+from ledger import bundle, hashing, keys, recording
 from ledger.errors import LedgerError
 from ledger.ingest import calls as ingest_calls
 from ledger.ingest import records as ingest_records
 from ledger.ledger import Ledger
+from ledger.spec import fingerprint
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hardening import CliPool, Result, one_error_line

@@ -12,7 +12,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from ledger import keys, merkle
+from ledger import keys
+from ledger.spec import merkle
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 LEDGER = str(Path(sys.executable).with_name("ledger"))

@@ -17,7 +17,8 @@ import jsonschema
 import pytest
 from hardening import CliPool, one_error_line
 
-from ledger import Ledger, entries, recording
+from ledger import Ledger, recording
+from ledger.spec import entries
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 TEACHER_TEXT = (

@@ -28,9 +28,9 @@ import regex
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger import fingerprint as fpm
 from ledger.errors import FingerprintMismatchError, InputError
 from ledger.hashing import normalize
+from ledger.spec import fingerprint as fpm
 
 ROOT = Path(__file__).resolve().parents[1]
 MASK64 = (1 << 64) - 1
@@ -213,7 +213,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ledger.fingerprint import V2_PARAMS as DEFAULT_PARAMS, FingerprintParams  # then the default
+from ledger.spec.fingerprint import V2_PARAMS as DEFAULT_PARAMS, FingerprintParams  # then the default
 
 U64 = npt.NDArray[np.uint64]
 I64 = npt.NDArray[np.int64]
@@ -779,7 +779,7 @@ def test_batching_does_not_change_fingerprints(passages: list[str]) -> None:
 def test_deterministic_across_processes(passages: list[str]) -> None:
     texts = [normalize(t) for t in passages[:20]]
     script = (
-        "import json,sys,hashlib; from ledger import fingerprint as f; t=json.load(sys.stdin); "
+        "import json,sys,hashlib; from ledger.spec import fingerprint as f; t=json.load(sys.stdin); "
         "print(hashlib.sha256(b''.join(f.fingerprint_texts(t))+b''.join(f.fingerprint_records([t]))).hexdigest())"
     )
     here = hashlib.sha256(

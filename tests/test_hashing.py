@@ -22,7 +22,6 @@ import rfc8785._impl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger import merkle
 from ledger.errors import InputError
 from ledger.hashing import (
     MIN_SEGMENT_CHARS,
@@ -53,6 +52,7 @@ from ledger.hashing import (
     stream_texts,
     text_segments,
 )
+from ledger.spec import merkle
 
 VECTORS: dict[str, Any] = json.loads(
     (Path(__file__).parent / "conformance.json").read_text(encoding="utf-8")

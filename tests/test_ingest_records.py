@@ -679,7 +679,7 @@ def test_a_missing_later_file_fails_before_any_work(tmp_path: Path) -> None:
 def test_fingerprints_computed_beside_the_hashes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ledger.fingerprint import fingerprint_records
+    from ledger.spec.fingerprint import fingerprint_records
 
     text = "Paragraph of training text that is long enough to be a segment, copy "
     path = write(
@@ -718,7 +718,7 @@ def test_record_columns_equal_the_record_hashes(
     """The bulk path gives the same records, in order, whether blocks travel through the shared
     ring, through the pipe (a line longer than a ring slot) or stay in the process, and whether
     their columns come back through the result ring or (too big for a slot) through the pipe."""
-    from ledger.fingerprint import fingerprint_record_blobs, fingerprint_records
+    from ledger.spec.fingerprint import fingerprint_record_blobs, fingerprint_records
 
     text = "Paragraph of training text that is long enough to be a segment, copy "
     lines = [{"t": text + str(i), "n": i, "x": [i / 3, None]} for i in range(700)]
@@ -794,7 +794,7 @@ def test_a_record_that_parses_but_fails_to_hash_is_named_by_its_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A block parsed in bulk keeps no line numbers; they are rebuilt only to name the bad record."""
-    from ledger.fingerprint import fingerprint_record_blobs
+    from ledger.spec.fingerprint import fingerprint_record_blobs
 
     hash_one, hash_columns = records.hash_record, records.hash_record_columns
 
@@ -822,7 +822,7 @@ def test_a_record_that_parses_but_fails_to_hash_is_named_by_its_line(
 def test_record_columns_report_bad_lines_like_the_record_hashes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ledger.fingerprint import fingerprint_record_blobs
+    from ledger.spec.fingerprint import fingerprint_record_blobs
 
     bad = write(tmp_path / "bad.jsonl", b'{"i": 1}\n' * 2500 + b'{"i": 2}\n[]\n')
     monkeypatch.setattr(records, "_POOL_MIN_BYTES", 0)
@@ -839,7 +839,7 @@ def test_jsonl_blocks_parsed_in_the_ring_equal_the_inline_parse(
 ) -> None:
     """Workers parse a block's lines where they lie in shared memory; blank lines, CRLF endings,
     a last line without its newline and a bad line must come out as they do inline."""
-    from ledger.fingerprint import fingerprint_record_blobs
+    from ledger.spec.fingerprint import fingerprint_record_blobs
 
     lines = [
         json.dumps({"t": f"a line of text that is long enough to be a segment {i}", "i": i})

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from ledger import merkle
 from ledger.errors import LedgerError, UsageError, VerificationError
+from ledger.spec import merkle
 
 VECTORS = json.loads((Path(__file__).parent / "conformance.json").read_text())["rfc6962"]
 RFC_LEAVES = [bytes.fromhex(h) for h in VECTORS["leaves_hex"]]

@@ -30,9 +30,10 @@ import rfc8785
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger import fingerprint, recording
+from ledger import recording
 from ledger.errors import DuplicateError, InputError, NotFoundError, UsageError
 from ledger.ledger import Ledger
+from ledger.spec import fingerprint
 
 CONFORMANCE = json.loads((Path(__file__).parent / "conformance.json").read_text())
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import duckdb
 
-from ledger import Ledger, merkle, store
+from ledger import Ledger, store
+from ledger.spec import merkle
 
 
 def _indexes(path: Path) -> set[str]:

@@ -33,9 +33,10 @@ from typing import Any
 import duckdb
 import pytest
 
-from ledger import audit, entries, keys, store
+from ledger import audit, keys, store
 from ledger.errors import CorruptDatabaseError, LedgerError
 from ledger.ledger import Ledger
+from ledger.spec import entries
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hardening import CliPool, Result

@@ -31,9 +31,10 @@ import rfc8785
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger import entries, hashing, keys, store, verify
+from ledger import hashing, keys, store, verify
 from ledger.errors import InputError, LockedError, NotFoundError, VerificationError
 from ledger.ledger import Ledger
+from ledger.spec import entries
 from ledger.verify import Problem, check_record_set, record_leaves, verify_ledger
 
 CONFORMANCE = json.loads((Path(__file__).parent / "conformance.json").read_text())
@@ -973,7 +974,7 @@ def test_fresh_ledger_verifies(tmp_path: Path) -> None:
 @pytest.mark.skipif(os.environ.get("LEDGER_SKIP_SLOW") == "1", reason="slow")
 def test_recorded_batches_verify(tmp_path: Path) -> None:
     """Record sets written by the recording code (JSONL with split) recompute to their committed roots."""
-    pytest.importorskip("ledger.fingerprint")
+    pytest.importorskip("ledger.spec.fingerprint")
     lg = Ledger.init(tmp_path / "r.duckdb", origin=ORIGIN)
     data = tmp_path / "data.jsonl"
     lines = [
@@ -1094,7 +1095,7 @@ def test_envelope_body_is_decoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
 RECORDER = """
 import json, os, sys, time
 from ledger.ledger import Ledger
-from ledger import entries
+from ledger.spec import entries
 lg = Ledger.open(sys.argv[1])
 n = 0
 while not os.path.exists(sys.argv[2]):
@@ -1205,7 +1206,7 @@ def test_build_chunk_sorts_segments_within_records_like_jcs(
 
 @given(st.binary(min_size=32, max_size=32), st.integers(1, 300))
 def test_repeated_root_matches_merkle_root(leaf: bytes, n: int) -> None:
-    from ledger import merkle
+    from ledger.spec import merkle
     from ledger.verify import _repeated_root
 
     assert _repeated_root(leaf, n) == merkle.root([leaf] * n)

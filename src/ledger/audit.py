@@ -31,10 +31,11 @@ import duckdb
 import numpy as np
 import pyarrow as pa  # type: ignore[import-untyped]
 
-from ledger import merkle, store
+from ledger import store
 from ledger.bundle import BUNDLE_FORMAT, Suspects, read_policy, read_suspects
 from ledger.errors import InputError, NotFoundError, UsageError
 from ledger.lineage import Lineage, lineage, resolve_checkpoint
+from ledger.spec import merkle
 from ledger.spec.rules import CoverageGap, Policy, coverage_gaps, uncovered, verdict_of
 from ledger.verify import Problem, VerifyReport, verify_ledger
 from ledger.wording import plural
@@ -522,7 +523,7 @@ class _Needle:
 def _batch_groups(lin: Lineage) -> tuple[dict[Any, list[int]], list[str]]:
     """Lineage batches by the fingerprint params they were recorded with (ledgers recorded with an
     older scheme keep theirs); batches without fingerprints are noted apart."""
-    from ledger import fingerprint
+    from ledger.spec import fingerprint
 
     groups: dict[Any, list[int]] = {}
     bare: list[int] = []
@@ -546,7 +547,7 @@ def _batch_groups(lin: Lineage) -> tuple[dict[Any, list[int]], list[str]]:
 
 def _call_needles(conn: Connection, size: int) -> dict[Any, list[_Needle]]:
     """Every recorded call's output fingerprints (`values[i]` belongs to `outputs[i]`), by params."""
-    from ledger import fingerprint
+    from ledger.spec import fingerprint
 
     rows = conn.execute(
         f"""SELECT idx, provider, model, purpose, try(json_extract_string(p, '$.outputs[*]')),
@@ -612,7 +613,7 @@ def _not_comparable(
 
 
 def _suspect_needles(suspects: Suspects, reference: Any) -> list[_Needle]:
-    from ledger import fingerprint
+    from ledger.spec import fingerprint
 
     pairs = []
     for index in sorted(suspects.texts):
@@ -656,7 +657,7 @@ def needle_band_rows(fps: Sequence[bytes], params: Any) -> tuple[Any, Any]:
 
     The same keys as `fingerprint.needle_bands` per fingerprint (a needle is its values, in order).
     """
-    from ledger import fingerprint
+    from ledger.spec import fingerprint
 
     size = params.value_dtype.itemsize
     if any(len(fp) % size for fp in fps):
@@ -682,7 +683,7 @@ def haystack_band_rows(blobs: Sequence[bytes], params: Any) -> tuple[Any, Any]:
     (`uint32 n`, `n` uint32 counts, the values), banded once, and windows that would straddle two
     texts are dropped.
     """
-    from ledger import fingerprint
+    from ledger.spec import fingerprint
 
     counts_parts: list[bytes] = []
     value_parts: list[bytes] = []
@@ -746,7 +747,7 @@ def _near_group(
     threshold: float | None,
 ) -> list[Finding]:
     """Near findings of `needles` in the records of the batches `searched`, all made with `params`."""
-    from ledger import fingerprint
+    from ledger.spec import fingerprint
 
     limit = fingerprint.DEFAULT_THRESHOLD if threshold is None else threshold
     needle_rows, needle_keys = needle_band_rows([n.fingerprint for n in needles], params)

@@ -32,8 +32,9 @@ from typing import Any, overload
 
 import orjson
 
-from ledger import entries, hashing, keys, merkle
+from ledger import hashing, keys
 from ledger.errors import InputError, LedgerError, VerificationError
+from ledger.spec import entries, merkle
 from ledger.spec.rules import (
     FINDING_TYPES,
     VERDICTS,
@@ -902,7 +903,9 @@ class _Verifier:
     def near_similarity(
         self, call_body: Mapping[str, Any], segment: str, blob: bytes, claimed: float, batch: int
     ) -> None:
-        from ledger import fingerprint  # numpy only; loaded when a near finding is actually checked
+        from ledger.spec import (
+            fingerprint,  # numpy only; loaded when a near finding is actually checked
+        )
 
         fps = call_body.get("fingerprints") or {}
         outputs = list(call_body.get("outputs", []))

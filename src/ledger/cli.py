@@ -320,7 +320,7 @@ def log(
 
     Example: ledger log --kind call --purpose evaluation --limit 20
     """
-    from ledger.entries import parse_time
+    from ledger.spec.entries import parse_time
 
     after = parse_time(since, "--since") if since is not None else None
     ledger = _open(db)

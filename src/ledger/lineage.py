@@ -18,8 +18,9 @@ from typing import Any
 
 import duckdb
 
-from ledger import entries, keys, store
+from ledger import keys, store
 from ledger.errors import LedgerError, NotFoundError, VerificationError
+from ledger.spec import entries
 from ledger.verify import Problem
 from ledger.wording import plural
 

@@ -34,10 +34,11 @@ import numpy.typing as npt
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
-from ledger import entries, fingerprint, hashing, keys, merkle
+from ledger import hashing, keys
 from ledger.errors import DuplicateError, InputError, NotFoundError, OptionHintError, UsageError
 from ledger.ingest import calls as ingest_calls
 from ledger.ingest import records as ingest_records
+from ledger.spec import entries, fingerprint, merkle
 from ledger.wording import plural
 
 if TYPE_CHECKING:

@@ -30,8 +30,6 @@ from typing import Any, Final
 
 import duckdb
 
-from ledger import merkle
-from ledger.entries import EntryFacts
 from ledger.errors import (
     CorruptDatabaseError,
     LedgerError,
@@ -39,6 +37,8 @@ from ledger.errors import (
     NotFoundError,
     VerificationError,
 )
+from ledger.spec import merkle
+from ledger.spec.entries import EntryFacts
 from ledger.wording import plural
 
 SCHEMA_VERSION = 2

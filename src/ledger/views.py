@@ -941,7 +941,7 @@ _VERDICT_STYLE = {
 
 def audit_summary(report: Any) -> dict[str, Any]:
     """What `status` shows of the latest audit."""
-    from ledger.entries import now_rfc3339
+    from ledger.spec.entries import now_rfc3339
 
     return {
         "verdict": report.verdict,

@@ -54,7 +54,7 @@ from ledger.hashing import (
     parse_json_line,
     parse_json_lines,
 )
-from ledger.merkle import leaf_hash
+from ledger.spec.merkle import leaf_hash
 
 __all__ = [
     "RECORD_FORMATS",
@@ -224,7 +224,7 @@ def iter_fingerprinted_record_hashes(
     more CPU than hashing, so computing them beside the hash keeps the caller's process free; and
     unless `keep_texts`, the segment texts (the bulk of a result) never travel back at all.
     `fingerprint` must give each record the same value however records are grouped (for example
-    `functools.partial(ledger.fingerprint.fingerprint_records, params=...)`); off Linux it must be
+    `functools.partial(ledger.spec.fingerprint.fingerprint_records, params=...)`); off Linux it must be
     picklable.
     """
     job = _Job(_fields(text_fields), min_chars, fingerprint, keep_texts)
@@ -277,7 +277,7 @@ def iter_record_columns(
     The same records, digests, segments and fingerprints, the same errors, and the same pool,
     `file_digests` and `progress` rules; a block never spans two files and is never empty.
     `fingerprint_blobs` gives a block's fingerprints laid end to end with their end offsets (as
-    `ledger.fingerprint.fingerprint_record_blobs` does), so no object per record is made.
+    `ledger.spec.fingerprint.fingerprint_record_blobs` does), so no object per record is made.
     """
     job = _Job(_fields(text_fields), min_chars, None, False, fingerprint_blobs)
     count = 0

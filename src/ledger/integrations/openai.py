@@ -31,8 +31,8 @@ import anyio.to_thread
 import httpx2
 
 from ledger import hashing
-from ledger.entries import PURPOSES
 from ledger.errors import LedgerError, UsageError
+from ledger.spec.entries import PURPOSES
 
 __all__ = [
     "DEFAULT_ENDPOINTS",
