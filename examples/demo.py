@@ -176,12 +176,8 @@ def main() -> None:
     )
     write_jsonl(OUT / "batch_input.jsonl", batch_in)
     write_jsonl(OUT / "batch_output.jsonl", batch_out)
-    ledger(
-        "import",
-        "calls",
-        "batch_output.jsonl",
-        "--format",
-        "openai-batch",
+    import_batch = ("import", "calls", "batch_output.jsonl", "--format", "openai-batch")
+    import_batch += (
         "--requests",
         "batch_input.jsonl",
         "--provider",
@@ -189,20 +185,9 @@ def main() -> None:
         "--purpose",
         "evaluation",
     )
+    ledger(*import_batch)
     say("Importing the same file again adds nothing.")
-    ledger(
-        "import",
-        "calls",
-        "batch_output.jsonl",
-        "--format",
-        "openai-batch",
-        "--requests",
-        "batch_input.jsonl",
-        "--provider",
-        "openai",
-        "--purpose",
-        "evaluation",
-    )
+    ledger(*import_batch)
 
     say(
         "A clean base training run: the lab's own corpus, recorded batch by batch, then the checkpoint."

@@ -693,14 +693,7 @@ def _check_record_sets(
             settle()
     while pending:
         settle()
-    problems = [
-        Problem(
-            key,
-            f"entry {key}: expected record rows only for batch entries, found {rows} record rows "
-            f"and {segs} segment rows under a non-batch entry",
-        )
-        for key, (rows, segs) in sorted(strays.items())
-    ]
+    problems = _stray_problems(strays, "a non-batch entry")
     for batch, count in batches:
         want = commitments[batch]
         s = stats.get(batch, _RecordStats())
@@ -743,11 +736,16 @@ def _beyond_log(conn: Connection, cover: tuple[int, int]) -> list[Problem]:
             list(cover),
         ).fetchall():
             found.setdefault(int(key), [0, 0])[column] = int(count)
+    return _stray_problems(found, "a key the log has no entry for")
+
+
+def _stray_problems(found: Mapping[int, Sequence[int]], under: str) -> list[Problem]:
+    """One problem per key holding record rows that no batch entry commits to: (record, segment) rows."""
     return [
         Problem(
             key,
             f"entry {key}: expected record rows only for batch entries, found {rows} record rows "
-            f"and {segs} segment rows under a key the log has no entry for",
+            f"and {segs} segment rows under {under}",
         )
         for key, (rows, segs) in sorted(found.items())
     ]
@@ -773,14 +771,7 @@ def _strays_between(
                 found.setdefault(int(key), [0, 0])[column] = int(count)
     finally:
         conn.unregister("_verify_batches")
-    return [
-        Problem(
-            key,
-            f"entry {key}: expected record rows only for batch entries, found {rows} record rows "
-            f"and {segs} segment rows under a non-batch entry",
-        )
-        for key, (rows, segs) in sorted(found.items())
-    ]
+    return _stray_problems(found, "a non-batch entry")
 
 
 def record_leaves(conn: Connection, batch_index: int) -> Iterator[bytes]:
