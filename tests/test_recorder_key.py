@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
-from ledger import keys, store
+from ledger import keys
 from ledger.errors import KeyFileError, LogKeySigningWarning
 from ledger.ledger import Ledger
+from ledger.log import store
 from ledger.spec import entries
 
 LEDGER = str(Path(sys.executable).with_name("ledger"))

@@ -782,7 +782,7 @@ def test_checkpoint_references_must_exist_and_ids_must_be_new(lg: Ledger, tmp_pa
 def test_record_batches_appends_buffered_steps_in_one_transaction(
     lg: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ledger import store
+    from ledger.log import store
 
     steps = [
         (f"run8/step-{k:06d}", [small_record(10 * k + i) for i in range(k + 1)]) for k in range(4)

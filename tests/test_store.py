@@ -6,7 +6,8 @@ from pathlib import Path
 
 import duckdb
 
-from ledger import Ledger, store
+from ledger import Ledger
+from ledger.log import store
 from ledger.spec import merkle
 
 

@@ -33,9 +33,10 @@ from typing import Any
 import duckdb
 import pytest
 
-from ledger import audit, keys, store
+from ledger import audit, keys
 from ledger.errors import CorruptDatabaseError, LedgerError
 from ledger.ledger import Ledger
+from ledger.log import store
 from ledger.spec import entries
 
 sys.path.insert(0, str(Path(__file__).parent))

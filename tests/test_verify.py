@@ -31,9 +31,10 @@ import rfc8785
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger import hashing, keys, store, verify
+from ledger import hashing, keys, verify
 from ledger.errors import InputError, LockedError, NotFoundError, VerificationError
 from ledger.ledger import Ledger
+from ledger.log import store
 from ledger.spec import entries
 from ledger.verify import Problem, check_record_set, record_leaves, verify_ledger
 

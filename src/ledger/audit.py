@@ -31,10 +31,10 @@ import duckdb
 import numpy as np
 import pyarrow as pa  # type: ignore[import-untyped]
 
-from ledger import store
 from ledger.bundle import BUNDLE_FORMAT, Suspects, read_policy, read_suspects
 from ledger.errors import InputError, NotFoundError, UsageError
 from ledger.lineage import Lineage, lineage, resolve_checkpoint
+from ledger.log import store
 from ledger.spec import merkle
 from ledger.spec.rules import CoverageGap, Policy, coverage_gaps, uncovered, verdict_of
 from ledger.verify import Problem, VerifyReport, verify_ledger
@@ -58,10 +58,7 @@ Connection = duckdb.DuckDBPyConnection
 Progress = Callable[[int], None]
 
 _TYPE_ORDER = {"declared": 0, "exact": 1, "near": 2, "allowed": 3}
-# The payload of an entry leaf, decoded in SQL: the leaf is the JCS DSSE envelope, its payload base64 JCS.
-# Every step is try(): a tampered leaf (verify names it, the verdict is inconclusive) decodes to NULL
-# instead of aborting the whole audit with a DuckDB error.
-_PAYLOAD = "try(decode(try(from_base64(try(json_extract_string(try(decode(leaf)), '$.payload'))))))"
+_PAYLOAD = store.PAYLOAD_JSON
 # Who served a call and what it was declared for come from the signed body, never from the derived
 # columns: an insider who relabels `entries.purpose` must not change what a finding says.
 _SIGNED_CALL_FACTS = (

@@ -4,7 +4,7 @@ A bundle (DESIGN.md "Bundle layout") carries a signed tree head, the log entries
 their inclusion proofs, and the matched record leaves with proofs against their batch's `records_root`.
 `verify_bundle` re-checks all of it with nothing but the verifier key: no DuckDB, no ledger file. So it
 imports only the pure modules (keys, merkle, entries, hashing; fingerprint for near findings) and never
-`ledger.ledger` or `ledger.store`.
+`ledger.ledger` or `ledger.log.store`.
 
 What it can and cannot establish: every entry and record it is shown is genuine and in the log under the
 signed head; the lineage it is shown is closed (every reference resolves inside the bundle); each finding

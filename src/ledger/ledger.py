@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-from ledger import keys, store
+from ledger import keys
 from ledger.errors import (
     DuplicateError,
     InputError,
@@ -30,6 +30,7 @@ from ledger.errors import (
     VerificationError,
 )
 from ledger.keys import SigningKey
+from ledger.log import store
 from ledger.spec import entries, merkle
 
 if TYPE_CHECKING:

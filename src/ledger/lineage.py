@@ -18,8 +18,9 @@ from typing import Any
 
 import duckdb
 
-from ledger import keys, store
+from ledger import keys
 from ledger.errors import LedgerError, NotFoundError, VerificationError
+from ledger.log import store
 from ledger.spec import entries
 from ledger.verify import Problem
 from ledger.wording import plural

@@ -38,6 +38,7 @@ from ledger import hashing, keys
 from ledger.errors import DuplicateError, InputError, NotFoundError, OptionHintError, UsageError
 from ledger.ingest import calls as ingest_calls
 from ledger.ingest import records as ingest_records
+from ledger.log import store
 from ledger.spec import entries, fingerprint, merkle
 from ledger.wording import plural
 
@@ -1288,9 +1289,8 @@ def _batches_of_datasets(conn: Connection, datasets: Sequence[str]) -> dict[str,
     if not datasets:
         return {}
     rows = conn.execute(
-        """SELECT idx, leaf FROM entries WHERE kind = 'batch' AND list_contains(?::VARCHAR[],
-               json_extract_string(decode(from_base64(json_extract_string(decode(leaf), '$.payload'))),
-                                   '$.dataset'))
+        f"""SELECT idx, leaf FROM entries WHERE kind = 'batch' AND list_contains(?::VARCHAR[],
+               try(json_extract_string({store.PAYLOAD_JSON}, '$.dataset')))
            ORDER BY idx""",
         [list(datasets)],
     ).fetchall()

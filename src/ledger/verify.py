@@ -39,9 +39,10 @@ import numpy as np
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
 
-from ledger import hashing, keys, store
+from ledger import hashing, keys
 from ledger.errors import CorruptDatabaseError, InputError, VerificationError
 from ledger.ledger import KeyRing
+from ledger.log import store
 from ledger.spec import entries, merkle
 from ledger.wording import plural
 

@@ -166,7 +166,7 @@ class _FirstNotice(logging.Handler):
 
 def note_lock_waits() -> None:
     """Say once on stderr when the command waits for another process's lock (the store logs each wait)."""
-    logger = logging.getLogger("ledger.store")
+    logger = logging.getLogger("ledger.log.store")
     for handler in [h for h in logger.handlers if isinstance(h, _FirstNotice)]:
         logger.removeHandler(handler)  # one per command, also when main() runs again in one process
     logger.addHandler(_FirstNotice())

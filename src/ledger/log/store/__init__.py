@@ -42,6 +42,12 @@ from ledger.spec.entries import EntryFacts
 from ledger.wording import plural
 
 SCHEMA_VERSION = 2
+# The signed body of an entry leaf, decoded in SQL (the leaf is the JCS DSSE envelope, its payload base64
+# JCS). Every step is try(): a tampered leaf (verify names it) decodes to NULL instead of aborting a
+# whole query with a DuckDB error. Callers re-check anything they act on against the decoded body.
+PAYLOAD_JSON: Final = (
+    "try(decode(try(from_base64(try(json_extract_string(try(decode(leaf)), '$.payload'))))))"
+)
 DEFAULT_LOCK_TIMEOUT = 30.0
 
 # Proofs look up O(log n) nodes by position; an index on idx keeps that to milliseconds at millions of
