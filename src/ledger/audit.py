@@ -36,8 +36,9 @@ from ledger.errors import InputError, NotFoundError, UsageError
 from ledger.lineage import Lineage, lineage, resolve_checkpoint
 from ledger.log import store
 from ledger.spec import merkle
+from ledger.spec.problems import Problem
 from ledger.spec.rules import CoverageGap, Policy, coverage_gaps, uncovered, verdict_of
-from ledger.verify import Problem, VerifyReport, verify_ledger
+from ledger.verify import VerifyReport, verify_ledger
 from ledger.wording import plural
 
 if TYPE_CHECKING:

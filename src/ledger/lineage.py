@@ -22,7 +22,7 @@ from ledger import keys
 from ledger.errors import LedgerError, NotFoundError, VerificationError
 from ledger.log import store
 from ledger.spec import entries
-from ledger.verify import Problem
+from ledger.spec.problems import Problem
 from ledger.wording import plural
 
 __all__ = [

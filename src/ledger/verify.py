@@ -44,6 +44,7 @@ from ledger.errors import CorruptDatabaseError, InputError, VerificationError
 from ledger.ledger import KeyRing
 from ledger.log import store
 from ledger.spec import entries, merkle
+from ledger.spec.problems import Problem
 from ledger.wording import plural
 
 if TYPE_CHECKING:
@@ -74,14 +75,6 @@ _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 _SIG_OK, _SIG_BAD, _SIG_UNKNOWN = 0, 1, 2
 _KIND_CODES = {kind: code for code, kind in enumerate(entries.KINDS, start=1)}
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One defect found by verification: `what` says what was expected and what was found."""
-
-    index: int | None
-    what: str
 
 
 @dataclass(frozen=True)
