@@ -29,8 +29,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.errors import FingerprintMismatchError, InputError
-from ledger.hashing import normalize
 from ledger.spec import fingerprint as fpm
+from ledger.spec.text import normalize
 
 ROOT = Path(__file__).resolve().parents[1]
 MASK64 = (1 << 64) - 1
