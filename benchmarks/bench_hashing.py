@@ -18,7 +18,8 @@ from typing import Any
 import orjson
 import rfc8785
 
-from ledger.hashing import canonical_json, hash_record, parse_json_line
+from ledger.spec.jcs import canonical_json, parse_json_line
+from ledger.spec.leaves import hash_record
 
 _WORDS = [
     "the",

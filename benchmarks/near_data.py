@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from ledger.hashing import normalize
+from ledger.spec.text import normalize
 
 MIN_CHARS = 200
 MAX_CHARS = 1500

@@ -29,8 +29,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.errors import FingerprintMismatchError, InputError
-from ledger.hashing import normalize
 from ledger.spec import fingerprint as fpm
+from ledger.spec import skeleton
+from ledger.spec.text import normalize
 
 ROOT = Path(__file__).resolve().parents[1]
 MASK64 = (1 << 64) - 1
@@ -65,11 +66,12 @@ def ref_canonical(text: str, fold: bool = False) -> str:
         ignorable = regex.compile(r"\p{Default_Ignorable_Code_Point}")
         text = "".join(c for c in text if not ignorable.fullmatch(c))
     text = text.replace("\n", " ")
-    for pattern in (fpm._EMAIL, fpm._X_RUN, fpm._BRACKETED):
+    # private: the reference removes masks with the very patterns the implementation uses
+    for pattern in (skeleton._EMAIL, skeleton._X_RUN, skeleton._BRACKETED):
         text = pattern.sub(" ", text)
     letters = "".join(c for c in text if c.isalnum() and not c.isdecimal())
     if fold:
-        table = fpm._skeleton_table()
+        table = skeleton.skeleton_table()
         folded = "".join(table.get(ord(c), c) for c in unicodedata.normalize("NFD", letters))
         letters = "".join(c for c in folded if c.isalnum() and not c.isdecimal())
     return letters
@@ -536,7 +538,7 @@ records_st = st.lists(st.lists(any_text_st, max_size=4), max_size=8)
 
 def _assert_same_as_before(records: list[list[str]], params: fpm.FingerprintParams) -> None:
     flat_texts = [t for texts in records for t in texts]
-    assert fpm._canonical_batch(flat_texts) == before._canonical_batch(flat_texts)
+    assert skeleton.canonical_batch(flat_texts) == before._canonical_batch(flat_texts)
     assert fpm.fingerprint_texts(flat_texts, params) == before.fingerprint_texts(flat_texts, params)
     blobs = before.fingerprint_records(records, params)
     assert fpm.fingerprint_records(records, params) == blobs
@@ -551,6 +553,7 @@ def _assert_same_as_before(records: list[list[str]], params: fpm.FingerprintPara
 def test_output_bytes_equal_the_implementation_before_the_speedup(
     records: list[list[str]], params: fpm.FingerprintParams, step_chars: int, window: int
 ) -> None:
+    # private: the step and window sizes are shrunk so that their boundaries fall everywhere
     saved = fpm._STEP_CHARS, fpm._HASH_WINDOW
     fpm._STEP_CHARS = step_chars or saved[0]  # small steps split the batch between texts
     fpm._HASH_WINDOW = window or saved[1]  # small windows split texts and straddle separators
@@ -610,6 +613,7 @@ def test_sampling_is_exact_at_the_bound(sample_rate: int) -> None:
     words = b"".join(((t * inverse) & MASK64).to_bytes(8, "little") for t in targets)
     buf = np.frombuffer(words + b"\0" * 24, dtype=np.uint8)
     count = len(words) - 7
+    # private: the sampling kernel alone, on words built to hit its bound exactly
     pos, hashes = fpm._sample_full(buf, count, np.zeros(0, dtype=np.int64), params)
     expected = [
         (i, _fmix(word ^ seed))
@@ -660,7 +664,7 @@ def test_canonical_drops_masks_emails_digits_punctuation_and_spaces() -> None:
 @given(st.lists(text_st, max_size=6))
 def test_canonical_batch_and_fast_path_equal_the_reference(texts: list[str]) -> None:
     assert [fpm.canonicalize(t, fpm.V2_PARAMS) for t in texts] == [ref_canonical(t) for t in texts]
-    batch = fpm._canonical_batch(texts)
+    batch = skeleton.canonical_batch(texts)
     assert [b.decode("utf-8") for b in batch] == [ref_canonical(t) for t in texts]
 
 
@@ -682,7 +686,7 @@ def test_folded_canonical_equals_the_reference(texts: list[str]) -> None:
     """v3: batch, fast path and one-text forms all equal the per-character reference."""
     want = [ref_canonical(t, fold=True) for t in texts]
     assert [fpm.canonicalize(t) for t in texts] == want
-    assert [b.decode("utf-8") for b in fpm._canonical_batch(texts, fold=True)] == want
+    assert [b.decode("utf-8") for b in skeleton.canonical_batch(texts, fold=True)] == want
 
 
 def test_look_alikes_and_invisible_characters_fold_to_the_plain_text() -> None:
@@ -697,7 +701,7 @@ def test_look_alikes_and_invisible_characters_fold_to_the_plain_text() -> None:
 
 def test_skeleton_table_comes_from_unicode_confusables() -> None:
     """Spot checks of confusables.txt prototypes, and the table is a fixed point."""
-    table = fpm._skeleton_table()
+    table = skeleton.skeleton_table()
     for src, want in {"а": "a", "е": "e", "о": "o", "р": "p", "с": "c", "і": "i", "ѕ": "s",
                       "ο": "o", "ρ": "p", "ν": "v", "ԝ": "w", "m": "rn", "μ": "rn"}.items():  # fmt: skip
         assert table[ord(src)] == want, src
@@ -707,20 +711,21 @@ def test_skeleton_table_comes_from_unicode_confusables() -> None:
 
 def _translate_canonical(ascii_bytes: bytes) -> tuple[bytes, list[int]]:
     """The ASCII filter before the numpy fast path: ``bytes.translate``, then newline offsets."""
-    data = ascii_bytes.translate(None, fpm._ASCII_NON_LETTERS)
+    data = ascii_bytes.translate(None, skeleton._ASCII_NON_LETTERS)  # private: the filter's table
     return data, [i for i, b in enumerate(data) if b == 10] + [len(data)]
 
 
+# private below: the ASCII fast path is checked alone against the translate it replaced
 def test_ascii_fast_path_keeps_exactly_the_ascii_letters_and_newlines() -> None:
     every = bytes(range(128))
-    data, ends = fpm._ascii_canonical(every + b"\n" + every[::-1])
+    data, ends = skeleton._ascii_canonical(every + b"\n" + every[::-1])
     assert (data, ends.tolist()) == _translate_canonical(every + b"\n" + every[::-1])
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.text(st.characters(max_codepoint=127), max_size=200))
 def test_ascii_fast_path_equals_translate(text: str) -> None:
-    data, ends = fpm._ascii_canonical(text.encode("ascii"))
+    data, ends = skeleton._ascii_canonical(text.encode("ascii"))
     assert (data, ends.tolist()) == _translate_canonical(text.encode("ascii"))
     assert ends.dtype == np.int64
 

@@ -1,4 +1,5 @@
-"""Tests for ledger.hashing: golden vectors, RFC 8785 examples, and properties checked against
+"""Tests for the hashing rules (ledger.spec.jcs, .text, .leaves, .digest and the OpenAI response
+shapes of ledger.providers.openai): golden vectors, RFC 8785 examples, and properties checked against
 independent implementations (the rfc8785 package, the standard json module, the literal
 normalization formula of DESIGN.md)."""
 
@@ -23,36 +24,38 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ledger.errors import InputError
-from ledger.hashing import (
-    MIN_SEGMENT_CHARS,
+from ledger.providers.openai import response_texts, stream_texts
+from ledger.spec import merkle
+from ledger.spec.digest import sha256, sha256_hex
+from ledger.spec.jcs import (
     HashInputError,
-    RecordHash,
-    RecordHashColumns,
-    _canonical_json_slow,
-    _plain_float,
-    _segment_order,
-    call_outputs,
+    _canonical_json_slow,  # private: the general path, checked against rfc8785 whatever _scan says
+    _plain_float,  # private: the fast path's premise, checked against repr, orjson and rfc8785
     canonical_json,
     format_number,
+    parse_json_line,
+    parse_json_lines,
+)
+from ledger.spec.leaves import (
+    RecordHash,
+    RecordHashColumns,
+    _segment_order,  # private: the bulk sort's 64-bit key shortcut, checked against a naive sort
     hash_record,
     hash_record_columns,
     hash_records,
-    normalize,
-    parse_json_line,
-    parse_json_lines,
     record_digest,
     record_leaf,
+    request_response_digest,
+)
+from ledger.spec.text import (
+    MIN_SEGMENT_CHARS,
+    call_outputs,
+    normalize,
     record_segments,
     record_texts,
-    request_response_digest,
-    response_texts,
     segment_hash,
-    sha256,
-    sha256_hex,
-    stream_texts,
     text_segments,
 )
-from ledger.spec import merkle
 
 VECTORS: dict[str, Any] = json.loads(
     (Path(__file__).parent / "conformance.json").read_text(encoding="utf-8")

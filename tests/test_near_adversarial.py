@@ -23,9 +23,9 @@ import pytest
 
 from ledger import recording
 from ledger.audit import audit
-from ledger.hashing import normalize
 from ledger.ledger import Ledger
 from ledger.spec import fingerprint as fpm
+from ledger.spec.text import normalize
 
 ROOT = Path(__file__).resolve().parents[1]
 LEDGER = str(Path(sys.executable).with_name("ledger"))

@@ -245,7 +245,7 @@ def test_txt_lines_are_records(lg: Ledger, tmp_path: Path) -> None:
 
 
 def test_conformance_records_root(lg: Ledger) -> None:
-    from ledger.hashing import (
+    from ledger.spec.jcs import (
         parse_json_line,  # exact big ints and 1.0-vs-1, as the vectors require
     )
 

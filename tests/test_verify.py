@@ -1031,8 +1031,10 @@ def base64_spellings(draw: st.DrawFn) -> str:
 @given(base64_spellings())
 def test_byte_base64_check_agrees_with_the_text_one(text: str) -> None:
     """The bit test used on leaves accepts exactly what re-encoding accepts (the canonical spelling)."""
-    assert keys._b64decode_canonical_bytes(text.encode()) == keys._b64decode_canonical(text)
-    if keys._b64decode_canonical(text) is not None:
+    from ledger.spec.keys import b64decode_canonical, b64decode_canonical_bytes
+
+    assert b64decode_canonical_bytes(text.encode()) == b64decode_canonical(text)
+    if b64decode_canonical(text) is not None:
         assert base64.b64encode(base64.b64decode(text)).decode() == text
 
 
@@ -1061,6 +1063,8 @@ def test_leaf_fast_path_gives_what_the_general_parse_gives(
     body: dict[str, Any], edits: list[tuple[int, int]]
 ) -> None:
     """parse_envelope with and without its fast path: same envelope and body, or the same refusal."""
+    from ledger.spec import envelope as dsse
+
     try:
         leaf = bytearray(keys.sign_entry(body, SIGNER))
     except hashing.HashInputError:
@@ -1071,23 +1075,26 @@ def test_leaf_fast_path_gives_what_the_general_parse_gives(
     for fast in (True, False):
         with pytest.MonkeyPatch.context() as patch:
             if not fast:
-                patch.setattr(keys, "_split_canonical_leaf", lambda _leaf: None)
+                # private: the fast path switched off, so the general parse answers alone
+                patch.setattr(dsse, "_split_canonical_leaf", lambda _leaf: None)
             try:
                 envelope = keys.parse_envelope(bytes(leaf), index=3)
                 outcomes.append((envelope, envelope.body()))
             except VerificationError as exc:
                 outcomes.append((type(exc), exc.index))
     assert outcomes[0] == outcomes[1]
-    split = keys._split_canonical_leaf(bytes(leaf))
+    split = dsse._split_canonical_leaf(bytes(leaf))  # private: the fast path's own answer
     if split is not None:
         assert keys.format_envelope(split) == bytes(leaf)
         assert rfc8785.dumps(json.loads(bytes(leaf))) == bytes(leaf)
 
 
 def test_envelope_body_is_decoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ledger.spec import envelope as dsse
+
     body = call(1)
     envelope = keys.parse_envelope(keys.sign_entry(body, SIGNER))
-    monkeypatch.setattr(keys, "parse_json_line", lambda _data: pytest.fail("parsed again"))
+    monkeypatch.setattr(dsse, "parse_json_line", lambda _data: pytest.fail("parsed again"))
     assert envelope.body() == body and envelope.body() is envelope.body()
 
 

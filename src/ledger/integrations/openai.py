@@ -30,8 +30,8 @@ import anyio
 import anyio.to_thread
 import httpx2
 
-from ledger import hashing
 from ledger.errors import LedgerError, UsageError
+from ledger.spec import jcs
 from ledger.spec.entries import PURPOSES
 
 __all__ = [
@@ -182,7 +182,7 @@ def _request_json(request: httpx2.Request) -> object | None:
     if not content:
         return None
     try:
-        return hashing.parse_json_line(content)
+        return jcs.parse_json_line(content)
     except ValueError:
         return None
 
@@ -333,7 +333,7 @@ class _Capture:
                 self.ended = True
                 continue
             try:
-                event = hashing.parse_json_line(payload)
+                event = jcs.parse_json_line(payload)
             except ValueError:
                 continue  # not a chunk (the client rejects it too); nothing to record
             self.events.append(event)
@@ -361,7 +361,7 @@ class _Capture:
                 http_response=self.http_response,
             )
         try:
-            body = hashing.parse_json_line(bytes(self.body))
+            body = jcs.parse_json_line(bytes(self.body))
         except ValueError as err:
             raise RecordingError(
                 f"{self.endpoint}: expected a JSON response body, found {len(self.body)} bytes "
