@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 from ledger import bundle, hashing, keys, recording
 from ledger.errors import LedgerError
 from ledger.ingest import calls as ingest_calls
-from ledger.ingest import records as ingest_records
+from ledger.ingest import pipeline as ingest_records
 from ledger.ledger import Ledger
 from ledger.spec import fingerprint
 

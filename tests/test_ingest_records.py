@@ -21,15 +21,16 @@ import rfc8785
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ledger.engine import kernel
+from ledger.engine.pool import SlotRing
 from ledger.errors import InputError, UsageError
-from ledger.ingest import records
-from ledger.ingest.records import (
-    RECORD_FORMATS,
-    detect_format,
-    file_sha256,
-    iter_record_hashes,
-    iter_records,
-)
+from ledger.ingest import blocks as line_blocks
+from ledger.ingest import parquet, pipeline
+from ledger.ingest import pipeline as records
+from ledger.ingest.blocks import InRing, iter_blocks, iter_ring_blocks, ring_slot_size
+from ledger.ingest.formats import RECORD_FORMATS, detect_format
+from ledger.ingest.pipeline import iter_record_hashes, iter_records
+from ledger.ingest.reader import BOM, RingSpace, file_sha256
 
 VECTORS = json.loads((Path(__file__).parent / "conformance.json").read_text(encoding="utf-8"))
 FAST = settings(
@@ -89,8 +90,8 @@ def test_gzipped_json_lines_and_text_give_the_records_of_the_plain_file(
     packed = write(tmp_path / "train.JSONL.gz", gzip.compress(plain.read_bytes()))
     assert detect_format(packed) == "jsonl"
     assert list(iter_records(packed)) == list(iter_records(plain))
-    monkeypatch.setattr(records, "_POOL_MIN_BYTES", 0)
-    monkeypatch.setattr(records, "_BLOCK_SIZE", 4096)
+    monkeypatch.setattr(pipeline, "POOL_MIN_BYTES", 0)
+    monkeypatch.setattr(line_blocks, "BLOCK_SIZE", 4096)
     for workers in (1, 2):
         digests: dict[Path, str] = {}
         done: list[int] = []
@@ -196,7 +197,7 @@ def test_dot_json_holding_one_document_gets_a_hint(tmp_path: Path) -> None:
 
 
 def test_jsonl_line_longer_than_a_block(tmp_path: Path) -> None:
-    huge = "x" * (records._BLOCK_SIZE * 2 + 17)
+    huge = "x" * (line_blocks.BLOCK_SIZE * 2 + 17)
     lines = [json.dumps({"n": 1}), json.dumps({"huge": huge}), "", json.dumps({"n": 3})]
     path = write(tmp_path / "big.jsonl", "\n".join(lines).encode() + b"\n")
     assert list(iter_records(path)) == [(1, {"n": 1}), (2, {"huge": huge}), (4, {"n": 3})]
@@ -226,7 +227,7 @@ def test_blocks_cut_only_at_newlines_and_number_lines_right(
 ) -> None:
     data = "\n".join(lines).encode() + (b"\n" if final_newline and lines else b"")
     path = write(tmp_path / "p.txt", data)
-    blocks = list(records._iter_blocks(path, "txt", None, block_size=block_size))
+    blocks = list(iter_blocks(path, "txt", None, block_size=block_size))
     assert b"".join(b.data for b in blocks) == data
     assert all(b.data.endswith(b"\n") for b in blocks[:-1])
     assert sum(b.nbytes for b in blocks) == len(data)
@@ -255,20 +256,23 @@ def test_blocks_read_into_the_ring_are_the_blocks_read_into_bytes(
 ) -> None:
     """The pool's reader puts blocks straight into shared-memory slots (lines longer than a slot
     take the bytes way); it must cut, number, count and hash exactly like `_iter_blocks`."""
-    monkeypatch.setattr(records, "_BLOCK_SIZE", block_size)
+    monkeypatch.setattr(line_blocks, "BLOCK_SIZE", block_size)
     data = "\n".join(lines).encode() + (b"\n" if final_newline and lines else b"")
     path = write(tmp_path / "r.txt", (b"\xef\xbb\xbf" if bom else b"") + data)
-    ring = records._BlockRing(3)
+    ring = SlotRing(3, ring_slot_size())
+    used = [0]  # the pool's count of submitted tasks: each ring block takes the next slot
+    space = RingSpace(ring, lambda: used[0] % ring.slots)
     sha = hashlib.sha256()
     got: list[tuple[int, bytes, bool]] = []
     nbytes = 0
-    for item in records._iter_ring_blocks(path, "txt", sha, ring):
-        if isinstance(item, records._InRing):
+    for item in iter_ring_blocks(path, "txt", sha, space):
+        if isinstance(item, InRing):
+            used[0] += 1
             start = item.slot * ring.slot_size + item.offset
             got.append((item.block.first_line, ring.memory[start : start + item.size], False))
             nbytes += item.block.nbytes
         else:
-            got.append((item.first_line, item.data, item.at_eof))
+            got.append((item.first_line, bytes(item.data), item.at_eof))
             nbytes += item.nbytes
     ring.memory.close()
     assert b"".join(d for _, d, _ in got) == data
@@ -288,18 +292,19 @@ def test_blocks_read_into_the_ring_are_the_blocks_read_into_bytes(
 def test_a_ring_slot_used_before_leaves_nothing_behind(tmp_path: Path) -> None:
     """Files of one run share the ring: what an earlier file left in a slot (here a byte order
     mark) must not leak into a later, shorter file's block."""
-    ring = records._BlockRing(1)
+    ring = SlotRing(1, ring_slot_size())
+    space = RingSpace(ring, lambda: 0)
     first = write(tmp_path / "a.txt", b"\xef\xbb\xbfbom first\n" * 3)
-    list(records._iter_ring_blocks(first, "txt", None, ring))
-    assert ring.memory[:3] == records._BOM  # left in the slot
+    list(iter_ring_blocks(first, "txt", None, space))
+    assert ring.memory[:3] == BOM  # left in the slot
     for data in (b"\xef", b"\xef\xbb", b"ab", b"x\n"):
         second = write(tmp_path / "b.txt", data)
-        blocks = list(records._iter_ring_blocks(second, "txt", None, ring))
+        read = list(iter_ring_blocks(second, "txt", None, space))
         got = b"".join(
             ring.memory[b.slot * ring.slot_size + b.offset :][: b.size]
-            if isinstance(b, records._InRing)
-            else b.data
-            for b in blocks
+            if isinstance(b, InRing)
+            else bytes(b.data)
+            for b in read
         )
         assert got == data
     ring.memory.close()
@@ -466,7 +471,7 @@ def test_parquet_nested_binary_names_the_field_path(tmp_path: Path) -> None:
 
 
 def test_parquet_error_row_counts_across_batches(tmp_path: Path) -> None:
-    n = records._PARQUET_BATCH_ROWS + 10
+    n = parquet.PARQUET_BATCH_ROWS + 10
     blobs = [None] * n
     blobs[-1] = b"z"
     path = write_table(
@@ -631,8 +636,8 @@ def test_pool_gives_the_same_chunks_and_the_same_errors(
         "".join(json.dumps({"i": i, "t": text + str(i)}) + "\n" for i in range(3000)).encode(),
     )
     bad = write(tmp_path / "bad.jsonl", b'{"i": 1}\n' * 2500 + b'{"i": 2}\n[]\n')
-    monkeypatch.setattr(records, "_POOL_MIN_BYTES", 0)
-    monkeypatch.setattr(records, "_BLOCK_SIZE", 4096)
+    monkeypatch.setattr(pipeline, "POOL_MIN_BYTES", 0)
+    monkeypatch.setattr(line_blocks, "BLOCK_SIZE", 4096)
     inline = list(iter_record_hashes([good, good], chunk_size=1000, workers=1))
     pooled = list(iter_record_hashes([good, good], chunk_size=1000, workers=2))
     assert pooled == inline
@@ -688,8 +693,8 @@ def test_fingerprints_computed_beside_the_hashes(
     )
     plain = flat_hashes([path])
     expected = fingerprint_records([h.texts for h in plain])
-    monkeypatch.setattr(records, "_POOL_MIN_BYTES", 0)
-    monkeypatch.setattr(records, "_BLOCK_SIZE", 2048)
+    monkeypatch.setattr(pipeline, "POOL_MIN_BYTES", 0)
+    monkeypatch.setattr(line_blocks, "BLOCK_SIZE", 2048)
     for workers in (1, 2):
         chunks = list(
             records.iter_fingerprinted_record_hashes(
@@ -727,20 +732,20 @@ def test_record_columns_equal_the_record_hashes(
     path = write(tmp_path / "cols.jsonl", "".join(json.dumps(r) + "\n" for r in lines).encode())
     empty = write(tmp_path / "empty.jsonl", b"\n\n")
     expected = flat_hashes([path], workers=1)
-    monkeypatch.setattr(records, "_POOL_MIN_BYTES", 0)
-    monkeypatch.setattr(records, "_BLOCK_SIZE", 2048)
+    monkeypatch.setattr(pipeline, "POOL_MIN_BYTES", 0)
+    monkeypatch.setattr(line_blocks, "BLOCK_SIZE", 2048)
     from_ring: list[int] = []
-    columns_from = records._columns_from
+    from_buffers = kernel.RecordColumns.from_buffers  # called only for columns placed in the ring
 
-    def counted(results: Any, placed: Any) -> Any:
-        from_ring.append(placed.count)
-        return columns_from(results, placed)
+    def counted(count: int, parts: Any) -> Any:
+        from_ring.append(count)
+        return from_buffers(count, parts)
 
-    monkeypatch.setattr(records, "_columns_from", counted)
+    monkeypatch.setattr(kernel.RecordColumns, "from_buffers", counted)
     for workers, result_slot in ((1, None), (2, None), (2, 3000)):
         from_ring.clear()
         if result_slot is not None:
-            monkeypatch.setattr(records, "_RESULT_SLOT_SIZE", result_slot)
+            monkeypatch.setattr(pipeline, "RESULT_SLOT_SIZE", result_slot)
         digests: dict[Path, str] = {}
         done: list[int] = []
         blocks = list(
@@ -796,7 +801,7 @@ def test_a_record_that_parses_but_fails_to_hash_is_named_by_its_line(
     """A block parsed in bulk keeps no line numbers; they are rebuilt only to name the bad record."""
     from ledger.spec.fingerprint import fingerprint_record_blobs
 
-    hash_one, hash_columns = records.hash_record, records.hash_record_columns
+    hash_one, hash_columns = kernel.hash_record, kernel.hash_record_columns
 
     def refuse(record: object, *args: Any) -> Any:
         if isinstance(record, dict) and "boom" in record:
@@ -808,12 +813,12 @@ def test_a_record_that_parses_but_fails_to_hash_is_named_by_its_line(
             raise ValueError("cannot hash this block")
         return hash_columns(items, *args, **kwargs)
 
-    monkeypatch.setattr(records, "hash_record", refuse)
-    monkeypatch.setattr(records, "hash_record_columns", refuse_all)
+    monkeypatch.setattr(kernel, "hash_record", refuse)
+    monkeypatch.setattr(kernel, "hash_record_columns", refuse_all)
     path = write(
         tmp_path / "boom.jsonl", b'{"i": 1}\n' * 1500 + b'{"boom": 1}\n' + b'{"i": 2}\n' * 10
     )
-    monkeypatch.setattr(records, "_BLOCK_SIZE", 4096)  # the bad record is deep in a later block
+    monkeypatch.setattr(line_blocks, "BLOCK_SIZE", 4096)  # the bad record is deep in a later block
     with pytest.raises(InputError) as info:
         list(records.iter_record_columns([path], fingerprint_record_blobs, workers=1))
     assert str(info.value) == f"{path}:1501: cannot hash this"
@@ -825,8 +830,8 @@ def test_record_columns_report_bad_lines_like_the_record_hashes(
     from ledger.spec.fingerprint import fingerprint_record_blobs
 
     bad = write(tmp_path / "bad.jsonl", b'{"i": 1}\n' * 2500 + b'{"i": 2}\n[]\n')
-    monkeypatch.setattr(records, "_POOL_MIN_BYTES", 0)
-    monkeypatch.setattr(records, "_BLOCK_SIZE", 4096)
+    monkeypatch.setattr(pipeline, "POOL_MIN_BYTES", 0)
+    monkeypatch.setattr(line_blocks, "BLOCK_SIZE", 4096)
     for workers in (1, 2):
         with pytest.raises(InputError) as info:
             list(records.iter_record_columns([bad], fingerprint_record_blobs, workers=workers))
@@ -859,8 +864,8 @@ def test_jsonl_blocks_parsed_in_the_ring_equal_the_inline_parse(
         )  # type: ignore[return-value]
 
     inline = columns(1)
-    monkeypatch.setattr(records, "_POOL_MIN_BYTES", 0)
-    monkeypatch.setattr(records, "_BLOCK_SIZE", 4096)
+    monkeypatch.setattr(pipeline, "POOL_MIN_BYTES", 0)
+    monkeypatch.setattr(line_blocks, "BLOCK_SIZE", 4096)
     assert columns(2) == inline
     assert len(inline[0]) == 32 * 599
     bad = write(

@@ -878,12 +878,12 @@ def test_a_file_hashed_by_the_pool_gives_the_rows_of_the_same_records_in_memory(
     lg: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The bulk file path (worker pool, shared block ring, columns, spills) against the object path."""
-    from ledger.ingest import records as ingest_records
+    from ledger.ingest import blocks, pipeline
 
     records = [chat_record(i) for i in range(400)] + [small_record(i) for i in range(50)]
     path = write_jsonl(tmp_path / "pooled.jsonl", records)
-    monkeypatch.setattr(ingest_records, "_POOL_MIN_BYTES", 0)
-    monkeypatch.setattr(ingest_records, "_BLOCK_SIZE", 8192)
+    monkeypatch.setattr(pipeline, "POOL_MIN_BYTES", 0)
+    monkeypatch.setattr(blocks, "BLOCK_SIZE", 8192)
     monkeypatch.setattr(recording, "SPILL_ROWS", 100)
     monkeypatch.setattr(recording, "SPILL_BYTES", 0)
     pooled = lg.record_batch(id="pooled", files=[path], split=128).entries
@@ -907,7 +907,7 @@ def test_a_jsonl_file_keeps_integers_beyond_64_bits_exact(
 ) -> None:
     """Blocks are parsed in bulk without a big-integer scan; the records that need it are parsed
     again exactly before hashing (orjson would have made these integers floats)."""
-    from ledger.ingest import records as ingest_records
+    from ledger.ingest import pipeline
 
     vectors = [v["record_json"] for v in CONFORMANCE["records"]]
     big = [
@@ -919,7 +919,7 @@ def test_a_jsonl_file_keeps_integers_beyond_64_bits_exact(
     path = tmp_path / "ints.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     if pooled:
-        monkeypatch.setattr(ingest_records, "_POOL_MIN_BYTES", 0)
+        monkeypatch.setattr(pipeline, "POOL_MIN_BYTES", 0)
     entry = lg.record_batch(id="ints", files=[path]).entries[0]
     assert entry.records_root == ref_root([json.loads(line) for line in lines])
 

@@ -40,9 +40,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from ledger.engine.json_lines import parse_object_line, unparsable
 from ledger.errors import InputError, OptionHintError, UsageError
 from ledger.hashing import parse_json_line
-from ledger.ingest.records import _BOM, _open_binary, _parse_object_line, _unparsable, iter_records
+from ledger.ingest.pipeline import iter_records
+from ledger.ingest.reader import BOM, open_binary
 
 __all__ = [
     "CALL_FORMATS",
@@ -138,18 +140,18 @@ def read_json_file(path: Path) -> object:
     Big integers stay exact, as in every other reader, so the body hashes as it was received.
     """
     path = Path(path)
-    with _open_binary(path) as f:
+    with open_binary(path) as f:
         try:
             data = f.read()
         except OSError as exc:
             raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    data = data.removeprefix(_BOM)
+    data = data.removeprefix(BOM)
     if not data.strip():
         raise InputError(f"{path}: empty file, expected a JSON document")
     try:
         return parse_json_line(data)
     except ValueError as exc:
-        why = _unparsable(data, exc, False).replace(" of the line", "")
+        why = unparsable(data, exc, False).replace(" of the line", "")
         raise InputError(f"{path}: {why}") from exc
 
 
@@ -291,7 +293,7 @@ class _RequestIndex:
         self.path = path
         self._where: dict[str, tuple[int, int, int, str | None]] = {}
         for number, offset, line, unterminated in _lines_with_offsets(path):
-            obj = _parse_object_line(str(path), number, line, unterminated)
+            obj = parse_object_line(str(path), number, line, unterminated)
             custom_id = obj.get("custom_id")
             if not isinstance(custom_id, str):
                 found = _kind(custom_id)
@@ -314,7 +316,7 @@ class _RequestIndex:
             )
         if not self._where:
             raise InputError(f"{path}: no records (the file is empty or holds only blank lines)")
-        self._file = _open_binary(path)
+        self._file = open_binary(path)
 
     def close(self) -> None:
         """Release the input file."""
@@ -328,7 +330,7 @@ class _RequestIndex:
         offset, length, number, url = where
         self._file.seek(offset)
         line = self._file.read(length)
-        body = _parse_object_line(str(self.path), number, line).get("body")
+        body = parse_object_line(str(self.path), number, line).get("body")
         if not isinstance(body, dict):  # the file changed under us since it was indexed
             raise InputError(f"{self.path}:{number}: changed while being read")
         return body, url
@@ -336,14 +338,14 @@ class _RequestIndex:
 
 def _lines_with_offsets(path: Path) -> Iterator[tuple[int, int, bytes, bool]]:
     """(line number, byte offset, line without its ending, unterminated) for each non-blank line."""
-    with _open_binary(path) as f:
+    with open_binary(path) as f:
         offset = 0
         for number, raw in enumerate(f, start=1):
             start = offset
             offset += len(raw)
             line = raw
-            if number == 1 and line.startswith(_BOM):
-                line, start = line[len(_BOM) :], start + len(_BOM)
+            if number == 1 and line.startswith(BOM):
+                line, start = line[len(BOM) :], start + len(BOM)
             unterminated = not line.endswith(b"\n")
             line = line.rstrip(b"\r\n") if not unterminated else line
             if line and not line.isspace():
