@@ -38,9 +38,9 @@ from typing import Any, TypeVar
 import duckdb
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger import hashing, keys, store
+from ledger.log import store
 from ledger.ledger import Ledger
-from ledger.spec import entries, merkle
+from ledger.spec import entries, envelope, jcs, merkle
 from ledger.verify import check_record_set, record_leaves, verify_ledger
 
 T = TypeVar("T")
@@ -343,7 +343,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=os.environ.get("TMPDIR")) as tmp:
         lg = Ledger.init(Path(tmp) / "bench.duckdb", origin="bench.local/log")
         leaf_size = len(
-            keys.pae(keys.PAYLOAD_TYPE, hashing.canonical_json(call_body(0, random.Random(0))))
+            envelope.pae(envelope.PAYLOAD_TYPE, jcs.canonical_json(call_body(0, random.Random(0))))
         )
         sign_rate, verify_rate = ed25519_rates(leaf_size)
         print(

@@ -12,8 +12,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from ledger import keys
 from ledger.spec import merkle
+from ledger.spec import note as note_spec
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 LEDGER = str(Path(sys.executable).with_name("ledger"))
@@ -53,7 +53,7 @@ def test_init_head_keys_prove_consistency(workdir: Path) -> None:
         ("default", "recorder"),
     ]
     # the head verifies with the exported vkey, independently of the CLI
-    tree_head = keys.verify_tree_head(head["note"], listed[0]["vkey"])
+    tree_head = note_spec.verify_tree_head(head["note"], listed[0]["vkey"])
     assert tree_head.root.hex() == head["root"]
     assert (workdir / "ledger.keys" / "log.pem").stat().st_mode & 0o077 == 0
 
@@ -86,7 +86,7 @@ def test_rotation_and_revocation(workdir: Path) -> None:
     listed = run_json("keys", "list", cwd=workdir, schema="keys-list")
     assert [k["revoked"] for k in listed if k["role"] == "log"] == [True, False]
     head = run_json("head", cwd=workdir)
-    keys.verify_tree_head(head["note"], rotated["vkey"])  # signed by the new log key
+    note_spec.verify_tree_head(head["note"], rotated["vkey"])  # signed by the new log key
     # a head published before the rotation still proves consistency
     assert run("consistency", "--from", "before.txt", cwd=workdir).returncode == 0
     revoked = run_json("keys", "revoke", "trainer", "--reason", "laptop lost", cwd=workdir)

@@ -23,9 +23,9 @@ from ledger.engine.kernel import (
 )
 from ledger.engine.pool import Ready, WorkerPool, worker_job
 from ledger.errors import InputError, UsageError
-from ledger.hashing import hash_record, record_leaf
 from ledger.ingest.pipeline import iter_record_columns
 from ledger.spec.fingerprint import fingerprint_record_blobs
+from ledger.spec.leaves import hash_record, record_leaf
 from ledger.spec.merkle import leaf_hash
 
 CONFORMANCE = json.loads((Path(__file__).parent / "conformance.json").read_text(encoding="utf-8"))

@@ -168,7 +168,7 @@ def record_batch(
 
     Example: ledger record batch train.jsonl --id run7/data --split 10000
     """
-    from ledger.ingest.records import data_files
+    from ledger.ingest.formats import data_files
 
     ledger = open_ledger(db, keys_dir, key)
     total = sum(_size(f) for _, f in data_files(files))

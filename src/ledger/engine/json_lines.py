@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from ledger.errors import InputError, LedgerError
-from ledger.hashing import parse_json_line
+from ledger.spec.jcs import parse_json_line
 
 __all__ = ["DATA_ERRORS", "json_kind", "parse_object_line", "unparsable"]
 

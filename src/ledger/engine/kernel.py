@@ -33,12 +33,8 @@ import pyarrow as pa  # type: ignore[import-untyped]
 from ledger.engine.arrow_values import row_objects
 from ledger.engine.json_lines import DATA_ERRORS, parse_object_line
 from ledger.errors import InputError, UsageError
-from ledger.hashing import (
-    RecordHashColumns,
-    hash_record,
-    hash_record_columns,
-    parse_json_lines,
-)
+from ledger.spec.jcs import parse_json_lines
+from ledger.spec.leaves import RecordHashColumns, hash_record, hash_record_columns
 from ledger.spec.merkle import leaf_hash
 
 __all__ = [

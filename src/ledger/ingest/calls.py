@@ -42,9 +42,9 @@ from typing import Any, Final
 
 from ledger.engine.json_lines import parse_object_line, unparsable
 from ledger.errors import InputError, OptionHintError, UsageError
-from ledger.hashing import parse_json_line
 from ledger.ingest.pipeline import iter_records
 from ledger.ingest.reader import BOM, open_binary
+from ledger.spec.jcs import parse_json_line
 
 __all__ = [
     "CALL_FORMATS",

@@ -11,9 +11,9 @@ from collections.abc import Iterable, Iterator
 
 from ledger.engine.json_lines import DATA_ERRORS, parse_object_line
 from ledger.engine.kernel import JSON_LINES
-from ledger.hashing import parse_json_lines
 from ledger.ingest.blocks import LineReader, split_lines
 from ledger.ingest.reader import LineBlock, Unit
+from ledger.spec.jcs import parse_json_lines
 
 __all__ = ["JsonlReader"]
 

@@ -31,10 +31,10 @@ from ledger.engine.pool import (
     worker_job,
 )
 from ledger.errors import InputError, UsageError
-from ledger.hashing import RecordHash
 from ledger.ingest.blocks import InRing, ring_slot_size
 from ledger.ingest.formats import checked_format, detect_format, reader_for
 from ledger.ingest.reader import FileEnd, LineBlock, RingSpace, Unit, file_sha256, file_size
+from ledger.spec.leaves import RecordHash
 
 __all__ = [
     "POOL_MIN_BYTES",
