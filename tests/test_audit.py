@@ -550,7 +550,7 @@ def test_audit_recomputes_only_its_lineage_record_sets(tmp_path: Path) -> None:
 
     from ledger import Ledger
     from ledger.audit import audit
-    from ledger.verify import verify_ledger
+    from ledger.log.verify import verify_ledger
 
     lg = Ledger.init(tmp_path / "ledger.duckdb", origin="example.org/scope")
     lg.record_batch(

@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ledger.ledger import Ledger
-from ledger.verify import verify_ledger
+from ledger.log.verify import verify_ledger
 
 LEDGER = str(Path(sys.executable).with_name("ledger"))
 ORIGIN = "concurrency.test/log"

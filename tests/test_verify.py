@@ -31,12 +31,16 @@ import rfc8785
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger import hashing, keys, verify
+from ledger import hashing, keys
 from ledger.errors import InputError, LockedError, NotFoundError, VerificationError
 from ledger.ledger import Ledger
 from ledger.log import store
+from ledger.log.verify import Problem, VerifyReport, check_record_set, record_leaves, verify_ledger
+from ledger.log.verify import records as verify_records
+from ledger.log.verify import report as verify_report
+from ledger.log.verify import scan as verify_scan
+from ledger.log.verify.rebuild import build_chunk, repeated_root
 from ledger.spec import entries
-from ledger.verify import Problem, check_record_set, record_leaves, verify_ledger
 
 CONFORMANCE = json.loads((Path(__file__).parent / "conformance.json").read_text())
 ORIGIN = "verify.test/log"
@@ -183,11 +187,11 @@ def sql(lg: Ledger, *statements: str) -> None:
             conn.execute(statement)
 
 
-def problems_at(report: verify.VerifyReport, index: int | None) -> list[str]:
+def problems_at(report: VerifyReport, index: int | None) -> list[str]:
     return [p.what for p in report.problems if p.index == index]
 
 
-def assert_problem(report: verify.VerifyReport, index: int | None, *words: str) -> None:
+def assert_problem(report: VerifyReport, index: int | None, *words: str) -> None:
     assert not report.ok
     found = problems_at(report, index)
     assert any(all(w in what for w in words) for what in found), (index, words, report.problems)
@@ -236,7 +240,7 @@ def test_intact_ledger_verifies(ledger: Ledger, built: Built) -> None:
 def test_worker_processes_give_the_same_report(
     ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(verify, "_RECORD_CHUNK", 4)  # several record units for the workers
+    monkeypatch.setattr(verify_records, "RECORD_CHUNK", 4)  # several record units for the workers
     assert verify_ledger(ledger, workers=2).ok
     sql(
         ledger,
@@ -255,7 +259,8 @@ def test_worker_processes_give_the_same_report(
 def test_small_record_chunks_plan_the_same_roots(
     ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(verify, "_RECORD_CHUNK", 4)  # split the 23-record batch, group small ones
+    # split the 23-record batch, group small ones
+    monkeypatch.setattr(verify_records, "RECORD_CHUNK", 4)
     assert verify_ledger(ledger).ok
     sql(ledger, "UPDATE records SET digest = unhex(sha256('x')) WHERE position = 21")
     assert_problem(verify_ledger(ledger), 5, "records_root")
@@ -695,7 +700,7 @@ def test_every_published_size_across_session_boundaries(
 ) -> None:
     """Sessions of any size (aligned or not) give the same tree: each stored node is compared with the
     recomputed one, and a published head at any size is matched by the prefix root (RFC 6962 reference)."""
-    monkeypatch.setattr(verify, "_SESSION_ENTRIES", session)
+    monkeypatch.setattr(verify_scan, "SESSION_ENTRIES", session)
     with duckdb.connect(str(ledger.path), read_only=True) as conn:
         leaves = [
             bytes(r[0]) for r in conn.execute("SELECT leaf FROM entries ORDER BY idx").fetchall()
@@ -872,17 +877,22 @@ def test_grouped_and_sliced_batches_against_reference(
         recs = make_records(batch * 100 + count, count)
         insert_records(memory_store, batch, recs, shuffle=batch)
         body = batch_body(f"b{batch}", recs)
-        commitments[batch] = verify._commitment(body)
+        commitments[batch] = verify_records.commitment_of(body)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(verify, "_RECORD_CHUNK", 1 << chunk_bits)
-        assert verify._check_record_sets(lambda: nullcontext(memory_store), commitments, None) == []
+        patch.setattr(verify_records, "RECORD_CHUNK", 1 << chunk_bits)
+        assert (
+            verify_records.check_record_sets(lambda: nullcontext(memory_store), commitments, None)
+            == []
+        )
         broken = max(commitments, key=lambda b: counts[b - 1])
         if counts[broken - 1]:
             memory_store.execute(
                 "UPDATE records SET digest = unhex(sha256('x')) WHERE batch = ? AND position = 0",
                 [broken],
             )
-            found = verify._check_record_sets(lambda: nullcontext(memory_store), commitments, None)
+            found = verify_records.check_record_sets(
+                lambda: nullcontext(memory_store), commitments, None
+            )
             assert [p.index for p in found] == [broken] and "records_root" in found[0].what
 
 
@@ -903,8 +913,8 @@ def test_units_tile_every_key_and_position(
         batches.append((key, count))
     cover = (0, key + tail)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(verify, "_RECORD_CHUNK", 1 << chunk_bits)
-        units = verify._plan_units(batches, cover)
+        patch.setattr(verify_records, "RECORD_CHUNK", 1 << chunk_bits)
+        units = verify_records.plan_units(batches, cover)
     probes = [-(2**63), -1, 0, 1, (1 << chunk_bits) - 1, 1 << chunk_bits, 39, 40, 2**63 - 1]
     for batch in range(cover[0], cover[1] + 1):
         for position in probes:
@@ -957,7 +967,7 @@ def test_record_set_problems_name_the_batch(memory_store: duckdb.DuckDBPyConnect
 
 
 def test_problem_list_is_capped(monkeypatch: pytest.MonkeyPatch, ledger: Ledger) -> None:
-    monkeypatch.setattr(verify, "MAX_PROBLEMS", 3)
+    monkeypatch.setattr(verify_report, "MAX_PROBLEMS", 3)
     sql(ledger, "UPDATE entries SET model = 'x'")
     report = verify_ledger(ledger)
     assert len(report.problems) == 4 and report.problems[-1].what.endswith(
@@ -1129,9 +1139,9 @@ def test_recorder_appends_while_verify_runs(
     index = lg.append_bodies([batch_body("busy/b0", records)]).start
     with duckdb.connect(str(lg.path)) as conn:  # rows out of band, as the fixture does
         insert_records(conn, index, records)
-    monkeypatch.setattr(verify, "_SESSION_ENTRIES", 32)
-    monkeypatch.setattr(verify, "_ENTRY_CHUNK", 32)
-    monkeypatch.setattr(verify, "_RECORD_CHUNK", 8)
+    monkeypatch.setattr(verify_scan, "SESSION_ENTRIES", 32)
+    monkeypatch.setattr(verify_scan, "ENTRY_CHUNK", 32)
+    monkeypatch.setattr(verify_records, "RECORD_CHUNK", 8)
     stop = tmp_path / "stop"
     recorder = subprocess.Popen(
         [sys.executable, "-c", RECORDER, str(lg.path), str(stop)],
@@ -1168,7 +1178,7 @@ def test_tampering_while_verify_runs_is_reported(
     ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A verified node altered between two sessions (after it was checked) fails the end re-check."""
-    monkeypatch.setattr(verify, "_SESSION_ENTRIES", 4)
+    monkeypatch.setattr(verify_scan, "SESSION_ENTRIES", 4)
     done: list[int] = []
 
     def tamper(n: int) -> None:
@@ -1192,8 +1202,6 @@ def test_build_chunk_sorts_segments_within_records_like_jcs(
 ) -> None:
     """The fast within-record sort (and its tie fallback: segments from a tiny pool share leading bytes)
     must give the leaves an independent per-record sort gives."""
-    from ledger.verify import _build_chunk
-
     digests = [rnd.choice(pool) for _ in range(records)]
     segs = [[bytes(a ^ b for a, b in zip(rnd.choice(pool), bytes(31) + bytes([rnd.randrange(2)])))
              for _ in range(k)] for _ in range(records)]  # fmt: skip
@@ -1209,12 +1217,11 @@ def test_build_chunk_sorts_segments_within_records_like_jcs(
         ).encode()
         for p in range(records)
     ]
-    assert _build_chunk(rec, seg).leaves() == want
+    assert build_chunk(rec, seg).leaves() == want
 
 
 @given(st.binary(min_size=32, max_size=32), st.integers(1, 300))
 def test_repeated_root_matches_merkle_root(leaf: bytes, n: int) -> None:
     from ledger.spec import merkle
-    from ledger.verify import _repeated_root
 
-    assert _repeated_root(leaf, n) == merkle.root([leaf] * n)
+    assert repeated_root(leaf, n) == merkle.root([leaf] * n)
