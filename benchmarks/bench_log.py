@@ -38,8 +38,8 @@ from typing import Any, TypeVar
 import duckdb
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger.log import store
 from ledger.ledger import Ledger
+from ledger.log import store
 from ledger.spec import entries, envelope, jcs, merkle
 from ledger.verify import check_record_set, record_leaves, verify_ledger
 
