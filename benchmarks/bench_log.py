@@ -40,8 +40,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.ledger import Ledger
 from ledger.log import store
+from ledger.log.verify import check_record_set, record_leaves, verify_ledger
 from ledger.spec import entries, envelope, jcs, merkle
-from ledger.verify import check_record_set, record_leaves, verify_ledger
 
 T = TypeVar("T")
 

@@ -308,7 +308,7 @@ def verify(
 
     Example: ledger verify --since head-2026-11-01.txt
     """
-    from ledger.verify import verify_ledger
+    from ledger.log.verify import verify_ledger
 
     ledger = Ledger(
         db
