@@ -9,15 +9,38 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ledger.errors import UsageError
+from ledger.log.types import Entry
+from ledger.recording.results import BatchResult
 
-if TYPE_CHECKING:
-    from ledger.ledger import Entry, Ledger
-    from ledger.recording import BatchResult
+__all__ = ["BatchRecorder", "Recorder"]
 
-__all__ = ["BatchRecorder"]
+
+class Recorder(Protocol):
+    """What `BatchRecorder` needs of a ledger (a `ledger.Ledger` is one)."""
+
+    def record_batch(
+        self,
+        records: Iterable[Mapping[str, Any] | str] | None = None,
+        *,
+        id: str,
+        text_fields: Sequence[str] | None = None,
+        derived_from: Sequence[int | str] = (),
+        dataset: str | None = None,
+    ) -> BatchResult: ...
+
+    def record_checkpoint(
+        self,
+        *,
+        id: str,
+        weights: Sequence[Path | str],
+        batches: Sequence[str] = (),
+        parents: Sequence[str] = (),
+        teachers: Sequence[str] = (),
+        config: Path | str | None = None,
+    ) -> Entry: ...
 
 
 class BatchRecorder:
@@ -29,7 +52,7 @@ class BatchRecorder:
 
     def __init__(
         self,
-        ledger: Ledger,
+        ledger: Recorder,
         run_id: str,
         *,
         text_fields: Sequence[str] | None = None,
