@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ledger.errors import UsageError
-from ledger.log.types import Entry
-from ledger.recording.results import BatchResult
+
+if TYPE_CHECKING:  # annotations only: importing this module loads no DuckDB
+    from ledger.log.types import Entry
+    from ledger.recording.results import BatchResult
 
 __all__ = ["BatchRecorder", "Recorder"]
 
