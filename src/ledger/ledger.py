@@ -139,8 +139,7 @@ class Ledger:
     # --- appending ---------------------------------------------------------------------------------
     def append_bodies(self, bodies: Sequence[Mapping[str, Any]]) -> AppendResult:
         """Append ready-made bodies signed with the recorder key (used by recorders and tests)."""
-        ready = [dict(b) for b in bodies]
-        prepare: Prepare = lambda tx: ready  # noqa: E731
+        prepare: Prepare = lambda tx: bodies  # noqa: E731 (append_bodies copies each body)
         return self.writer.append_bodies(prepare)
 
     # --- recording (logic in ledger.recording) -----------------------------------------------------
