@@ -28,7 +28,7 @@ from unittest import mock
 
 import rfc8785
 
-from ledger.ledger import Ledger
+from ledger import Ledger
 
 ORIGIN = "audit.test/log"
 

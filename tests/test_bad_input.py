@@ -32,11 +32,11 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from ledger import bundle, hashing, keys, recording
+from ledger import Ledger, bundle, hashing, keys
 from ledger.errors import LedgerError
 from ledger.ingest import calls as ingest_calls
 from ledger.ingest import pipeline as ingest_records
-from ledger.ledger import Ledger
+from ledger.recording import calls
 from ledger.spec import fingerprint
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -458,11 +458,11 @@ def consume_calls(path: Path, fmt: str, requests_path: Path | None) -> None:
             continue
         try:
             prepared.append(
-                recording._prepare_call(recording._call_input(item, None, "evaluation", None), 32)
+                calls.prepare_call(calls.call_input(item, None, "evaluation", None), 32)
             )
         except LedgerError as exc:  # import_calls re-raises with the location in front
             raise type(exc)(f"{item.location}: {exc}") from exc
-    recording._with_fingerprints(prepared, fingerprint.DEFAULT_PARAMS)
+    calls.with_fingerprints(prepared, fingerprint.DEFAULT_PARAMS)
 
 
 @FUZZ
@@ -499,11 +499,11 @@ def test_fuzz_single_json_files(scratch: Path, data: bytes) -> None:
 
     def work() -> None:
         body = ingest_calls.read_json_file(path)
-        prepared = recording._prepare_call(
-            recording._CallInput("openai", "evaluation", None, body, stream=isinstance(body, list)),
+        prepared = calls.prepare_call(
+            calls.CallInput("openai", "evaluation", None, body, stream=isinstance(body, list)),
             32,
         )
-        recording._with_fingerprints([prepared], fingerprint.DEFAULT_PARAMS)
+        calls.with_fingerprints([prepared], fingerprint.DEFAULT_PARAMS)
 
     only_ledger_errors(work)
 

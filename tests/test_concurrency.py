@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from ledger.ledger import Ledger
+from ledger import Ledger
 from ledger.log.verify import verify_ledger
 
 LEDGER = str(Path(sys.executable).with_name("ledger"))

@@ -17,7 +17,7 @@ import jsonschema
 import pytest
 from hardening import CliPool, one_error_line
 
-from ledger import Ledger, recording
+from ledger import Ledger
 from ledger.spec import entries
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
@@ -283,7 +283,7 @@ def test_export_recount_catches_an_understated_gap_on_old_batches(
         kwargs.pop("records_without_text", None)
         return real(**kwargs)
 
-    monkeypatch.setattr(recording.entries, "batch_body", old_body)
+    monkeypatch.setattr(entries, "batch_body", old_body)
     lg = Ledger.open(lab.root / "ledger.duckdb")
     lg.record_batch(
         [{"text": "a training sentence long enough to be a segment, number one."}], id="text/0"

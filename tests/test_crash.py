@@ -29,7 +29,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from ledger.ledger import Ledger
+from ledger import Ledger
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hardening import CliPool

@@ -22,8 +22,8 @@ import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
 
+from ledger import Ledger
 from ledger.errors import InputError, UsageError
-from ledger.ledger import Ledger
 
 LEDGER = str(Path(sys.executable).with_name("ledger"))
 ANSWER = "The capital of France is Paris, a city on the Seine with many museums and bridges."

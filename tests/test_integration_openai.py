@@ -30,6 +30,7 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ledger import Ledger
 from ledger.errors import KeyFileError, LedgerError, UsageError
 from ledger.integrations.openai import (
     RecordingError,
@@ -37,7 +38,7 @@ from ledger.integrations.openai import (
     _SSEParser,
     recorded,
 )
-from ledger.ledger import Entry, Ledger
+from ledger.log.types import Entry
 
 # --- independent expectations --------------------------------------------------------------------------
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import rfc8785
 
+from ledger import Ledger
 from ledger.errors import NotFoundError, UsageError
 from ledger.integrations.training import BatchRecorder
-from ledger.ledger import Ledger
 
 
 def _leaf_hash(leaf: bytes) -> bytes:

@@ -21,9 +21,8 @@ from typing import Any
 
 import pytest
 
-from ledger import recording
+from ledger import Ledger, recording
 from ledger.audit import audit
-from ledger.ledger import Ledger
 from ledger.spec import fingerprint as fpm
 from ledger.spec.text import normalize
 
@@ -202,12 +201,12 @@ def _v2_ledger(
     os.environ["LEDGER_KEYS_DIR"] = str(keys)
     lg = Ledger.init(tmp_path / "ledger.duckdb", origin="masking.test/v2")
     recording.record_call(
-        lg, provider="openai", purpose="evaluation", request={"model": "gpt-4o"},
+        lg.writer, provider="openai", purpose="evaluation", request={"model": "gpt-4o"},
         response=_response(output, "chatcmpl-v2-1"), model="gpt-4o",
         fingerprint_params=fpm.V2_PARAMS,
     )  # fmt: skip
     recording.record_batch(
-        lg, [{"text": "an ordinary training record of our own, long enough to count"},
+        lg.writer, [{"text": "an ordinary training record of our own, long enough to count"},
              {"text": copy}], id="old-data", fingerprint_params=batch_params,
     )  # fmt: skip
     (tmp_path / "w.safetensors").write_bytes(b"\x02" * 512)

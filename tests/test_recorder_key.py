@@ -16,9 +16,8 @@ from typing import Any
 
 import pytest
 
-from ledger import keys
+from ledger import Ledger, keys
 from ledger.errors import KeyFileError, LogKeySigningWarning
-from ledger.ledger import Ledger
 from ledger.log import store
 from ledger.spec import entries
 

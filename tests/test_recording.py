@@ -30,9 +30,10 @@ import rfc8785
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger import recording
+from ledger import Ledger, recording
 from ledger.errors import DuplicateError, InputError, NotFoundError, UsageError
-from ledger.ledger import Ledger
+from ledger.recording import batches, calls
+from ledger.recording import spill as spilling
 from ledger.spec import fingerprint
 
 CONFORMANCE = json.loads((Path(__file__).parent / "conformance.json").read_text())
@@ -376,17 +377,18 @@ def test_spilled_rows_equal_in_memory_rows(
 ) -> None:
     records = [chat_record(i) for i in range(300)]
     small = lg.record_batch(records, id="mem", split=128).entries
-    monkeypatch.setattr(recording, "SPILL_ROWS", 50)
-    monkeypatch.setattr(recording, "SPILL_BYTES", 0)
-    monkeypatch.setattr(recording, "HASH_CHUNK", 37)
+    monkeypatch.setattr(spilling, "SPILL_ROWS", 50)
+    monkeypatch.setattr(spilling, "SPILL_BYTES", 0)
+    monkeypatch.setattr(batches, "HASH_CHUNK", 37)
     flushes: list[int] = []
-    flush = recording._Spill._flush
+    # Counting flushes needs the private step: whether rows went through Parquet is not observable otherwise.
+    flush = spilling.Spill._flush
 
-    def counted(self: recording._Spill) -> None:
+    def counted(self: spilling.Spill) -> None:
         flushes.append(self._buffered)
         flush(self)
 
-    monkeypatch.setattr(recording._Spill, "_flush", counted)
+    monkeypatch.setattr(spilling.Spill, "_flush", counted)
     spilled = lg.record_batch(records, id="disk", split=128).entries
     assert len(flushes) >= 300 // 50  # the records went through Parquet
     assert [e.records_root for e in small] == [e.records_root for e in spilled]
@@ -406,9 +408,9 @@ def test_spilled_rows_equal_in_memory_rows(
 def test_hashing_phase_cuts_roots_like_the_reference(
     n: int, split: int | None, chunk: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(recording, "HASH_CHUNK", chunk)
+    monkeypatch.setattr(batches, "HASH_CHUNK", chunk)
     records = [small_record(i) for i in range(n)]
-    spill = recording._SpillDir(tmp_path / "x.duckdb")
+    spill = spilling.SpillDir(tmp_path / "x.duckdb")
     hashed = recording.hash_batches(
         records=records,
         files=(),
@@ -834,8 +836,8 @@ def test_a_killed_recorders_spill_files_are_removed_by_the_next(
     (stale / "records.parquet").write_bytes(b"partial")
     alive = tmp_path / f".ledger.duckdb.spill-{socket.gethostname()}-{os.getpid()}-def"
     alive.mkdir()
-    monkeypatch.setattr(recording, "SPILL_ROWS", 10)
-    monkeypatch.setattr(recording, "SPILL_BYTES", 0)
+    monkeypatch.setattr(spilling, "SPILL_ROWS", 10)
+    monkeypatch.setattr(spilling, "SPILL_BYTES", 0)
     lg.record_batch([small_record(i) for i in range(20)], id="spilled")
     assert not stale.exists() and alive.exists()
 
@@ -859,8 +861,8 @@ def test_call_outputs_are_the_texts_and_their_paragraphs(
         "model": "m",
         "choices": [{"index": 0, "message": {"role": "assistant", "content": text}}],
     }
-    call = recording._CallInput("p", "other", None, response)
-    prepared = recording._prepare_call(call, 32)
+    call = calls.CallInput("p", "other", None, response)
+    prepared = calls.prepare_call(call, 32)
     assert prepared.body["outputs"] == sorted(paragraph_hashes(text))
     assert [
         hashlib.sha256(t.encode()).hexdigest() for t in prepared.fingerprint_texts
@@ -884,8 +886,8 @@ def test_a_file_hashed_by_the_pool_gives_the_rows_of_the_same_records_in_memory(
     path = write_jsonl(tmp_path / "pooled.jsonl", records)
     monkeypatch.setattr(pipeline, "POOL_MIN_BYTES", 0)
     monkeypatch.setattr(blocks, "BLOCK_SIZE", 8192)
-    monkeypatch.setattr(recording, "SPILL_ROWS", 100)
-    monkeypatch.setattr(recording, "SPILL_BYTES", 0)
+    monkeypatch.setattr(spilling, "SPILL_ROWS", 100)
+    monkeypatch.setattr(spilling, "SPILL_BYTES", 0)
     pooled = lg.record_batch(id="pooled", files=[path], split=128).entries
     monkeypatch.undo()
     memory = lg.record_batch(records, id="memory", split=128).entries
@@ -928,11 +930,9 @@ def test_rows_stay_in_memory_up_to_spill_bytes_then_spill(
     lg: Ledger, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Memory is bounded by SPILL_BYTES per table: beyond it, rows leave every SPILL_ROWS."""
-    monkeypatch.setattr(recording, "SPILL_ROWS", 40)
-    monkeypatch.setattr(recording, "SPILL_BYTES", 20_000)
-    spill = recording._Spill(
-        recording._RECORD_SCHEMA, recording._SpillDir(tmp_path / "x.duckdb"), "r"
-    )
+    monkeypatch.setattr(spilling, "SPILL_ROWS", 40)
+    monkeypatch.setattr(spilling, "SPILL_BYTES", 20_000)
+    spill = spilling.Spill(spilling.RECORD_SCHEMA, spilling.SpillDir(tmp_path / "x.duckdb"), "r")
     peak = 0
     for start in range(0, 1000, 10):
         spill.add(
@@ -948,9 +948,7 @@ def test_rows_stay_in_memory_up_to_spill_bytes_then_spill(
     out = spill.finish()
     assert isinstance(out, Path)
     assert pq.read_table(out).column("position").to_pylist() == list(range(1000))
-    small = recording._Spill(
-        recording._RECORD_SCHEMA, recording._SpillDir(tmp_path / "y.duckdb"), "r"
-    )
+    small = spilling.Spill(spilling.RECORD_SCHEMA, spilling.SpillDir(tmp_path / "y.duckdb"), "r")
     small.add(
         [pa.array([0], pa.int64()), pa.array([0], pa.int64()), pa.array([b"d"]), pa.array([b"f"])]
     )

@@ -51,9 +51,12 @@ def test_proof_nodes_come_from_the_index_and_ignore_other_levels(tmp_path: Path)
 
 
 def test_expected_columns_are_what_the_schema_creates() -> None:
-    """The written-out column list used to check every opened file matches what `_SCHEMA` builds."""
+    """The written-out column list used to check every opened file matches what the schema builds."""
     with duckdb.connect() as memory:
-        for statement in store._SCHEMA:
-            memory.execute(statement)
-        created = frozenset(tuple(row) for row in memory.execute(store._COLUMNS_SQL).fetchall())
+        store.create_schema(memory, "example.org/columns")
+        columns = memory.execute(
+            """SELECT table_name, column_name, data_type FROM duckdb_columns()
+               WHERE database_name = current_database() AND schema_name = 'main'"""
+        ).fetchall()
+        created = frozenset(tuple(row) for row in columns)
     assert created == store.EXPECTED_COLUMNS

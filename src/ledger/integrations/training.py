@@ -9,15 +9,40 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ledger.errors import UsageError
 
-if TYPE_CHECKING:
-    from ledger.ledger import Entry, Ledger
-    from ledger.recording import BatchResult
+if TYPE_CHECKING:  # annotations only: importing this module loads no DuckDB
+    from ledger.log.types import Entry
+    from ledger.recording.results import BatchResult
 
-__all__ = ["BatchRecorder"]
+__all__ = ["BatchRecorder", "Recorder"]
+
+
+class Recorder(Protocol):
+    """What `BatchRecorder` needs of a ledger (a `ledger.Ledger` is one)."""
+
+    def record_batch(
+        self,
+        records: Iterable[Mapping[str, Any] | str] | None = None,
+        *,
+        id: str,
+        text_fields: Sequence[str] | None = None,
+        derived_from: Sequence[int | str] = (),
+        dataset: str | None = None,
+    ) -> BatchResult: ...
+
+    def record_checkpoint(
+        self,
+        *,
+        id: str,
+        weights: Sequence[Path | str],
+        batches: Sequence[str] = (),
+        parents: Sequence[str] = (),
+        teachers: Sequence[str] = (),
+        config: Path | str | None = None,
+    ) -> Entry: ...
 
 
 class BatchRecorder:
@@ -29,7 +54,7 @@ class BatchRecorder:
 
     def __init__(
         self,
-        ledger: Ledger,
+        ledger: Recorder,
         run_id: str,
         *,
         text_fields: Sequence[str] | None = None,

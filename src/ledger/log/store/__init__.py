@@ -21,7 +21,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -49,6 +49,9 @@ PAYLOAD_JSON: Final = (
     "try(decode(try(from_base64(try(json_extract_string(try(decode(leaf)), '$.payload'))))))"
 )
 DEFAULT_LOCK_TIMEOUT = 30.0
+
+Connection = duckdb.DuckDBPyConnection
+"""An open ledger database; other rooms name the type through the store, never through duckdb."""
 
 # Proofs look up O(log n) nodes by position; an index on idx keeps that to milliseconds at millions of
 # entries (a scan of `nodes` is ~50 ms at 1M). Each idx holds at most one node per level.
@@ -294,6 +297,27 @@ def create_schema(conn: duckdb.DuckDBPyConnection, origin: str) -> None:
         "INSERT INTO meta VALUES (?, ?)",
         [("schema_version", str(SCHEMA_VERSION)), ("origin", origin)],
     )
+
+
+def create(
+    path: Path,
+    origin: str,
+    leaves: Sequence[bytes],
+    facts: Sequence[EntryFacts],
+    signers: Sequence[str],
+    sign_head: Callable[[bytes], str],
+) -> None:
+    """A new ledger file at `path` holding the first entries and their tree head (`sign_head(root)` signs
+    it), in one transaction, checkpointed before it is closed."""
+    conn = connect(path, create=True)
+    try:
+        with transaction(conn):
+            create_schema(conn, origin)
+            root = append_entries(conn, 0, leaves, facts, signers)
+            write_head(conn, len(leaves), root, sign_head(root))
+        conn.execute("CHECKPOINT")
+    finally:
+        conn.close()
 
 
 def origin(conn: duckdb.DuckDBPyConnection) -> str:

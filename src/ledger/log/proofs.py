@@ -1,0 +1,94 @@
+"""Inclusion and consistency proofs against the latest tree head, from O(log n) stored tree nodes.
+
+Every proof is checked against the head before it is returned: a proof that does not verify is the
+store's tampering (VerificationError), never a result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from ledger import keys
+from ledger.errors import InputError, VerificationError
+from ledger.log import store
+from ledger.log.heads import verify_note_with_ring
+from ledger.log.reader import key_ring
+from ledger.log.types import ConsistencyProof, InclusionProof, TreeHeadInfo
+from ledger.spec import merkle
+
+__all__ = ["consistency", "inclusion_proofs", "prove"]
+
+
+def prove(path: Path, ref: str | int) -> InclusionProof:
+    """Inclusion proof of one entry against the latest tree head, from O(log n) stored nodes."""
+    with store.session(path) as conn:
+        stored = store.head(conn)
+        found = store.resolve(conn, str(ref))
+        nodes = store.fetch_nodes(
+            conn, merkle.needed_nodes(merkle.inclusion_ranges(found.index, stored.size))
+        )
+    proof = merkle.inclusion_proof(found.index, stored.size, nodes)
+    leaf_hash = merkle.leaf_hash(found.leaf)
+    merkle.verify_inclusion(leaf_hash, found.index, stored.size, proof, stored.root)
+    return InclusionProof(found.index, found.leaf, leaf_hash, stored.size, stored.root, proof)
+
+
+def inclusion_proofs(
+    path: Path, indexes: Sequence[int]
+) -> tuple[TreeHeadInfo, dict[int, InclusionProof]]:
+    """Proofs for many entries against one tree head, read in one session."""
+    with store.session(path) as conn:
+        stored = store.head(conn)
+        wanted: set[tuple[int, int]] = set()
+        for index in indexes:
+            wanted |= merkle.needed_nodes(merkle.inclusion_ranges(index, stored.size))
+        nodes = store.fetch_nodes(conn, wanted)
+        leaves = {i: store.entry_at(conn, i).leaf for i in indexes}
+    out = {}
+    for index in indexes:
+        proof = merkle.inclusion_proof(index, stored.size, nodes)
+        leaf_hash = merkle.leaf_hash(leaves[index])
+        out[index] = InclusionProof(
+            index, leaves[index], leaf_hash, stored.size, stored.root, proof
+        )
+    return TreeHeadInfo(stored.origin, stored.size, stored.root, stored.note), out
+
+
+def consistency(path: Path, old_note: str, source: str = "the tree head") -> ConsistencyProof:
+    """Prove the current log extends the tree head in `old_note` (its signature is checked too).
+
+    A head of another ledger (another origin) is the wrong input, not tampering: InputError
+    naming `source` (the file it came from)."""
+    with store.session(path) as conn:
+        stored = store.head(conn)
+        ring = key_ring(conn)
+        origin = keys.open_signed_note(old_note)[0].origin
+        if origin != stored.origin:
+            raise InputError(
+                f"{source}: this head's origin is {origin!r}, the ledger's is {stored.origin!r}: "
+                "a tree head of another ledger (wrong file or --db?)"
+            )
+        old = verify_note_with_ring(old_note, ring, stored.origin)
+        if old.size > stored.size:
+            raise VerificationError(
+                f"the given tree head has size {old.size}, larger than the log's {stored.size}: rollback?"
+            )
+        nodes = store.fetch_nodes(
+            conn,
+            merkle.needed_nodes(merkle.consistency_ranges(old.size, stored.size) + [(0, old.size)])
+            if old.size
+            else set(),
+        )
+    if old.size == 0:
+        proof: list[bytes] = []
+    else:
+        proof = merkle.consistency_proof(old.size, stored.size, nodes)
+        local_old_root = merkle.range_hash(0, old.size, nodes)
+        if local_old_root != old.root:
+            raise VerificationError(
+                f"the log's first {old.size} entries have root {local_old_root.hex()}, "
+                f"the published tree head says {old.root.hex()}"
+            )
+    merkle.verify_consistency(old.size, stored.size, old.root, stored.root, proof)
+    return ConsistencyProof(old.size, old.root, stored.size, stored.root, proof)

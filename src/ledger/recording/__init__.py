@@ -1,0 +1,37 @@
+"""Recording: training batches, external calls and model checkpoints, hashed first, then appended.
+
+Each recorder builds entry bodies and hands them to the log's append (`ledger.log.append.LogWriter`);
+the queries it needs inside that transaction live in `ledger.log.store.recording`.
+"""
+
+from __future__ import annotations
+
+from ledger.recording.batches import hash_batches, record_batch, record_batches
+from ledger.recording.calls import import_calls, record_call
+from ledger.recording.checkpoints import hash_weights, record_checkpoint
+from ledger.recording.refs import resolve_calls
+from ledger.recording.results import (
+    BatchResult,
+    CallResult,
+    ImportReport,
+    Progress,
+    RecordedBatch,
+    RecordedCheckpoint,
+)
+
+__all__ = [
+    "BatchResult",
+    "CallResult",
+    "ImportReport",
+    "Progress",
+    "RecordedBatch",
+    "RecordedCheckpoint",
+    "hash_batches",
+    "hash_weights",
+    "import_calls",
+    "record_batch",
+    "record_batches",
+    "record_call",
+    "record_checkpoint",
+    "resolve_calls",
+]

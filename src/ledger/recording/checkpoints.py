@@ -1,0 +1,154 @@
+"""Recording model checkpoints: the weights hashed first, then one `checkpoint` entry whose references
+(batches, datasets, parents, checkpoint teachers) are all checked inside the append."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ledger.errors import DuplicateError, InputError, NotFoundError, UsageError
+from ledger.log import store
+from ledger.log.append import LogWriter, Transaction
+from ledger.log.store import recording as store_recording
+from ledger.recording.refs import REF_KINDS, body_of, check_id
+from ledger.recording.results import Progress, RecordedCheckpoint, no_progress
+from ledger.spec import entries
+
+__all__ = ["READ_SIZE", "hash_weights", "record_checkpoint"]
+
+READ_SIZE = 1 << 20  # weights are streamed in 1 MiB reads
+
+
+def _hash_file(path: Path, progress: Progress) -> str:
+    """Stream a file through SHA-256 in 1 MiB reads, reporting bytes as they go."""
+    digest = hashlib.sha256()
+    buffer = bytearray(READ_SIZE)
+    view = memoryview(buffer)
+    try:
+        with open(path, "rb", buffering=0) as f:
+            while n := f.readinto(buffer):
+                digest.update(view[:n])
+                progress(n)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    return digest.hexdigest()
+
+
+def _weight_files(paths: Sequence[Path]) -> list[tuple[str, Path]]:
+    """(recorded path, file) for every weights file: a file by its name, a directory's files relative to it."""
+    out: list[tuple[str, Path]] = []
+    for path in paths:
+        if path.is_dir():
+            files = sorted(p for p in path.rglob("*") if p.is_file())
+            if not files:
+                raise InputError(f"{path}: the weights directory holds no files")
+            out.extend((p.relative_to(path).as_posix(), p) for p in files)
+        elif path.is_file():
+            out.append((path.name, path))
+        else:
+            raise InputError(f"{path}: no such weights file or directory")
+    names = [name for name, _ in out]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise UsageError(
+            f"weights paths collide: {', '.join(dupes[:5])} (give one directory instead)"
+        )
+    return out
+
+
+def hash_weights(
+    weights: Sequence[Path | str], progress: Progress | None = None
+) -> list[dict[str, str]]:
+    """`[{"path", "sha256"}]` for weights files and directories (sorted within a directory)."""
+    if not weights:
+        raise UsageError("a checkpoint needs at least one weights file or directory")
+    advance = progress or no_progress
+    return [
+        {"path": name, "sha256": _hash_file(p, advance)}
+        for name, p in _weight_files([Path(w) for w in weights])
+    ]
+
+
+def _batches_of_datasets(conn: store.Connection, datasets: Sequence[str]) -> dict[str, list[str]]:
+    """Batch ids per dataset (batches whose body says `dataset == id`), in index order."""
+    if not datasets:
+        return {}
+    out: dict[str, list[str]] = {}
+    for _, leaf in store_recording.leaves_of_datasets(conn, datasets):
+        body = body_of(leaf)  # the SQL prefilter is re-checked on the decoded body
+        if body.get("dataset") in datasets:
+            out.setdefault(str(body["dataset"]), []).append(str(body["id"]))
+    return out
+
+
+def _expand_batches(conn: store.Connection, refs: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Batch ids for batch-or-dataset refs, de-duplicated in order; and the refs that name nothing."""
+    known = set(store_recording.existing_by_ref(conn, list(refs), ("batch",)))
+    by_dataset = _batches_of_datasets(conn, [r for r in refs if r not in known])
+    expanded: list[str] = []
+    missing: list[str] = []
+    for ref in refs:
+        if ref in known:
+            expanded.append(ref)
+        elif ref in by_dataset:
+            expanded.extend(by_dataset[ref])
+        else:
+            missing.append(ref)
+    return list(dict.fromkeys(expanded)), missing
+
+
+def record_checkpoint(
+    writer: LogWriter,
+    *,
+    id: str,
+    weights: Sequence[Path | str],
+    batches: Sequence[str] = (),
+    parents: Sequence[str] = (),
+    teachers: Sequence[str] = (),
+    config: Path | str | None = None,
+    progress: Progress | None = None,
+) -> RecordedCheckpoint:
+    """Hash weights (before opening the database), then append a `checkpoint` entry.
+
+    Every batch, dataset, parent and checkpoint teacher must already be recorded: a dangling reference
+    is a NotFoundError naming all of them. The id must be new (DuplicateError).
+    """
+    check_id(id)
+    hashed = hash_weights(weights, progress)
+    config_digest = _hash_file(Path(config), no_progress) if config is not None else None
+    outcome: dict[str, RecordedCheckpoint] = {}
+
+    def prepare(tx: Transaction) -> list[dict[str, Any]]:
+        conn = tx.conn
+        taken = store_recording.existing_by_ref(conn, [id], REF_KINDS).get(id)
+        if taken:
+            index, kind, _ = taken[0]
+            raise DuplicateError(f"checkpoint id {id!r} is already used by entry {index} ({kind})")
+        batch_ids, missing = _expand_batches(conn, list(dict.fromkeys(batches)))
+        missing = [f"batch or dataset {m!r}" for m in missing]
+        known_checkpoints = set(
+            store_recording.existing_by_ref(conn, [*parents, *teachers], ("checkpoint",))
+        )
+        missing += [f"parent checkpoint {p!r}" for p in parents if p not in known_checkpoints]
+        if missing:
+            raise NotFoundError(
+                f"checkpoint {id!r} refers to unrecorded entries: {', '.join(missing)}"
+            )
+        teacher_values = [entries.parse_teacher(t, t in known_checkpoints) for t in teachers]
+        body = entries.checkpoint_body(
+            id=id,
+            weights=hashed,
+            parents=list(dict.fromkeys(parents)),
+            batches=batch_ids,
+            teachers=teacher_values,
+            config=config_digest,
+        )
+        outcome["c"] = RecordedCheckpoint(
+            tx.start, id, hashed, batch_ids, list(dict.fromkeys(parents)), list(teacher_values)
+        )
+        return [body]
+
+    writer.append_bodies(prepare)
+    return outcome["c"]

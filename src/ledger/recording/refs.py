@@ -1,0 +1,66 @@
+"""Ids and references: what a new id may look like, and turning `derived_from` items into call indexes."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from ledger import keys
+from ledger.errors import NotFoundError, UsageError
+from ledger.log import store
+from ledger.log.store import recording as store_recording
+
+__all__ = ["REF_KINDS", "body_of", "check_id", "resolve_calls"]
+
+REF_KINDS = ("batch", "checkpoint", "dataset")  # the kinds whose `id` is a REF (unique across them)
+
+
+def check_id(id: str, what: str = "id") -> str:
+    """Ids are REFs: non-empty, no surrounding space, and never all digits (that is an entry index)."""
+    if not isinstance(id, str) or not id or id != id.strip():
+        raise UsageError(f"{what} {id!r}: expected a non-empty string without surrounding spaces")
+    if id.isdigit():
+        raise UsageError(
+            f"{what} {id!r}: an all-digit id would read as an entry index; add a prefix"
+        )
+    return id
+
+
+def body_of(leaf: bytes) -> dict[str, Any]:
+    return keys.parse_envelope(leaf).body()
+
+
+def resolve_calls(conn: store.Connection, refs: Sequence[int | str]) -> list[int]:
+    """Turn derived_from items (entry indexes or call external ids) into call entry indexes."""
+    out: list[int] = []
+    missing: list[str] = []
+    for ref in refs:
+        if isinstance(ref, bool):
+            raise UsageError(
+                f"derived_from item {ref!r}: expected an entry index or a call external id"
+            )
+        if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
+            kind = store_recording.kind_at(conn, int(ref))
+            if kind is None:
+                missing.append(f"entry {ref}")
+            elif kind != "call":
+                raise NotFoundError(
+                    f"derived_from {ref}: expected a call entry, found a {kind} entry"
+                )
+            else:
+                out.append(int(ref))
+            continue
+        rows = store_recording.calls_with_external_id(conn, str(ref))
+        providers = {str(r[1]) for r in rows}
+        if not rows:
+            missing.append(f"call {ref!r}")
+        elif len(providers) > 1:
+            raise UsageError(
+                f"derived_from {ref!r}: calls of several providers ({', '.join(sorted(providers))}) "
+                "have this external id; give the entry index instead"
+            )
+        else:
+            out.append(int(rows[0][0]))
+    if missing:
+        raise NotFoundError(f"derived_from names no recorded call: {', '.join(missing)}")
+    return sorted(set(out))
