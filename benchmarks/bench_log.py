@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 import duckdb
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from ledger.ledger import Ledger
+from ledger import Ledger
 from ledger.log import store
 from ledger.log.verify import check_record_set, record_leaves, verify_ledger
 from ledger.spec import entries, envelope, jcs, merkle
@@ -99,7 +99,7 @@ def held_sessions() -> Iterator[list[float]]:
 
 _RECORDER = """
 import json, os, sys, time
-from ledger.ledger import Ledger
+from ledger import Ledger
 from ledger.spec import entries
 lg = Ledger.open(sys.argv[1])
 n = 0

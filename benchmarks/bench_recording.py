@@ -31,7 +31,7 @@ from typing import Any
 
 import duckdb
 
-from ledger.ledger import Ledger
+from ledger import Ledger
 
 WORDS = [
     "the",
@@ -140,7 +140,7 @@ _RSS_PROBE = """
 import multiprocessing.pool, resource, sys, time
 from pathlib import Path
 import ledger.recording  # imported before the clock starts, as in any process that records twice
-from ledger.ledger import Ledger
+from ledger import Ledger
 lg = Ledger.init(Path(sys.argv[1]), origin="bench.local/rss")
 start = time.perf_counter()
 result = lg.record_batch(id="rss", files=[Path(sys.argv[2])])
@@ -154,7 +154,7 @@ _CPU_PROBE = """
 import os, sys, time
 os.cpu_count = lambda: 1  # no worker pool: the whole pipeline runs, and is timed, in this process
 from pathlib import Path
-from ledger.ledger import Ledger
+from ledger import Ledger
 lg = Ledger.init(Path(sys.argv[1]), origin="bench.local/cpu")
 start = time.process_time()
 lg.record_batch(id="cpu", files=[Path(sys.argv[2])])

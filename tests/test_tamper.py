@@ -33,14 +33,18 @@ from typing import Any
 import duckdb
 import pytest
 
-from ledger import audit, keys
+from ledger import Ledger, audit
 from ledger.errors import CorruptDatabaseError, LedgerError
-from ledger.ledger import Ledger
 from ledger.log import store
 from ledger.spec import entries
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hardening import CliPool, Result
+
+from ledger.log import keyfiles
+from ledger.spec import envelope as envelope_spec
+from ledger.spec import keys
+from ledger.spec import note as note_spec
 
 ORIGIN = "tamper.test/log"
 ANSWER = "Photosynthesis turns light, water and carbon dioxide into sugar and oxygen in the chloroplasts."
@@ -1060,21 +1064,21 @@ def test_the_matrix_covers_every_table_and_column(built: Built) -> None:
 
 def insider_append(db: Path, leaves: Sequence[bytes]) -> int:
     """Append signed leaves with a correct tree and a head re-signed by the log key: only content checks can object."""
-    log_key = keys.load_key_file(db.with_name("ledger.keys") / "log.pem")
+    log_key = keyfiles.load_key_file(db.with_name("ledger.keys") / "log.pem")
     conn = store.connect(db)
     try:
         with store.transaction(conn):
             stored = store.head(conn)
-            bodies = [keys.parse_envelope(leaf).body() for leaf in leaves]
+            bodies = [envelope_spec.parse_envelope(leaf).body() for leaf in leaves]
             facts = [entries.facts_of(body) for body in bodies]
-            signers = [keys.parse_envelope(leaf).signatures[0][0] for leaf in leaves]
+            signers = [envelope_spec.parse_envelope(leaf).signatures[0][0] for leaf in leaves]
             root = store.append_entries(conn, stored.size, list(leaves), facts, signers)
             size = stored.size + len(leaves)
             store.write_head(
                 conn,
                 size,
                 root,
-                keys.sign_tree_head(keys.TreeHead(stored.origin, size, root), log_key),
+                note_spec.sign_tree_head(note_spec.TreeHead(stored.origin, size, root), log_key),
             )
     finally:
         conn.close()
@@ -1108,16 +1112,16 @@ def checkpoint_body(
 
 def forge(body: dict[str, Any], claimed: keys.SigningKey) -> bytes:
     """An entry under `claimed`'s keyid, signed by someone else."""
-    real = keys.parse_envelope(keys.sign_entry(body, keys.SigningKey.generate()))
-    return keys.format_envelope(
-        keys.Envelope(
+    real = envelope_spec.parse_envelope(envelope_spec.sign_entry(body, keys.SigningKey.generate()))
+    return envelope_spec.format_envelope(
+        envelope_spec.Envelope(
             real.payload, real.payload_type, ((claimed.public.keyid, real.signatures[0][1]),)
         )
     )
 
 
 def key_of(db: Path, name: str) -> keys.SigningKey:
-    return keys.load_key_file(db.with_name("ledger.keys") / f"{name}.pem")
+    return keyfiles.load_key_file(db.with_name("ledger.keys") / f"{name}.pem")
 
 
 Insider = Callable[
@@ -1135,28 +1139,29 @@ def forged_signature(db: Path, b: Built) -> tuple[int, str | None]:
 def signed_by_revoked_key(db: Path, b: Built) -> tuple[int, str | None]:
     bob = key_of(db, "bob")
     return insider_append(
-        db, [keys.sign_entry(checkpoint_body("run/by-bob", batches=["run/ft"]), bob)]
+        db, [envelope_spec.sign_entry(checkpoint_body("run/by-bob", batches=["run/ft"]), bob)]
     ), "run/by-bob"
 
 
 def signed_by_unknown_key(db: Path, b: Built) -> tuple[int, str | None]:
     stranger = keys.SigningKey.generate()
     return insider_append(
-        db, [keys.sign_entry(checkpoint_body("run/stranger", batches=["run/ft"]), stranger)]
+        db,
+        [envelope_spec.sign_entry(checkpoint_body("run/stranger", batches=["run/ft"]), stranger)],
     ), "run/stranger"
 
 
 def swapped_public_key(db: Path, b: Built) -> tuple[int, str | None]:
     """A new key entry reusing trainer's keyid with mallory's key (signed by the log key), then mallory signs."""
     trainer, mallory, log_key = key_of(db, "trainer"), keys.SigningKey.generate(), key_of(db, "log")
-    key_entry = keys.sign_entry(
+    key_entry = envelope_spec.sign_entry(
         entries.key_body(trainer.public.keyid, mallory.public.b64, "trainer2", "recorder"), log_key
     )
     start = insider_append(db, [key_entry])
-    fake = keys.sign_entry(checkpoint_body("run/mallory", batches=["run/ft"]), mallory)
-    signed = keys.parse_envelope(fake)
-    leaf = keys.format_envelope(
-        keys.Envelope(
+    fake = envelope_spec.sign_entry(checkpoint_body("run/mallory", batches=["run/ft"]), mallory)
+    signed = envelope_spec.parse_envelope(fake)
+    leaf = envelope_spec.format_envelope(
+        envelope_spec.Envelope(
             signed.payload, signed.payload_type, ((trainer.public.keyid, signed.signatures[0][1]),)
         )
     )
@@ -1167,19 +1172,21 @@ def swapped_public_key(db: Path, b: Built) -> tuple[int, str | None]:
 def duplicate_batch_id(db: Path, b: Built) -> tuple[int, str | None]:
     trainer = key_of(db, "trainer")
     body = entries.batch_body(id="run/ft", count=0, records_root=hashlib.sha256(b"").hexdigest())
-    return insider_append(db, [keys.sign_entry(body, trainer)]), None
+    return insider_append(db, [envelope_spec.sign_entry(body, trainer)]), None
 
 
 def duplicate_checkpoint_id(db: Path, b: Built) -> tuple[int, str | None]:
     trainer = key_of(db, "trainer")
     return insider_append(
-        db, [keys.sign_entry(checkpoint_body("run/ckpt-1", batches=["run/ft"]), trainer)]
+        db, [envelope_spec.sign_entry(checkpoint_body("run/ckpt-1", batches=["run/ft"]), trainer)]
     ), None
 
 
 def duplicate_call(db: Path, b: Built) -> tuple[int, str | None]:
     trainer = key_of(db, "trainer")
-    return insider_append(db, [keys.sign_entry(call_body("chatcmpl-eval-1"), trainer)]), None
+    return insider_append(
+        db, [envelope_spec.sign_entry(call_body("chatcmpl-eval-1"), trainer)]
+    ), None
 
 
 def forward_batch_reference(db: Path, b: Built) -> tuple[int, str | None]:
@@ -1190,8 +1197,8 @@ def forward_batch_reference(db: Path, b: Built) -> tuple[int, str | None]:
     start = insider_append(
         db,
         [
-            keys.sign_entry(checkpoint_body("run/early", batches=["run/later"]), trainer),
-            keys.sign_entry(later, trainer),
+            envelope_spec.sign_entry(checkpoint_body("run/early", batches=["run/later"]), trainer),
+            envelope_spec.sign_entry(later, trainer),
         ],
     )
     return start, "run/early"
@@ -1202,8 +1209,8 @@ def forward_parent_reference(db: Path, b: Built) -> tuple[int, str | None]:
     start = insider_append(
         db,
         [
-            keys.sign_entry(checkpoint_body("run/child", parents=["run/parent"]), trainer),
-            keys.sign_entry(checkpoint_body("run/parent", batches=["run/ft"]), trainer),
+            envelope_spec.sign_entry(checkpoint_body("run/child", parents=["run/parent"]), trainer),
+            envelope_spec.sign_entry(checkpoint_body("run/parent", batches=["run/ft"]), trainer),
         ],
     )
     return start, "run/child"
@@ -1217,7 +1224,11 @@ def forward_derived_from(db: Path, b: Built) -> tuple[int, str | None]:
     )
     body["derived_from"] = [size + 1]
     start = insider_append(
-        db, [keys.sign_entry(body, trainer), keys.sign_entry(call_body("chatcmpl-late"), trainer)]
+        db,
+        [
+            envelope_spec.sign_entry(body, trainer),
+            envelope_spec.sign_entry(call_body("chatcmpl-late"), trainer),
+        ],
     )
     return start, None
 
@@ -1227,7 +1238,7 @@ def key_entry_by_recorder(db: Path, b: Built) -> tuple[int, str | None]:
     return insider_append(
         db,
         [
-            keys.sign_entry(
+            envelope_spec.sign_entry(
                 entries.key_body(new.public.keyid, new.public.b64, "eve", "recorder"), trainer
             )
         ],
@@ -1237,7 +1248,7 @@ def key_entry_by_recorder(db: Path, b: Built) -> tuple[int, str | None]:
 def revoke_by_recorder(db: Path, b: Built) -> tuple[int, str | None]:
     trainer, log_key = key_of(db, "trainer"), key_of(db, "log")
     return insider_append(
-        db, [keys.sign_entry(entries.revoke_body(log_key.public.keyid, "coup"), trainer)]
+        db, [envelope_spec.sign_entry(entries.revoke_body(log_key.public.keyid, "coup"), trainer)]
     ), None
 
 
@@ -1346,7 +1357,9 @@ def test_rollback_and_rewrite_against_published_heads(
         ):
             conn.execute(statement, [cut])
         root = store.stored_root(conn, cut)
-        note_text = keys.sign_tree_head(keys.TreeHead(ORIGIN, cut, root), key_of(clean.path, "log"))
+        note_text = note_spec.sign_tree_head(
+            note_spec.TreeHead(ORIGIN, cut, root), key_of(clean.path, "log")
+        )
         store.write_head(conn, cut, root, note_text)
     rewriter = Ledger.open(clean.path, key="trainer")
     rewriter.record_batch(
@@ -1390,7 +1403,7 @@ def secrets_of(keys_dir: Path) -> list[bytes]:
     for pem in keys_dir.glob("*.pem"):
         data = pem.read_bytes()
         found += [line for line in data.splitlines() if line and b"-----" not in line]
-        key = keys.load_key_file(pem)
+        key = keyfiles.load_key_file(pem)
         seed = key.private.private_bytes_raw()
         found += [seed, seed.hex().encode(), base64.b64encode(seed)]
     return found
@@ -1471,7 +1484,7 @@ def test_keys_rotation_revocation_and_hygiene(cli: CliPool, tmp_path: Path) -> N
     ]
     head = ok("head")
     assert isinstance(head, dict)
-    keys.verify_tree_head(head["note"], listed[-1]["vkey"])  # signed by the new log key
+    note_spec.verify_tree_head(head["note"], listed[-1]["vkey"])  # signed by the new log key
     assert (
         cli.run(
             ["verify", "--since", str(tmp_path / "h0.txt"), "--db", str(db)], tmp_path

@@ -31,16 +31,17 @@ import rfc8785
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger import hashing, keys
+from ledger import Ledger
 from ledger.errors import InputError, LockedError, NotFoundError, VerificationError
-from ledger.ledger import Ledger
-from ledger.log import store
+from ledger.log import keyfiles, store
 from ledger.log.verify import Problem, VerifyReport, check_record_set, record_leaves, verify_ledger
 from ledger.log.verify import records as verify_records
 from ledger.log.verify import report as verify_report
 from ledger.log.verify import scan as verify_scan
 from ledger.log.verify.rebuild import build_chunk, repeated_root
-from ledger.spec import entries
+from ledger.spec import entries, jcs, keys
+from ledger.spec import envelope as envelope_spec
+from ledger.spec import note as note_spec
 
 CONFORMANCE = json.loads((Path(__file__).parent / "conformance.json").read_text())
 ORIGIN = "verify.test/log"
@@ -199,12 +200,12 @@ def assert_problem(report: VerifyReport, index: int | None, *words: str) -> None
 
 def rogue_append(lg: Ledger, signed: Sequence[tuple[dict[str, Any], keys.SigningKey]]) -> int:
     """Append entries as a writer holding the log key would, bypassing the Ledger's own rules."""
-    log_key = keys.load_key_file(lg.keys_dir / "log.pem")
+    log_key = keyfiles.load_key_file(lg.keys_dir / "log.pem")
     conn = store.connect(lg.path)
     try:
         with store.transaction(conn):
             stored = store.head(conn)
-            leaves = [keys.sign_entry(body, key) for body, key in signed]
+            leaves = [envelope_spec.sign_entry(body, key) for body, key in signed]
             facts = [entries.facts_of(body) for body, _ in signed]
             signers = [key.public.keyid for _, key in signed]
             root = store.append_entries(conn, stored.size, leaves, facts, signers)
@@ -213,7 +214,7 @@ def rogue_append(lg: Ledger, signed: Sequence[tuple[dict[str, Any], keys.Signing
                 conn,
                 size,
                 root,
-                keys.sign_tree_head(keys.TreeHead(stored.origin, size, root), log_key),
+                note_spec.sign_tree_head(note_spec.TreeHead(stored.origin, size, root), log_key),
             )
     finally:
         conn.close()
@@ -316,11 +317,11 @@ def test_altered_leaf_is_named(ledger: Ledger) -> None:
 def test_forged_signature(ledger: Ledger) -> None:
     """A leaf re-signed by a stranger under alice's keyid: canonical, but the signature does not verify."""
     stranger = keys.SigningKey.generate()
-    alice = keys.load_key_file(ledger.keys_dir / "default.pem")
+    alice = keyfiles.load_key_file(ledger.keys_dir / "default.pem")
     body = ledger.entry(4).body | {"model": "forged"}
-    envelope = keys.parse_envelope(keys.sign_entry(body, stranger))
-    forged = keys.format_envelope(
-        keys.Envelope(
+    envelope = envelope_spec.parse_envelope(envelope_spec.sign_entry(body, stranger))
+    forged = envelope_spec.format_envelope(
+        envelope_spec.Envelope(
             envelope.payload,
             envelope.payload_type,
             ((alice.public.keyid, envelope.signatures[0][1]),),
@@ -379,20 +380,20 @@ def test_reordered_entries(ledger: Ledger) -> None:
 
 def test_first_entry_must_be_self_signed_log_key(tmp_path: Path) -> None:
     lg = Ledger.init(tmp_path / "l.duckdb", origin=ORIGIN)
-    log_key = keys.load_key_file(lg.keys_dir / "log.pem")
+    log_key = keyfiles.load_key_file(lg.keys_dir / "log.pem")
     other = keys.SigningKey.generate()
     body = entries.key_body(other.public.keyid, other.public.b64, ORIGIN, "log")
     with duckdb.connect(str(lg.path)) as conn:
         conn.execute(
             "UPDATE entries SET leaf = ?, signer = ? WHERE idx = 0",
-            [keys.sign_entry(body, log_key), log_key.public.keyid],
+            [envelope_spec.sign_entry(body, log_key), log_key.public.keyid],
         )
     report = verify_ledger(lg)
     assert_problem(report, 0, "self-signed")
 
 
 def test_entry_signed_by_revoked_key(ledger: Ledger) -> None:
-    bob = keys.load_key_file(ledger.keys_dir / "bob.pem")
+    bob = keyfiles.load_key_file(ledger.keys_dir / "bob.pem")
     index = rogue_append(ledger, [(call(99), bob)])
     report = verify_ledger(ledger)
     assert [p.index for p in report.problems] == [index]
@@ -405,7 +406,7 @@ def test_entry_signed_by_unknown_key(ledger: Ledger) -> None:
 
 
 def test_key_entry_signed_by_recorder(ledger: Ledger) -> None:
-    alice = keys.load_key_file(ledger.keys_dir / "default.pem")
+    alice = keyfiles.load_key_file(ledger.keys_dir / "default.pem")
     new = keys.SigningKey.generate()
     index = rogue_append(
         ledger, [(entries.key_body(new.public.keyid, new.public.b64, "eve", "recorder"), alice)]
@@ -415,8 +416,8 @@ def test_key_entry_signed_by_recorder(ledger: Ledger) -> None:
 
 def test_swapped_public_key_in_key_entry(ledger: Ledger) -> None:
     """A key entry claiming alice's keyid with another public key, properly signed by the log key."""
-    log_key = keys.load_key_file(ledger.keys_dir / "log.pem")
-    alice = keys.load_key_file(ledger.keys_dir / "default.pem")
+    log_key = keyfiles.load_key_file(ledger.keys_dir / "log.pem")
+    alice = keyfiles.load_key_file(ledger.keys_dir / "default.pem")
     mallory = keys.SigningKey.generate()
     body = entries.key_body(alice.public.keyid, mallory.public.b64, "alice2", "recorder")
     index = rogue_append(ledger, [(body, log_key)])
@@ -428,12 +429,12 @@ def test_swapped_public_key_by_raw_sql(ledger: Ledger) -> None:
     alice_b64 = ledger.entry(1).body["public_key"]
     with duckdb.connect(str(ledger.path)) as conn:
         (leaf,) = conn.execute("SELECT leaf FROM entries WHERE idx = 1").fetchone()
-        envelope = keys.parse_envelope(bytes(leaf))
+        envelope = envelope_spec.parse_envelope(bytes(leaf))
         body = envelope.body() | {"public_key": mallory.public.b64}
         assert body["public_key"] != alice_b64
         payload = rfc8785.dumps(body)
-        swapped = keys.format_envelope(
-            keys.Envelope(payload, envelope.payload_type, envelope.signatures)
+        swapped = envelope_spec.format_envelope(
+            envelope_spec.Envelope(payload, envelope.payload_type, envelope.signatures)
         )
         conn.execute("UPDATE entries SET leaf = ? WHERE idx = 1", [swapped])
     report = verify_ledger(ledger)
@@ -442,8 +443,8 @@ def test_swapped_public_key_by_raw_sql(ledger: Ledger) -> None:
 
 
 def test_revoke_of_unknown_key_and_double_revoke(ledger: Ledger) -> None:
-    log_key = keys.load_key_file(ledger.keys_dir / "log.pem")
-    bob = keys.load_key_file(ledger.keys_dir / "bob.pem")
+    log_key = keyfiles.load_key_file(ledger.keys_dir / "log.pem")
+    bob = keyfiles.load_key_file(ledger.keys_dir / "bob.pem")
     start = rogue_append(
         ledger,
         [
@@ -457,7 +458,7 @@ def test_revoke_of_unknown_key_and_double_revoke(ledger: Ledger) -> None:
 
 
 def test_dangling_and_forward_references(ledger: Ledger) -> None:
-    alice = keys.load_key_file(ledger.keys_dir / "default.pem")
+    alice = keyfiles.load_key_file(ledger.keys_dir / "default.pem")
     start = rogue_append(
         ledger,
         [
@@ -555,7 +556,7 @@ def test_tree_head_row_tampering(ledger: Ledger) -> None:
 def test_tree_head_rewritten_and_resigned_by_a_stranger(ledger: Ledger) -> None:
     head = ledger.head()
     stranger = keys.SigningKey.generate()
-    note = keys.sign_tree_head(keys.TreeHead(ORIGIN, head.size, head.root), stranger)
+    note = note_spec.sign_tree_head(note_spec.TreeHead(ORIGIN, head.size, head.root), stranger)
     with duckdb.connect(str(ledger.path)) as conn:
         conn.execute("UPDATE tree_head SET note = ?", [note])
     assert_problem(verify_ledger(ledger), None, "tree head note", "current log key")
@@ -657,8 +658,8 @@ def test_rewritten_history_against_published_head(ledger: Ledger, tmp_path: Path
 
 def test_since_foreign_signed_note(ledger: Ledger) -> None:
     head = ledger.head()
-    foreign = keys.sign_tree_head(
-        keys.TreeHead(ORIGIN, head.size, head.root), keys.SigningKey.generate()
+    foreign = note_spec.sign_tree_head(
+        note_spec.TreeHead(ORIGIN, head.size, head.root), keys.SigningKey.generate()
     )
     assert_problem(
         verify_ledger(ledger, since_note=foreign),
@@ -666,9 +667,9 @@ def test_since_foreign_signed_note(ledger: Ledger) -> None:
         "published tree head",
         "signature by a log key",
     )
-    other_origin = keys.sign_tree_head(
-        keys.TreeHead("else.where/log", head.size, head.root),
-        keys.load_key_file(ledger.keys_dir / "log.pem"),
+    other_origin = note_spec.sign_tree_head(
+        note_spec.TreeHead("else.where/log", head.size, head.root),
+        keyfiles.load_key_file(ledger.keys_dir / "log.pem"),
     )
     with pytest.raises(
         InputError, match="origin is 'else.where/log', the ledger's is 'verify.test/log'"
@@ -686,8 +687,8 @@ def test_since_head_signed_by_a_rotated_log_key(ledger: Ledger, built: Built) ->
             for r in conn.execute("SELECT leaf FROM entries WHERE idx < 10 ORDER BY idx").fetchall()
         ]
     retired = next(ledger.keys_dir.glob("log.*.retired.pem"))
-    note = keys.sign_tree_head(
-        keys.TreeHead(ORIGIN, 10, ref_mth(leaves)), keys.load_key_file(retired)
+    note = note_spec.sign_tree_head(
+        note_spec.TreeHead(ORIGIN, 10, ref_mth(leaves)), keyfiles.load_key_file(retired)
     )
     assert verify_ledger(ledger, since_note=note).ok
 
@@ -705,12 +706,14 @@ def test_every_published_size_across_session_boundaries(
         leaves = [
             bytes(r[0]) for r in conn.execute("SELECT leaf FROM entries ORDER BY idx").fetchall()
         ]
-    log_key = keys.load_key_file(ledger.keys_dir / "log.pem")
+    log_key = keyfiles.load_key_file(ledger.keys_dir / "log.pem")
     for size in sizes:
-        note = keys.sign_tree_head(keys.TreeHead(ORIGIN, size, ref_mth(leaves[:size])), log_key)
+        note = note_spec.sign_tree_head(
+            note_spec.TreeHead(ORIGIN, size, ref_mth(leaves[:size])), log_key
+        )
         report = verify_ledger(ledger, since_note=note)
         assert report.ok, (size, report.problems)
-    forged = keys.sign_tree_head(keys.TreeHead(ORIGIN, 7, ref_mth(leaves[1:8])), log_key)
+    forged = note_spec.sign_tree_head(note_spec.TreeHead(ORIGIN, 7, ref_mth(leaves[1:8])), log_key)
     assert_problem(verify_ledger(ledger, since_note=forged), None, "first 7 entries", "rewritten")
     sql(ledger, "UPDATE nodes SET hash = unhex(sha256('x')) WHERE level = 1 AND idx = 5")
     assert_problem(verify_ledger(ledger), None, "level 1, index 5", "entries 10..11")
@@ -1076,8 +1079,8 @@ def test_leaf_fast_path_gives_what_the_general_parse_gives(
     from ledger.spec import envelope as dsse
 
     try:
-        leaf = bytearray(keys.sign_entry(body, SIGNER))
-    except hashing.HashInputError:
+        leaf = bytearray(envelope_spec.sign_entry(body, SIGNER))
+    except jcs.HashInputError:
         return
     for at, value in edits:
         leaf[at % len(leaf)] = value
@@ -1088,14 +1091,14 @@ def test_leaf_fast_path_gives_what_the_general_parse_gives(
                 # private: the fast path switched off, so the general parse answers alone
                 patch.setattr(dsse, "_split_canonical_leaf", lambda _leaf: None)
             try:
-                envelope = keys.parse_envelope(bytes(leaf), index=3)
+                envelope = envelope_spec.parse_envelope(bytes(leaf), index=3)
                 outcomes.append((envelope, envelope.body()))
             except VerificationError as exc:
                 outcomes.append((type(exc), exc.index))
     assert outcomes[0] == outcomes[1]
     split = dsse._split_canonical_leaf(bytes(leaf))  # private: the fast path's own answer
     if split is not None:
-        assert keys.format_envelope(split) == bytes(leaf)
+        assert envelope_spec.format_envelope(split) == bytes(leaf)
         assert rfc8785.dumps(json.loads(bytes(leaf))) == bytes(leaf)
 
 
@@ -1103,7 +1106,7 @@ def test_envelope_body_is_decoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
     from ledger.spec import envelope as dsse
 
     body = call(1)
-    envelope = keys.parse_envelope(keys.sign_entry(body, SIGNER))
+    envelope = envelope_spec.parse_envelope(envelope_spec.sign_entry(body, SIGNER))
     monkeypatch.setattr(dsse, "parse_json_line", lambda _data: pytest.fail("parsed again"))
     assert envelope.body() == body and envelope.body() is envelope.body()
 
@@ -1112,7 +1115,7 @@ def test_envelope_body_is_decoded_once(monkeypatch: pytest.MonkeyPatch) -> None:
 
 RECORDER = """
 import json, os, sys, time
-from ledger.ledger import Ledger
+from ledger import Ledger
 from ledger.spec import entries
 lg = Ledger.open(sys.argv[1])
 n = 0

@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from ledger.ledger import DEFAULT_DB, Ledger
+from ledger import Ledger
+from ledger.ledger import DEFAULT_DB
 from ledger.views import console
 
 app = typer.Typer(

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ledger import Ledger
 from ledger.cli.app import (
     DEFAULT_DB_PATH,
     Db,
@@ -17,7 +18,8 @@ from ledger.cli.app import (
     keys_app,
     open_ledger,
 )
-from ledger.ledger import DEFAULT_RECORDER, Ledger, read_note_file
+from ledger.log.heads import read_note_file
+from ledger.log.signers import DEFAULT_RECORDER
 from ledger.views import console
 from ledger.views import log as log_views
 

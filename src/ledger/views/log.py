@@ -12,7 +12,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from ledger.ledger import ConsistencyProof, Entry, InclusionProof, KeyInfo, TreeHeadInfo
+from ledger.log.types import ConsistencyProof, Entry, InclusionProof, TreeHeadInfo
+from ledger.spec.keyring import KeyInfo
 from ledger.views.audit import VERDICT_STYLE
 from ledger.views.console import b64, fit, grid, id_column
 from ledger.wording import plural
