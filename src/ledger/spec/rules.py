@@ -1,6 +1,7 @@
 """The audit's rules, shared by the audit and every verifier: pure, no I/O (DESIGN.md "Audit").
 
-Finding types and verdicts, the verdict rule with the Coverage rule (a `clean` that saw nothing is a lie),
+Finding types, the finding schema (one table: what `ledger audit --json` and bundles write, what
+`verify-bundle` accepts), verdicts, the verdict rule with the Coverage rule (a `clean` that saw nothing is a lie),
 and the lab's policy: `[[allow]]` (providers and models it may train on) and `[[opaque]]` (batches it
 declares out of the comparison's scope). `ledger audit` applies them and `ledger verify-bundle`
 re-applies them to what a bundle carries; neither may have a copy of its own.
@@ -17,10 +18,12 @@ from typing import Any
 from ledger.errors import InputError
 
 __all__ = [
+    "FINDING_FIELDS",
     "FINDING_TYPES",
     "VERDICTS",
     "AllowRule",
     "CoverageGap",
+    "FindingField",
     "OpaqueRule",
     "Policy",
     "coverage_gaps",
@@ -31,6 +34,47 @@ __all__ = [
 
 VERDICTS = ("clean", "suspect", "contaminated", "inconclusive")
 FINDING_TYPES = ("declared", "exact", "near", "allowed")
+
+
+# --- the finding schema --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FindingField:
+    """One field of a finding's JSON form (schemas/audit.schema.json, bundles).
+
+    `kind`: `str`, `int`, `float` or `path` (a list of checkpoint ids); any field may be null.
+    `always`: written even when null (else left out when null). `required`: a bundle's finding must
+    carry it; fields added later are optional, so that bundles written before them still verify.
+    `labels`: for a field that names an entry by the id people know it by, (the field holding that
+    entry's index, the body key the label must equal).
+    """
+
+    name: str
+    kind: str
+    always: bool = True
+    required: bool = True
+    labels: tuple[str, str] | None = None
+
+
+# In the order findings are written: the fixed fields first (DESIGN.md "JSON that outside tools read").
+FINDING_FIELDS = (
+    FindingField("type", "str"),
+    FindingField("call", "int"),
+    FindingField("batch", "int"),
+    FindingField("record", "int"),
+    FindingField("segment", "str"),
+    FindingField("similarity", "float"),
+    FindingField("purpose", "str"),
+    FindingField("provider", "str"),
+    FindingField("model", "str"),
+    FindingField("suspect", "int"),
+    FindingField("path", "path"),
+    FindingField("basis", "str", always=False, required=False),
+    FindingField("suspect_line", "int", always=False, required=False),
+    FindingField("batch_id", "str", required=False, labels=("batch", "id")),
+    FindingField("external_id", "str", required=False, labels=("call", "external_id")),
+)
 
 
 # --- the verdict rule ----------------------------------------------------------------------------------
