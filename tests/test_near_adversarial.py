@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from ledger import recording
-from ledger.audit import audit
+from ledger.audit.run import audit
 from ledger.hashing import normalize
 from ledger.ledger import Ledger
 from ledger.spec import fingerprint as fpm

@@ -196,9 +196,12 @@ class Verifier:
             self.lineage_teachers.add(pair)
             self.declared.add(("teacher", *pair))
         for edge in lin.edges:
-            batch, call = nodes[edge.source], nodes[edge.target]
-            if edge.kind == "derived_from" and not batch.missing and not call.missing:
-                self.lineage_calls.add(int(call.index or 0))
+            batch, call = nodes.get(edge.source), nodes.get(edge.target)
+            if edge.kind != "derived_from" or batch is None or call is None:
+                continue
+            if batch.kind == "batch" and call.kind == "call" and not (batch.missing or call.missing):
+                assert call.index is not None
+                self.lineage_calls.add(call.index)
                 self.declared.add(("call", call.index, batch.index))
         return checkpoint
 
