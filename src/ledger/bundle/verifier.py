@@ -36,8 +36,8 @@ from ledger.spec.rules import FINDING_FIELDS, FINDING_TYPES, CoverageGap, Policy
 
 __all__ = ["Verifier"]
 
-_FINDING_KEYS = frozenset(f.name for f in FINDING_FIELDS if f.required)
-_FINDING_OPTIONAL = frozenset(f.name for f in FINDING_FIELDS if not f.required)
+_FINDING_KEYS = frozenset(f.name for f in FINDING_FIELDS if f.in_every_bundle)
+_FINDING_OPTIONAL = frozenset(f.name for f in FINDING_FIELDS if not f.in_every_bundle)
 _FINDING_LABELS = tuple(
     (f.name, f.labels[0], f.labels[1]) for f in FINDING_FIELDS if f.labels is not None
 )

@@ -44,8 +44,8 @@ class FindingField:
     """One field of a finding's JSON form (schemas/audit.schema.json, bundles).
 
     `kind`: `str`, `int`, `float` or `path` (a list of checkpoint ids); any field may be null.
-    `always`: written even when null (else left out when null). `required`: a bundle's finding must
-    carry it; fields added later are optional, so that bundles written before them still verify.
+    `always`: written even when null (the schema requires it), else left out when null. `added_later`:
+    bundles written before the field existed lack it, so `verify-bundle` accepts a finding without it.
     `labels`: for a field that names an entry by the id people know it by, (the field holding that
     entry's index, the body key the label must equal).
     """
@@ -53,8 +53,13 @@ class FindingField:
     name: str
     kind: str
     always: bool = True
-    required: bool = True
+    added_later: bool = False
     labels: tuple[str, str] | None = None
+
+    @property
+    def in_every_bundle(self) -> bool:
+        """Whether every bundle's findings carry this field (`verify-bundle` requires it)."""
+        return self.always and not self.added_later
 
 
 # In the order findings are written: the fixed fields first (DESIGN.md "JSON that outside tools read").
@@ -70,10 +75,10 @@ FINDING_FIELDS = (
     FindingField("model", "str"),
     FindingField("suspect", "int"),
     FindingField("path", "path"),
-    FindingField("basis", "str", always=False, required=False),
-    FindingField("suspect_line", "int", always=False, required=False),
-    FindingField("batch_id", "str", required=False, labels=("batch", "id")),
-    FindingField("external_id", "str", required=False, labels=("call", "external_id")),
+    FindingField("basis", "str", always=False),
+    FindingField("suspect_line", "int", always=False),
+    FindingField("batch_id", "str", added_later=True, labels=("batch", "id")),
+    FindingField("external_id", "str", added_later=True, labels=("call", "external_id")),
 )
 
 
