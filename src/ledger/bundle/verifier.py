@@ -199,7 +199,11 @@ class Verifier:
             batch, call = nodes.get(edge.source), nodes.get(edge.target)
             if edge.kind != "derived_from" or batch is None or call is None:
                 continue
-            if batch.kind == "batch" and call.kind == "call" and not (batch.missing or call.missing):
+            if (
+                batch.kind == "batch"
+                and call.kind == "call"
+                and not (batch.missing or call.missing)
+            ):
                 assert call.index is not None
                 self.lineage_calls.add(call.index)
                 self.declared.add(("call", call.index, batch.index))
