@@ -242,6 +242,7 @@ def in_process(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
     """`ledger ARGS` through the CLI's real entry point in this process: same exit codes and streams,
     without a Python start-up per call."""
     from ledger import cli
+    from ledger.views import console
 
     out, err = io.StringIO(), io.StringIO()
     code = 0
@@ -251,11 +252,11 @@ def in_process(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
         contextlib.redirect_stdout(out),
         contextlib.redirect_stderr(err),
     ):
-        cli.views.out.file, cli.views.err.file = out, err
+        console.out.file, console.err.file = out, err
         try:
             cli.main()
         except SystemExit as exc:
             code = int(exc.code or 0)
         finally:
-            cli.views.out.file, cli.views.err.file = sys.__stdout__, sys.__stderr__
+            console.out.file, console.err.file = sys.__stdout__, sys.__stderr__
     return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())

@@ -475,9 +475,9 @@ def test_export_records_match_an_independent_leaf_rebuild(story: Story, tmp_path
     ]
     assert rows == expected
     assert (counts.batches, counts.records) == (4, len(expected))
-    from ledger import views
+    from ledger.views import bundle as bundle_views
 
-    jsonschema.validate(views.export_json(counts), schema("export-records"))
+    jsonschema.validate(bundle_views.export_json(counts), schema("export-records"))
 
 
 # --- the CLI ----------------------------------------------------------------------------------------------
@@ -531,18 +531,19 @@ def test_cli_lineage_formats(story: Story) -> None:
 def test_views_render_without_error(story: Story) -> None:
     from rich.console import Console
 
-    from ledger import views
+    from ledger.views import audit as audit_views
+    from ledger.views import lineage as lineage_views
 
     report = audit(story.ledger(), "c3")
     console = Console(record=True, width=140)
-    console.print(views.audit_view(report))
-    console.print(views.lineage_tree(report.lineage, report))
+    console.print(audit_views.audit_view(report))
+    console.print(lineage_views.lineage_tree(report.lineage, report))
     text = console.export_text()
     assert text.index("CONTAMINATED") < text.index("coverage")
     assert "tainted: exact" in text
     assert hashlib.sha256(text.encode()).hexdigest()  # rendered to the end
     assert finding_json(report.findings[0])["type"] == report.findings[0].type
-    mermaid = views.lineage_mermaid(report.lineage, report)
+    mermaid = lineage_views.lineage_mermaid(report.lineage, report)
     assert mermaid.startswith("flowchart TD") and "-->|parent|" in mermaid and "tainted" in mermaid
 
 

@@ -294,3 +294,167 @@ def parse_teacher(text: str, known_checkpoint: bool) -> str | dict[str, str]:
             f"--teacher {text!r}: expected PROVIDER:MODEL or the id of a recorded checkpoint"
         )
     return {"provider": provider, "model": model}
+
+
+def dataset_body(
+    *,
+    id: str,
+    batches: int,
+    count: int,
+    split: int,
+    source: Sequence[Mapping[str, str]] = (),
+    time: str | None = None,
+) -> dict[str, Any]:
+    """A `--split` dataset: `batches` batch entries of up to `split` records each, `count` in all."""
+    body: dict[str, Any] = {
+        **_base("dataset", time),
+        "id": id,
+        "batches": batches,
+        "count": count,
+        "split": split,
+    }
+    if source:
+        body["source"] = [dict(s) for s in source]
+    return body
+
+
+# --- typed bodies ------------------------------------------------------------------------------------
+# A typed body reads a checked body (see `check_body`): one place knows each kind's fields and their
+# defaults, instead of `body.get(...)` spread over every room. The signed JSON stays the dict it was.
+
+
+def _ints(value: Any) -> tuple[int, ...]:
+    return tuple(v for v in value if isinstance(v, int)) if isinstance(value, list) else ()
+
+
+def _strs(value: Any) -> tuple[str, ...]:
+    return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else ()
+
+
+def _mapping(value: Any) -> Mapping[str, Any] | None:
+    return value if isinstance(value, dict) else None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+@dataclass(frozen=True)
+class KeyBody:
+    time: str
+    keyid: str
+    public_key: str
+    name: str
+    role: str
+
+
+@dataclass(frozen=True)
+class RevokeBody:
+    time: str
+    keyid: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class CallBody:
+    time: str
+    provider: str
+    model: str
+    endpoint: str
+    purpose: str
+    outputs: tuple[str, ...]
+    external_id: str | None
+    fingerprints: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True)
+class BatchBody:
+    time: str
+    id: str
+    count: int
+    records_root: str
+    dataset: str | None
+    derived_from: tuple[int, ...]
+    fingerprints: Mapping[str, Any] | None
+    text_fields: tuple[str, ...] | None
+    min_segment_chars: int
+    records_without_text: int | None  # None: recorded before the field existed
+
+
+@dataclass(frozen=True)
+class CheckpointBody:
+    time: str
+    id: str
+    weights: tuple[Mapping[str, Any], ...]
+    parents: tuple[str, ...]
+    batches: tuple[str, ...]
+    teachers: tuple[str | Mapping[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class DatasetBody:
+    time: str
+    id: str
+    batches: int | None
+    count: int | None
+    split: int | None
+
+
+Body = KeyBody | RevokeBody | CallBody | BatchBody | CheckpointBody | DatasetBody
+
+
+def typed(body: Mapping[str, Any], index: int) -> Body:
+    """The typed view of a body read from the log; VerificationError (naming `index`) if malformed."""
+    check_body(body, index)
+    kind, time = body["kind"], str(body["time"])
+    if kind == "key":
+        return KeyBody(
+            time, str(body["keyid"]), str(body["public_key"]), str(body["name"]), str(body["role"])
+        )
+    if kind == "revoke":
+        return RevokeBody(time, str(body["keyid"]), str(body["reason"]))
+    if kind == "call":
+        ext = body.get("external_id")
+        return CallBody(
+            time,
+            str(body["provider"]),
+            str(body["model"]),
+            str(body["endpoint"]),
+            str(body["purpose"]),
+            tuple(body["outputs"]),
+            None if ext is None else str(ext),
+            _mapping(body.get("fingerprints")),
+        )
+    if kind == "batch":
+        fields = body.get("text_fields")
+        dataset = body.get("dataset")
+        return BatchBody(
+            time,
+            str(body["id"]),
+            int(body["count"]),
+            str(body["records_root"]),
+            None if dataset is None else str(dataset),
+            _ints(body.get("derived_from")),
+            _mapping(body.get("fingerprints")),
+            _strs(fields) if fields else None,
+            _int(body.get("min_segment_chars", 32)) or 32,
+            body.get("records_without_text"),
+        )
+    if kind == "checkpoint":
+        teachers = body["teachers"] if isinstance(body["teachers"], list) else []
+        weights = body["weights"] if isinstance(body["weights"], list) else []
+        return CheckpointBody(
+            time,
+            str(body["id"]),
+            tuple(w for w in weights if isinstance(w, dict)),
+            _strs(body["parents"]),
+            _strs(body["batches"]),
+            tuple(t for t in teachers if isinstance(t, str | dict)),
+        )
+    return DatasetBody(
+        time,
+        str(body["id"]),
+        _int(body.get("batches")),
+        _int(body.get("count")),
+        _int(body.get("split")),
+    )

@@ -1,0 +1,252 @@
+"""`ledger record call|batch|checkpoint` and `ledger import calls`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ledger.cli.app import (
+    DEFAULT_DB_PATH,
+    Db,
+    Json,
+    KeyOpt,
+    KeysDir,
+    import_app,
+    open_ledger,
+    record_app,
+)
+from ledger.views import console
+from ledger.views import log as log_views
+from ledger.views import recording as recording_views
+
+# --- recording ------------------------------------------------------------------------------------
+
+
+@record_app.command("call")
+def record_call(
+    provider: Annotated[str, typer.Option(help="Who served the call, e.g. openai.")],
+    purpose: Annotated[str, typer.Option(help="evaluation | annotation | training-data | other")],
+    response: Annotated[
+        Path, typer.Option(help="Response JSON file (or a JSON array of stream chunks).")
+    ],
+    request: Annotated[Path | None, typer.Option(help="Request JSON file, as sent.")] = None,
+    model: Annotated[str | None, typer.Option(help="Model (default: from the response).")] = None,
+    endpoint: Annotated[
+        str | None, typer.Option(help="Endpoint (default: inferred from the response).")
+    ] = None,
+    account: Annotated[
+        str | None, typer.Option(help="Account or project the call was billed to.")
+    ] = None,
+    db: Db = DEFAULT_DB_PATH,
+    keys_dir: KeysDir = None,
+    key: KeyOpt = None,
+    json: Json = False,
+) -> None:
+    """Record one external model call from its request and response JSON files.
+
+    Example: ledger record call --provider openai --purpose evaluation --request req.json --response resp.json
+    """
+    from ledger.ingest.calls import read_json_file, read_response_file
+
+    body = read_response_file(response)
+    sent = read_json_file(request) if request is not None else None
+    result = open_ledger(db, keys_dir, key).record_call(
+        provider=provider,
+        purpose=purpose,
+        request=sent,
+        response=body,
+        model=model,
+        endpoint=endpoint,
+        account=account,
+        stream=isinstance(body, list),
+    )
+    console.print_json(recording_views.call_result_json(result)) if json else console.show(
+        recording_views.call_result_view(result)
+    )
+
+
+@import_app.command("calls")
+def import_calls(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FILE",
+            help="Provider log: an OpenAI batch output file, a chat log, or generic JSONL.",
+        ),
+    ],
+    format: Annotated[str, typer.Option("--format", help="openai-batch | openai-chat | jsonl")],
+    provider: Annotated[str, typer.Option(help="Provider for every call in the file.")],
+    purpose: Annotated[str, typer.Option(help="Declared purpose for every call in the file.")],
+    requests: Annotated[
+        Path | None, typer.Option("--requests", help="The batch input file (for request hashes).")
+    ] = None,
+    account: Annotated[
+        str | None, typer.Option(help="Account or project the calls were billed to.")
+    ] = None,
+    db: Db = DEFAULT_DB_PATH,
+    keys_dir: KeysDir = None,
+    key: KeyOpt = None,
+    json: Json = False,
+) -> None:
+    """Import calls in bulk, streaming; idempotent on (provider, external id).
+
+    Example: ledger import calls batch_output.jsonl --format openai-batch --requests batch_input.jsonl --provider openai --purpose evaluation
+    """
+    ledger = open_ledger(db, keys_dir, key)
+    with console.progress(
+        f"importing {file.name}", _size(file), enabled=not json, unit="bytes"
+    ) as advance:
+        report = ledger.import_calls(
+            file,
+            format,
+            provider=provider,
+            purpose=purpose,
+            requests_path=requests,
+            account=account,
+            progress=advance,
+        )
+    console.print_json(recording_views.import_json(report)) if json else console.show(
+        recording_views.import_view(report)
+    )
+
+
+def _batch_id_of(path: Path) -> str:
+    """`train` for train.jsonl and for train.jsonl.gz; a directory's own name."""
+    if path.is_dir():
+        return path.resolve().name
+    stem = Path(path.stem)
+    return stem.stem if path.suffix.lower() == ".gz" else str(stem)
+
+
+@record_app.command("batch")
+def record_batch(
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="FILE...",
+            help="JSONL, Parquet or text files (JSONL and text may be .gz), in order; a directory's files in name order.",
+        ),
+    ],
+    id: Annotated[
+        str | None,
+        typer.Option(
+            "--id",
+            help="Batch id (default: the first file's name without extensions, or the directory's name).",
+        ),
+    ] = None,
+    split: Annotated[
+        int | None, typer.Option(help="Cut into batches of N records: ids <id>/000000, ...")
+    ] = None,
+    text_field: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--text-field",
+            metavar="FIELD.PATH",
+            help="Only these dotted fields are text (repeatable).",
+        ),
+    ] = None,
+    derived_from: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--derived-from",
+            metavar="CALL",
+            help="A call (index or external id) these records come from (repeatable).",
+        ),
+    ] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset id this batch belongs to.")] = None,
+    min_segment_chars: Annotated[
+        int, typer.Option(help="Shortest normalized text that counts as a segment.")
+    ] = 32,
+    db: Db = DEFAULT_DB_PATH,
+    keys_dir: KeysDir = None,
+    key: KeyOpt = None,
+    json: Json = False,
+) -> None:
+    """Record a training-data batch: every record's hash and text segments, under one records root.
+
+    Example: ledger record batch train.jsonl --id run7/data --split 10000
+    """
+    from ledger.ingest.records import data_files
+
+    ledger = open_ledger(db, keys_dir, key)
+    total = sum(_size(f) for _, f in data_files(files))
+    with console.progress("hashing records", total, enabled=not json, unit="bytes") as advance:
+        result = ledger.record_batch(
+            id=id or _batch_id_of(files[0]),
+            files=files,
+            split=split,
+            text_fields=text_field or None,
+            derived_from=derived_from or (),
+            dataset=dataset,
+            min_segment_chars=min_segment_chars,
+            progress=advance,
+        )
+    console.print_json(recording_views.batch_result_json(result)) if json else console.show(
+        recording_views.batch_result_view(result)
+    )
+
+
+@record_app.command("checkpoint")
+def record_checkpoint(
+    id: Annotated[str, typer.Option("--id", help="Checkpoint id, e.g. run7/ckpt-1000.")],
+    weights: Annotated[
+        list[Path],
+        typer.Option(
+            "--weights", metavar="PATH", help="Weight file or directory of shards (repeatable)."
+        ),
+    ],
+    batch: Annotated[
+        list[str] | None,
+        typer.Option("--batch", metavar="ID", help="Batch or dataset id trained on (repeatable)."),
+    ] = None,
+    parent: Annotated[
+        list[str] | None,
+        typer.Option("--parent", metavar="ID", help="Parent checkpoint id (repeatable)."),
+    ] = None,
+    teacher: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--teacher",
+            metavar="PROVIDER:MODEL|ID",
+            help="PROVIDER:MODEL or a checkpoint id (repeatable).",
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Training config file (its sha256 is recorded).")
+    ] = None,
+    db: Db = DEFAULT_DB_PATH,
+    keys_dir: KeysDir = None,
+    key: KeyOpt = None,
+    json: Json = False,
+) -> None:
+    """Record a model checkpoint: its weight hashes, parents, batches and teachers.
+
+    Example: ledger record checkpoint --id run7/ckpt-1000 --weights out/ckpt-1000/ --batch run7/data --parent base
+    """
+    ledger = open_ledger(db, keys_dir, key)
+    total = sum(_size(w) for w in weights)
+    with console.progress("hashing weights", total, enabled=not json, unit="bytes") as advance:
+        entry = ledger.record_checkpoint(
+            id=id,
+            weights=weights,
+            batches=batch or (),
+            parents=parent or (),
+            teachers=teacher or (),
+            config=config,
+            progress=advance,
+        )
+    console.print_json(log_views.entry_json(entry)) if json else console.show(
+        console.message(f"recorded checkpoint {id} as entry {entry.index}")
+    )
+
+
+def _size(path: Path) -> int:
+    """Bytes under a path, for progress bars (0 when it cannot be read: the library reports that)."""
+    try:
+        if path.is_dir():
+            return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        return path.stat().st_size
+    except OSError:
+        return 0
