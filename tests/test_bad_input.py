@@ -32,7 +32,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from ledger import Ledger, bundle, hashing, keys
+from ledger import Ledger, hashing, keys
+from ledger.audit import inputs
+from ledger.bundle import verify as bundle
 from ledger.errors import LedgerError
 from ledger.ingest import calls as ingest_calls
 from ledger.ingest import pipeline as ingest_records
@@ -625,17 +627,18 @@ def test_fuzz_key_files(
 def test_fuzz_suspects_and_policies(scratch: Path, data: bytes, suffix: str) -> None:
     path = scratch / f"suspects{suffix}"
     path.write_bytes(data)
-    only_ledger_errors(lambda: bundle.read_suspects(path), path.name)
+    only_ledger_errors(lambda: inputs.read_suspects(path), path.name)
     policy = scratch / "policy.toml"
     policy.write_bytes(data)
-    only_ledger_errors(lambda: bundle.read_policy(policy), policy.name)
+    only_ledger_errors(lambda: inputs.read_policy(policy), policy.name)
     only_ledger_errors(lambda: bundle.load_bundle(path), path.name)
 
 
 @pytest.fixture(scope="module")
 def real_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
     """A contaminated checkpoint's bundle: a call whose output was copied into a training record."""
-    from ledger import audit
+    from ledger.audit.run import audit
+    from ledger.bundle.build import build_bundle
 
     base = tmp_path_factory.mktemp("bundle")
     lg = Ledger.init(base / "l.duckdb", origin="fuzz.example/bundle")
@@ -660,9 +663,9 @@ def real_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any
     )
     (base / "w.bin").write_bytes(b"weights")
     lg.record_checkpoint(id="ck", weights=[base / "w.bin"], batches=["b"])
-    report = audit.audit(lg, "ck")
+    report = audit(lg, "ck")
     assert report.verdict == "contaminated" and call.index == 2
-    return audit.build_bundle(lg, report), lg.export_key("log").vkey(lg.origin)
+    return build_bundle(lg, report), lg.export_key("log").vkey(lg.origin)
 
 
 def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:

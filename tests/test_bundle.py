@@ -35,8 +35,10 @@ from hypothesis import strategies as st
 from securesystemslib.dsse import Envelope as SslibEnvelope
 from securesystemslib.signer import SSlibKey  # type: ignore[attr-defined]
 
-from ledger.audit import audit, build_bundle, export_records
-from ledger.bundle import load_bundle, verify_bundle
+from ledger.audit.run import audit
+from ledger.bundle.build import build_bundle
+from ledger.bundle.export import export_records
+from ledger.bundle.verify import load_bundle, verify_bundle
 from ledger.errors import InputError
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
@@ -303,6 +305,32 @@ def exported(story: Story, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("export")
     export_records(story.ledger(), out, "clean-ckpt")
     return out
+
+
+def test_offline_verifier_modules_load_no_duckdb(
+    bundles: dict[str, Any], vkey: str, exported: Path, tmp_path: Path
+) -> None:
+    """The offline verifier's rooms, the export reader and the suspects reader included, never load
+    DuckDB: checked in a fresh interpreter after a full check with --records and --suspects."""
+    bundle = tmp_path / "clean.json"
+    bundle.write_bytes(compact(bundles["clean-ckpt"]))
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text(json.dumps({"text": VERIFIER_SECRET}) + "\n")
+    code = (
+        "import sys\n"
+        "import ledger, ledger.bundle, ledger.bundle.verify, ledger.bundle.export, ledger.audit.inputs\n"
+        "import ledger.spec.lineage, ledger.spec.rules\n"
+        "from ledger.bundle.verify import load_bundle, verify_bundle\n"
+        f"r = verify_bundle(load_bundle({str(bundle)!r}), {vkey!r}, records_dir={str(exported)!r}, "
+        f"suspects={str(mine)!r})\n"
+        "assert r.suspect_hits and not r.ok, r  # the export and the suspects were really read\n"
+        "print(sorted(m for m in sys.modules if m == 'duckdb' or m.startswith('duckdb.')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
 
 
 def test_clean_bundle_export_and_verifier_suspects(bundles: dict[str, Any], vkey: str, exported: Path,
