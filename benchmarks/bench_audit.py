@@ -28,9 +28,9 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from ledger import Ledger
 from ledger.audit import exact
 from ledger.audit.run import audit
-from ledger.ledger import Ledger
 from ledger.log.store import audit as queries
 from ledger.spec import merkle
 

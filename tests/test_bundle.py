@@ -40,6 +40,8 @@ from ledger.bundle.build import build_bundle
 from ledger.bundle.export import export_records
 from ledger.bundle.verify import load_bundle, verify_bundle
 from ledger.errors import InputError
+from ledger.spec import keys
+from ledger.spec import note as note_spec
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 LEDGER = str(Path(sys.executable).with_name("ledger"))
@@ -174,7 +176,7 @@ def test_bundles_never_import_duckdb(bundles: dict[str, Any], vkey: str, tmp_pat
     path.write_text(json.dumps(bundles["masked-ckpt"]))
     code = (
         "import sys; sys.modules['duckdb'] = None\n"
-        "from ledger.bundle import load_bundle, verify_bundle\n"
+        "from ledger.bundle.verify import load_bundle, verify_bundle\n"
         f"r = verify_bundle(load_bundle({str(path)!r}), {vkey!r})\n"
         "assert r.ok, r.problems; print(r.verdict)"
     )
@@ -214,9 +216,7 @@ def test_claims_that_do_not_follow_are_refused(bundles: dict[str, Any], vkey: st
 
 
 def test_wrong_key_fails_at_the_tree_head(bundles: dict[str, Any], story: Story) -> None:
-    from ledger import keys
-
-    other = keys.vkey("audit.test/log", keys.SigningKey.generate().public)
+    other = note_spec.vkey("audit.test/log", keys.SigningKey.generate().public)
     found = problems(bundles["c3"], other)
     assert len(found) == 1 and found[0].startswith("tree_head:")
 
@@ -263,7 +263,12 @@ def test_any_flipped_byte_in_the_evidence_is_caught(
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([LEDGER, *args], capture_output=True, text=True, check=False, timeout=120)
+    # os.environ, not the C environment: an imported `readline` exports COLUMNS=80 there, which would
+    # bound the piped output's width and fold the messages these tests read.
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    return subprocess.run(
+        [LEDGER, *args], capture_output=True, text=True, check=False, timeout=120, env=env
+    )
 
 
 def test_cli_one_flipped_byte_exits_1(bundles: dict[str, Any], vkey: str, tmp_path: Path) -> None:

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from audit_scenarios import Story, shared_story
 
-from ledger import keys
 from ledger.log import store
 from ledger.log.store.lineage import lineage
+from ledger.spec import envelope
 from ledger.spec.entries import ref_of
 from ledger.spec.lineage import StoredEntry, closure, lineage_json
 from ledger.spec.rules import FINDING_FIELDS
@@ -59,7 +59,7 @@ def test_closure_over_memory_equals_the_store(story: Story, decoded: bool) -> No
     with store.session(story.path, read_only=True) as conn:
         size = store.entry_count(conn)
         items = [
-            (e.index, e.leaf, keys.parse_envelope(e.leaf, index=e.index).body())
+            (e.index, e.leaf, envelope.parse_envelope(e.leaf, index=e.index).body())
             for e in store.iter_entries(conn)
         ]
         from_store = {ckpt: lineage(conn, ckpt, size=size) for ckpt in story.checkpoints}

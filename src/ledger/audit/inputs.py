@@ -14,8 +14,8 @@ from typing import Any, overload
 
 import orjson
 
-from ledger import hashing
 from ledger.errors import InputError
+from ledger.spec import text as text_spec
 from ledger.spec.rules import Policy, parse_policy
 
 __all__ = ["Suspect", "Suspects", "read_policy", "read_suspects"]
@@ -141,7 +141,7 @@ def _suspect_of(value: Any, where: str, index: int, line: int, min_chars: int) -
             f"found {type(value).__name__}"
         )
     try:
-        pairs = hashing.text_segments(value, min_chars)
+        pairs = text_spec.text_segments(value, min_chars)
     except InputError as exc:
         raise InputError(f"{where}: {exc}") from None
     return Suspect(index, line, tuple(h for h, _ in pairs), tuple(t for _, t in pairs))
@@ -160,7 +160,7 @@ def _all_sha256_lines(raw: bytes) -> bytes | None:
     return bytes.fromhex(b"".join(found).decode("ascii"))
 
 
-def read_suspects(path: Path, min_chars: int = hashing.MIN_SEGMENT_CHARS) -> Suspects:
+def read_suspects(path: Path, min_chars: int = text_spec.MIN_SEGMENT_CHARS) -> Suspects:
     """Suspects from JSONL (a JSON string, `{"text"}` or `{"sha256"}` per line) or `.txt` (a text per line).
 
     A bad line is an InputError naming `file:line`; a text too short to be a segment is kept with no

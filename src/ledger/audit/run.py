@@ -35,10 +35,10 @@ from ledger.log import store
 from ledger.log.store import audit as queries
 from ledger.log.store.audit import Connection
 from ledger.log.store.lineage import lineage, resolve_checkpoint
+from ledger.log.verify import verify_ledger
 from ledger.spec.lineage import Lineage
 from ledger.spec.problems import Problem
 from ledger.spec.rules import Policy, coverage_gaps, uncovered, verdict_of
-from ledger.verify import verify_ledger
 
 __all__ = ["LedgerFile", "Progress", "audit"]
 

@@ -12,12 +12,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from ledger import keys
 from ledger.audit.report import AuditReport, report_json
 from ledger.bundle.parts import BUNDLE_FORMAT
 from ledger.log import store
 from ledger.log.store import audit as queries
-from ledger.spec import merkle
+from ledger.spec import envelope, merkle
 
 __all__ = ["ProofSource", "build_bundle"]
 
@@ -71,7 +70,7 @@ def _bundle_entries(
         items.append(
             {"index": index, "leaf": _b64(proof.leaf), "proof": [p.hex() for p in proof.proof]}
         )
-        body = keys.parse_envelope(proof.leaf, index=index).body()
+        body = envelope.parse_envelope(proof.leaf, index=index).body()
         if body["kind"] == "key":
             key_bodies.append(body)
     return head, items, key_bodies

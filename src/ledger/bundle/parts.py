@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ledger import hashing, keys
 from ledger.errors import InputError
+from ledger.spec import envelope as envelope_spec
+from ledger.spec import leaves as leaves_spec
 
 __all__ = [
     "BASES",
@@ -57,7 +58,7 @@ class BundleEntry:
     leaf: bytes
     body: dict[str, Any]
     signer: str
-    envelope: keys.Envelope
+    envelope: envelope_spec.Envelope
 
 
 class Problems:
@@ -115,7 +116,9 @@ def parse_record_leaf(leaf: bytes) -> tuple[str, frozenset[str]]:
     try:
         doc = json.loads(leaf)
         digest, segments = doc["sha256"], doc["segments"]
-        rebuilt = hashing.record_leaf(bytes.fromhex(digest), [bytes.fromhex(s) for s in segments])
+        rebuilt = leaves_spec.record_leaf(
+            bytes.fromhex(digest), [bytes.fromhex(s) for s in segments]
+        )
     except (ValueError, KeyError, TypeError, AttributeError, InputError) as exc:
         raise Bad(f"not a record leaf: {exc}") from None
     if rebuilt != leaf:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ledger import keys
 from ledger.bundle.parts import BundleEntry, Problems
 from ledger.errors import InputError, LedgerError, VerificationError
+from ledger.spec import envelope, keys, note
 
 __all__ = ["check_signatures"]
 
@@ -57,13 +57,13 @@ def check_signatures(entries: Mapping[int, BundleEntry], vkey: str, p: Problems)
                     f"a {entry.body['kind']} entry must be signed by a log key, found a {role} key",
                 )
             try:
-                keys.verify_envelope(entry.envelope, public, index=entry.index)
+                envelope.verify_envelope(entry.envelope, public, index=entry.index)
             except VerificationError as exc:
                 p.add(where, str(exc))
         if entry.body["kind"] == "revoke":
             revoked.setdefault(str(entry.body["keyid"]), entry.index)
     try:
-        _, _, head_key = keys.parse_vkey(vkey)
+        _, _, head_key = note.parse_vkey(vkey)
     except InputError:
         return
     if not any(

@@ -11,7 +11,6 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ledger import hashing, keys
 from ledger.bundle.parts import (
     BASES,
     ENTRY_KEYS,
@@ -30,7 +29,9 @@ from ledger.bundle.parts import (
 )
 from ledger.bundle.signatures import check_signatures
 from ledger.errors import LedgerError
-from ledger.spec import entries, merkle
+from ledger.spec import entries, jcs, merkle
+from ledger.spec import envelope as envelope_spec
+from ledger.spec import note as note_spec
 from ledger.spec.lineage import StoredEntry, closure
 from ledger.spec.rules import FINDING_FIELDS, FINDING_TYPES, CoverageGap, Policy
 
@@ -89,7 +90,7 @@ class Verifier:
             self.p.add("tree_head", "expected the signed tree head note text")
             return False
         try:
-            head = keys.verify_tree_head(note, vkey)
+            head = note_spec.verify_tree_head(note, vkey)
         except LedgerError as exc:
             self.p.add("tree_head", f"does not verify with the given key: {exc}")
             return False
@@ -120,7 +121,7 @@ class Verifier:
                 continue
             try:
                 merkle.verify_inclusion(merkle.leaf_hash(leaf), index, self.size, proof, self.root)
-                envelope = keys.parse_envelope(leaf, index=index)
+                envelope = envelope_spec.parse_envelope(leaf, index=index)
                 body = envelope.body()
                 entries.check_body(body, index)
             except LedgerError as exc:
@@ -146,12 +147,12 @@ class Verifier:
             self.p.add("keys", "expected a list of key entry bodies")
             return
         in_entries = {
-            hashing.canonical_json(e.body) for e in self.entries.values() if e.body["kind"] == "key"
+            jcs.canonical_json(e.body) for e in self.entries.values() if e.body["kind"] == "key"
         }
         shown: set[bytes] = set()
         for n, body in enumerate(listed):
             try:
-                canon = hashing.canonical_json(body)
+                canon = jcs.canonical_json(body)
             except (LedgerError, TypeError, ValueError) as exc:
                 self.p.add(f"keys[{n}]", f"not a key entry body: {exc}")
                 continue
@@ -161,7 +162,7 @@ class Verifier:
                     f"keys[{n}]", "this key body is not the body of any key entry in entries"
                 )
         for entry in self.entries.values():
-            if entry.body["kind"] == "key" and hashing.canonical_json(entry.body) not in shown:
+            if entry.body["kind"] == "key" and jcs.canonical_json(entry.body) not in shown:
                 self.p.add(f"entry {entry.index}", "a key entry that the keys list leaves out")
 
     # -- lineage ----------------------------------------------------------------------------------

@@ -26,12 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ledger import keys
 from ledger.audit.inputs import Suspect, Suspects, read_suspects
 from ledger.bundle.export import read_export
 from ledger.bundle.parts import BUNDLE_FORMAT, BundleProblem, Problems, opt_str
 from ledger.bundle.verifier import Verifier
 from ledger.errors import InputError
+from ledger.spec import note
 from ledger.spec.rules import VERDICTS, Policy, uncovered, verdict_of
 
 __all__ = [
@@ -58,11 +58,11 @@ def read_vkey(value: str) -> str:
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"{value}: cannot read the verifier key: {exc}") from None
         try:
-            keys.parse_vkey(text)
+            note.parse_vkey(text)
         except InputError as exc:
             raise InputError(f"{value}: {exc}") from None
         return text
-    keys.parse_vkey(value)
+    note.parse_vkey(value)
     return value.strip()
 
 
@@ -163,7 +163,7 @@ def verify_bundle(
     too, a suspect found in that complete record set refutes a `clean` (or `suspect`) verdict.
     Unusable inputs (a malformed `vkey`, the suspects file, the records directory) raise InputError.
     """
-    keys.parse_vkey(vkey)
+    note.parse_vkey(vkey)
     p = Problems()
     verdict = bundle.get("verdict")
     claimed = verdict if isinstance(verdict, str) else None

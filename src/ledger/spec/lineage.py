@@ -18,9 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ledger import keys
 from ledger.errors import LedgerError, NotFoundError, VerificationError
-from ledger.spec import entries
+from ledger.spec import entries, envelope
 from ledger.spec.problems import Problem
 
 __all__ = [
@@ -180,7 +179,7 @@ class _Builder:
         body: Any = hit.body
         if body is None:
             try:
-                body = keys.parse_envelope(hit.leaf, index=index).body()
+                body = envelope.parse_envelope(hit.leaf, index=index).body()
             except LedgerError as exc:
                 self.problem(index, f"entry {index}: cannot decode its leaf: {exc}")
                 return None
