@@ -66,8 +66,8 @@ def ref_canonical(text: str, fold: bool = False) -> str:
         ignorable = regex.compile(r"\p{Default_Ignorable_Code_Point}")
         text = "".join(c for c in text if not ignorable.fullmatch(c))
     text = text.replace("\n", " ")
-    # private: the reference removes masks with the very patterns the implementation uses
-    for pattern in (skeleton._EMAIL, skeleton._X_RUN, skeleton._BRACKETED):
+    # the reference removes masks with the very patterns the implementation uses
+    for pattern in (skeleton.EMAIL, skeleton.X_RUN, skeleton.BRACKETED):
         text = pattern.sub(" ", text)
     letters = "".join(c for c in text if c.isalnum() and not c.isdecimal())
     if fold:
@@ -220,12 +220,12 @@ from ledger.spec.fingerprint import V2_PARAMS as DEFAULT_PARAMS, FingerprintPara
 U64 = npt.NDArray[np.uint64]
 I64 = npt.NDArray[np.int64]
 
-_EMAIL = re.compile(r"(?<!\S)[^\s@]+@\S+")  # a whole token with text on both sides of an "@"
-_X_RUN = re.compile(r"(?<![^\W\d_])x{3,}(?![^\W\d_])")
-_BRACKETED = re.compile(r"\[[^\s\[\]]{0,24}\]|<[^\s<>]{0,24}>|\{[^\s{}]{0,24}\}")
+EMAIL = re.compile(r"(?<!\S)[^\s@]+@\S+")  # a whole token with text on both sides of an "@"
+X_RUN = re.compile(r"(?<![^\W\d_])x{3,}(?![^\W\d_])")
+BRACKETED = re.compile(r"\[[^\s\[\]]{0,24}\]|<[^\s<>]{0,24}>|\{[^\s{}]{0,24}\}")
 # Everything that is not a letter goes: punctuation, symbols (*, #, █), digits, underscores, spaces.
 _NON_LETTERS = re.compile(r"[^\w\n]+|[\d_]+")
-_ASCII_NON_LETTERS = bytes(
+ASCII_NON_LETTERS = bytes(
     b for b in range(128) if not (65 <= b <= 90 or 97 <= b <= 122 or b == 10)
 )
 
@@ -235,9 +235,9 @@ def _drop_rare_tokens(text: str) -> str:
     if "\n" in text:
         text = text.replace("\n", " ")
     if "@" in text:
-        text = _EMAIL.sub(" ", text)
+        text = EMAIL.sub(" ", text)
     if "xxx" in text:
-        text = _X_RUN.sub(" ", text)
+        text = X_RUN.sub(" ", text)
     return text
 
 
@@ -255,10 +255,10 @@ def _canonical_batch(texts: Sequence[str]) -> list[bytes]:
         # Rare: per text, because these patterns are slow on a whole batch.
         joined = "\n".join(_drop_rare_tokens(t) for t in texts)
     if "[" in joined or "<" in joined or "{" in joined:
-        joined = _BRACKETED.sub(" ", joined)
+        joined = BRACKETED.sub(" ", joined)
     # Non-letters are removed char by char, so ASCII ones can go first for the whole batch (UTF-8
     # bytes >= 0x80 survive the translate) and only non-ASCII texts need the regular expression.
-    out = joined.encode("utf-8").translate(None, _ASCII_NON_LETTERS).split(b"\n")
+    out = joined.encode("utf-8").translate(None, ASCII_NON_LETTERS).split(b"\n")
     if not joined.isascii():
         for i, t in enumerate(out):
             if not t.isascii():
@@ -381,7 +381,7 @@ class _Samples:
 
 # Text per vectorized step (~32 bytes of temporaries per character): a few MB at most; smaller
 # steps measured no faster.
-_STEP_CHARS = 1 << 18
+STEP_CHARS = 1 << 18
 
 
 def _sample(texts: Sequence[str], params: FingerprintParams) -> _Samples:
@@ -390,7 +390,7 @@ def _sample(texts: Sequence[str], params: FingerprintParams) -> _Samples:
     begin, size = 0, 0
     for i, text in enumerate(texts):
         size += len(text) + 1
-        if size >= _STEP_CHARS:
+        if size >= STEP_CHARS:
             steps.append(_sample_step(texts[begin : i + 1], params))
             begin, size = i + 1, 0
     if begin < len(texts) or not steps:
@@ -553,14 +553,14 @@ def _assert_same_as_before(records: list[list[str]], params: fpm.FingerprintPara
 def test_output_bytes_equal_the_implementation_before_the_speedup(
     records: list[list[str]], params: fpm.FingerprintParams, step_chars: int, window: int
 ) -> None:
-    # private: the step and window sizes are shrunk so that their boundaries fall everywhere
-    saved = fpm._STEP_CHARS, fpm._HASH_WINDOW
-    fpm._STEP_CHARS = step_chars or saved[0]  # small steps split the batch between texts
-    fpm._HASH_WINDOW = window or saved[1]  # small windows split texts and straddle separators
+    # the step and window sizes are shrunk so that their boundaries fall everywhere
+    saved = fpm.STEP_CHARS, fpm.HASH_WINDOW
+    fpm.STEP_CHARS = step_chars or saved[0]  # small steps split the batch between texts
+    fpm.HASH_WINDOW = window or saved[1]  # small windows split texts and straddle separators
     try:
         _assert_same_as_before(records, params)
     finally:
-        fpm._STEP_CHARS, fpm._HASH_WINDOW = saved
+        fpm.STEP_CHARS, fpm.HASH_WINDOW = saved
 
 
 def test_a_text_longer_than_the_hash_window_keeps_its_fingerprint(
@@ -572,7 +572,7 @@ def test_a_text_longer_than_the_hash_window_keeps_its_fingerprint(
     whole = fpm.fingerprint_records(records)
     assert len(long_text) > 4 * 1000
     for window in (1000, 4097):
-        monkeypatch.setattr(fpm, "_HASH_WINDOW", window)
+        monkeypatch.setattr(fpm, "HASH_WINDOW", window)
         assert fpm.fingerprint_records(records) == whole
 
 
@@ -613,8 +613,8 @@ def test_sampling_is_exact_at_the_bound(sample_rate: int) -> None:
     words = b"".join(((t * inverse) & MASK64).to_bytes(8, "little") for t in targets)
     buf = np.frombuffer(words + b"\0" * 24, dtype=np.uint8)
     count = len(words) - 7
-    # private: the sampling kernel alone, on words built to hit its bound exactly
-    pos, hashes = fpm._sample_full(buf, count, np.zeros(0, dtype=np.int64), params)
+    # the sampling kernel alone, on words built to hit its bound exactly
+    pos, hashes = fpm.sample_full(buf, count, np.zeros(0, dtype=np.int64), params)
     expected = [
         (i, _fmix(word ^ seed))
         for i in range(count)
@@ -711,21 +711,21 @@ def test_skeleton_table_comes_from_unicode_confusables() -> None:
 
 def _translate_canonical(ascii_bytes: bytes) -> tuple[bytes, list[int]]:
     """The ASCII filter before the numpy fast path: ``bytes.translate``, then newline offsets."""
-    data = ascii_bytes.translate(None, skeleton._ASCII_NON_LETTERS)  # private: the filter's table
+    data = ascii_bytes.translate(None, skeleton.ASCII_NON_LETTERS)  # the filter's table
     return data, [i for i, b in enumerate(data) if b == 10] + [len(data)]
 
 
-# private below: the ASCII fast path is checked alone against the translate it replaced
+# below: the ASCII fast path is checked alone against the translate it replaced
 def test_ascii_fast_path_keeps_exactly_the_ascii_letters_and_newlines() -> None:
     every = bytes(range(128))
-    data, ends = skeleton._ascii_canonical(every + b"\n" + every[::-1])
+    data, ends = skeleton.ascii_canonical(every + b"\n" + every[::-1])
     assert (data, ends.tolist()) == _translate_canonical(every + b"\n" + every[::-1])
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.text(st.characters(max_codepoint=127), max_size=200))
 def test_ascii_fast_path_equals_translate(text: str) -> None:
-    data, ends = skeleton._ascii_canonical(text.encode("ascii"))
+    data, ends = skeleton.ascii_canonical(text.encode("ascii"))
     assert (data, ends.tolist()) == _translate_canonical(text.encode("ascii"))
     assert ends.dtype == np.int64
 

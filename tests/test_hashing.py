@@ -29,23 +29,23 @@ from ledger.spec import merkle
 from ledger.spec.digest import sha256, sha256_hex
 from ledger.spec.jcs import (
     HashInputError,
-    _canonical_json_slow,  # private: the general path, checked against rfc8785 whatever _scan says
-    _plain_float,  # private: the fast path's premise, checked against repr, orjson and rfc8785
     canonical_json,
+    canonical_json_general,  # the general path, checked against rfc8785 whatever _scan says
     format_number,
     parse_json_line,
     parse_json_lines,
+    plain_float,  # the fast path's premise, checked against repr, orjson and rfc8785
 )
 from ledger.spec.leaves import (
     RecordHash,
     RecordHashColumns,
-    _segment_order,  # private: the bulk sort's 64-bit key shortcut, checked against a naive sort
     hash_record,
     hash_record_columns,
     hash_records,
     record_digest,
     record_leaf,
     request_response_digest,
+    segment_order,  # the bulk sort's 64-bit key shortcut, checked against a naive sort
 )
 from ledger.spec.text import (
     MIN_SEGMENT_CHARS,
@@ -270,7 +270,7 @@ extended_values = st.recursive(
 def test_canonical_json_equals_rfc8785(value: object) -> None:
     expected = jcs_reference(value)
     assert canonical_json(value) == expected
-    assert _canonical_json_slow(value) == expected  # the general path, whatever _scan says
+    assert canonical_json_general(value) == expected  # the general path, whatever _scan says
 
 
 @settings(max_examples=150, deadline=None)
@@ -324,7 +324,7 @@ def test_every_code_point_escapes_as_rfc8785() -> None:
         chunk = "".join(chars[start : start + 4096])
         assert canonical_json([chunk]) == jcs_reference([chunk])
         assert canonical_json([chunk, 0.5]) == jcs_reference([chunk, 0.5])  # float path
-        assert _canonical_json_slow([chunk]) == jcs_reference([chunk])  # general path
+        assert canonical_json_general([chunk]) == jcs_reference([chunk])  # general path
 
 
 def test_int_vs_float_tokens_keep_their_type() -> None:
@@ -857,7 +857,7 @@ def test_segment_order_sorts_by_record_then_hash_and_drops_repeats(
         st.lists(st.tuples(st.integers(0, count - 1), colliding_hashes), min_size=1, max_size=40)
     )
     owner = np.array([o for o, _ in segments], dtype=np.int64)
-    order, keep = _segment_order(owner, b"".join(h for _, h in segments), count)
+    order, keep = segment_order(owner, b"".join(h for _, h in segments), count)
     picked = order[keep].tolist()
     assert [segments[j] for j in picked] == sorted(set(segments))
     # The first of each repeat is the one kept.
@@ -961,8 +961,8 @@ def test_orjson_parse_without_exact_ints_rejects_what_orjson_cannot_hold() -> No
 
 
 def test_orjson_writes_plain_floats_as_es6() -> None:
-    """The shortcut's premise on a sweep of floats: where _plain_float holds, orjson's text is the
-    rfc8785 package's; and _plain_float is exactly 'repr in fixed notation, not integral'."""
+    """The shortcut's premise on a sweep of floats: where plain_float holds, orjson's text is the
+    rfc8785 package's; and plain_float is exactly 'repr in fixed notation, not integral'."""
     values = [0.1234, 1e-4, 1e16, 2.0**53, 4503599627370496.5, 123456.789, 1 / 3]
     for base in (1e-4, 1e16, 2.0**52, 2.0**53, 1.0, 0.5):
         value = base
@@ -986,7 +986,7 @@ def test_plain_float_rule_against_repr_orjson_and_rfc8785(value: float) -> None:
 def check_plain_float(value: float) -> None:
     text = repr(value)
     fixed_fraction = math.isfinite(value) and "e" not in text and not text.endswith(".0")
-    assert _plain_float(value) == fixed_fraction, text
+    assert plain_float(value) == fixed_fraction, text
     if fixed_fraction:
         assert orjson.dumps(value).decode() == text
         assert jcs_reference(value).decode() == text

@@ -35,7 +35,7 @@ from ledger.errors import KeyFileError, LedgerError, UsageError
 from ledger.integrations.openai import (
     RecordingError,
     RecordingWarning,
-    _SSEParser,
+    SSEParser,
     recorded,
 )
 from ledger.log.types import Entry
@@ -711,7 +711,7 @@ def test_sse_parser_yields_each_event_whatever_the_chunking(
             text += ": keep-alive" + newline
         text += "".join(f"data: {line}{newline}" for line in lines) + newline
     data = text.encode("utf-8")
-    parser = _SSEParser()
+    parser = SSEParser()
     got: list[str] = []
     points = sorted({min(c, len(data)) for c in cuts})
     for start, end in zip([0, *points], [*points, len(data)]):

@@ -1088,15 +1088,15 @@ def test_leaf_fast_path_gives_what_the_general_parse_gives(
     for fast in (True, False):
         with pytest.MonkeyPatch.context() as patch:
             if not fast:
-                # private: the fast path switched off, so the general parse answers alone
-                patch.setattr(dsse, "_split_canonical_leaf", lambda _leaf: None)
+                # the fast path switched off, so the general parse answers alone
+                patch.setattr(dsse, "split_canonical_leaf", lambda _leaf: None)
             try:
                 envelope = envelope_spec.parse_envelope(bytes(leaf), index=3)
                 outcomes.append((envelope, envelope.body()))
             except VerificationError as exc:
                 outcomes.append((type(exc), exc.index))
     assert outcomes[0] == outcomes[1]
-    split = dsse._split_canonical_leaf(bytes(leaf))  # private: the fast path's own answer
+    split = dsse.split_canonical_leaf(bytes(leaf))  # the fast path's own answer
     if split is not None:
         assert envelope_spec.format_envelope(split) == bytes(leaf)
         assert rfc8785.dumps(json.loads(bytes(leaf))) == bytes(leaf)

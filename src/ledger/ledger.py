@@ -18,8 +18,7 @@ from ledger.errors import UsageError
 from ledger.log import heads, proofs, reader
 from ledger.log import keys as key_admin
 from ledger.log.append import LogWriter, Prepare, create
-from ledger.log.heads import read_note_file
-from ledger.log.signers import DEFAULT_RECORDER, LOG_KEY_FILE, Signers, default_keys_dir
+from ledger.log.signers import Signers, default_keys_dir
 from ledger.log.types import (
     AppendResult,
     ConsistencyProof,
@@ -28,28 +27,12 @@ from ledger.log.types import (
     KeyInfo,
     TreeHeadInfo,
 )
-from ledger.spec.keyring import KeyRing
 
 if TYPE_CHECKING:
     from ledger import recording
     from ledger.audit.report import AuditReport
 
-# Re-export shim for the issue #12 move; removed once every importer uses the new rooms.
-__all__ = [
-    "DEFAULT_DB",
-    "DEFAULT_RECORDER",
-    "LOG_KEY_FILE",
-    "AppendResult",
-    "ConsistencyProof",
-    "Entry",
-    "InclusionProof",
-    "KeyInfo",
-    "KeyRing",
-    "Ledger",
-    "TreeHeadInfo",
-    "default_keys_dir",
-    "read_note_file",
-]
+__all__ = ["DEFAULT_DB", "Ledger"]
 
 DEFAULT_DB = "ledger.duckdb"
 

@@ -217,7 +217,7 @@ class _ContentDecoder:
         return b"" if self._decoder is None else b"".join(self._decoder.flush())
 
 
-class _SSEParser:
+class SSEParser:
     """Incremental text/event-stream parser (WHATWG rules) that yields each event's data."""
 
     def __init__(self) -> None:
@@ -280,7 +280,7 @@ class _Capture:
         self.ended = False  # the server's end of the response was received
         self.fault: Exception | None = None
         self._decoder: _ContentDecoder | None = None
-        self._parser = _SSEParser()
+        self._parser = SSEParser()
         self._lock = threading.Lock()
         self._finished = False
 

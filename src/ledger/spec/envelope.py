@@ -134,7 +134,7 @@ def parse_envelope(leaf: bytes, *, index: int | None = None) -> Envelope:
     The signature itself is checked by `verify_envelope`. The decoded body is kept in the envelope,
     so `body()` costs nothing more.
     """
-    fast = _split_canonical_leaf(leaf)
+    fast = split_canonical_leaf(leaf)
     if fast is not None:
         return _with_body(fast, index)
     try:
@@ -162,7 +162,7 @@ def parse_envelope(leaf: bytes, *, index: int | None = None) -> Envelope:
     return _with_body(envelope, index)
 
 
-def _split_canonical_leaf(leaf: bytes) -> Envelope | None:
+def split_canonical_leaf(leaf: bytes) -> Envelope | None:
     """The parts of a leaf laid out exactly as `format_envelope` writes one signature, else None.
 
     A leaf that is the fixed text around a canonical base64 payload, a lowercase hex keyid and a

@@ -259,18 +259,18 @@ def _sample_keys_at(
     return z
 
 
-def _sample_full(
+def sample_full(
     buf: npt.NDArray[np.uint8], count: int, seps: I64, params: FingerprintParams
 ) -> tuple[I64, U64]:
     """Offsets < count whose full shingle is sampled, and those shingles' hashes, in offset order.
 
     Offsets whose shingle crosses a separator (at the sorted offsets `seps`) are never kept.
-    Offsets are hashed `_HASH_WINDOW` at a time, so a single huge text (a book in one record)
+    Offsets are hashed `HASH_WINDOW` at a time, so a single huge text (a book in one record)
     needs scratch for one window, not 16 bytes per character of the text.
     """
     if count <= 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint64)
-    width = min(count, _HASH_WINDOW)
+    width = min(count, HASH_WINDOW)
     z, t = np.empty(width, dtype=np.uint64), np.empty(width, dtype=np.uint64)
     found = [
         _sample_window(buf, lo, min(count, lo + width), seps, params, z, t)
@@ -281,8 +281,8 @@ def _sample_full(
     return np.concatenate([p for p, _ in found]), np.concatenate([h for _, h in found])
 
 
-# Offsets hashed at once by `_sample_full` (16 bytes of scratch each).
-_HASH_WINDOW = 1 << 20
+# Offsets hashed at once by `sample_full` (16 bytes of scratch each).
+HASH_WINDOW = 1 << 20
 
 
 def _sample_window(
@@ -294,7 +294,7 @@ def _sample_window(
     z: U64,
     t: U64,
 ) -> tuple[I64, U64]:
-    """`_sample_full` for the offsets in [lo, hi), with `z` and `t` as scratch."""
+    """`sample_full` for the offsets in [lo, hi), with `z` and `t` as scratch."""
     k = params.shingle_bytes
     bound = (1 << 64) // params.sample_rate - 1
     z = _sample_keys(buf, lo, params, z[: hi - lo], t[: hi - lo])
@@ -321,17 +321,17 @@ class _Samples:
 
 # Text per vectorized step (~32 bytes of temporaries per character): a few MB at most; smaller
 # steps measured no faster.
-_STEP_CHARS = 1 << 18
+STEP_CHARS = 1 << 18
 
 
 def _sample(texts: Sequence[str], params: FingerprintParams) -> _Samples:
     """Sample many texts in steps of about a megabyte, so memory stays flat for any batch size."""
     if not texts:
         return _sample_step(texts, params)
-    # A step ends after the text that reaches a multiple of _STEP_CHARS (joined, with a separator
-    # each): at most _STEP_CHARS characters and one text. Steps never change the output.
+    # A step ends after the text that reaches a multiple of STEP_CHARS (joined, with a separator
+    # each): at most STEP_CHARS characters and one text. Steps never change the output.
     ends = np.cumsum(np.fromiter(map(len, texts), dtype=np.int64, count=len(texts)) + 1)
-    cuts = np.searchsorted(ends, np.arange(_STEP_CHARS, int(ends[-1]), _STEP_CHARS)) + 1
+    cuts = np.searchsorted(ends, np.arange(STEP_CHARS, int(ends[-1]), STEP_CHARS)) + 1
     bounds = np.unique(np.concatenate(([0], cuts, [len(texts)]))).tolist()
     steps = [_sample_step(texts[a:b], params) for a, b in itertools.pairwise(bounds)]
     if len(steps) == 1:
@@ -354,7 +354,7 @@ def _sample_step(texts: Sequence[str], params: FingerprintParams) -> _Samples:
     np.add(ends[:-1], 1, out=starts[1:])  # text i is data[starts[i]:ends[i]]
     k = params.shingle_bytes
     buf = np.frombuffer(data + b"\0" * 24, dtype=np.uint8)
-    pos, h = _sample_full(buf, len(data) - k + 1, ends[:-1], params)
+    pos, h = sample_full(buf, len(data) - k + 1, ends[:-1], params)
     bound = (1 << 64) // params.sample_rate - 1
     lens = ends - starts
     short = np.flatnonzero((lens > 0) & (lens < k))  # a text shorter than k bytes is one shingle

@@ -253,7 +253,7 @@ def _jcs_scanned(value: object, out: list[str]) -> bytes:
             return _orjson_dumps(fragments, option=_SORT_KEYS)
         except orjson.JSONEncodeError:
             pass  # int beyond 64 bits, lone surrogate, deep nesting: the general path decides
-    return _canonical_json_slow(value)
+    return canonical_json_general(value)
 
 
 # What walk_strings finds, as bit flags: floats whose orjson text is not ES6's, and anything that only
@@ -276,7 +276,7 @@ def walk_strings(value: object, out: list[str]) -> int:
 
     Cheaper than ``_scan`` because it leaves to orjson what orjson rejects by itself (non-str
     keys, str subclass keys, ints beyond 64 bits, lone surrogates) and to ``_keys_sortable`` the
-    rare output with a code point >= U+E000. A float passes when ``_plain_float`` holds, and
+    rare output with a code point >= U+E000. A float passes when ``plain_float`` holds, and
     is flagged ``BIG_FLOAT`` as well when it may stand for a big integer.
     """
     t = type(value)
@@ -296,7 +296,7 @@ def walk_strings(value: object, out: list[str]) -> int:
         elif tv is int or tv is bool or v is None:
             continue
         elif tv is float:
-            if not _plain_float(v):  # type: ignore[arg-type]
+            if not plain_float(v):  # type: ignore[arg-type]
                 # A plain float is below 1e16, so only these need the magnitude test.
                 big = not abs(v) < _BIG_FLOAT_MIN  # type: ignore[arg-type]
                 flags |= (_NEEDS_FRAGMENTS | BIG_FLOAT) if big else _NEEDS_FRAGMENTS
@@ -305,7 +305,7 @@ def walk_strings(value: object, out: list[str]) -> int:
     return flags
 
 
-def _plain_float(value: float) -> bool:
+def plain_float(value: float) -> bool:
     """True when orjson writes ``value`` exactly as ES6 does: Python's ``repr`` uses fixed
     notation exactly for 1e-4 <= |x| < 1e16, then ES6's text is ``repr`` unless it ends in
     ".0" (an integral value), and orjson's shortest-digit text equals ``repr`` there (tested)."""
@@ -375,7 +375,7 @@ def _jcs(value: object, level: int) -> bytes:
             return _orjson_dumps(_float_fragments(value), option=_SORT_KEYS)
         except (orjson.JSONEncodeError, HashInputError):
             pass  # also NaN/Infinity, which the general path reports with its JSON path
-    return _canonical_json_slow(value)
+    return canonical_json_general(value)
 
 
 class _Fault(Exception):
@@ -455,7 +455,7 @@ def _rebuild(value: object) -> object:
     raise _Fault(f"{type(value).__module__}.{type(value).__qualname__} has no JSON form")
 
 
-def _canonical_json_slow(value: object) -> bytes:
+def canonical_json_general(value: object) -> bytes:
     """JCS of any JSON value: pre-sort keys and lay out numbers in Python, let orjson write."""
     try:
         rebuilt = _rebuild(value)

@@ -378,14 +378,14 @@ def _hash_chunk(
     if not found:
         return np.zeros(len(records), dtype=np.int64)
     owner = np.searchsorted(np.array(ends, dtype=np.int64), where, side="right")
-    order, keep = _segment_order(owner, b"".join(found), len(records))
+    order, keep = segment_order(owner, b"".join(found), len(records))
     picked = order[keep].tolist()
     hashes.extend([found[j] for j in picked])
     texts.extend([normalized[j] for j in picked])
     return np.bincount(owner[picked], minlength=len(records))
 
 
-def _segment_order(
+def segment_order(
     owner: npt.NDArray[np.int64], joined: bytes, count: int
 ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
     """The order that sorts segments by (record, hash), and which of them to keep (the first of

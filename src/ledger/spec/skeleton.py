@@ -26,14 +26,12 @@ I64 = npt.NDArray[np.int64]
 
 # --------------------------------------------------------------------------- canonical text
 
-_EMAIL = re.compile(r"(?<!\S)[^\s@]+@\S+")  # a whole token with text on both sides of an "@"
-_X_RUN = re.compile(r"(?<![^\W\d_])x{3,}(?![^\W\d_])")
-_BRACKETED = re.compile(r"\[[^\s\[\]]{0,24}\]|<[^\s<>]{0,24}>|\{[^\s{}]{0,24}\}")
+EMAIL = re.compile(r"(?<!\S)[^\s@]+@\S+")  # a whole token with text on both sides of an "@"
+X_RUN = re.compile(r"(?<![^\W\d_])x{3,}(?![^\W\d_])")
+BRACKETED = re.compile(r"\[[^\s\[\]]{0,24}\]|<[^\s<>]{0,24}>|\{[^\s{}]{0,24}\}")
 # Everything that is not a letter goes: punctuation, symbols (*, #, █), digits, underscores, spaces.
 _NON_LETTERS = re.compile(r"[^\w\n]+|[\d_]+")
-_ASCII_NON_LETTERS = bytes(
-    b for b in range(128) if not (65 <= b <= 90 or 97 <= b <= 122 or b == 10)
-)
+ASCII_NON_LETTERS = bytes(b for b in range(128) if not (65 <= b <= 90 or 97 <= b <= 122 or b == 10))
 
 
 def _drop_rare_tokens(text: str) -> str:
@@ -41,9 +39,9 @@ def _drop_rare_tokens(text: str) -> str:
     if "\n" in text:
         text = text.replace("\n", " ")
     if "@" in text:
-        text = _EMAIL.sub(" ", text)
+        text = EMAIL.sub(" ", text)
     if "xxx" in text:
-        text = _X_RUN.sub(" ", text)
+        text = X_RUN.sub(" ", text)
     return text
 
 
@@ -83,19 +81,19 @@ def _canonical_of_joined(joined: str, fold: bool = False) -> tuple[bytes, I64]:
     """Canonical form of newline-joined texts, and the end offset of each text in it.
 
     Masks go as whole tokens first (``[name]`` must not leave ``name`` behind); the rest is a
-    per-character filter. ASCII text (the common batch) is filtered by `_ascii_canonical`; other
+    per-character filter. ASCII text (the common batch) is filtered by `ascii_canonical`; other
     text by ``bytes.translate`` on its ASCII non-letters (exactly what the regular expression drops
     among ASCII characters), then the regular expression on the non-ASCII texts. With `fold`,
     non-ASCII texts are folded to skeletons (`_fold_letters`) and ASCII letters by their own rule
     (`_fold_ascii`), which is the same table's ASCII part.
     """
     if "[" in joined or "<" in joined or "{" in joined:
-        joined = _BRACKETED.sub(" ", joined)
+        joined = BRACKETED.sub(" ", joined)
     if joined.isascii():
-        return _ascii_canonical(joined.encode("ascii"), fold)
+        return ascii_canonical(joined.encode("ascii"), fold)
     # Non-letters are removed char by char, so ASCII ones can go first for the whole batch (UTF-8
     # bytes >= 0x80 survive the translate) and only non-ASCII texts need the regular expression.
-    data = joined.encode("utf-8").translate(None, _ASCII_NON_LETTERS)
+    data = joined.encode("utf-8").translate(None, ASCII_NON_LETTERS)
     out = data.split(b"\n")
     for i, t in enumerate(out):
         if not t.isascii():
@@ -108,7 +106,7 @@ def _canonical_of_joined(joined: str, fold: bool = False) -> tuple[bytes, I64]:
     return data, np.append(np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 10), len(data))
 
 
-def _ascii_canonical(ascii_bytes: bytes, fold: bool = False) -> tuple[bytes, I64]:
+def ascii_canonical(ascii_bytes: bytes, fold: bool = False) -> tuple[bytes, I64]:
     """`_canonical_of_joined` of ASCII text without masks: its letters and newlines, and the ends.
 
     ``bytes.translate`` with deletions branches on every byte and mispredicts at spaces; a letter
