@@ -158,7 +158,7 @@ def needle_band_rows(fps: Sequence[bytes], params: Any) -> tuple[Any, Any]:
     if width <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     row_of_value = np.repeat(np.arange(len(fps), dtype=np.int64), counts)
-    keys = fingerprint._band_keys(values, params)
+    keys = fingerprint.band_keys(values, params)
     inside = row_of_value[:width] == row_of_value[params.band_rows - 1 :]
     return row_of_value[:width][inside], keys[inside]
 
@@ -192,7 +192,7 @@ def haystack_band_rows(blobs: Sequence[bytes], params: Any) -> tuple[Any, Any]:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     row_of_text = np.repeat(np.arange(len(blobs), dtype=np.int64), texts_per_row)
     text_of_value = np.repeat(np.arange(len(counts), dtype=np.int64), counts)
-    keys = fingerprint._band_keys(values, params)
+    keys = fingerprint.band_keys(values, params)
     inside = text_of_value[:width] == text_of_value[params.band_rows - 1 :]
     return row_of_text[text_of_value[:width][inside]], keys[inside]
 

@@ -31,6 +31,7 @@ from ledger.audit.inputs import Suspects, read_policy, read_suspects
 from ledger.audit.near import near as _near
 from ledger.audit.report import AuditReport, Finding
 from ledger.errors import NotFoundError, UsageError
+from ledger.ingest.weights import hash_weights
 from ledger.log import store
 from ledger.log.store import audit as queries
 from ledger.log.store.audit import Connection
@@ -192,8 +193,6 @@ def _place(f: Finding, paths: Mapping[int | None, tuple[str, ...]], rules: Polic
 
 
 def _weight_hashes(weights: Sequence[Path]) -> list[str]:
-    from ledger.recording import hash_weights
-
     return [w["sha256"] for w in hash_weights([Path(w) for w in weights])]
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from ledger.recording.batches import hash_batches, record_batch, record_batches
 from ledger.recording.calls import import_calls, record_call
-from ledger.recording.checkpoints import hash_weights, record_checkpoint
+from ledger.recording.checkpoints import record_checkpoint
 from ledger.recording.refs import resolve_calls
 from ledger.recording.results import (
     BatchResult,
@@ -27,7 +27,6 @@ __all__ = [
     "RecordedBatch",
     "RecordedCheckpoint",
     "hash_batches",
-    "hash_weights",
     "import_calls",
     "record_batch",
     "record_batches",

@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ledger.errors import DuplicateError, InputError, NotFoundError, UsageError
+from ledger.errors import DuplicateError, NotFoundError
+from ledger.ingest.weights import hash_file, hash_weights
 from ledger.log import store
 from ledger.log.append import LogWriter, Transaction
 from ledger.log.store import recording as store_recording
@@ -16,59 +16,7 @@ from ledger.recording.refs import REF_KINDS, body_of, check_id
 from ledger.recording.results import Progress, RecordedCheckpoint, no_progress
 from ledger.spec import entries
 
-__all__ = ["READ_SIZE", "hash_weights", "record_checkpoint"]
-
-READ_SIZE = 1 << 20  # weights are streamed in 1 MiB reads
-
-
-def _hash_file(path: Path, progress: Progress) -> str:
-    """Stream a file through SHA-256 in 1 MiB reads, reporting bytes as they go."""
-    digest = hashlib.sha256()
-    buffer = bytearray(READ_SIZE)
-    view = memoryview(buffer)
-    try:
-        with open(path, "rb", buffering=0) as f:
-            while n := f.readinto(buffer):
-                digest.update(view[:n])
-                progress(n)
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
-    return digest.hexdigest()
-
-
-def _weight_files(paths: Sequence[Path]) -> list[tuple[str, Path]]:
-    """(recorded path, file) for every weights file: a file by its name, a directory's files relative to it."""
-    out: list[tuple[str, Path]] = []
-    for path in paths:
-        if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file())
-            if not files:
-                raise InputError(f"{path}: the weights directory holds no files")
-            out.extend((p.relative_to(path).as_posix(), p) for p in files)
-        elif path.is_file():
-            out.append((path.name, path))
-        else:
-            raise InputError(f"{path}: no such weights file or directory")
-    names = [name for name, _ in out]
-    dupes = sorted({n for n in names if names.count(n) > 1})
-    if dupes:
-        raise UsageError(
-            f"weights paths collide: {', '.join(dupes[:5])} (give one directory instead)"
-        )
-    return out
-
-
-def hash_weights(
-    weights: Sequence[Path | str], progress: Progress | None = None
-) -> list[dict[str, str]]:
-    """`[{"path", "sha256"}]` for weights files and directories (sorted within a directory)."""
-    if not weights:
-        raise UsageError("a checkpoint needs at least one weights file or directory")
-    advance = progress or no_progress
-    return [
-        {"path": name, "sha256": _hash_file(p, advance)}
-        for name, p in _weight_files([Path(w) for w in weights])
-    ]
+__all__ = ["record_checkpoint"]
 
 
 def _batches_of_datasets(conn: store.Connection, datasets: Sequence[str]) -> dict[str, list[str]]:
@@ -117,7 +65,7 @@ def record_checkpoint(
     """
     check_id(id)
     hashed = hash_weights(weights, progress)
-    config_digest = _hash_file(Path(config), no_progress) if config is not None else None
+    config_digest = hash_file(Path(config), no_progress) if config is not None else None
     outcome: dict[str, RecordedCheckpoint] = {}
 
     def prepare(tx: Transaction) -> list[dict[str, Any]]:

@@ -496,7 +496,7 @@ def _record_texts(
 # --------------------------------------------------------------------------- band keys
 
 
-def _band_keys(values: npt.NDArray[np.unsignedinteger[Any]], params: FingerprintParams) -> I64:
+def band_keys(values: npt.NDArray[np.unsignedinteger[Any]], params: FingerprintParams) -> I64:
     """Hash every run of `band_rows` consecutive values of one text into a signed 64-bit key."""
     r = params.band_rows
     if len(values) < r:
@@ -513,12 +513,12 @@ def _band_keys(values: npt.NDArray[np.unsignedinteger[Any]], params: Fingerprint
 
 def needle_bands(fp: bytes, params: FingerprintParams = DEFAULT_PARAMS) -> list[int]:
     """Distinct LSH band keys of a needle fingerprint, as signed int64 (for DuckDB BIGINT joins)."""
-    return [int(k) for k in np.unique(_band_keys(_needle_values(fp, params), params))]
+    return [int(k) for k in np.unique(band_keys(_needle_values(fp, params), params))]
 
 
 def haystack_bands(blob: bytes, params: FingerprintParams = DEFAULT_PARAMS) -> list[int]:
     """Distinct LSH band keys of a record blob (all its texts), as signed int64."""
-    keys = [_band_keys(v, params) for v in _record_texts(blob, params)]
+    keys = [band_keys(v, params) for v in _record_texts(blob, params)]
     return [int(k) for k in np.unique(np.concatenate(keys))] if keys else []
 
 
@@ -605,7 +605,7 @@ def _needle_index(
     needles: Sequence[tuple[object, bytes]], params: FingerprintParams
 ) -> _NeedleIndex:
     values = [np.unique(_needle_values(fp, params)) for _, fp in needles]
-    keys = [np.unique(_band_keys(_needle_values(fp, params), params)) for _, fp in needles]
+    keys = [np.unique(band_keys(_needle_values(fp, params), params)) for _, fp in needles]
     empty64 = np.zeros(0, dtype=np.int64)
     all_keys = np.concatenate(keys) if keys else empty64
     owner = np.repeat(np.arange(len(needles), dtype=np.int64), [len(k) for k in keys])
@@ -642,7 +642,7 @@ def _parse_chunk(blobs: Sequence[bytes], params: FingerprintParams) -> _Chunk:
 
 
 def _chunk_keys(chunk: _Chunk, params: FingerprintParams) -> tuple[I64, I64]:
-    """Band keys of every text in the chunk at once (same values as `_band_keys`) and their record."""
+    """Band keys of every text in the chunk at once (same values as `band_keys`) and their record."""
     r = params.band_rows
     n = len(chunk.values) - r + 1
     if n <= 0:
