@@ -1,6 +1,6 @@
 """The parts of an audit bundle, decoded strictly: fixed keys, canonical base64, hex hashes, record leaves.
 
-Every helper raises `Bad` for a part that fails a check; the verifier collects it as a `BundleProblem`.
+Every helper raises `Bad` for a part that fails a check; the verifier collects it as a `Problem` at that part.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 from ledger.errors import InputError
 from ledger.spec import envelope as envelope_spec
 from ledger.spec import leaves as leaves_spec
+from ledger.spec.problems import Problem
 
 __all__ = [
     "BASES",
@@ -26,7 +27,6 @@ __all__ = [
     "RECORD_KEYS",
     "Bad",
     "BundleEntry",
-    "BundleProblem",
     "Problems",
     "as_int",
     "b64",
@@ -44,14 +44,6 @@ RECORD_KEYS = frozenset({"batch", "position", "leaf", "proof"})
 RECORD_FP_KEYS = frozenset({"fingerprint", "fingerprint_proof"})
 
 
-@dataclass(frozen=True)
-class BundleProblem:
-    """One failed check: `where` names the bundle part (e.g. `entries[3]`, `findings[0]`)."""
-
-    where: str
-    what: str
-
-
 @dataclass
 class BundleEntry:
     index: int
@@ -63,10 +55,10 @@ class BundleEntry:
 
 class Problems:
     def __init__(self) -> None:
-        self.items: list[BundleProblem] = []
+        self.items: list[Problem] = []
 
     def add(self, where: str, what: str) -> None:
-        self.items.append(BundleProblem(where, what))
+        self.items.append(Problem.at(where, what))
 
 
 class Bad(ValueError):

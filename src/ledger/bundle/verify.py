@@ -28,15 +28,15 @@ from typing import Any
 
 from ledger.audit.inputs import Suspect, Suspects, read_suspects
 from ledger.bundle.export import read_export
-from ledger.bundle.parts import BUNDLE_FORMAT, BundleProblem, Problems, opt_str
+from ledger.bundle.parts import BUNDLE_FORMAT, Problems, opt_str
 from ledger.bundle.verifier import Verifier
 from ledger.errors import InputError
 from ledger.spec import note
+from ledger.spec.problems import Problem
 from ledger.spec.rules import VERDICTS, Policy, uncovered, verdict_of
 
 __all__ = [
     "BUNDLE_FORMAT",
-    "BundleProblem",
     "BundleReport",
     "SuspectHit",
     "load_bundle",
@@ -116,7 +116,7 @@ class BundleReport:
     """
 
     ok: bool
-    problems: tuple[BundleProblem, ...]
+    problems: tuple[Problem, ...]
     verdict: str | None
     checkpoint: str | None = None
     size: int | None = None

@@ -174,9 +174,10 @@ def verify_bundle(
 
     Example: ledger verify-bundle audit-bundle.json --key lab.vkey --records exported/ --suspects mine.jsonl
     """
-    from ledger.bundle.verify import BundleProblem, BundleReport, load_bundle, read_vkey
+    from ledger.bundle.verify import BundleReport, load_bundle, read_vkey
     from ledger.bundle.verify import verify_bundle as check
     from ledger.errors import VerificationError
+    from ledger.spec.problems import Problem
 
     vkey = read_vkey(key)
     if suspects is not None and records is None:
@@ -185,7 +186,7 @@ def verify_bundle(
     try:
         report = check(load_bundle(bundle), vkey, records_dir=records, suspects=suspects)
     except VerificationError as exc:
-        report = BundleReport(False, (BundleProblem(str(bundle), str(exc)),), None)
+        report = BundleReport(False, (Problem.at(str(bundle), str(exc)),), None)
     console.print_json(bundle_views.bundle_report_json(report)) if json else console.show(
         bundle_views.bundle_report_view(report)
     )
