@@ -1,4 +1,5 @@
-"""What an outside verifier recomputes: pure rules and formats, no DuckDB, no I/O (DESIGN.md "Architecture").
+"""What an outside verifier recomputes: pure rules and formats, no DuckDB, no I/O (docs/architecture.md).
 
-Modules move here one concern at a time (issue #12); `rules` (verdicts, coverage, policy) is the first.
+One module per fixed format (`jcs`, `text`, `leaves`, `merkle`, `fingerprint`, `keys`, `envelope`,
+`note`, `entries`) and each rule once (`keyring`, `lineage`, `rules`, `problems`).
 """
