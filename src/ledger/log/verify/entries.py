@@ -153,9 +153,10 @@ class LogOrder:
         if index == 0:
             known = self._first(ex.kind, ex.signer, body or {})
         else:
-            known = self._signer(index, ex.kind, ex.signer)
-        if known is not None and ex.signature == SIG_UNKNOWN:
-            self._late_signature(index, leaf, known.public.raw)
+            refused = self.ring.signer_problems(index, ex.signer, ex.kind)
+            known = self._refused(index, ex.kind, ex.signer, refused) if refused else True
+        if known and ex.signature == SIG_UNKNOWN:
+            self._late_signature(index, leaf, ex.signer)
         if index != 0 and body is not None and ex.kind in ("key", "revoke"):
             self._key_entry(index, body)
         if ex.kind == "batch" and body is not None:
@@ -165,36 +166,37 @@ class LogOrder:
         if 0 <= index < len(self.kinds):
             self.kinds[index] = _KIND_CODES[ex.kind]
 
-    def _first(self, kind: str, signer: str, body: Mapping[str, Any]) -> KeyInfo | None:
-        """Entry 0: the log key's self-signed key entry starts the ring. Returns that key, None if it is not one."""
+    def _first(self, kind: str, signer: str, body: Mapping[str, Any]) -> bool:
+        """Entry 0: the log key's self-signed key entry starts the ring. Returns whether it is one."""
         if kind != "key" or body.get("role") != "log" or body.get("keyid") != signer:
             self.problems.add(
                 0,
                 f"entry 0: expected the log key's self-signed key entry, found a {kind} entry "
                 f"(role {body.get('role')!r}) signed by {signer}",
             )
-            return None
+            return False
         if public_key_bytes(body) is None:
             self.problems.add(
                 0,
                 "entry 0: expected keyid = sha256(public_key), found a key that does not hash to it",
             )
-            return None
+            return False
         # Checked above; `add`, not `apply`: a second row at index 0 (reported by `check_indexes`)
         # replaces the first instead of being reported again as a key introduced twice.
         self.ring.add(body, 0)
-        return self.ring.get(signer)
+        return True
 
-    def _signer(self, index: int, kind: str, signer: str) -> KeyInfo | None:
-        """Whether `signer` may sign entry `index` of `kind`; returns its key when the ring knows it by then."""
-        for p in self.ring.signer_problems(index, signer, kind):
+    def _refused(self, index: int, kind: str, signer: str, refused: list[RingProblem]) -> bool:
+        """Why `signer` may not sign entry `index` of `kind`, worded; returns whether the ring knows the
+        key by then (so its signature can still be checked)."""
+        for p in refused:
             if p.code == "signer-unknown":
                 self.problems.add(
                     index,
                     f"entry {index}: expected a signer introduced by an earlier key entry, "
                     f"found key {signer[:16]}… unknown at this point",
                 )
-                return None
+                return False
             known = _known(p)
             if p.code == "signer-revoked":
                 self.problems.add(
@@ -208,7 +210,7 @@ class LogOrder:
                     f"entry {index}: expected a {kind} entry signed by a log key, "
                     f"found {known.role} key {known.name}",
                 )
-        return self.ring.get(signer)
+        return True
 
     def _key_entry(self, index: int, body: Mapping[str, Any]) -> None:
         """A later key or revoke entry, applied to the ring if it keeps the key rules."""
@@ -239,10 +241,12 @@ class LogOrder:
                 f"entry {index}: key {keyid[:16]}… was already revoked at entry {_known(p).revoked_at}",
             )
 
-    def _late_signature(self, index: int, leaf: bytes, raw: bytes) -> None:
+    def _late_signature(self, index: int, leaf: bytes, signer: str) -> None:
         """The hint pass missed this key (its kind column was altered): check the signature here."""
+        info = self.ring.get(signer)
+        assert info is not None  # the ring knows every signer that reaches here
         found: list[Problem] = []
-        verify_signature(keys.parse_envelope(leaf, index=index), raw, index, found)
+        verify_signature(keys.parse_envelope(leaf, index=index), info.public.raw, index, found)
         self.problems.extend(found)
 
     def _batch(self, index: int, body: Mapping[str, Any]) -> None:
