@@ -28,9 +28,10 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from ledger import audit as audit_mod
-from ledger.audit import audit
-from ledger.ledger import Ledger
+from ledger import Ledger
+from ledger.audit import exact
+from ledger.audit.run import audit
+from ledger.log.store import audit as queries
 from ledger.spec import merkle
 
 SEGMENTS_PER_RECORD = 10
@@ -66,14 +67,9 @@ def build(
         conn.execute("INSERT INTO record_segments SELECT * FROM s")
         conn.unregister("r")
         conn.unregister("s")
-        table = audit_mod._batch_table(conn, [batch])
         builder = merkle.RootBuilder()
-        reader = conn.sql(audit_mod._LEAVES_SQL.format(batches=table)).to_arrow_reader(1 << 16)
-        for chunk in reader:
-            builder.extend(
-                [hashlib.sha256(b"\x00" + leaf).digest() for leaf in chunk.column(2).to_pylist()]
-            )
-        conn.unregister(table)
+        for leaves in queries.leaf_chunks(conn, [batch]):
+            builder.extend([hashlib.sha256(b"\x00" + leaf).digest() for leaf in leaves])
     finally:
         conn.close()
     lg.append_bodies([{"kind": "batch", "v": 1, "time": "2026-01-01T00:00:00Z", "id": "bench/data",
@@ -108,18 +104,18 @@ def bare_join(lg: Ledger, suspect_hashes: list[bytes]) -> tuple[float, int]:
 
 def matching_only(lg: Ledger, suspects_path: Path) -> float:
     """The audit's matching phase alone (calls and suspects joins), on the audited lineage."""
-    from ledger import store
-    from ledger.bundle import read_suspects
-    from ledger.lineage import lineage
+    from ledger.audit.inputs import read_suspects
+    from ledger.log import store
+    from ledger.log.store.lineage import lineage
 
-    table = audit_mod._suspect_table(read_suspects(suspects_path))
+    table = exact.suspect_table(read_suspects(suspects_path))
     with store.session(lg.path, read_only=True) as conn:
         size = int(conn.execute("SELECT count(*) FROM entries").fetchall()[0][0])
         lin = lineage(conn, "bench/ckpt", size=size)
         batches = [n.index for n in lin.batches if n.index is not None]
         started = time.perf_counter()
-        audit_mod._exact_calls(conn, batches, size)
-        found = audit_mod._exact_suspects(conn, batches, table)
+        exact.exact_calls(conn, batches, size)
+        found = exact.exact_suspects(conn, batches, table)
         elapsed = time.perf_counter() - started
     assert len(found) == min(PLANTED, table.num_rows)
     return elapsed

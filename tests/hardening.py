@@ -27,7 +27,7 @@ _SERVER = r"""
 import json, os, sys
 from ledger import cli
 # what commands import lazily, loaded once here (no threads are started by these imports)
-import ledger.audit, ledger.bundle, ledger.lineage, ledger.recording, ledger.verify  # noqa: E401,F401
+import ledger.audit.run, ledger.bundle.build, ledger.bundle.export, ledger.bundle.verify, ledger.log.store.lineage, ledger.recording, ledger.log.verify  # noqa: E401,F401
 
 for line in sys.stdin:
     job = json.loads(line)

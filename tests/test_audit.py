@@ -34,11 +34,14 @@ from audit_scenarios import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ledger import audit as audit_mod
-from ledger.audit import Finding, audit, export_records, report_json
-from ledger.bundle import read_policy, read_suspects
+from ledger.audit.inputs import read_policy, read_suspects
+from ledger.audit.near import haystack_band_rows, needle_band_rows
+from ledger.audit.report import Finding, finding_json, report_json
+from ledger.audit.run import audit
+from ledger.bundle.export import export_records
 from ledger.errors import InputError, NotFoundError, UsageError
-from ledger.lineage import lineage, lineage_json
+from ledger.log.store.lineage import lineage
+from ledger.spec.lineage import lineage_json
 from ledger.spec.rules import AllowRule, Policy, verdict_of
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
@@ -230,7 +233,7 @@ def test_vectorized_band_keys_equal_the_fingerprint_module(records: list[list[st
     from ledger.spec import fingerprint
 
     blobs = fingerprint.fingerprint_records(records)
-    rows, keys = audit_mod.haystack_band_rows(blobs, fingerprint.DEFAULT_PARAMS)
+    rows, keys = haystack_band_rows(blobs, fingerprint.DEFAULT_PARAMS)
     got: dict[int, set[int]] = {}
     for row, key in zip(rows.tolist(), keys.tolist()):
         got.setdefault(row, set()).add(key)
@@ -238,7 +241,7 @@ def test_vectorized_band_keys_equal_the_fingerprint_module(records: list[list[st
     assert {i: k for i, k in got.items()} == {i: k for i, k in want.items() if k}
 
     needles = fingerprint.fingerprint_texts([t for texts in records for t in texts])
-    rows, keys = audit_mod.needle_band_rows(needles, fingerprint.DEFAULT_PARAMS)
+    rows, keys = needle_band_rows(needles, fingerprint.DEFAULT_PARAMS)
     got = {}
     for row, key in zip(rows.tolist(), keys.tolist()):
         got.setdefault(row, set()).add(key)
@@ -539,7 +542,7 @@ def test_views_render_without_error(story: Story) -> None:
     assert text.index("CONTAMINATED") < text.index("coverage")
     assert "tainted: exact" in text
     assert hashlib.sha256(text.encode()).hexdigest()  # rendered to the end
-    assert audit_mod.finding_json(report.findings[0])["type"] == report.findings[0].type
+    assert finding_json(report.findings[0])["type"] == report.findings[0].type
     mermaid = lineage_views.lineage_mermaid(report.lineage, report)
     assert mermaid.startswith("flowchart TD") and "-->|parent|" in mermaid and "tainted" in mermaid
 
@@ -549,7 +552,7 @@ def test_audit_recomputes_only_its_lineage_record_sets(tmp_path: Path) -> None:
     import duckdb
 
     from ledger import Ledger
-    from ledger.audit import audit
+    from ledger.audit.run import audit
     from ledger.log.verify import verify_ledger
 
     lg = Ledger.init(tmp_path / "ledger.duckdb", origin="example.org/scope")

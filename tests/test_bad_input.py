@@ -32,7 +32,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from ledger import Ledger, bundle, hashing, keys
+from ledger import Ledger
+from ledger.audit import inputs
+from ledger.bundle import verify as bundle
 from ledger.errors import LedgerError
 from ledger.ingest import calls as ingest_calls
 from ledger.ingest import pipeline as ingest_records
@@ -41,6 +43,10 @@ from ledger.spec import fingerprint
 
 sys.path.insert(0, str(Path(__file__).parent))
 from hardening import CliPool, Result, one_error_line
+
+from ledger.log import keyfiles
+from ledger.spec import digest, envelope, keys
+from ledger.spec import note as note_spec
 
 FUZZ = settings(
     max_examples=int(os.environ.get("LEDGER_FUZZ_EXAMPLES", "60")),
@@ -512,9 +518,9 @@ def test_fuzz_single_json_files(scratch: Path, data: bytes) -> None:
 
 SEED_KEY = keys.SigningKey.from_seed(bytes(range(32)))
 ORIGIN = "fuzz.example/log"
-NOTE = keys.sign_tree_head(keys.TreeHead(ORIGIN, 42, hashing.sha256(b"root")), SEED_KEY)
-VKEY = keys.vkey(ORIGIN, SEED_KEY.public)
-LEAF = keys.sign_entry(
+NOTE = note_spec.sign_tree_head(note_spec.TreeHead(ORIGIN, 42, digest.sha256(b"root")), SEED_KEY)
+VKEY = note_spec.vkey(ORIGIN, SEED_KEY.public)
+LEAF = envelope.sign_entry(
     {"kind": "revoke", "v": 1, "time": "2026-01-01T00:00:00Z", "keyid": "ab" * 32, "reason": "x"},
     SEED_KEY,
 )
@@ -544,36 +550,36 @@ def mutated(draw: st.DrawFn, original: str) -> str:
 @FUZZ
 @given(note=mutated(NOTE), vkey=mutated(VKEY))
 def test_fuzz_tree_heads_notes_and_vkeys(note: str, vkey: str) -> None:
-    only_ledger_errors(lambda: keys.open_signed_note(note))
-    only_ledger_errors(lambda: keys.parse_tree_head(note.split("\n\n")[0] + "\n"))
-    only_ledger_errors(lambda: keys.parse_vkey(vkey))
-    if only_ledger_errors(lambda: keys.verify_tree_head(note, VKEY)) is None:
+    only_ledger_errors(lambda: note_spec.open_signed_note(note))
+    only_ledger_errors(lambda: note_spec.parse_tree_head(note.split("\n\n")[0] + "\n"))
+    only_ledger_errors(lambda: note_spec.parse_vkey(vkey))
+    if only_ledger_errors(lambda: note_spec.verify_tree_head(note, VKEY)) is None:
         assert (
-            keys.open_signed_note(note)[0] == keys.open_signed_note(NOTE)[0]
+            note_spec.open_signed_note(note)[0] == note_spec.open_signed_note(NOTE)[0]
         )  # accepted only if intact
-    only_ledger_errors(lambda: keys.verify_note(NOTE, vkey))
+    only_ledger_errors(lambda: note_spec.verify_note(NOTE, vkey))
 
 
 @FUZZ
 @given(text=mutated(LEAF.decode()), raw=st.binary(max_size=120))
 def test_fuzz_envelopes(text: str, raw: bytes) -> None:
     for leaf in (text.encode("utf-8", "surrogatepass"), raw):
-        parsed: list[keys.Envelope] = []
+        parsed: list[envelope.Envelope] = []
 
-        def parse(leaf: bytes = leaf, parsed: list[keys.Envelope] = parsed) -> None:
-            parsed.append(keys.parse_envelope(leaf, index=3))
+        def parse(leaf: bytes = leaf, parsed: list[envelope.Envelope] = parsed) -> None:
+            parsed.append(envelope.parse_envelope(leaf, index=3))
             parsed[0].body()
 
         if only_ledger_errors(parse) is None:
             only_ledger_errors(
-                functools.partial(keys.verify_envelope, parsed[0], SEED_KEY.public, index=3)
+                functools.partial(envelope.verify_envelope, parsed[0], SEED_KEY.public, index=3)
             )
 
 
 def _pem(passphrase: str | None, directory: Path) -> bytes:
     path = directory / f"seed-{passphrase or 'plain'}.pem"
     if not path.exists():
-        keys.write_key_file(path, SEED_KEY, passphrase)
+        keyfiles.write_key_file(path, SEED_KEY, passphrase)
     return path.read_bytes()
 
 
@@ -599,7 +605,7 @@ def test_fuzz_key_files(
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as out:
         out.write(data)
-    error = only_ledger_errors(lambda: keys.load_key_file(path, given_passphrase), path.name)
+    error = only_ledger_errors(lambda: keyfiles.load_key_file(path, given_passphrase), path.name)
     # An edit inside the base64 can give another valid Ed25519 key (any 32 bytes are one): the ledger
     # refuses it by keyid (see test_damaged_log_key_is_refused_by_keyid); here, only no crash and no leak.
     if error is not None:
@@ -625,17 +631,18 @@ def test_fuzz_key_files(
 def test_fuzz_suspects_and_policies(scratch: Path, data: bytes, suffix: str) -> None:
     path = scratch / f"suspects{suffix}"
     path.write_bytes(data)
-    only_ledger_errors(lambda: bundle.read_suspects(path), path.name)
+    only_ledger_errors(lambda: inputs.read_suspects(path), path.name)
     policy = scratch / "policy.toml"
     policy.write_bytes(data)
-    only_ledger_errors(lambda: bundle.read_policy(policy), policy.name)
+    only_ledger_errors(lambda: inputs.read_policy(policy), policy.name)
     only_ledger_errors(lambda: bundle.load_bundle(path), path.name)
 
 
 @pytest.fixture(scope="module")
 def real_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
     """A contaminated checkpoint's bundle: a call whose output was copied into a training record."""
-    from ledger import audit
+    from ledger.audit.run import audit
+    from ledger.bundle.build import build_bundle
 
     base = tmp_path_factory.mktemp("bundle")
     lg = Ledger.init(base / "l.duckdb", origin="fuzz.example/bundle")
@@ -660,9 +667,9 @@ def real_bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any
     )
     (base / "w.bin").write_bytes(b"weights")
     lg.record_checkpoint(id="ck", weights=[base / "w.bin"], batches=["b"])
-    report = audit.audit(lg, "ck")
+    report = audit(lg, "ck")
     assert report.verdict == "contaminated" and call.index == 2
-    return audit.build_bundle(lg, report), lg.export_key("log").vkey(lg.origin)
+    return build_bundle(lg, report), lg.export_key("log").vkey(lg.origin)
 
 
 def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
@@ -1237,7 +1244,7 @@ def test_errors_never_show_key_material(cli: CliPool, cli_base: Path, tmp_path: 
     for name in ("ledger.keys/log.pem", "locked.keys/log.pem"):
         pem = (cli_base / name).read_bytes().decode()
         secrets += [line for line in pem.splitlines() if line and "-----" not in line]
-    seed = keys.load_key_file(cli_base / "ledger.keys" / "log.pem")
+    seed = keyfiles.load_key_file(cli_base / "ledger.keys" / "log.pem")
     raw = seed.private.private_bytes_raw()
     secrets += [base64.b64encode(raw).decode(), raw.hex()]
     cases = [

@@ -35,9 +35,13 @@ from hypothesis import strategies as st
 from securesystemslib.dsse import Envelope as SslibEnvelope
 from securesystemslib.signer import SSlibKey  # type: ignore[attr-defined]
 
-from ledger.audit import audit, build_bundle, export_records
-from ledger.bundle import load_bundle, verify_bundle
+from ledger.audit.run import audit
+from ledger.bundle.build import build_bundle
+from ledger.bundle.export import export_records
+from ledger.bundle.verify import load_bundle, verify_bundle
 from ledger.errors import InputError
+from ledger.spec import keys
+from ledger.spec import note as note_spec
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
 LEDGER = str(Path(sys.executable).with_name("ledger"))
@@ -172,7 +176,7 @@ def test_bundles_never_import_duckdb(bundles: dict[str, Any], vkey: str, tmp_pat
     path.write_text(json.dumps(bundles["masked-ckpt"]))
     code = (
         "import sys; sys.modules['duckdb'] = None\n"
-        "from ledger.bundle import load_bundle, verify_bundle\n"
+        "from ledger.bundle.verify import load_bundle, verify_bundle\n"
         f"r = verify_bundle(load_bundle({str(path)!r}), {vkey!r})\n"
         "assert r.ok, r.problems; print(r.verdict)"
     )
@@ -212,9 +216,7 @@ def test_claims_that_do_not_follow_are_refused(bundles: dict[str, Any], vkey: st
 
 
 def test_wrong_key_fails_at_the_tree_head(bundles: dict[str, Any], story: Story) -> None:
-    from ledger import keys
-
-    other = keys.vkey("audit.test/log", keys.SigningKey.generate().public)
+    other = note_spec.vkey("audit.test/log", keys.SigningKey.generate().public)
     found = problems(bundles["c3"], other)
     assert len(found) == 1 and found[0].startswith("tree_head:")
 
@@ -261,7 +263,12 @@ def test_any_flipped_byte_in_the_evidence_is_caught(
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([LEDGER, *args], capture_output=True, text=True, check=False, timeout=120)
+    # os.environ, not the C environment: an imported `readline` exports COLUMNS=80 there, which would
+    # bound the piped output's width and fold the messages these tests read.
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    return subprocess.run(
+        [LEDGER, *args], capture_output=True, text=True, check=False, timeout=120, env=env
+    )
 
 
 def test_cli_one_flipped_byte_exits_1(bundles: dict[str, Any], vkey: str, tmp_path: Path) -> None:
@@ -303,6 +310,32 @@ def exported(story: Story, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("export")
     export_records(story.ledger(), out, "clean-ckpt")
     return out
+
+
+def test_offline_verifier_modules_load_no_duckdb(
+    bundles: dict[str, Any], vkey: str, exported: Path, tmp_path: Path
+) -> None:
+    """The offline verifier's rooms, the export reader and the suspects reader included, never load
+    DuckDB: checked in a fresh interpreter after a full check with --records and --suspects."""
+    bundle = tmp_path / "clean.json"
+    bundle.write_bytes(compact(bundles["clean-ckpt"]))
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text(json.dumps({"text": VERIFIER_SECRET}) + "\n")
+    code = (
+        "import sys\n"
+        "import ledger, ledger.bundle, ledger.bundle.verify, ledger.bundle.export, ledger.audit.inputs\n"
+        "import ledger.spec.lineage, ledger.spec.rules\n"
+        "from ledger.bundle.verify import load_bundle, verify_bundle\n"
+        f"r = verify_bundle(load_bundle({str(bundle)!r}), {vkey!r}, records_dir={str(exported)!r}, "
+        f"suspects={str(mine)!r})\n"
+        "assert r.suspect_hits and not r.ok, r  # the export and the suspects were really read\n"
+        "print(sorted(m for m in sys.modules if m == 'duckdb' or m.startswith('duckdb.')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
 
 
 def test_clean_bundle_export_and_verifier_suspects(bundles: dict[str, Any], vkey: str, exported: Path,

@@ -19,7 +19,7 @@ import jsonschema
 import pytest
 from audit_scenarios import chat_record, response
 
-from ledger.bundle import verify_bundle
+from ledger.bundle.verify import verify_bundle
 from ledger.wording import plural
 
 ROOT = Path(__file__).resolve().parent.parent

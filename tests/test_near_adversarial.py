@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from ledger import Ledger, recording
-from ledger.audit import audit
+from ledger.audit.run import audit
 from ledger.spec import fingerprint as fpm
 from ledger.spec.text import normalize
 

@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 
-from ledger import Ledger, keys
+from ledger import Ledger
 from ledger.errors import KeyFileError, LogKeySigningWarning
-from ledger.log import store
-from ledger.spec import entries
+from ledger.log import keyfiles, store
+from ledger.spec import entries, envelope, keys
+from ledger.spec import note as note_spec
 
 LEDGER = str(Path(sys.executable).with_name("ledger"))
 ORIGIN = "example.org/recorder-test"
@@ -54,7 +55,7 @@ def run_json(*args: str, cwd: Path, env: dict[str, str] | None = None) -> Any:
 def old_style_ledger(path: Path) -> keys.SigningKey:
     """A ledger as `ledger init` made one before recorder keys existed: entry 0, the log key, self-signed."""
     log_key = keys.SigningKey.generate()
-    keys.write_key_file(path.with_name(path.stem + ".keys") / "log.pem", log_key)
+    keyfiles.write_key_file(path.with_name(path.stem + ".keys") / "log.pem", log_key)
     body = entries.key_body(log_key.public.keyid, log_key.public.b64, ORIGIN, "log")
     conn = store.connect(path, create=True)
     try:
@@ -63,12 +64,15 @@ def old_style_ledger(path: Path) -> keys.SigningKey:
             root = store.append_entries(
                 conn,
                 0,
-                [keys.sign_entry(body, log_key)],
+                [envelope.sign_entry(body, log_key)],
                 [entries.facts_of(body)],
                 [log_key.public.keyid],
             )
             store.write_head(
-                conn, 1, root, keys.sign_tree_head(keys.TreeHead(ORIGIN, 1, root), log_key)
+                conn,
+                1,
+                root,
+                note_spec.sign_tree_head(note_spec.TreeHead(ORIGIN, 1, root), log_key),
             )
         conn.execute("CHECKPOINT")
     finally:
@@ -193,10 +197,10 @@ def test_init_writes_the_log_key_and_a_default_recorder_key(tmp_path: Path) -> N
     keys_dir = tmp_path / "ledger.keys"
     for name, info in (("log.pem", log_key), ("default.pem", recorder)):
         assert (keys_dir / name).stat().st_mode & 0o777 == 0o600
-        assert keys.load_key_file(keys_dir / name).public.keyid == info["keyid"]
+        assert keyfiles.load_key_file(keys_dir / name).public.keyid == info["keyid"]
     # the tree head is the log key's, over both entries
     head = run_json("head", cwd=tmp_path)
-    assert keys.verify_tree_head(head["note"], log_key["vkey"]).size == 2
+    assert note_spec.verify_tree_head(head["note"], log_key["vkey"]).size == 2
     assert_verifies(tmp_path)
     human = run("init", "--db", "second.duckdb", cwd=tmp_path)
     assert human.returncode == 0 and "recorder key `default`" in human.stdout
@@ -220,7 +224,7 @@ def test_init_that_fails_leaves_no_key_file_behind(tmp_path: Path) -> None:
     assert list((tmp_path / "k").iterdir()) == []
     # a recorder key already there is refused before anything is written
     (tmp_path / "k2").mkdir(mode=0o700)
-    keys.write_key_file(tmp_path / "k2" / "default.pem", keys.SigningKey.generate())
+    keyfiles.write_key_file(tmp_path / "k2" / "default.pem", keys.SigningKey.generate())
     proc = run("init", "--keys-dir", "k2", cwd=tmp_path)
     assert proc.returncode == 4 and "default.pem" in proc.stderr
     assert sorted(p.name for p in (tmp_path / "k2").iterdir()) == ["default.pem"]
@@ -237,7 +241,7 @@ def test_recording_signs_with_the_default_key_and_heads_with_the_log_key(workdir
         "checkpoint": recorder["keyid"],
     }
     head = run_json("head", cwd=workdir)
-    assert keys.verify_tree_head(head["note"], log_key["vkey"]).size == head["size"] == 6
+    assert note_spec.verify_tree_head(head["note"], log_key["vkey"]).size == head["size"] == 6
     assert_verifies(workdir)
 
 
@@ -323,8 +327,8 @@ def test_revoked_default_is_an_error_not_a_fallback_to_the_log_key(workdir: Path
     fresh = run_json("keys", "new", "--name", "default", cwd=workdir)
     keys_dir = workdir / "ledger.keys"
     retired = keys_dir / f"default.{revoked['keyid'][:8]}.revoked.pem"
-    assert keys.load_key_file(retired).public.keyid == revoked["keyid"]
-    assert keys.load_key_file(keys_dir / "default.pem").public.keyid == fresh["keyid"]
+    assert keyfiles.load_key_file(retired).public.keyid == revoked["keyid"]
+    assert keyfiles.load_key_file(keys_dir / "default.pem").public.keyid == fresh["keyid"]
     assert run("record", "batch", "train.jsonl", cwd=workdir).returncode == 0
     assert signers(workdir, size + 1) == {"batch": fresh["keyid"]}
     assert_verifies(workdir)
@@ -347,7 +351,7 @@ def test_missing_or_foreign_default_key_file_is_an_error(workdir: Path) -> None:
     proc = run("record", "batch", "train.jsonl", cwd=workdir)
     assert proc.returncode == 4 and "default.pem" in proc.stderr and "--key" in proc.stderr
     # a key file that is not the ledger's `default` key is refused too, never used to sign
-    keys.write_key_file(path, keys.SigningKey.generate())
+    keyfiles.write_key_file(path, keys.SigningKey.generate())
     proc = run("record", "batch", "train.jsonl", cwd=workdir)
     assert proc.returncode == 4 and "not registered" in proc.stderr
     assert run_json("head", cwd=workdir)["size"] == 2

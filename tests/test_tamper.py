@@ -33,7 +33,8 @@ from typing import Any
 import duckdb
 import pytest
 
-from ledger import Ledger, audit
+from ledger import Ledger
+from ledger.audit.run import audit
 from ledger.errors import CorruptDatabaseError, LedgerError
 from ledger.log import store
 from ledger.spec import entries
@@ -154,7 +155,7 @@ def build(base: Path) -> Built:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     result = build(tmp_path_factory.mktemp("intact"))
-    report = audit.audit(Ledger.open(result.path), "run/ckpt-2")
+    report = audit(Ledger.open(result.path), "run/ckpt-2")
     assert report.verdict == "contaminated" and not report.problems
     assert any(
         f.type == "exact" and f.call == result.call and f.batch == result.batches[0]
@@ -972,7 +973,7 @@ def tamper_and_check(scenario: Scenario, built: Built, cli: CliPool, directory: 
         reading_never_crashes(db)
         return Tampered(verified, None)
     try:
-        return Tampered(verified, audit.audit(Ledger(db), "run/ckpt-2").verdict)
+        return Tampered(verified, audit(Ledger(db), "run/ckpt-2").verdict)
     except CorruptDatabaseError:
         return Tampered(verified, None, refused=True)
 
@@ -1278,7 +1279,7 @@ def test_insider_with_keys(attack: str, built: Built, cli: CliPool, tmp_path: Pa
     detected = verified.returncode == 1 and index in {
         p["index"] for p in document.get("problems", [])
     }
-    verdict = audit.audit(Ledger(db), target or "run/ckpt-2").verdict
+    verdict = audit(Ledger(db), target or "run/ckpt-2").verdict
     note("insider", "detected" if detected or verdict == "inconclusive" else "survived", attack)
     assert detected, (verified.returncode, document.get("problems", [])[:5], verified.stderr)
     if target is not None:
@@ -1389,7 +1390,7 @@ def test_rollback_and_rewrite_against_published_heads(
         "rewrite vs published head",
     )
     assert (
-        plain.returncode == 0 and audit.audit(rewriter, "run/ckpt-1").verdict == "clean"
+        plain.returncode == 0 and audit(rewriter, "run/ckpt-1").verdict == "clean"
     )  # the known limit
     assert since.returncode == 1 and "history was rewritten" in since.stdout
 

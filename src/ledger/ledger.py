@@ -31,7 +31,8 @@ from ledger.log.types import (
 from ledger.spec.keyring import KeyRing
 
 if TYPE_CHECKING:
-    from ledger import audit, recording
+    from ledger import recording
+    from ledger.audit.report import AuditReport
 
 # Re-export shim for the issue #12 move; removed once every importer uses the new rooms.
 __all__ = [
@@ -255,11 +256,11 @@ class Ledger:
         threshold: float | None = None,
         policy: Path | str | None = None,
         progress: Callable[[int], None] | None = None,
-    ) -> audit.AuditReport:
+    ) -> AuditReport:
         """Audit a checkpoint's lineage for third-party outputs: `report.verdict`, `report.findings`."""
-        from ledger import audit
+        from ledger.audit.run import audit
 
-        return audit.audit(
+        return audit(
             self, checkpoint, weights=[Path(w) for w in weights], suspects=None if suspects is None else Path(suspects),
             fuzzy=fuzzy, threshold=threshold, policy=None if policy is None else Path(policy), progress=progress,
         )  # fmt: skip

@@ -77,8 +77,8 @@ def audit(
 
     Example: ledger audit run7/ckpt-1000 --suspects outputs.jsonl --bundle audit-bundle.json
     """
-    from ledger.audit import audit as run_audit
-    from ledger.audit import build_bundle
+    from ledger.audit.run import audit as run_audit
+    from ledger.bundle.build import build_bundle
 
     ledger = open_ledger(db)
     with console.progress("verifying the log", ledger.entry_count(), enabled=not json) as advance:
@@ -113,8 +113,8 @@ def lineage(
 
     Example: ledger lineage run7/ckpt-1000 --format mermaid
     """
-    from ledger.audit import audit as run_audit
-    from ledger.lineage import lineage as closure
+    from ledger.audit.run import audit as run_audit
+    from ledger.log.store.lineage import lineage as closure
 
     renderers = {
         "tree": lineage_views.lineage_tree,
@@ -174,8 +174,8 @@ def verify_bundle(
 
     Example: ledger verify-bundle audit-bundle.json --key lab.vkey --records exported/ --suspects mine.jsonl
     """
-    from ledger.bundle import BundleProblem, BundleReport, load_bundle, read_vkey
-    from ledger.bundle import verify_bundle as check
+    from ledger.bundle.verify import BundleProblem, BundleReport, load_bundle, read_vkey
+    from ledger.bundle.verify import verify_bundle as check
     from ledger.errors import VerificationError
 
     vkey = read_vkey(key)
@@ -208,7 +208,7 @@ def export_records(
 
     Example: ledger export records exported/ --checkpoint run7/ckpt-1000
     """
-    from ledger.audit import export_records as export
+    from ledger.bundle.export import export_records as export
 
     counts = export(open_ledger(db), outdir, checkpoint)
     console.print_json(bundle_views.export_json(counts)) if json else console.show(

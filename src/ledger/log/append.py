@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ledger import keys
 from ledger.errors import KeyFileError, LedgerError
-from ledger.keys import SigningKey
-from ledger.log import store
+from ledger.log import keyfiles, store
 from ledger.log.reader import key_ring
 from ledger.log.signers import DEFAULT_RECORDER, LOG_KEY_FILE, Signers, passphrase_of
 from ledger.log.types import AppendResult, TreeHeadInfo
-from ledger.spec import entries
+from ledger.spec import entries, envelope
+from ledger.spec import note as note_spec
 from ledger.spec.keyring import KeyRing
+from ledger.spec.keys import SigningKey
 
 __all__ = ["Build", "LogWriter", "Prepare", "Signed", "Transaction", "create"]
 
@@ -85,7 +85,7 @@ class LogWriter:
             for offset, (body, signer) in enumerate(built):
                 index = stored.size + offset
                 entries.check_body(body, index)
-                leaves.append(keys.sign_entry(body, signer))
+                leaves.append(envelope.sign_entry(body, signer))
                 facts.append(entries.facts_of(body))
                 signers.append(signer.public.keyid)
                 if body["kind"] == "key":
@@ -95,7 +95,9 @@ class LogWriter:
             size = stored.size + len(leaves)
             root = store.append_entries(conn, stored.size, leaves, facts, signers)
             head_signer = self._head_signer(ring, built)
-            note = keys.sign_tree_head(keys.TreeHead(stored.origin, size, root), head_signer)
+            note = note_spec.sign_tree_head(
+                note_spec.TreeHead(stored.origin, size, root), head_signer
+            )
             store.write_head(conn, size, root, note)
         return AppendResult(stored.size, len(leaves), TreeHeadInfo(stored.origin, size, root, note))
 
@@ -142,13 +144,13 @@ def create(path: Path, keys_dir: Path, origin: str, passphrase: str | None = Non
         entries.key_body(log_key.public.keyid, log_key.public.b64, origin, "log"),
         entries.key_body(recorder.public.keyid, recorder.public.b64, DEFAULT_RECORDER, "recorder"),
     ]
-    leaves = [keys.sign_entry(body, log_key) for body in bodies]
+    leaves = [envelope.sign_entry(body, log_key) for body in bodies]
     tmp = path.with_name(path.name + ".init-tmp")
     tmp.unlink(missing_ok=True)
     written: list[Path] = []
     try:
         for file, key in ((key_path, log_key), (recorder_path, recorder)):
-            keys.write_key_file(file, key, passphrase_of(passphrase))
+            keyfiles.write_key_file(file, key, passphrase_of(passphrase))
             written.append(file)
         store.create(
             tmp,
@@ -156,7 +158,9 @@ def create(path: Path, keys_dir: Path, origin: str, passphrase: str | None = Non
             leaves,
             [entries.facts_of(b) for b in bodies],
             [log_key.public.keyid] * len(leaves),
-            lambda root: keys.sign_tree_head(keys.TreeHead(origin, len(leaves), root), log_key),
+            lambda root: note_spec.sign_tree_head(
+                note_spec.TreeHead(origin, len(leaves), root), log_key
+            ),
         )
         os.replace(tmp, path)
     except BaseException:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ledger import keys
 from ledger.errors import InputError, VerificationError
 from ledger.log import store
 from ledger.log.types import TreeHeadInfo
+from ledger.spec import note as note_spec
 from ledger.spec.keyring import KeyRing
 
 __all__ = ["head", "read_note_file", "verify_note_with_ring"]
@@ -20,9 +20,9 @@ def head(path: Path) -> TreeHeadInfo:
     return TreeHeadInfo(stored.origin, stored.size, stored.root, stored.note)
 
 
-def verify_note_with_ring(note: str, ring: KeyRing, origin: str) -> keys.TreeHead:
+def verify_note_with_ring(note: str, ring: KeyRing, origin: str) -> note_spec.TreeHead:
     """A published tree head verifies with any log key the ledger ever had (heads outlive rotations)."""
-    parsed, _ = keys.open_signed_note(note)
+    parsed, _ = note_spec.open_signed_note(note)
     if parsed.origin != origin:
         raise VerificationError(
             f"tree head origin {parsed.origin!r} is not this ledger's {origin!r}"
@@ -30,7 +30,7 @@ def verify_note_with_ring(note: str, ring: KeyRing, origin: str) -> keys.TreeHea
     last_error: Exception | None = None
     for info in ring.log_keys():
         try:
-            return keys.verify_tree_head(note, (origin, info.public))
+            return note_spec.verify_tree_head(note, (origin, info.public))
         except VerificationError as exc:
             last_error = exc
     raise VerificationError(

@@ -10,12 +10,13 @@ import os
 from pathlib import Path
 
 from ledger.errors import DuplicateError, UsageError
-from ledger.keys import SigningKey, write_key_file
 from ledger.log.append import LogWriter, Signed, Transaction
+from ledger.log.keyfiles import write_key_file
 from ledger.log.reader import key_ring, keys_of
 from ledger.log.signers import LOG_KEY_FILE, passphrase_of
 from ledger.spec import entries
 from ledger.spec.keyring import KeyInfo
+from ledger.spec.keys import SigningKey
 
 __all__ = ["export_key", "new_key", "revoke_key", "rotate_key"]
 

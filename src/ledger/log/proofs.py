@@ -9,13 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from ledger import keys
 from ledger.errors import InputError, VerificationError
 from ledger.log import store
 from ledger.log.heads import verify_note_with_ring
 from ledger.log.reader import key_ring
 from ledger.log.types import ConsistencyProof, InclusionProof, TreeHeadInfo
-from ledger.spec import merkle
+from ledger.spec import merkle, note
 
 __all__ = ["consistency", "inclusion_proofs", "prove"]
 
@@ -63,7 +62,7 @@ def consistency(path: Path, old_note: str, source: str = "the tree head") -> Con
     with store.session(path) as conn:
         stored = store.head(conn)
         ring = key_ring(conn)
-        origin = keys.open_signed_note(old_note)[0].origin
+        origin = note.open_signed_note(old_note)[0].origin
         if origin != stored.origin:
             raise InputError(
                 f"{source}: this head's origin is {origin!r}, the ledger's is {stored.origin!r}: "

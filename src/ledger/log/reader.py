@@ -10,11 +10,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ledger import keys
 from ledger.errors import UsageError
 from ledger.log import store
 from ledger.log.types import Entry
 from ledger.spec import entries
+from ledger.spec import envelope as envelope_spec
 from ledger.spec.keyring import KeyInfo, KeyRing
 
 __all__ = [
@@ -30,7 +30,7 @@ __all__ = [
 
 
 def to_entry(stored: store.StoredEntry) -> Entry:
-    envelope = keys.parse_envelope(stored.leaf, index=stored.index)
+    envelope = envelope_spec.parse_envelope(stored.leaf, index=stored.index)
     return Entry(
         stored.index,
         stored.kind,
@@ -45,7 +45,7 @@ def to_entry(stored: store.StoredEntry) -> Entry:
 def key_ring(conn: store.Connection) -> KeyRing:
     """The key ring replayed from the stored `key` and `revoke` entries."""
     return KeyRing.replay(
-        (stored.index, keys.parse_envelope(stored.leaf, index=stored.index).body())
+        (stored.index, envelope_spec.parse_envelope(stored.leaf, index=stored.index).body())
         for stored in store.iter_entries(conn, kinds=("key", "revoke"))
     )
 

@@ -13,10 +13,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from ledger import keys
 from ledger.errors import DuplicateError, KeyFileError, LogKeySigningWarning
-from ledger.keys import SigningKey
+from ledger.log import keyfiles
 from ledger.spec.keyring import KeyInfo, KeyRing
+from ledger.spec.keys import SigningKey
 
 __all__ = [
     "DEFAULT_RECORDER",
@@ -68,7 +68,7 @@ class Signers:
         try:
             stat = path.stat()
         except OSError:
-            return keys.load_key_file(path)  # raises the one-line KeyFileError
+            return keyfiles.load_key_file(path)  # raises the one-line KeyFileError
         cache_key = (
             str(path.resolve()),
             stat.st_mtime_ns,
@@ -78,7 +78,7 @@ class Signers:
         )
         cached = self._key_cache.get(cache_key)
         if cached is None:
-            cached = keys.load_key_file(path)
+            cached = keyfiles.load_key_file(path)
             self._key_cache[cache_key] = cached
         return cached
 
@@ -187,7 +187,7 @@ def finish_rotation(path: Path, old: SigningKey, new_keyid: str) -> bool:
     have done: the old file to `.retired.pem`, the staged one into place. False when nothing is staged.
     """
     staged = path.with_name(path.name + f".{new_keyid[:8]}.new")
-    if not staged.is_file() or keys.load_key_file(staged).public.keyid != new_keyid:
+    if not staged.is_file() or keyfiles.load_key_file(staged).public.keyid != new_keyid:
         return False
     os.replace(path, path.with_name(f"{path.stem}.{old.public.keyid[:8]}.retired.pem"))
     os.replace(staged, path)

@@ -23,15 +23,18 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa  # type: ignore[import-untyped]
 
-from ledger import hashing
+from ledger.engine import kernel
 from ledger.errors import DuplicateError, InputError, UsageError
-from ledger.ingest import records as ingest_records
+from ledger.ingest import formats, pipeline
+from ledger.ingest import reader as reader_ingest
 from ledger.log.append import LogWriter, Transaction
 from ledger.log.store import recording as store_recording
 from ledger.recording.refs import REF_KINDS, body_of, check_id, resolve_calls
 from ledger.recording.results import BatchResult, Progress, RecordedBatch, no_progress
 from ledger.recording.spill import RECORD_SCHEMA, SEGMENT_SCHEMA, Spill, SpillDir
 from ledger.spec import entries, fingerprint, merkle
+from ledger.spec import leaves as leaves_spec
+from ledger.spec import text as text_spec
 
 __all__ = ["HASH_CHUNK", "HashedBatches", "hash_batches", "record_batch", "record_batches"]
 
@@ -104,7 +107,7 @@ class _BatchHasher:
 
     def add(
         self,
-        chunk: Sequence[hashing.RecordHash],
+        chunk: Sequence[leaves_spec.RecordHash],
         file_index: int | None,
         fps: Sequence[bytes] | None = None,
     ) -> None:
@@ -136,7 +139,7 @@ class _BatchHasher:
             )
         self._total += len(chunk)
 
-    def add_columns(self, columns: ingest_records.RecordColumns, file_index: int) -> None:
+    def add_columns(self, columns: kernel.RecordColumns, file_index: int) -> None:
         """Take the next records of a file as computed by the reader: no object per record here."""
         n = columns.count
         counts = columns.segment_counts
@@ -237,7 +240,7 @@ def _fingerprint_record_blobs(
 
 def _iter_record_chunks(
     records: Iterable[Mapping[str, Any] | str], text_fields: Sequence[str] | None, min_chars: int
-) -> Iterator[list[hashing.RecordHash]]:
+) -> Iterator[list[leaves_spec.RecordHash]]:
     """Hash an in-memory iterable in chunks; a bad record is an InputError naming its position."""
     it = iter(records)
     position = 0
@@ -249,7 +252,7 @@ def _iter_record_chunks(
         for item in items:
             record = item if isinstance(item, (str, dict)) else _as_record(item, position)
             try:
-                out.append(hashing.hash_record(record, text_fields, min_chars))
+                out.append(leaves_spec.hash_record(record, text_fields, min_chars))
             except InputError as exc:
                 raise InputError(f"record {position}: {exc}") from exc
             except (ValueError, TypeError, OverflowError, RecursionError) as exc:
@@ -290,7 +293,7 @@ def hash_batches(
     for file_index, path in enumerate(files):
         digests: dict[Path, str] = {}
         # Fingerprints and leaf hashes cost more CPU than the rest: the reader's workers compute them.
-        for columns in ingest_records.iter_record_columns(
+        for columns in pipeline.iter_record_columns(
             [path],
             functools.partial(_fingerprint_record_blobs, params=params),
             text_fields,
@@ -299,7 +302,7 @@ def hash_batches(
             progress=progress,
         ):
             hasher.add_columns(columns, file_index)
-        digest = digests.get(path) or ingest_records.file_sha256(path)
+        digest = digests.get(path) or reader_ingest.file_sha256(path)
         sources.append({"file": names[file_index] if names else path.name, "sha256": digest})
     if hasher.total == 0:
         raise InputError("no records to record: the input is empty")
@@ -364,7 +367,7 @@ def record_batch(
     text_fields: Sequence[str] | None = None,
     derived_from: Sequence[int | str] = (),
     dataset: str | None = None,
-    min_segment_chars: int = hashing.MIN_SEGMENT_CHARS,
+    min_segment_chars: int = text_spec.MIN_SEGMENT_CHARS,
     progress: Progress | None = None,
     fingerprint_params: fingerprint.FingerprintParams = fingerprint.DEFAULT_PARAMS,
 ) -> BatchResult:
@@ -377,7 +380,7 @@ def record_batch(
     with calls recorded under that scheme.
     """
     check_id(id)
-    listed = ingest_records.data_files([Path(p) for p in files])
+    listed = formats.data_files([Path(p) for p in files])
     paths = [file for _, file in listed]
     if records is None and not files:
         raise UsageError("record_batch needs records or files")
@@ -445,7 +448,7 @@ class _FieldWatch:
     def wrap(self, records: Iterable[Mapping[str, Any] | str]) -> Iterator[Mapping[str, Any] | str]:
         for record in records:
             if not self.seen and isinstance(record, Mapping):
-                self.seen = any(True for _ in hashing.record_texts(dict(record), self.fields))
+                self.seen = any(True for _ in text_spec.record_texts(dict(record), self.fields))
             yield record
 
     def check(self, paths: Sequence[Path], count: int) -> None:
@@ -453,9 +456,9 @@ class _FieldWatch:
         for path in paths:
             if self.seen:
                 break
-            for _, record in ingest_records.iter_records(path):
+            for _, record in pipeline.iter_records(path):
                 if isinstance(record, str) or any(
-                    True for _ in hashing.record_texts(record, self.fields)
+                    True for _ in text_spec.record_texts(record, self.fields)
                 ):
                     self.seen = True
                     break
@@ -475,7 +478,7 @@ def record_batches(
     text_fields: Sequence[str] | None = None,
     derived_from: Sequence[int | str] = (),
     dataset: str | None = None,
-    min_segment_chars: int = hashing.MIN_SEGMENT_CHARS,
+    min_segment_chars: int = text_spec.MIN_SEGMENT_CHARS,
     progress: Progress | None = None,
 ) -> BatchResult:
     """Record many batches, e.g. a training loop's buffered steps, in one transaction.

@@ -13,13 +13,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ledger import hashing
 from ledger.errors import InputError, OptionHintError, UsageError
 from ledger.ingest import calls as ingest_calls
 from ledger.log.append import LogWriter, Transaction
 from ledger.log.store import recording as store_recording
+from ledger.providers import openai
 from ledger.recording.results import CallResult, ImportReport, Progress
 from ledger.spec import entries, fingerprint
+from ledger.spec import leaves as leaves_spec
+from ledger.spec import text as text_spec
 from ledger.wording import plural
 
 __all__ = [
@@ -97,8 +99,8 @@ def prepare_call(call: CallInput, min_chars: int) -> PreparedCall:
     entries.check_purpose(call.purpose)
     if call.stream:
         chunks = _chunks_of(call)
-        texts = hashing.stream_texts(chunks)
-        response_digest = hashing.request_response_digest(chunks)
+        texts = openai.stream_texts(chunks)
+        response_digest = leaves_spec.request_response_digest(chunks)
     else:
         if not isinstance(call.response, Mapping):
             found = type(call.response).__name__
@@ -110,13 +112,13 @@ def prepare_call(call: CallInput, min_chars: int) -> PreparedCall:
             raise InputError(
                 f"the response is an API error response ({error}), not a model output; nothing to record"
             )
-        texts = hashing.response_texts(call.response)
-        response_digest = hashing.request_response_digest(call.response)
+        texts = openai.response_texts(call.response)
+        response_digest = leaves_spec.request_response_digest(call.response)
     assert response_digest is not None
-    # The same segments as hashing.call_outputs(texts), kept with their texts for fingerprinting.
+    # The same segments as text_spec.call_outputs(texts), kept with their texts for fingerprinting.
     segments: dict[str, str] = {}
     for text in texts:
-        for digest, normalized in hashing.text_segments(text, min_chars):
+        for digest, normalized in text_spec.text_segments(text, min_chars):
             segments[digest.hex()] = normalized
     outputs = sorted(segments)
     usage = call.usage if call.usage is not None else ingest_calls.response_usage(call.response)
@@ -126,7 +128,7 @@ def prepare_call(call: CallInput, min_chars: int) -> PreparedCall:
         model=_model_of(call),
         endpoint=_endpoint_of(call),
         purpose=call.purpose,
-        request=hashing.request_response_digest(call.request),
+        request=leaves_spec.request_response_digest(call.request),
         response=response_digest,
         outputs=outputs,
         external_id=external_id,
@@ -168,7 +170,7 @@ def record_call(
     account: str | None = None,
     stream: bool = False,
     complete: bool = True,
-    min_segment_chars: int = hashing.MIN_SEGMENT_CHARS,
+    min_segment_chars: int = text_spec.MIN_SEGMENT_CHARS,
     fingerprint_params: fingerprint.FingerprintParams = fingerprint.DEFAULT_PARAMS,
 ) -> CallResult:
     """Append one `call` entry; idempotent on (provider, external_id). `fingerprint_params`: as
@@ -238,7 +240,7 @@ def import_calls(
     account: str | None = None,
     progress: Progress | None = None,
     chunk: int = 5000,
-    min_segment_chars: int = hashing.MIN_SEGMENT_CHARS,
+    min_segment_chars: int = text_spec.MIN_SEGMENT_CHARS,
 ) -> ImportReport:
     """Stream a provider log into `call` entries, `chunk` calls per transaction.
 

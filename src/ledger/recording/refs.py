@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ledger import keys
 from ledger.errors import NotFoundError, UsageError
 from ledger.log import store
 from ledger.log.store import recording as store_recording
+from ledger.spec import envelope
 
 __all__ = ["REF_KINDS", "body_of", "check_id", "resolve_calls"]
 
@@ -27,7 +27,7 @@ def check_id(id: str, what: str = "id") -> str:
 
 
 def body_of(leaf: bytes) -> dict[str, Any]:
-    return keys.parse_envelope(leaf).body()
+    return envelope.parse_envelope(leaf).body()
 
 
 def resolve_calls(conn: store.Connection, refs: Sequence[int | str]) -> list[int]:

@@ -1,6 +1,7 @@
 """The audit's rules, shared by the audit and every verifier: pure, no I/O (DESIGN.md "Audit").
 
-Finding types and verdicts, the verdict rule with the Coverage rule (a `clean` that saw nothing is a lie),
+Finding types, the finding schema (one table: what `ledger audit --json` and bundles write, what
+`verify-bundle` accepts), verdicts, the verdict rule with the Coverage rule (a `clean` that saw nothing is a lie),
 and the lab's policy: `[[allow]]` (providers and models it may train on) and `[[opaque]]` (batches it
 declares out of the comparison's scope). `ledger audit` applies them and `ledger verify-bundle`
 re-applies them to what a bundle carries; neither may have a copy of its own.
@@ -17,10 +18,12 @@ from typing import Any
 from ledger.errors import InputError
 
 __all__ = [
+    "FINDING_FIELDS",
     "FINDING_TYPES",
     "VERDICTS",
     "AllowRule",
     "CoverageGap",
+    "FindingField",
     "OpaqueRule",
     "Policy",
     "coverage_gaps",
@@ -31,6 +34,52 @@ __all__ = [
 
 VERDICTS = ("clean", "suspect", "contaminated", "inconclusive")
 FINDING_TYPES = ("declared", "exact", "near", "allowed")
+
+
+# --- the finding schema --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FindingField:
+    """One field of a finding's JSON form (schemas/audit.schema.json, bundles).
+
+    `kind`: `str`, `int`, `float` or `path` (a list of checkpoint ids); any field may be null.
+    `always`: written even when null (the schema requires it), else left out when null. `added_later`:
+    bundles written before the field existed lack it, so `verify-bundle` accepts a finding without it.
+    `labels`: for a field that names an entry by the id people know it by, (the field holding that
+    entry's index, the body key the label must equal).
+    """
+
+    name: str
+    kind: str
+    always: bool = True
+    added_later: bool = False
+    labels: tuple[str, str] | None = None
+
+    @property
+    def in_every_bundle(self) -> bool:
+        """Whether every bundle's findings carry this field (`verify-bundle` requires it)."""
+        return self.always and not self.added_later
+
+
+# In the order findings are written: the fixed fields first (DESIGN.md "JSON that outside tools read").
+FINDING_FIELDS = (
+    FindingField("type", "str"),
+    FindingField("call", "int"),
+    FindingField("batch", "int"),
+    FindingField("record", "int"),
+    FindingField("segment", "str"),
+    FindingField("similarity", "float"),
+    FindingField("purpose", "str"),
+    FindingField("provider", "str"),
+    FindingField("model", "str"),
+    FindingField("suspect", "int"),
+    FindingField("path", "path"),
+    FindingField("basis", "str", always=False),
+    FindingField("suspect_line", "int", always=False),
+    FindingField("batch_id", "str", added_later=True, labels=("batch", "id")),
+    FindingField("external_id", "str", added_later=True, labels=("call", "external_id")),
+)
 
 
 # --- the verdict rule ----------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ _FINDING_STYLE = {"declared": "red", "exact": "red", "near": "yellow", "allowed"
 
 
 def audit_json(report: Any) -> dict[str, Any]:
-    from ledger.audit import report_json
+    from ledger.audit.report import report_json
 
     return report_json(report)
 

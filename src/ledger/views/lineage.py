@@ -151,6 +151,6 @@ def lineage_mermaid(lin: Any, report: Any | None = None) -> str:
 
 
 def lineage_json(lin: Any) -> dict[str, Any]:
-    from ledger.lineage import lineage_json as to_json
+    from ledger.spec.lineage import lineage_json as to_json
 
     return to_json(lin)
