@@ -15,24 +15,27 @@ append-only log, and every leaf read is bound to the head read at the start by t
 is appended meanwhile lies outside this run, which verifies the log up to size N. A last session checks
 that the head is still N or a consistent extension of it.
 
-The checks live by what they check: `entries` (leaves, signatures, log order; keys replayed in
-`keyreplay`), `tree` (stored nodes), `heads` (stored, published and final tree heads), `records` (record
-sets); `scan` reads the entries, `pool` holds the worker processes, and every SQL statement is in
-`ledger.log.store.verify`.
+The checks live by what they check: `entries` (leaves, signatures, log order; keys replayed by the one
+key ring, `ledger.spec.keyring`), `tree` (stored nodes), `heads` (stored, published and final tree heads),
+`records` (record sets); `scan` reads the entries, the worker processes are the one pool
+(`ledger.engine.pool.WorkerPool`), and every SQL statement is in `ledger.log.store.verify`.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from ledger.engine.pool import WorkerPool
 from ledger.errors import CorruptDatabaseError, InputError
 from ledger.log import store
 from ledger.log.store import verify as queries
 from ledger.log.store.verify import DatabaseError, HeadRows
-from ledger.log.verify import heads, pool, scan, tree
+from ledger.log.verify import heads, scan, tree
 from ledger.log.verify.entries import (
     Calls,
     LogOrder,
@@ -59,6 +62,21 @@ __all__ = [
     "record_leaves",
     "verify_ledger",
 ]
+
+
+POOL_MIN_ENTRIES = 20_000  # below this, starting worker processes costs more than it saves
+POOL_MIN_RECORDS = 200_000
+
+
+def choose_workers(entries: int, records: int, workers: int | None) -> int:
+    """The number of processes for a log of `entries` entries and `records` record rows; `workers`, when
+    given, wins (1 = this process only)."""
+    if workers is not None:
+        return max(1, workers)
+    if not sys.platform.startswith("linux") or (os.cpu_count() or 1) < 2:
+        return 1
+    big = entries >= POOL_MIN_ENTRIES or records >= POOL_MIN_RECORDS
+    return min(2, os.cpu_count() or 1) if big else 1
 
 
 class LedgerFile(Protocol):
@@ -124,11 +142,13 @@ def verify_ledger(
     problems = ProblemList()
     origin: str | None = None
     path = ledger.path
-    workers_pool: pool.Pool | None = None
+    pool: WorkerPool | None = None
     try:
         start = _read_start(path, problems)
-        workers = pool.choose_workers(start.shape.count, start.records, workers)
-        workers_pool = pool.start_pool(workers)  # forked while no session is open
+        workers = choose_workers(start.shape.count, start.records, workers)
+        # Forked while no session is open, so no DuckDB thread of ours is copied into the workers; each
+        # opens its own short sessions on the job (the path) for record sets, entry rows are sent to it.
+        pool = WorkerPool(workers, job=str(path), in_flight=2 * workers) if workers >= 2 else None
         size = start.shape.count
         sequence = LogOrder(size, problems)
         calls = Calls()
@@ -140,8 +160,7 @@ def verify_ledger(
             calls,
             published,
             progress,
-            workers_pool,
-            workers,
+            pool,
         )
         head_ok = heads.check_head(start.head, size, root, sequence.ring, problems)
         texted: dict[int, int] = {}
@@ -152,9 +171,7 @@ def verify_ledger(
                 if record_sets is None
                 else {b: c for b, c in sequence.commitments.items() if b in record_sets},
                 start.cover if record_sets is None else None,
-                workers_pool,
-                path,
-                workers,
+                pool,
                 texted,
             )
         )
@@ -179,7 +196,8 @@ def verify_ledger(
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CorruptDatabaseError(f"{path}: cannot read the ledger: {first_line}") from exc
     finally:
-        pool.stop_pool(workers_pool)
+        if pool is not None:  # a failed run does not wait for tasks not yet done
+            pool.close()
     found = problems.result()
     if published is not None and published.origin != origin:
         if not found:  # an intact log that is not the one the head was published for

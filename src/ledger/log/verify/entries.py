@@ -1,6 +1,7 @@
 """Entries: each leaf parsed and its signature checked on its own (`examine`, in worker processes when
 there are any), then the checks that depend on log order (`LogOrder`): signers and their keys (replayed by
-`keyreplay.KeyReplay`), references to earlier entries, unique ids, and entry indexes 0..n-1 once each.
+the one key ring, `ledger.spec.keyring`), references to earlier entries, unique ids, and entry indexes
+0..n-1 once each.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -16,10 +18,10 @@ from ledger import keys
 from ledger.errors import InputError, VerificationError
 from ledger.log.store import verify as queries
 from ledger.log.store.verify import QUERY_LIMIT, EntryRow
-from ledger.log.verify.keyreplay import KeyReplay, public_key, public_key_of
 from ledger.log.verify.records import Commitment, commitment_of
 from ledger.log.verify.report import Connection, ProblemList
 from ledger.spec import entries
+from ledger.spec.keyring import KeyInfo, KeyRing, RingProblem, public_key_bytes
 from ledger.spec.problems import Problem
 
 SIG_OK, SIG_BAD, SIG_UNKNOWN = 0, 1, 2
@@ -91,6 +93,12 @@ def examine(row: EntryRow, key_hints: Mapping[str, bytes]) -> Examined:
     return Examined(index, kind, signer, status, None if kind == "call" else body, tuple(problems))
 
 
+@lru_cache(maxsize=64)
+def public_key(raw: bytes) -> keys.PublicKey:
+    """A log has a handful of keys: build each (and its keyid) once, not once per entry."""
+    return keys.PublicKey(raw)
+
+
 def verify_signature(
     envelope: keys.Envelope, raw: bytes, index: int, problems: list[Problem]
 ) -> int:
@@ -114,17 +122,23 @@ def key_hints(conn: Connection) -> dict[str, bytes]:
             body = keys.parse_envelope(leaf).body()
         except (VerificationError, InputError):
             continue
-        raw = public_key_of(body)
+        raw = public_key_bytes(body)
         if raw is not None:
             hints[str(body["keyid"])] = raw
     return hints
 
 
 class LogOrder:
-    """The checks that depend on log order: keys and revocations, signers, references, unique ids."""
+    """The checks that depend on log order: keys and revocations, signers, references, unique ids.
+
+    The keys are replayed by the one key ring (`ring`); the rules it reports broken are worded here.
+    The first entry must be the log key's self-signed key entry; later key and revoke entries must be
+    signed by a log key; every signer must be introduced by an earlier key entry and not revoked before
+    the entry it signs.
+    """
 
     def __init__(self, size: int, problems: ProblemList) -> None:
-        self.ring = KeyReplay(problems)
+        self.ring = KeyRing()
         self.kinds = bytearray(size)
         self.batch_ids: dict[str, int] = {}
         self.checkpoint_ids: dict[str, int] = {}
@@ -137,16 +151,14 @@ class LogOrder:
             return
         index, body = ex.index, ex.body
         if index == 0:
-            raw = self.ring.first(ex.kind, ex.signer, body or {})
+            known = self._first(ex.kind, ex.signer, body or {})
         else:
-            raw = self.ring.signer(index, ex.kind, ex.signer)
-        if raw is not None and ex.signature == SIG_UNKNOWN:
-            self._late_signature(index, leaf, raw)
-        if index != 0 and body is not None:
-            if ex.kind == "key":
-                self.ring.key(index, body)
-            elif ex.kind == "revoke":
-                self.ring.revoke(index, body)
+            refused = self.ring.signer_problems(index, ex.signer, ex.kind)
+            known = self._refused(index, ex.kind, ex.signer, refused) if refused else True
+        if known and ex.signature == SIG_UNKNOWN:
+            self._late_signature(index, leaf, ex.signer)
+        if index != 0 and body is not None and ex.kind in ("key", "revoke"):
+            self._key_entry(index, body)
         if ex.kind == "batch" and body is not None:
             self._batch(index, body)
         elif ex.kind == "checkpoint" and body is not None:
@@ -154,10 +166,87 @@ class LogOrder:
         if 0 <= index < len(self.kinds):
             self.kinds[index] = _KIND_CODES[ex.kind]
 
-    def _late_signature(self, index: int, leaf: bytes, raw: bytes) -> None:
+    def _first(self, kind: str, signer: str, body: Mapping[str, Any]) -> bool:
+        """Entry 0: the log key's self-signed key entry starts the ring. Returns whether it is one."""
+        if kind != "key" or body.get("role") != "log" or body.get("keyid") != signer:
+            self.problems.add(
+                0,
+                f"entry 0: expected the log key's self-signed key entry, found a {kind} entry "
+                f"(role {body.get('role')!r}) signed by {signer}",
+            )
+            return False
+        if public_key_bytes(body) is None:
+            self.problems.add(
+                0,
+                "entry 0: expected keyid = sha256(public_key), found a key that does not hash to it",
+            )
+            return False
+        # Checked above; `add`, not `apply`: a second row at index 0 (reported by `check_indexes`)
+        # replaces the first instead of being reported again as a key introduced twice.
+        self.ring.add(body, 0)
+        return True
+
+    def _refused(self, index: int, kind: str, signer: str, refused: list[RingProblem]) -> bool:
+        """Why `signer` may not sign entry `index` of `kind`, worded; returns whether the ring knows the
+        key by then (so its signature can still be checked)."""
+        for p in refused:
+            if p.code == "signer-unknown":
+                self.problems.add(
+                    index,
+                    f"entry {index}: expected a signer introduced by an earlier key entry, "
+                    f"found key {signer[:16]}… unknown at this point",
+                )
+                return False
+            known = _known(p)
+            if p.code == "signer-revoked":
+                self.problems.add(
+                    index,
+                    f"entry {index}: expected a signer not revoked before it, found key {known.name} "
+                    f"({signer[:16]}…) revoked at entry {known.revoked_at}",
+                )
+            elif p.code == "signer-not-log":
+                self.problems.add(
+                    index,
+                    f"entry {index}: expected a {kind} entry signed by a log key, "
+                    f"found {known.role} key {known.name}",
+                )
+        return True
+
+    def _key_entry(self, index: int, body: Mapping[str, Any]) -> None:
+        """A later key or revoke entry, applied to the ring if it keeps the key rules."""
+        p = self.ring.apply(index, body)
+        if p is None:
+            return
+        keyid = p.keyid
+        if p.code == "bad-key":
+            self.problems.add(
+                index,
+                f"entry {index}: expected keyid = sha256(public_key), found key {keyid[:16]}… "
+                "whose public key does not hash to it",
+            )
+        elif p.code == "key-exists":
+            self.problems.add(
+                index,
+                f"entry {index}: expected a new key, found key {keyid[:16]}… "
+                f"already introduced at entry {_known(p).index}",
+            )
+        elif p.code == "revoke-unknown":
+            self.problems.add(
+                index,
+                f"entry {index}: expected to revoke a known key, found unknown key {keyid[:16]}…",
+            )
+        elif p.code == "revoke-again":
+            self.problems.add(
+                index,
+                f"entry {index}: key {keyid[:16]}… was already revoked at entry {_known(p).revoked_at}",
+            )
+
+    def _late_signature(self, index: int, leaf: bytes, signer: str) -> None:
         """The hint pass missed this key (its kind column was altered): check the signature here."""
+        info = self.ring.get(signer)
+        assert info is not None  # the ring knows every signer that reaches here
         found: list[Problem] = []
-        verify_signature(keys.parse_envelope(leaf, index=index), raw, index, found)
+        verify_signature(keys.parse_envelope(leaf, index=index), info.public.raw, index, found)
         self.problems.extend(found)
 
     def _batch(self, index: int, body: Mapping[str, Any]) -> None:
@@ -208,6 +297,12 @@ class LogOrder:
             )
         else:
             self.checkpoint_ids[checkpoint_id] = index
+
+
+def _known(problem: RingProblem) -> KeyInfo:
+    """The key a ring problem is about, as the ring knew it (every code but the unknown ones has it)."""
+    assert problem.known is not None, problem.code
+    return problem.known
 
 
 def _as_list(value: Any) -> list[Any]:

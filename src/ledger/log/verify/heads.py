@@ -11,13 +11,13 @@ from ledger.log import store
 from ledger.log.store import verify as queries
 from ledger.log.store.verify import HeadRows
 from ledger.log.verify.entries import Shape
-from ledger.log.verify.keyreplay import KeyReplay
 from ledger.log.verify.report import Connection, ProblemList
+from ledger.spec.keyring import KeyRing
 from ledger.wording import plural
 
 
 def check_head(
-    rows: HeadRows, size: int, root: bytes, ring: KeyReplay, problems: ProblemList
+    rows: HeadRows, size: int, root: bytes, ring: KeyRing, problems: ProblemList
 ) -> bool:
     """The stored tree head must describe the recomputed log and be signed by the current log key.
 
@@ -52,7 +52,7 @@ def check_head(
 
 
 def _check_note(
-    note: str, origin: str | None, size: int, root: bytes, ring: KeyReplay, problems: ProblemList
+    note: str, origin: str | None, size: int, root: bytes, ring: KeyRing, problems: ProblemList
 ) -> None:
     try:
         parsed, _ = keys.open_signed_note(note)
@@ -130,7 +130,7 @@ def check_published(
     origin: str,
     size: int,
     prefix_root: bytes | None,
-    ring: KeyReplay,
+    ring: KeyRing,
     problems: ProblemList,
 ) -> None:
     """The log must be an append-only extension of a head published earlier, signed by one of its log keys.
@@ -138,7 +138,7 @@ def check_published(
     The origins must already agree (see `verify_ledger`).
     """
     errors = []
-    for info in ring.log_keys_newest_first():
+    for info in ring.log_keys():
         try:
             keys.verify_tree_head(since_note, (origin, info.public), origin=origin)
             break

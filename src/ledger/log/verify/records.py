@@ -7,9 +7,7 @@ rebuilt (`rebuild.py`), so malformed values name their defect instead of reachin
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from concurrent.futures import Future
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +17,10 @@ import numpy as np
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
 
+from ledger.engine.pool import WorkerPool, worker_job
 from ledger.log import store
 from ledger.log.store import verify as queries
 from ledger.log.verify.columns import as_int64, byte_lengths
-from ledger.log.verify.pool import Pool
 from ledger.log.verify.rebuild import KEY_SHIFT, build_chunk, fast_root, fingerprint_hashes
 from ledger.log.verify.report import Connection, Opener
 from ledger.spec import merkle
@@ -358,9 +356,17 @@ def _pieces(
     )
 
 
-def _unit_in_worker(path: str, unit: Unit) -> UnitResult:
-    """Worker side: a session of its own for just the fetch, closed before the rows are checked."""
-    with store.session(Path(path), read_only=True) as conn:
+def _unit_in_worker(unit: Unit) -> UnitResult:
+    """Worker side: a session of its own on the pool's job (the ledger's path) for just the fetch,
+    closed before the rows are checked."""
+    with store.session(Path(str(worker_job())), read_only=True) as conn:
+        records, segs = _fetch_unit(conn, unit)
+    return _unit_result(unit, records, segs)
+
+
+def _unit_here(opener: Opener, unit: Unit) -> UnitResult:
+    """This process's side: the same, through `opener`."""
+    with opener() as conn:
         records, segs = _fetch_unit(conn, unit)
     return _unit_result(unit, records, segs)
 
@@ -392,13 +398,12 @@ def check_record_sets(
     opener: Opener,
     commitments: Mapping[int, Commitment],
     cover: tuple[int, int] | None,
-    pool: Pool | None = None,
-    path: Path | None = None,
-    workers: int = 1,
+    pool: WorkerPool | None = None,
     texted: dict[int, int] | None = None,
 ) -> list[Problem]:
-    """Fetch every unit in a short session of its own (in the worker pool when there is one), then judge
-    each batch from its summed statistics first (cheap, names the defect) and its rebuilt roots second.
+    """Fetch every unit in a short session of its own (in the worker pool when there is one, whose job
+    is the ledger's path), then judge each batch from its summed statistics first (cheap, names the
+    defect) and its rebuilt roots second.
 
     `texted`, when given, receives each batch's number of records with at least one segment, counted
     from the very rows whose roots were checked (the audit's coverage rule reads it).
@@ -407,11 +412,13 @@ def check_record_sets(
     stats: dict[int, RecordStats] = {}
     pieces: dict[int, list[_Piece]] = {}
     strays: dict[int, tuple[int, int]] = {}
-    pending: deque[Future[UnitResult] | UnitResult] = deque()
-
-    def settle() -> None:
-        done = pending.popleft()
-        result = done if isinstance(done, UnitResult) else done.result()
+    units = plan_units(batches, cover)
+    results = (
+        pool.map(_unit_in_worker, units)
+        if pool is not None
+        else (_unit_here(opener, unit) for unit in units)
+    )
+    for result in results:
         for batch, s in result.stats:
             stats[batch] = stats[batch].merge(s) if batch in stats else s
         for piece in result.pieces:
@@ -419,18 +426,6 @@ def check_record_sets(
         for key, rows, segs in result.strays:
             had = strays.get(key, (0, 0))
             strays[key] = (had[0] + rows, had[1] + segs)
-
-    for unit in plan_units(batches, cover):
-        if pool is not None and path is not None:
-            pending.append(pool.submit(_unit_in_worker, str(path), unit))
-        else:
-            with opener() as conn:
-                records, segs = _fetch_unit(conn, unit)
-            pending.append(_unit_result(unit, records, segs))
-        while len(pending) > (2 * workers if pool is not None else 0):
-            settle()
-    while pending:
-        settle()
     problems = _stray_problems(strays, "a non-batch entry")
     for batch, count in batches:
         want = commitments[batch]

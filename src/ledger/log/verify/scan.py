@@ -7,15 +7,14 @@ from __future__ import annotations
 import hashlib
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
 from pathlib import Path
 
 from ledger import keys
+from ledger.engine.pool import Pending, WorkerPool
 from ledger.log import store
 from ledger.log.store import verify as queries
 from ledger.log.store.verify import EntryRow
 from ledger.log.verify.entries import Calls, Examined, LogOrder, Shape, examine_chunk
-from ledger.log.verify.pool import Pool
 from ledger.log.verify.report import Connection
 from ledger.log.verify.tree import compare_nodes
 from ledger.spec import merkle
@@ -41,8 +40,7 @@ def check_entries(
     calls: Calls,
     published: keys.TreeHead | None,
     progress: Callable[[int], None] | None,
-    pool: Pool | None,
-    workers: int,
+    pool: WorkerPool | None,
 ) -> tuple[bytes, bytes | None]:
     """Read the entries in sessions of `SESSION_ENTRIES` and check them with the session closed.
 
@@ -56,8 +54,8 @@ def check_entries(
     frontier: dict[tuple[int, int], bytes] = {}
     size = 0  # leaves hashed so far: rows in index order, a duplicated row counted twice
     root = merkle.EMPTY_ROOT
-    in_flight = 2 * workers if pool is not None else 0
-    pending: deque[tuple[list[EntryRow], Future[list[Examined]] | list[Examined]]] = deque()
+    in_flight = pool.in_flight if pool is not None else 0
+    pending: deque[tuple[list[EntryRow], Pending[list[Examined]] | list[Examined]]] = deque()
     sha = hashlib.sha256
     after: int | None = None
 
@@ -92,7 +90,7 @@ def check_entries(
             compare_nodes(created, stored, problems)
         for at in range(0, len(rows), ENTRY_CHUNK):
             part = rows[at : at + ENTRY_CHUNK]
-            busy = sum(1 for _, r in pending if isinstance(r, Future) and not r.done())
+            busy = sum(1 for _, r in pending if isinstance(r, Pending) and not r.done())
             if pool is not None and busy < in_flight:
                 pending.append((part, pool.submit(examine_chunk, part, hints)))
             else:  # every worker is busy: this process checks the part itself rather than wait
