@@ -3,7 +3,7 @@
 The server is plain `http.server`: it answers chat completions, completions and Responses-API calls,
 as JSON or as chunked SSE streams, keeps the exact bytes it received and sent, and can hold a stream
 open mid-way so a test can abandon it. Expected digests and outputs are computed here independently
-(`rfc8785` for JCS, a direct transcription of DESIGN's segment rule), never with `ledger.hashing`.
+(`rfc8785` for JCS, a direct transcription of DESIGN's segment rule), never with `ledger.spec`.
 """
 
 from __future__ import annotations

@@ -14,9 +14,9 @@ import pytest
 
 from ledger import Ledger
 from ledger.errors import NotFoundError, VerificationError
-from ledger.keys import SigningKey
 from ledger.spec import entries
 from ledger.spec.keyring import PROBLEM_CODES, KeyRing, public_key_bytes
+from ledger.spec.keys import SigningKey
 
 
 def key_body(seed: int, name: str, role: str) -> dict[str, Any]:

@@ -40,7 +40,7 @@ class JsonlReader(LineReader):
 
 
 def _json_lines(unit: LineBlock, lines: list[bytes]) -> Iterator[tuple[int, object]]:
-    """Each non-blank line parsed as a JSON object (exact big integers, via `ledger.hashing`)."""
+    """Each non-blank line parsed as a JSON object (exact big integers, via `ledger.spec.jcs`)."""
     last = len(lines) - 1
     for i, line in enumerate(lines):
         if not line or line.isspace():

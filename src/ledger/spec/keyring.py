@@ -22,8 +22,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
-from ledger import keys
 from ledger.errors import NotFoundError, VerificationError
+from ledger.spec import keys, note
 
 __all__ = ["PROBLEM_CODES", "KeyInfo", "KeyRing", "RingProblem", "public_key_bytes"]
 
@@ -48,7 +48,7 @@ class KeyInfo:
 
     def vkey(self, origin: str) -> str:
         """Note verifier keys carry the name they sign as: the origin for log keys."""
-        return keys.vkey(origin if self.role == "log" else self.name, self.public)
+        return note.vkey(origin if self.role == "log" else self.name, self.public)
 
     def active_at(self, index: int) -> bool:
         return self.index < index and (self.revoked_at is None or index < self.revoked_at)

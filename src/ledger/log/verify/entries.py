@@ -14,13 +14,13 @@ from typing import Any
 
 import numpy as np
 
-from ledger import keys
 from ledger.errors import InputError, VerificationError
 from ledger.log.store import verify as queries
 from ledger.log.store.verify import QUERY_LIMIT, EntryRow
 from ledger.log.verify.records import Commitment, commitment_of
 from ledger.log.verify.report import Connection, ProblemList
-from ledger.spec import entries
+from ledger.spec import entries, keys
+from ledger.spec import envelope as envelope_spec
 from ledger.spec.keyring import KeyInfo, KeyRing, RingProblem, public_key_bytes
 from ledger.spec.problems import Problem
 
@@ -54,7 +54,7 @@ def examine(row: EntryRow, key_hints: Mapping[str, bytes]) -> Examined:
     index, leaf = int(row[0]), bytes(row[1])
     problems: list[Problem] = []
     try:
-        envelope = keys.parse_envelope(leaf, index=index)
+        envelope = envelope_spec.parse_envelope(leaf, index=index)
         body = envelope.body()
         entries.check_body(body, index)
     except (VerificationError, InputError) as exc:
@@ -100,10 +100,10 @@ def public_key(raw: bytes) -> keys.PublicKey:
 
 
 def verify_signature(
-    envelope: keys.Envelope, raw: bytes, index: int, problems: list[Problem]
+    envelope: envelope_spec.Envelope, raw: bytes, index: int, problems: list[Problem]
 ) -> int:
     try:
-        keys.verify_envelope(envelope, public_key(raw), index=index)
+        envelope_spec.verify_envelope(envelope, public_key(raw), index=index)
     except VerificationError as exc:
         problems.append(Problem(index, str(exc)))
         return SIG_BAD
@@ -119,7 +119,7 @@ def key_hints(conn: Connection) -> dict[str, bytes]:
     hints: dict[str, bytes] = {}
     for leaf in queries.key_entry_leaves(conn):
         try:
-            body = keys.parse_envelope(leaf).body()
+            body = envelope_spec.parse_envelope(leaf).body()
         except (VerificationError, InputError):
             continue
         raw = public_key_bytes(body)
@@ -246,7 +246,9 @@ class LogOrder:
         info = self.ring.get(signer)
         assert info is not None  # the ring knows every signer that reaches here
         found: list[Problem] = []
-        verify_signature(keys.parse_envelope(leaf, index=index), info.public.raw, index, found)
+        verify_signature(
+            envelope_spec.parse_envelope(leaf, index=index), info.public.raw, index, found
+        )
         self.problems.extend(found)
 
     def _batch(self, index: int, body: Mapping[str, Any]) -> None:

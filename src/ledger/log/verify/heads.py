@@ -5,13 +5,13 @@ still be the verified one or a consistent extension of it.
 
 from __future__ import annotations
 
-from ledger import keys
 from ledger.errors import InputError, VerificationError
 from ledger.log import store
 from ledger.log.store import verify as queries
 from ledger.log.store.verify import HeadRows
 from ledger.log.verify.entries import Shape
 from ledger.log.verify.report import Connection, ProblemList
+from ledger.spec import note as note_spec
 from ledger.spec.keyring import KeyRing
 from ledger.wording import plural
 
@@ -55,7 +55,7 @@ def _check_note(
     note: str, origin: str | None, size: int, root: bytes, ring: KeyRing, problems: ProblemList
 ) -> None:
     try:
-        parsed, _ = keys.open_signed_note(note)
+        parsed, _ = note_spec.open_signed_note(note)
     except InputError as exc:
         problems.add(None, f"tree head note: {exc}")
         return
@@ -69,7 +69,7 @@ def _check_note(
         return
     try:
         current = ring.current_log_key()
-        keys.verify_tree_head(note, (origin, current.public), origin=origin)
+        note_spec.verify_tree_head(note, (origin, current.public), origin=origin)
     except (VerificationError, InputError) as exc:
         problems.add(None, f"tree head note: expected a signature by the current log key, {exc}")
 
@@ -116,9 +116,9 @@ def recheck(
         )
 
 
-def parse_published(since_note: str, since_name: str) -> keys.TreeHead:
+def parse_published(since_note: str, since_name: str) -> note_spec.TreeHead:
     try:
-        head, _ = keys.open_signed_note(since_note)
+        head, _ = note_spec.open_signed_note(since_note)
     except InputError as exc:
         raise InputError(f"{since_name}: {exc}") from exc
     return head
@@ -126,7 +126,7 @@ def parse_published(since_note: str, since_name: str) -> keys.TreeHead:
 
 def check_published(
     since_note: str,
-    published: keys.TreeHead,
+    published: note_spec.TreeHead,
     origin: str,
     size: int,
     prefix_root: bytes | None,
@@ -140,7 +140,7 @@ def check_published(
     errors = []
     for info in ring.log_keys():
         try:
-            keys.verify_tree_head(since_note, (origin, info.public), origin=origin)
+            note_spec.verify_tree_head(since_note, (origin, info.public), origin=origin)
             break
         except VerificationError as exc:
             errors.append(str(exc))

@@ -10,9 +10,9 @@ from functools import lru_cache
 import numpy as np
 import pyarrow as pa  # type: ignore[import-untyped]
 
-from ledger import hashing
 from ledger.errors import VerificationError
 from ledger.log.verify.columns import as_fixed32, as_int64, byte_lengths
+from ledger.spec import leaves as leaves_spec
 from ledger.spec import merkle
 
 
@@ -84,11 +84,11 @@ class RecordChunk:
 
     batches: np.ndarray
     positions: np.ndarray
-    groups: list[hashing.LeafGroup]
+    groups: list[leaves_spec.LeafGroup]
     fingerprints: pa.Array  # in the same key order
 
     def leaf_hashes(self) -> list[bytes]:
-        return hashing.record_leaf_hashes(self.groups, len(self.batches))
+        return leaves_spec.record_leaf_hashes(self.groups, len(self.batches))
 
     def leaves(self) -> list[bytes]:
         out: list[bytes] = [b""] * len(self.batches)
@@ -128,7 +128,7 @@ def build_chunk(records: pa.Table, segs: pa.Table) -> RecordChunk:
         skey, segments = skey[order], np.ascontiguousarray(segments[order])
     starts = np.searchsorted(skey, rkey, "left")
     counts = np.searchsorted(skey, rkey, "right") - starts
-    groups = hashing.record_leaf_groups(digests, counts, starts, segments)
+    groups = leaves_spec.record_leaf_groups(digests, counts, starts, segments)
     return RecordChunk(rb, rp, groups, fingerprints)
 
 

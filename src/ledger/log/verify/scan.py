@@ -9,7 +9,6 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from ledger import keys
 from ledger.engine.pool import Pending, WorkerPool
 from ledger.log import store
 from ledger.log.store import verify as queries
@@ -17,7 +16,7 @@ from ledger.log.store.verify import EntryRow
 from ledger.log.verify.entries import Calls, Examined, LogOrder, Shape, examine_chunk
 from ledger.log.verify.report import Connection
 from ledger.log.verify.tree import compare_nodes
-from ledger.spec import merkle
+from ledger.spec import merkle, note
 
 # Entries (with their tree nodes) read per session: about 0.1 s of holding the file.
 SESSION_ENTRIES = 1 << 14
@@ -38,7 +37,7 @@ def check_entries(
     hints: dict[str, bytes],
     sequence: LogOrder,
     calls: Calls,
-    published: keys.TreeHead | None,
+    published: note.TreeHead | None,
     progress: Callable[[int], None] | None,
     pool: WorkerPool | None,
 ) -> tuple[bytes, bytes | None]:
