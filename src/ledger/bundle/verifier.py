@@ -55,11 +55,15 @@ class _BundleEntries:
     def by_ref(self, kind: str, refs: Sequence[str]) -> Mapping[str, Sequence[StoredEntry]]:
         table = {"checkpoint": self.v.checkpoints, "batch": self.v.batches}.get(kind, {})
         found = {ref: table[ref] for ref in refs if ref in table}
-        return {ref: [StoredEntry(e.index, e.leaf, kind, e.body)] for ref, e in found.items()}
+        return {
+            ref: [StoredEntry(e.index, e.leaf, kind, e.body, e.typed)] for ref, e in found.items()
+        }
 
     def by_index(self, indexes: Sequence[int]) -> Mapping[int, Sequence[StoredEntry]]:
         found = {i: self.v.entries[i] for i in indexes if i in self.v.entries}
-        return {i: [StoredEntry(i, e.leaf, e.typed.KIND, e.body)] for i, e in found.items()}
+        return {
+            i: [StoredEntry(i, e.leaf, e.typed.KIND, e.body, e.typed)] for i, e in found.items()
+        }
 
 
 class Verifier:
@@ -186,7 +190,7 @@ class Verifier:
             self.incomplete = True
             return None
         top = self.checkpoints[checkpoint]
-        root = StoredEntry(top.index, top.leaf, "checkpoint", top.body)
+        root = StoredEntry(top.index, top.leaf, "checkpoint", top.body, top.typed)
         lin = closure(_BundleEntries(self), root, checkpoint, self.size)
         self.incomplete = not lin.complete
         nodes = {n.id: n for n in lin.nodes}

@@ -129,12 +129,14 @@ class Lineage:
 @dataclass(frozen=True)
 class StoredEntry:
     """An entry as a lookup files it: `kind` is what the lookup says it is (the store's column), `body`
-    the decoded body when the lookup already decoded and checked it (None: decode `leaf`)."""
+    the decoded body when the lookup already decoded and checked it (None: decode `leaf`), `typed` its
+    typed view when the lookup holds one already (None: read it from `body`)."""
 
     index: int
     leaf: bytes
     kind: str
     body: Mapping[str, Any] | None = None
+    typed: entries.Body | None = None
 
 
 class EntryLookup(Protocol):
@@ -189,11 +191,13 @@ class _Builder:
             except LedgerError as exc:
                 self.problem(index, f"entry {index}: cannot decode its leaf: {exc}")
                 return None
-        try:
-            typed = entries.typed(body, index)
-        except VerificationError as exc:
-            self.problem(index, str(exc))
-            return None
+        typed = hit.typed
+        if typed is None:
+            try:
+                typed = entries.typed(body, index)
+            except VerificationError as exc:
+                self.problem(index, str(exc))
+                return None
         # The row's (kind, ref) against the signed body; the message quotes the signed id as it is.
         if typed.KIND != kind or (ref is not None and str(body["id"]) != ref):
             self.problem(
