@@ -229,8 +229,11 @@ def _declared(lin: Lineage, rules: Policy) -> list[Finding]:
             batch, call = nodes[edge.source], nodes[edge.target]
             if call.missing or call.body is None or batch.missing:
                 continue
-            assert isinstance(call.entry, entries.CallBody)  # a present call node
-            provider, model = call.entry.provider, call.entry.model
+            provider, model = (
+                (call.entry.provider, call.entry.model)
+                if isinstance(call.entry, entries.CallBody)
+                else ("None", "None")  # another kind under a call's node id (a lineage problem)
+            )
             allowed = rules.allows(provider, model)
             # the purpose as signed: the bundle verifier compares it with the call entry's
             out.append(Finding(
