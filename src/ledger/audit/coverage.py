@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from ledger.audit.inputs import Suspects
 from ledger.log.store import audit as queries
 from ledger.log.store.audit import Connection
+from ledger.spec import entries
 from ledger.spec.lineage import Lineage
 from ledger.spec.rules import CoverageGap
 
@@ -27,7 +27,7 @@ def coverage(
     return {
         "checkpoints": len(lin.checkpoints),
         "batches": len(lin.batches),
-        "records": sum(int((n.body or {}).get("count", 0)) for n in lin.batches),
+        "records": sum(records(n.entry) for n in lin.batches),
         "segments": segments,
         "calls": call_count,
         "call_segments": call_segments,
@@ -42,13 +42,16 @@ def coverage(
     }
 
 
-def texted(index: int, body: Mapping[str, Any] | None, records_with_text: Mapping[int, int]) -> int:
+def records(body: entries.Body | None) -> int:
+    """The signed record count of a lineage batch node's typed body (0 for anything else)."""
+    return int(body.count) if isinstance(body, entries.BatchBody) else 0
+
+
+def texted(index: int, body: entries.Body | None, records_with_text: Mapping[int, int]) -> int:
     """Records of a batch with comparable text: as its entry commits to (verify checked the rows agree),
     or, for batches recorded before entries said so, as counted in the verified record rows."""
-    body = body or {}
-    bare = body.get("records_without_text")
-    if isinstance(bare, int):
-        return int(body.get("count", 0)) - bare
+    if isinstance(body, entries.BatchBody) and body.records_without_text is not None:
+        return int(body.count) - body.records_without_text
     return records_with_text.get(index, 0)
 
 

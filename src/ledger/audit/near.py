@@ -20,6 +20,7 @@ from ledger.audit.report import Finding
 from ledger.errors import InputError
 from ledger.log.store import audit as queries
 from ledger.log.store.audit import Connection
+from ledger.spec import entries
 from ledger.spec.lineage import Lineage
 from ledger.wording import plural
 
@@ -48,7 +49,7 @@ def _batch_groups(lin: Lineage) -> tuple[dict[Any, list[int]], list[str]]:
     groups: dict[Any, list[int]] = {}
     bare: list[int] = []
     for node in lin.batches:
-        fps = (node.body or {}).get("fingerprints")
+        fps = node.entry.fingerprints if isinstance(node.entry, entries.BatchBody) else None
         if not isinstance(fps, Mapping) or not isinstance(fps.get("params"), Mapping):
             bare.append(int(node.index or 0))
             continue

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol, cast
 
 from ledger.audit.coverage import coverage as _coverage
-from ledger.audit.coverage import gap_counts, texted
+from ledger.audit.coverage import gap_counts, records, texted
 from ledger.audit.exact import exact_calls, exact_suspects, suspect_table
 from ledger.audit.inputs import Suspects, read_policy, read_suspects
 from ledger.audit.near import near as _near
@@ -37,6 +37,7 @@ from ledger.log.store import audit as queries
 from ledger.log.store.audit import Connection
 from ledger.log.store.lineage import lineage, resolve_checkpoint
 from ledger.log.verify import verify_ledger
+from ledger.spec import entries
 from ledger.spec.lineage import Lineage
 from ledger.spec.problems import Problem
 from ledger.spec.rules import Policy, coverage_gaps, uncovered, verdict_of
@@ -135,8 +136,8 @@ def audit(
             (
                 n.index,
                 n.id,
-                int((n.body or {}).get("count", 0)),
-                texted(n.index, n.body, verified.records_with_text),
+                records(n.entry),
+                texted(n.index, n.entry, verified.records_with_text),
             )
             for n in lin.batches
             if n.index is not None
@@ -228,8 +229,13 @@ def _declared(lin: Lineage, rules: Policy) -> list[Finding]:
             batch, call = nodes[edge.source], nodes[edge.target]
             if call.missing or call.body is None or batch.missing:
                 continue
-            provider, model = str(call.body.get("provider")), str(call.body.get("model"))
+            provider, model = (
+                (call.entry.provider, call.entry.model)
+                if isinstance(call.entry, entries.CallBody)
+                else ("None", "None")  # another kind under a call's node id (a lineage problem)
+            )
             allowed = rules.allows(provider, model)
+            # the purpose as signed: the bundle verifier compares it with the call entry's
             out.append(Finding(
                 type="allowed" if allowed else "declared", call=call.index, batch=batch.index,
                 purpose=call.body.get("purpose"), provider=provider, model=model, path=batch.path,

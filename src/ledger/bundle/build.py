@@ -16,7 +16,7 @@ from ledger.audit.report import AuditReport, report_json
 from ledger.bundle.parts import BUNDLE_FORMAT
 from ledger.log import store
 from ledger.log.store import audit as queries
-from ledger.spec import envelope, merkle
+from ledger.spec import entries, envelope, merkle
 
 __all__ = ["ProofSource", "build_bundle"]
 
@@ -88,13 +88,14 @@ def _bundle_records(ledger: ProofSource, report: AuditReport) -> list[dict[str, 
     out: list[dict[str, Any]] = []
     if not wanted:
         return out
-    bodies = {n.index: n.body or {} for n in report.lineage.batches}
+    bodies = {n.index: n.entry for n in report.lineage.batches}
     with store.session(ledger.path, read_only=True) as conn:
         for batch in sorted(wanted):
             leaves = queries.batch_leaves(conn, batch)
             nodes = merkle.nodes_from_leaves([merkle.leaf_hash(leaf) for leaf in leaves])
             body = bodies[batch]
-            if merkle.root_from_nodes(len(leaves), nodes).hex() != body.get("records_root"):
+            root = body.records_root if isinstance(body, entries.BatchBody) else None
+            if merkle.root_from_nodes(len(leaves), nodes).hex() != root:
                 continue  # the stored set no longer matches its root (an inconclusive audit): nothing to prove
             fp_nodes = None
             if any(wanted[batch].values()):

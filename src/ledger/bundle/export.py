@@ -10,17 +10,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from ledger.bundle.parts import Problems
 from ledger.errors import InputError
-from ledger.spec import merkle
+from ledger.spec import entries, merkle
 
 __all__ = ["ExportCounts", "export_records", "read_export"]
 
 
 def read_export(
-    records_dir: Path, wanted: Mapping[int, Mapping[str, Any]], p: Problems
+    records_dir: Path, wanted: Mapping[int, entries.BatchBody], p: Problems
 ) -> dict[int, list[bytes]]:
     """Leaves per lineage batch from `ledger export records` Parquet files, checked against each batch root."""
     import pyarrow.parquet as pq  # type: ignore[import-untyped]
@@ -46,7 +46,7 @@ def read_export(
                 rows[batch].setdefault(int(position), []).append(bytes(leaf))
     out: dict[int, list[bytes]] = {}
     for batch, body in sorted(wanted.items()):
-        count = int(body["count"])
+        count = int(body.count)
         got = rows[batch]
         dupes = sorted(pos for pos, leaves in got.items() if len(leaves) > 1)
         extra = sorted(pos for pos in got if not 0 <= pos < count)
@@ -70,10 +70,10 @@ def read_export(
             continue
         leaves = [got[pos][0] for pos in range(count)]
         found = merkle.root([merkle.leaf_hash(leaf) for leaf in leaves])
-        if found.hex() != body["records_root"]:
+        if found.hex() != body.records_root:
             p.add(
                 where,
-                f"expected records_root {body['records_root']} (signed), found {found.hex()} from the "
+                f"expected records_root {body.records_root} (signed), found {found.hex()} from the "
                 "exported rows: a row was altered",
             )
             continue

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledger.errors import InputError
+from ledger.spec import entries
 from ledger.spec import envelope as envelope_spec
 from ledger.spec import leaves as leaves_spec
 from ledger.spec.problems import Problem
@@ -48,9 +49,10 @@ RECORD_FP_KEYS = frozenset({"fingerprint", "fingerprint_proof"})
 class BundleEntry:
     index: int
     leaf: bytes
-    body: dict[str, Any]
+    body: dict[str, Any]  # as signed: what the key list and the lineage closure are handed
     signer: str
     envelope: envelope_spec.Envelope
+    typed: entries.Body  # the body's typed view: what the checks read
 
 
 class Problems:

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 from ledger.bundle.parts import BundleEntry, Problems
 from ledger.errors import InputError, LedgerError, VerificationError
+from ledger.spec import entries as entry_bodies
 from ledger.spec import envelope, keys, note
 
 __all__ = ["check_signatures"]
@@ -20,25 +21,28 @@ def check_signatures(entries: Mapping[int, BundleEntry], vkey: str, p: Problems)
     ring: dict[str, tuple[keys.PublicKey, str, int]] = {}
     revoked: dict[str, int] = {}
     for entry in sorted(entries.values(), key=lambda e: e.index):
-        body = entry.body
-        if body["kind"] == "key":
+        body = entry.typed
+        if isinstance(body, entry_bodies.KeyBody):
             try:
-                public = keys.PublicKey.from_b64(str(body["public_key"]))
+                public = keys.PublicKey.from_b64(body.public_key)
             except LedgerError as exc:
                 p.add(f"entry {entry.index}", f"key entry with an unusable public key: {exc}")
                 continue
-            if public.keyid != body["keyid"]:
+            if public.keyid != body.keyid:
                 p.add(
                     f"entry {entry.index}",
-                    f"key entry: expected keyid {public.keyid}, found {body['keyid']}",
+                    f"key entry: expected keyid {public.keyid}, found {body.keyid}",
                 )
                 continue
-            ring.setdefault(public.keyid, (public, str(body["role"]), entry.index))
+            ring.setdefault(public.keyid, (public, body.role, entry.index))
     for entry in sorted(entries.values(), key=lambda e: e.index):
         where = f"entry {entry.index}"
         info = ring.get(entry.signer)
+        typed = entry.typed
         self_signed = (
-            entry.index == 0 and entry.body["kind"] == "key" and entry.body["keyid"] == entry.signer
+            entry.index == 0
+            and isinstance(typed, entry_bodies.KeyBody)
+            and typed.keyid == entry.signer
         )
         if info is None or (info[2] >= entry.index and not self_signed):
             p.add(
@@ -51,17 +55,17 @@ def check_signatures(entries: Mapping[int, BundleEntry], vkey: str, p: Problems)
             at = revoked.get(entry.signer)
             if at is not None and at < entry.index:
                 p.add(where, f"signed by key {entry.signer[:16]}…, revoked at entry {at}")
-            if entry.body["kind"] in ("key", "revoke") and role != "log":
+            if isinstance(typed, entry_bodies.KeyBody | entry_bodies.RevokeBody) and role != "log":
                 p.add(
                     where,
-                    f"a {entry.body['kind']} entry must be signed by a log key, found a {role} key",
+                    f"a {typed.KIND} entry must be signed by a log key, found a {role} key",
                 )
             try:
                 envelope.verify_envelope(entry.envelope, public, index=entry.index)
             except VerificationError as exc:
                 p.add(where, str(exc))
-        if entry.body["kind"] == "revoke":
-            revoked.setdefault(str(entry.body["keyid"]), entry.index)
+        if isinstance(typed, entry_bodies.RevokeBody):
+            revoked.setdefault(typed.keyid, entry.index)
     try:
         _, _, head_key = note.parse_vkey(vkey)
     except InputError:

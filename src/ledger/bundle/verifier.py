@@ -55,11 +55,15 @@ class _BundleEntries:
     def by_ref(self, kind: str, refs: Sequence[str]) -> Mapping[str, Sequence[StoredEntry]]:
         table = {"checkpoint": self.v.checkpoints, "batch": self.v.batches}.get(kind, {})
         found = {ref: table[ref] for ref in refs if ref in table}
-        return {ref: [StoredEntry(e.index, e.leaf, kind, e.body)] for ref, e in found.items()}
+        return {
+            ref: [StoredEntry(e.index, e.leaf, kind, e.body, e.typed)] for ref, e in found.items()
+        }
 
     def by_index(self, indexes: Sequence[int]) -> Mapping[int, Sequence[StoredEntry]]:
         found = {i: self.v.entries[i] for i in indexes if i in self.v.entries}
-        return {i: [StoredEntry(i, e.leaf, str(e.body["kind"]), e.body)] for i, e in found.items()}
+        return {
+            i: [StoredEntry(i, e.leaf, e.typed.KIND, e.body, e.typed)] for i, e in found.items()
+        }
 
 
 class Verifier:
@@ -123,16 +127,16 @@ class Verifier:
                 merkle.verify_inclusion(merkle.leaf_hash(leaf), index, self.size, proof, self.root)
                 envelope = envelope_spec.parse_envelope(leaf, index=index)
                 body = envelope.body()
-                entries.check_body(body, index)
+                typed = entries.typed(body, index)
             except LedgerError as exc:
                 self.p.add(where, f"entry {index}: {exc}")
                 continue
-            self.entries[index] = BundleEntry(index, leaf, body, envelope.signer, envelope)
+            self.entries[index] = BundleEntry(index, leaf, body, envelope.signer, envelope, typed)
         for entry in sorted(self.entries.values(), key=lambda e: e.index):
-            kind = entry.body["kind"]
-            if kind in ("checkpoint", "batch"):
+            kind = entry.typed.KIND
+            if isinstance(entry.typed, entries.CheckpointBody | entries.BatchBody):
                 table = self.checkpoints if kind == "checkpoint" else self.batches
-                ref = str(entry.body["id"])
+                ref = entry.typed.id
                 if ref in table:
                     self.p.add(
                         f"entry {entry.index}",
@@ -147,7 +151,9 @@ class Verifier:
             self.p.add("keys", "expected a list of key entry bodies")
             return
         in_entries = {
-            jcs.canonical_json(e.body) for e in self.entries.values() if e.body["kind"] == "key"
+            jcs.canonical_json(e.body)
+            for e in self.entries.values()
+            if isinstance(e.typed, entries.KeyBody)
         }
         shown: set[bytes] = set()
         for n, body in enumerate(listed):
@@ -162,7 +168,10 @@ class Verifier:
                     f"keys[{n}]", "this key body is not the body of any key entry in entries"
                 )
         for entry in self.entries.values():
-            if entry.body["kind"] == "key" and jcs.canonical_json(entry.body) not in shown:
+            if (
+                isinstance(entry.typed, entries.KeyBody)
+                and jcs.canonical_json(entry.body) not in shown
+            ):
                 self.p.add(f"entry {entry.index}", "a key entry that the keys list leaves out")
 
     # -- lineage ----------------------------------------------------------------------------------
@@ -181,7 +190,7 @@ class Verifier:
             self.incomplete = True
             return None
         top = self.checkpoints[checkpoint]
-        root = StoredEntry(top.index, top.leaf, "checkpoint", top.body)
+        root = StoredEntry(top.index, top.leaf, "checkpoint", top.body, top.typed)
         lin = closure(_BundleEntries(self), root, checkpoint, self.size)
         self.incomplete = not lin.complete
         nodes = {n.id: n for n in lin.nodes}
@@ -219,20 +228,31 @@ class Verifier:
         if path[0] != self.bundle.get("checkpoint"):
             return False
         for upper, lower in itertools.pairwise(path):
-            entry = self.checkpoints.get(upper)
-            if entry is None or (
-                lower not in entry.body.get("parents", [])
-                and lower not in entry.body.get("teachers", [])
-            ):
+            entry = self.checkpoint(upper)
+            if entry is None or (lower not in entry.parents and lower not in entry.teachers):
                 return False
-        last = self.checkpoints.get(path[-1])
+        last = self.checkpoint(path[-1])
         if last is None:
             return False
         if batch is not None:
-            return str(self.entries[batch].body["id"]) in last.body.get("batches", [])
+            return self.batch(batch).id in last.batches
         if teacher is not None:
-            return {"provider": teacher[0], "model": teacher[1]} in last.body.get("teachers", [])
+            return {"provider": teacher[0], "model": teacher[1]} in last.teachers
         return True
+
+    def checkpoint(self, ref: str) -> entries.CheckpointBody | None:
+        entry = self.checkpoints.get(ref)
+        return (
+            entry.typed
+            if entry is not None and isinstance(entry.typed, entries.CheckpointBody)
+            else None
+        )
+
+    def batch(self, index: int) -> entries.BatchBody:
+        """The typed body of a lineage batch (an entry `load_entries` filed as a batch)."""
+        typed = self.entries[index].typed
+        assert isinstance(typed, entries.BatchBody)
+        return typed
 
     # -- records ----------------------------------------------------------------------------------
     def load_records(self) -> None:
@@ -252,15 +272,15 @@ class Verifier:
                 leaf = b64(item.get("leaf"), "leaf")
                 proof = hashes(item.get("proof"), "proof")
                 entry = self.entries.get(batch)
-                if entry is None or entry.body["kind"] != "batch":
+                if entry is None or not isinstance(entry.typed, entries.BatchBody):
                     raise Bad(f"its batch entry {batch} is not among the entries")
-                body = entry.body
+                body = entry.typed
                 merkle.verify_inclusion(
                     merkle.leaf_hash(leaf),
                     position,
-                    int(body["count"]),
+                    int(body.count),
                     proof,
-                    bytes.fromhex(body["records_root"]),
+                    bytes.fromhex(body.records_root),
                 )
                 parsed = parse_record_leaf(leaf)
                 if "fingerprint" in item:
@@ -271,15 +291,15 @@ class Verifier:
             self.records[(batch, position)] = (leaf, parsed[1])
 
     def fingerprint(
-        self, batch: int, position: int, item: Mapping[str, Any], body: Mapping[str, Any]
+        self, batch: int, position: int, item: Mapping[str, Any], body: entries.BatchBody
     ) -> None:
         blob = b64(item.get("fingerprint"), "fingerprint")
         proof = hashes(item.get("fingerprint_proof"), "fingerprint_proof")
-        root = (body.get("fingerprints") or {}).get("root")
+        root = (body.fingerprints or {}).get("root")
         if not isinstance(root, str):
             raise Bad(f"batch entry {batch} commits to no fingerprints")
         merkle.verify_inclusion(
-            merkle.leaf_hash(blob), position, int(body["count"]), proof, bytes.fromhex(root)
+            merkle.leaf_hash(blob), position, int(body.count), proof, bytes.fromhex(root)
         )
         self.fingerprints[(batch, position)] = blob
 
@@ -357,9 +377,10 @@ class Verifier:
 
     def provider_model(self, finding: Mapping[str, Any]) -> tuple[str | None, str | None]:
         call = as_int(finding.get("call"))
-        if call is not None and call in self.entries:
-            body = self.entries[call].body
-            return str(body.get("provider")), str(body.get("model"))
+        # `finding` checked that a named call is a call entry
+        typed = self.entries[call].typed if call is not None and call in self.entries else None
+        if isinstance(typed, entries.CallBody):
+            return typed.provider, typed.model
         if finding.get("provider") is not None and finding.get("suspect") is None:
             return str(finding.get("provider")), opt_str(finding.get("model"))
         return None, None
@@ -379,15 +400,19 @@ class Verifier:
                 raise Bad(f"expected an integer or null {name}, found {f.get(name)!r}")
         call_body = None
         if call is not None:
-            if call not in self.entries or self.entries[call].body["kind"] != "call":
+            typed = self.entries[call].typed if call in self.entries else None
+            if not isinstance(typed, entries.CallBody):
                 raise Bad(f"names call entry {call}, which is not among the entries")
             if f.get("suspect") is not None or f.get("suspect_line") is not None:
                 raise Bad("a finding names a call or a suspect, not both")
-            call_body = self.entries[call].body
+            call_body = typed
+            signed = self.entries[call].body
+            # compared with the values as signed (check_body does not type them; the typed view's
+            # strings would let a finding's "5" match a signed 5)
             for name in ("purpose", "provider", "model"):
-                if f.get(name) != call_body.get(name):
+                if f.get(name) != signed.get(name):
                     raise Bad(
-                        f"expected {name} {call_body.get(name)!r} (the call entry's), found {f.get(name)!r}"
+                        f"expected {name} {signed.get(name)!r} (the call entry's), found {f.get(name)!r}"
                     )
         elif f.get("purpose") is not None:
             raise Bad("only a call has a purpose")
@@ -416,7 +441,7 @@ class Verifier:
                 raise Bad("a suspect has no provider or model")
             if suspects is not None and segment not in suspects:
                 raise Bad(f"segment {segment[:16]}… is not among the verifier's suspects")
-        elif segment not in call_body.get("outputs", []):
+        elif segment not in call_body.outputs:
             raise Bad(f"segment {segment[:16]}… is not among call {call}'s outputs")
         similarity = f.get("similarity")
         if basis == "exact":
@@ -427,7 +452,7 @@ class Verifier:
             return None
         if not isinstance(similarity, float) or not 0.0 <= similarity <= 1.0:
             raise Bad(f"expected a similarity in [0, 1], found {similarity!r}")
-        if call_body is not None and _commits_fingerprints(call_body, self.entries[batch].body):
+        if call_body is not None and _commits_fingerprints(call_body, self.batch(batch)):
             blob = self.fingerprints.get((batch, record))
             if blob is None:
                 raise Bad(
@@ -448,6 +473,7 @@ class Verifier:
                 if value is not None:
                     raise Bad(f"{name} {value!r:.80} labels no proven {ref} entry: expected null")
                 continue
+            # as signed, from an entry of any kind (a label naming the wrong kind expects null)
             expected = self.entries[index].body.get(body_key)
             if value != expected:
                 raise Bad(
@@ -481,19 +507,19 @@ class Verifier:
         )
 
     def near_similarity(
-        self, call_body: Mapping[str, Any], segment: str, blob: bytes, claimed: float, batch: int
+        self, call_body: entries.CallBody, segment: str, blob: bytes, claimed: float, batch: int
     ) -> None:
         from ledger.spec import (
             fingerprint,  # numpy only; loaded when a near finding is actually checked
         )
 
-        fps = call_body.get("fingerprints") or {}
-        outputs = list(call_body.get("outputs", []))
+        fps = call_body.fingerprints or {}
+        outputs = list(call_body.outputs)
         values = fps.get("values") or []
         if len(values) != len(outputs):
             raise Bad("the call's fingerprints do not line up with its outputs")
         params = fingerprint.FingerprintParams.from_json(fps.get("params"))
-        batch_params = (self.entries[batch].body.get("fingerprints") or {}).get("params")
+        batch_params = (self.batch(batch).fingerprints or {}).get("params")
         fingerprint.check_compatible(params, fingerprint.FingerprintParams.from_json(batch_params))
         needle = b64(values[outputs.index(segment)], "call fingerprint")
         found = fingerprint.similarity(needle, blob, params)
@@ -512,7 +538,7 @@ class Verifier:
         expected = {
             "checkpoints": len(self.lineage_checkpoints),
             "batches": len(self.lineage_batches),
-            "records": sum(int(self.entries[b].body["count"]) for b in self.lineage_batches),
+            "records": sum(int(self.batch(b).count) for b in self.lineage_batches),
             "declared_calls": len(self.lineage_calls),
             "teachers": len(self.lineage_teachers),
         }
@@ -540,8 +566,8 @@ class Verifier:
             if not isinstance(batch, int) or batch not in self.lineage_batches:
                 self.p.add(where, f"expected a lineage batch entry index, found {batch!r}")
                 continue
-            body = self.entries[batch].body
-            batch_id, count = str(body["id"]), int(body["count"])
+            body = self.batch(batch)
+            batch_id, count = body.id, int(body.count)
             without = item.get("records_without_text")
             if item.get("batch_id") != batch_id:
                 self.p.add(
@@ -569,7 +595,7 @@ class Verifier:
             self.p.add("coverage_gaps", "a lineage batch is listed twice")
         listed = {g.batch: g.without_text for g in gaps}
         for batch in sorted(self.lineage_batches):
-            signed = self.entries[batch].body.get("records_without_text")
+            signed = self.batch(batch).records_without_text
             if isinstance(signed, int) and signed != listed.get(batch, 0):
                 self.p.add(
                     "coverage_gaps",
@@ -579,9 +605,9 @@ class Verifier:
         return gaps
 
 
-def _commits_fingerprints(call_body: Mapping[str, Any], batch_body: Mapping[str, Any]) -> bool:
+def _commits_fingerprints(call_body: entries.CallBody, batch_body: entries.BatchBody) -> bool:
     """Both sides carry fingerprints, so a near finding between them can be recomputed offline."""
-    call_fps, batch_fps = call_body.get("fingerprints"), batch_body.get("fingerprints")
+    call_fps, batch_fps = call_body.fingerprints, batch_body.fingerprints
     return (
         isinstance(call_fps, Mapping)
         and bool(call_fps.get("values"))

@@ -215,7 +215,7 @@ def verify_bundle(
         checked["unproven_findings"] = v.unproven
     found: list[SuspectHit] = []
     if records_dir is not None:
-        wanted = {b: v.entries[b].body for b in v.lineage_batches}
+        wanted = {b: v.batch(b) for b in v.lineage_batches}
         leaves = read_export(Path(records_dir), wanted, p)
         checked["exported_records"] = sum(len(x) for x in leaves.values())
         for (batch, position), (leaf, _) in v.records.items():
@@ -247,9 +247,7 @@ def verify_bundle(
             hits = _suspects_in_export(leaves, suspect_list)
             checked["suspect_hits"] = len(hits)
             found = [
-                SuspectHit(
-                    s.index, s.line, batch, str(v.entries[batch].body["id"]), position, segment
-                )
+                SuspectHit(s.index, s.line, batch, v.batch(batch).id, position, segment)
                 for s, batch, position, segment in hits
             ]
             found.sort(key=lambda h: (h.batch, h.record, h.suspect, h.segment))

@@ -84,14 +84,14 @@ class LogWriter:
             leaves, facts, signers = [], [], []
             for offset, (body, signer) in enumerate(built):
                 index = stored.size + offset
-                entries.check_body(body, index)
+                typed = entries.typed(body, index)  # checks the body (check_body) first
                 leaves.append(envelope.sign_entry(body, signer))
                 facts.append(entries.facts_of(body))
                 signers.append(signer.public.keyid)
-                if body["kind"] == "key":
+                if isinstance(typed, entries.KeyBody):
                     ring.add(body, index)
-                elif body["kind"] == "revoke":
-                    ring.revoke(str(body["keyid"]), index, str(body["reason"]))
+                elif isinstance(typed, entries.RevokeBody):
+                    ring.revoke(typed.keyid, index, typed.reason)
             size = stored.size + len(leaves)
             root = store.append_entries(conn, stored.size, leaves, facts, signers)
             head_signer = self._head_signer(ring, built)

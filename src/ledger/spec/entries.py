@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from datetime import time as dt_time
-from typing import Any
+from typing import Any, ClassVar
 
 from ledger.errors import UsageError, VerificationError
 
@@ -341,6 +341,7 @@ def _int(value: Any) -> int | None:
 
 @dataclass(frozen=True)
 class KeyBody:
+    KIND: ClassVar[str] = "key"
     time: str
     keyid: str
     public_key: str
@@ -350,6 +351,7 @@ class KeyBody:
 
 @dataclass(frozen=True)
 class RevokeBody:
+    KIND: ClassVar[str] = "revoke"
     time: str
     keyid: str
     reason: str
@@ -357,6 +359,7 @@ class RevokeBody:
 
 @dataclass(frozen=True)
 class CallBody:
+    KIND: ClassVar[str] = "call"
     time: str
     provider: str
     model: str
@@ -369,6 +372,7 @@ class CallBody:
 
 @dataclass(frozen=True)
 class BatchBody:
+    KIND: ClassVar[str] = "batch"
     time: str
     id: str
     count: int
@@ -383,6 +387,7 @@ class BatchBody:
 
 @dataclass(frozen=True)
 class CheckpointBody:
+    KIND: ClassVar[str] = "checkpoint"
     time: str
     id: str
     weights: tuple[Mapping[str, Any], ...]
@@ -393,6 +398,7 @@ class CheckpointBody:
 
 @dataclass(frozen=True)
 class DatasetBody:
+    KIND: ClassVar[str] = "dataset"
     time: str
     id: str
     batches: int | None
@@ -431,7 +437,7 @@ def typed(body: Mapping[str, Any], index: int) -> Body:
         return BatchBody(
             time,
             str(body["id"]),
-            int(body["count"]),
+            body["count"],  # an int (check_body): kept as signed
             str(body["records_root"]),
             None if dataset is None else str(dataset),
             _ints(body.get("derived_from")),

@@ -52,6 +52,8 @@ class LineageNode:
     names this node (for a checkpoint: down to itself; for a call: that of the first batch naming it).
     `missing` nodes were referenced but no matching entry exists (`index` is then the referenced
     index for calls, None otherwise); third-party teachers have no entry either but are not missing.
+    `body` is the signed body (a teacher's `{provider, model}`), `entry` its typed view (None for
+    teachers and missing nodes).
     """
 
     id: str
@@ -61,6 +63,7 @@ class LineageNode:
     missing: bool = False
     body: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
     leaf: bytes | None = field(default=None, compare=False, repr=False)
+    entry: entries.Body | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -126,12 +129,14 @@ class Lineage:
 @dataclass(frozen=True)
 class StoredEntry:
     """An entry as a lookup files it: `kind` is what the lookup says it is (the store's column), `body`
-    the decoded body when the lookup already decoded and checked it (None: decode `leaf`)."""
+    the decoded body when the lookup already decoded and checked it (None: decode `leaf`), `typed` its
+    typed view when the lookup holds one already (None: read it from `body`)."""
 
     index: int
     leaf: bytes
     kind: str
     body: Mapping[str, Any] | None = None
+    typed: entries.Body | None = None
 
 
 class EntryLookup(Protocol):
@@ -173,8 +178,11 @@ class _Builder:
         self.nodes[node.id] = node
         return True
 
-    def decode(self, hit: StoredEntry, kind: str, ref: str | None) -> Mapping[str, Any] | None:
-        """The body of a stored entry, or None (and a problem) when the leaf does not back the row."""
+    def decode(
+        self, hit: StoredEntry, kind: str, ref: str | None
+    ) -> tuple[Mapping[str, Any], entries.Body] | None:
+        """The body of a stored entry and its typed view, or None (and a problem) when the leaf does
+        not back the row."""
         index = hit.index
         body: Any = hit.body
         if body is None:
@@ -183,20 +191,23 @@ class _Builder:
             except LedgerError as exc:
                 self.problem(index, f"entry {index}: cannot decode its leaf: {exc}")
                 return None
+        typed = hit.typed
+        if typed is None:
             try:
-                entries.check_body(body, index)
+                typed = entries.typed(body, index)
             except VerificationError as exc:
                 self.problem(index, str(exc))
                 return None
-        if body.get("kind") != kind or (ref is not None and str(body.get("id")) != ref):
+        # The row's (kind, ref) against the signed body; the message quotes the signed id as it is.
+        if typed.KIND != kind or (ref is not None and str(body["id"]) != ref):
             self.problem(
                 index,
                 f"entry {index}: the stored row says {kind} {ref!r}, its signed body says "
-                f"{body.get('kind')} {body.get('id')!r}",
+                f"{typed.KIND} {body.get('id')!r}",
             )
             return None
         checked: Mapping[str, Any] = body
-        return checked
+        return checked, typed
 
     def resolve(
         self, kind: str, wanted: Sequence[tuple[str, str, int, tuple[str, ...]]]
@@ -221,16 +232,15 @@ class _Builder:
                     f"{kind} id {ref!r} is recorded by {len(hits)} entries "
                     f"({', '.join(str(h.index) for h in hits[:5])})",
                 )
-            index, leaf = hits[0].index, hits[0].leaf
+            index = hits[0].index
             if index >= referrer_index:
                 self.problem(
                     referrer_index,
                     f"{referrer} (entry {referrer_index}) refers forward to {kind} "
                     f"{ref!r} at entry {index}",
                 )
-            body = self.decode(hits[0], kind, ref)
-            node = LineageNode(ref, kind, index, path, missing=body is None, body=body, leaf=leaf)
-            if self.add(node) and body is not None:
+            node = self.node(hits[0], kind, ref, ref, path)
+            if self.add(node) and not node.missing:
                 fresh.append(node)
         return fresh
 
@@ -255,37 +265,35 @@ class _Builder:
                 continue
             if len(hits) > 1:
                 self.problem(index, f"entry index {index} is stored {len(hits)} times")
-            body = self.decode(hits[0], "call", None)
-            self.add(
-                LineageNode(
-                    node_id, "call", index, path, missing=body is None, body=body, leaf=hits[0].leaf
-                )
-            )
+            self.add(self.node(hits[0], "call", None, node_id, path))
+
+    def node(
+        self, hit: StoredEntry, kind: str, ref: str | None, node_id: str, path: tuple[str, ...]
+    ) -> LineageNode:
+        """The node of a stored entry: missing (and a problem) when its leaf does not back the row."""
+        decoded = self.decode(hit, kind, ref)
+        if decoded is None:
+            return LineageNode(node_id, kind, hit.index, path, missing=True, leaf=hit.leaf)
+        body, typed = decoded
+        return LineageNode(node_id, kind, hit.index, path, body=body, leaf=hit.leaf, entry=typed)
 
 
 def closure(lookup: EntryLookup, root: StoredEntry, checkpoint_id: str, size: int) -> Lineage:
     """The lineage closure of the checkpoint entry `root` (id `checkpoint_id`) over the entries `lookup`
     finds (those below `size`, the log the caller verified). Dangling references are `problems`."""
-    index, leaf = root.index, root.leaf
+    index = root.index
     b = _Builder(lookup)
-    body = b.decode(root, "checkpoint", checkpoint_id)
-    top = LineageNode(
-        checkpoint_id,
-        "checkpoint",
-        index,
-        (checkpoint_id,),
-        missing=body is None,
-        body=body,
-        leaf=leaf,
-    )
+    top = b.node(root, "checkpoint", checkpoint_id, checkpoint_id, (checkpoint_id,))
     b.add(top)
-    level = [top] if body is not None else []
+    level = [] if top.missing else [top]
     batch_wanted: list[tuple[str, str, int, tuple[str, ...]]] = []
     while level:
         wanted: list[tuple[str, str, int, tuple[str, ...]]] = []
         for node in level:
             assert node.body is not None and node.index is not None
             referrer = f"checkpoint {node.id!r}"
+            # parents, teachers and batches are read from the signed body, not the typed view: an
+            # item that is not an id is a problem of the lineage, which the typed view would drop.
             for parent in _strings(node.body.get("parents"), b, node, "parents"):
                 b.edge(node.id, parent, "parent")
                 wanted.append((parent, referrer, node.index, (*node.path, parent)))
@@ -310,10 +318,10 @@ def closure(lookup: EntryLookup, root: StoredEntry, checkpoint_id: str, size: in
     batches = b.resolve("batch", batch_wanted)
     call_wanted: list[tuple[int, str, int, tuple[str, ...]]] = []
     for batch in sorted(batches, key=lambda n: n.index or 0):
-        assert batch.body is not None and batch.index is not None
-        for call in _as_list(batch.body.get("derived_from")):
-            b.edge(batch.id, call_node_id(int(call)), "derived_from")
-            call_wanted.append((int(call), batch.id, batch.index, batch.path))
+        assert isinstance(batch.entry, entries.BatchBody) and batch.index is not None
+        for call in batch.entry.derived_from:
+            b.edge(batch.id, call_node_id(call), "derived_from")
+            call_wanted.append((call, batch.id, batch.index, batch.path))
     b.calls(call_wanted)
     return Lineage(
         checkpoint_id,
@@ -349,24 +357,22 @@ def _node_json(node: LineageNode) -> dict[str, Any]:
     }
     if node.missing:
         out["missing"] = True
-    body = node.body or {}
+    body, entry = node.body or {}, node.entry
     if node.kind == "teacher":
         out.update(provider=body.get("provider"), model=body.get("model"))
-    elif body:
-        out["time"] = body.get("time")
-        if node.kind == "checkpoint":
-            out["weights"] = [
-                w.get("sha256") for w in _as_list(body.get("weights")) if isinstance(w, Mapping)
-            ]
-        elif node.kind == "batch":
-            out.update(count=body.get("count"), records_root=body.get("records_root"))
-            if body.get("dataset") is not None:
+    elif entry is not None:
+        out["time"] = entry.time
+        # Fields whose type check_body leaves open (dataset, provider, model, purpose, external_id)
+        # are written as signed, not as the typed view's strings: the document shows the entry.
+        if isinstance(entry, entries.CheckpointBody):
+            out["weights"] = [w.get("sha256") for w in entry.weights]
+        elif isinstance(entry, entries.BatchBody):
+            out.update(count=entry.count, records_root=entry.records_root)
+            if entry.dataset is not None:
                 out["dataset"] = body["dataset"]
-        elif node.kind == "call":
-            out.update(
-                provider=body.get("provider"), model=body.get("model"), purpose=body.get("purpose")
-            )
-            if body.get("external_id") is not None:
+        elif isinstance(entry, entries.CallBody):
+            out.update(provider=body["provider"], model=body["model"], purpose=body["purpose"])
+            if entry.external_id is not None:
                 out["external_id"] = body["external_id"]
     return out
 

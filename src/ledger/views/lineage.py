@@ -8,6 +8,7 @@ from typing import Any
 from rich.console import Group, RenderableType
 from rich.text import Text
 
+from ledger.spec import entries
 from ledger.wording import plural
 
 
@@ -43,18 +44,18 @@ def _taint(lin: Any, report: Any | None) -> tuple[dict[str, set[str]], set[str]]
 def _lineage_label(
     node: Any, tainted: dict[str, set[str]], unverifiable: set[str], colored: bool
 ) -> Text:
-    body = node.body or {}
+    entry = node.entry  # the typed body; None for teachers and missing nodes
     details = []
     if node.index is not None:
         details.append(f"#{node.index}")
-    if body.get("time"):
-        details.append(str(body["time"])[:19].replace("T", " "))
-    if node.kind == "batch" and body:
-        details.append(plural(int(body.get("count") or 0), "record"))
-    if node.kind == "call" and body:
-        details.append(f"{body.get('provider')}/{body.get('model')} {body.get('purpose')}")
-    if node.kind == "checkpoint" and body:
-        details.append(plural(len(body.get("batches", [])), "batch", "batches"))
+    if entry is not None and entry.time:
+        details.append(entry.time[:19].replace("T", " "))
+    if isinstance(entry, entries.BatchBody):
+        details.append(plural(int(entry.count), "record"))
+    if isinstance(entry, entries.CallBody):
+        details.append(f"{entry.provider}/{entry.model} {entry.purpose}")
+    if isinstance(entry, entries.CheckpointBody):
+        details.append(plural(len(entry.batches), "batch", "batches"))
     text = Text.assemble((f"{node.kind} ", "dim"), (node.id, "bold"), f"  {'  '.join(details)}")
     if node.id in unverifiable:
         text.stylize("yellow")
