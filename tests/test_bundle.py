@@ -427,3 +427,69 @@ def test_inconclusive_audit_still_gives_a_verifiable_bundle(
     }
     bundle["problems"] = []  # a bundle that hides why it is inconclusive does not verify
     assert any(p.startswith("verdict: expected suspect") for p in problems(bundle, vkey))
+
+
+def _signed_entries(*specs: tuple[dict[str, Any], Any]) -> dict[int, Any]:
+    """Bundle entries at 0, 1, ...: each body signed by its key, as the offline verifier reads them."""
+    from ledger.bundle.parts import BundleEntry
+    from ledger.spec import entries as entry_bodies
+    from ledger.spec import envelope as dsse
+
+    out = {}
+    for index, (body, key) in enumerate(specs):
+        leaf = dsse.sign_entry(body, key)
+        env = dsse.parse_envelope(leaf)
+        out[index] = BundleEntry(
+            index, leaf, body, env.signatures[0][0], env, entry_bodies.typed(body, index)
+        )
+    return out
+
+
+def test_bundle_signatures_follow_the_one_key_ring() -> None:
+    """Revoked signers, a recorder signing a key entry, an unknown signer, a forged signature and a tree
+    head key that is no log key: each named, with the key ring the log and `verify` replay."""
+    from ledger.bundle.parts import Problems
+    from ledger.bundle.signatures import check_signatures
+    from ledger.spec import entries as entry_bodies
+
+    log, rec, stranger = (
+        keys.SigningKey.generate(),
+        keys.SigningKey.generate(),
+        keys.SigningKey.generate(),
+    )
+
+    def key(k: Any, name: str, role: str) -> dict[str, Any]:
+        return entry_bodies.key_body(k.public.keyid, k.public.b64, name, role)
+
+    batch = entry_bodies.batch_body(id="b", count=0, records_root="ab" * 32)
+    found = _signed_entries(
+        (key(log, "origin", "log"), log),
+        (key(rec, "trainer", "recorder"), log),
+        (batch, rec),  # fine
+        (entry_bodies.revoke_body(rec.public.keyid, "lost"), log),
+        (batch, rec),  # after its key was revoked
+        (key(stranger, "x", "recorder"), rec),  # revoked and not a log key
+        (batch, stranger),  # introduced at 5 by a key that may not: still introduced
+        (batch, keys.SigningKey.generate()),  # never introduced
+    )
+    forged = found[2]
+    other = _signed_entries((batch, stranger))[0]
+    found[2] = type(forged)(
+        2, forged.leaf, forged.body, forged.signer, other.envelope, forged.typed
+    )
+    problems = Problems()
+    check_signatures(found, note_spec.vkey("origin", rec.public), problems)
+    said = [(p.where, p.what) for p in problems.items]
+    short = rec.public.keyid[:16]
+    assert ("entry 4", f"signed by key {short}…, revoked at entry 3") in said
+    assert ("entry 5", f"signed by key {short}…, revoked at entry 3") in said
+    assert ("entry 5", "a key entry must be signed by a log key, found a recorder key") in said
+    assert any(
+        w == "entry 7" and "no earlier key entry in the bundle introduces" in t for w, t in said
+    )
+    assert any(w == "entry 2" for w, _ in said)  # the envelope is not the signer's
+    assert not any(w in ("entry 0", "entry 1", "entry 3", "entry 6") for w, _ in said)
+    assert said[-1] == (
+        "keys",
+        "the tree head's key is not a log key that the bundle's key entries introduce",
+    )
