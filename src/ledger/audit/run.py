@@ -2,7 +2,7 @@
 
 Three steps, as DESIGN.md "Audit" fixes them:
 
-1. Integrity: the whole log up to its latest tree head verifies (`ledger.verify.verify_ledger`, which also
+1. Integrity: the whole log up to its latest tree head verifies (`ledger.log.verify.verify_ledger`, which also
    recomputes every batch's record set against its signed `records_root`), and the lineage closes (no
    reference names a missing entry). Everything later reads only entries below the verified size.
 2. Findings: `declared` (batches derived_from calls, third-party teachers), `exact` (a lineage record
