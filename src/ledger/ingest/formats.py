@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Final
 
 from ledger.errors import InputError, UsageError
+from ledger.ingest.arrow import ArrowReader
 from ledger.ingest.jsonl import JsonlReader
 from ledger.ingest.parquet import ParquetReader
 from ledger.ingest.reader import RecordReader, gzipped
@@ -25,7 +26,12 @@ __all__ = [
     "reader_for",
 ]
 
-READERS: Final[tuple[RecordReader, ...]] = (JsonlReader(), ParquetReader(), TextReader())
+READERS: Final[tuple[RecordReader, ...]] = (
+    JsonlReader(),
+    ParquetReader(),
+    TextReader(),
+    ArrowReader(),
+)
 RECORD_FORMATS: Final = tuple(reader.format for reader in READERS)
 
 _BY_FORMAT: Final = {reader.format: reader for reader in READERS}
@@ -82,8 +88,10 @@ def detect_format(path: Path) -> str:
 def data_files(paths: Sequence[Path]) -> list[tuple[str, Path]]:
     """(name to record, file) for each input: a file by its name, a directory's data files in name order.
 
-    As `record checkpoint --weights` reads a directory: every file under it, recursively, sorted, named
-    by its path relative to it; but names starting with `.` or `_` are skipped at any depth (hidden
+    As `record checkpoint --weights` reads a directory: every file under it, recursively, sorted by
+    its path relative to it compared directory by directory, each name by code point (`a/z.parquet`
+    before `a-b/x.parquet` before `b.arrow`; zero-padded shard names such as `part-00001` therefore
+    read in shard order), named by that relative path; but names starting with `.` or `_` are skipped at any depth (hidden
     files, and the `_SUCCESS`-style markers Spark and Hadoop write, as Arrow datasets skip them).
     Every file must have a record format's extension; a directory with no file is InputError.
     """

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa  # type: ignore[import-untyped]
 
 from ledger.engine.kernel import FingerprintBlobs, KernelOptions, RecordColumns, hash_columns
 from ledger.engine.pool import (
@@ -31,9 +32,18 @@ from ledger.engine.pool import (
     worker_job,
 )
 from ledger.errors import InputError, UsageError
+from ledger.ingest.arrow import ArrowSource
 from ledger.ingest.blocks import InRing, ring_slot_size
 from ledger.ingest.formats import checked_format, detect_format, reader_for
-from ledger.ingest.reader import FileEnd, LineBlock, RingSpace, Unit, file_sha256, file_size
+from ledger.ingest.reader import (
+    FileEnd,
+    LineBlock,
+    RingSpace,
+    RowBatch,
+    Unit,
+    file_sha256,
+    file_size,
+)
 from ledger.spec.leaves import RecordHash
 
 __all__ = [
@@ -41,6 +51,7 @@ __all__ = [
     "RESULT_SLOT_SIZE",
     "FingerprintBlobs",
     "RecordColumns",
+    "iter_arrow_columns",
     "iter_fingerprinted_record_hashes",
     "iter_record_columns",
     "iter_record_hashes",
@@ -158,6 +169,33 @@ def iter_record_columns(
             progress(item.nbytes)
         assert columns is not None
         count += columns.count
+        if columns.count:
+            yield columns
+
+
+def iter_arrow_columns(
+    source: ArrowSource,
+    fingerprint_blobs: FingerprintBlobs,
+    text_fields: Sequence[str] | None = None,
+    min_chars: int = 32,
+    workers: int | None = None,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[RecordColumns]:
+    """As `iter_record_columns` for rows held in memory as Arrow (`ledger.ingest.arrow`): the same
+    kernel input as Parquet rows, on the pool when the table is big. `progress` counts rows."""
+    options = KernelOptions(_fields(text_fields), min_chars, fingerprint_blobs, False)
+    wanted = workers if workers is not None else (os.cpu_count() or 1)
+    if wanted <= 1 or source.nbytes < POOL_MIN_BYTES:
+        done: Iterator[tuple[Unit | FileEnd, RecordColumns | None]] = (
+            (unit, _hash_unit(unit, options)) for unit in source.units()
+        )
+    else:
+        done = _pool_run(lambda space: source.units(), options, wanted)
+    for unit, columns in done:
+        assert isinstance(unit, RowBatch) and columns is not None
+        if progress is not None:
+            progress(unit.batch.num_rows)
         if columns.count:
             yield columns
 
@@ -306,6 +344,15 @@ def _pool_map(
     travel through the pool's shared input ring (read there in place when the reader can) and
     their columns come back through its result ring, instead of being pickled through pipes.
     """
+    yield from _pool_run(lambda space: _iter_plan(plan, file_digests, space), options, workers)
+
+
+def _pool_run(
+    read: Callable[[RingSpace | None], Iterator[Unit | InRing | FileEnd]],
+    options: KernelOptions,
+    workers: int,
+) -> Iterator[tuple[Unit | FileEnd, RecordColumns | None]]:
+    """`_pool_map` over the units `read(space)` gives."""
     with WorkerPool(
         workers, options, slot_size=ring_slot_size(), result_slot_size=RESULT_SLOT_SIZE
     ) as pool:
@@ -313,7 +360,7 @@ def _pool_map(
         items: deque[Unit | FileEnd] = deque()
 
         def tasks() -> Iterator[Any]:  # units, ring blocks and `Ready` file ends
-            for item in _iter_plan(plan, file_digests, space):
+            for item in read(space):
                 if isinstance(item, InRing):
                     items.append(item.block)
                     yield item
@@ -330,11 +377,24 @@ def _pool_map(
                     size = space.ring.put(slot, item.data)
                     block = LineBlock(item.name, item.fmt, item.first_line, b"", item.at_eof, 0)
                     yield InRing(block, slot, size)
+                elif isinstance(item, RowBatch):
+                    yield _compact(item)
                 else:
                     yield item
 
         for value in pool.map(_work, tasks()):
             yield items.popleft(), None if value is None else _back(value)
+
+
+def _compact(unit: RowBatch) -> RowBatch:
+    """A unit whose batch is a view of a bigger one (an Arrow file's or a table's slice) with its
+    own copy of its rows: pickled to a worker, a view would carry the whole buffers it views."""
+    batch = unit.batch
+    if batch.get_total_buffer_size() <= 2 * batch.nbytes + 4096:
+        return unit
+    rows = pa.Table.from_batches([batch]).take(np.arange(batch.num_rows)).combine_chunks()
+    (copy,) = rows.to_batches() or [batch.slice(0, 0)]
+    return RowBatch(unit.name, unit.fmt, unit.first_row, copy, unit.nbytes)
 
 
 def _rechunk(

@@ -27,6 +27,7 @@ from ledger.engine import kernel
 from ledger.errors import DuplicateError, InputError, UsageError
 from ledger.ingest import formats, pipeline
 from ledger.ingest import reader as reader_ingest
+from ledger.ingest.arrow import ArrowSource, arrow_source
 from ledger.log.append import LogWriter, Transaction
 from ledger.log.store import recording as store_recording
 from ledger.recording.refs import REF_KINDS, body_of, check_id, resolve_calls
@@ -139,7 +140,7 @@ class _BatchHasher:
             )
         self._total += len(chunk)
 
-    def add_columns(self, columns: kernel.RecordColumns, file_index: int) -> None:
+    def add_columns(self, columns: kernel.RecordColumns, file_index: int | None) -> None:
         """Take the next records of a file as computed by the reader: no object per record here."""
         n = columns.count
         counts = columns.segment_counts
@@ -269,7 +270,7 @@ def _as_record(item: object, position: int) -> object:
 
 def hash_batches(
     *,
-    records: Iterable[Mapping[str, Any] | str] | None,
+    records: Iterable[Mapping[str, Any] | str] | ArrowSource | None,
     files: Sequence[Path],
     split: int | None,
     text_fields: Sequence[str] | None,
@@ -281,12 +282,18 @@ def hash_batches(
 ) -> HashedBatches:
     """The hashing phase of `record_batch`: roots, fingerprints and spilled rows, no database access.
 
-    Progress advances in records for an iterable and in input bytes for files. `names` are what the
-    batch's `source` calls the files (default: their file names).
+    Progress advances in records for an iterable or a table and in input bytes for files. `names` are
+    what the batch's `source` calls the files (default: their file names).
     """
     hasher = _BatchHasher(split, params, spill_dir)
     sources: list[dict[str, str]] = []
-    if records is not None:
+    blobs = functools.partial(_fingerprint_record_blobs, params=params)
+    if isinstance(records, ArrowSource):  # hashed from Arrow, exactly as Parquet rows
+        for columns in pipeline.iter_arrow_columns(
+            records, blobs, text_fields, min_segment_chars, progress=progress
+        ):
+            hasher.add_columns(columns, None)
+    elif records is not None:
         for chunk in _iter_record_chunks(records, text_fields, min_segment_chars):
             hasher.add(chunk, None)
             progress(len(chunk))
@@ -295,7 +302,7 @@ def hash_batches(
         # Fingerprints and leaf hashes cost more CPU than the rest: the reader's workers compute them.
         for columns in pipeline.iter_record_columns(
             [path],
-            functools.partial(_fingerprint_record_blobs, params=params),
+            blobs,
             text_fields,
             min_segment_chars,
             file_digests=digests,
@@ -359,7 +366,7 @@ def _dataset_signature(body: Mapping[str, Any]) -> tuple[Any, ...]:
 
 def record_batch(
     writer: LogWriter,
-    records: Iterable[Mapping[str, Any] | str] | None = None,
+    records: Iterable[Mapping[str, Any] | str] | pa.Table | None = None,
     *,
     id: str,
     files: Sequence[Path | str] = (),
@@ -373,6 +380,8 @@ def record_batch(
 ) -> BatchResult:
     """Hash records (an iterable or files), then append their batch entries and rows in one transaction.
 
+    `records` may also be Arrow rows: a pyarrow `Table`/`RecordBatch`, a `datasets.Dataset`, a
+    pandas `DataFrame` (`ledger.ingest.arrow.arrow_source`), hashed as the same rows in Parquet.
     Idempotent: re-running after success appends nothing (`already_recorded`); the same id with other
     content is a DuplicateError. With `split`, batches `<id>/<k:06d>` of `split` records each follow a
     `dataset` entry `<id>`, all or nothing. `fingerprint_params` other than the default (an older
@@ -386,7 +395,9 @@ def record_batch(
         raise UsageError("record_batch needs records or files")
     if records is not None and files:
         raise UsageError("record_batch takes records or files, not both")
-    _check_iterable(records)
+    table = arrow_source(records) if records is not None else None
+    if table is None:
+        _check_iterable(records)
     if split is not None and (isinstance(split, bool) or split < 1):
         raise UsageError(f"split {split!r}: expected a positive number of records per batch")
     if split is not None and dataset is not None and dataset != id:
@@ -402,7 +413,7 @@ def record_batch(
     watch = _FieldWatch(fields)
     try:
         hashed = hash_batches(
-            records=watch.wrap(records) if records is not None else None,
+            records=table or (watch.wrap(records) if records is not None else None),
             files=paths,
             names=[name for name, _ in listed],
             split=split,
@@ -413,7 +424,7 @@ def record_batch(
             params=fingerprint_params,
         )
         if fields is not None and all(p.without_text == p.count for p in hashed.parts):
-            watch.check(paths, sum(p.count for p in hashed.parts))
+            watch.check(paths, sum(p.count for p in hashed.parts), table)
         ids = _batch_ids(id, len(hashed.parts), split)
         header = None
         if split:
@@ -451,8 +462,13 @@ class _FieldWatch:
                 self.seen = any(True for _ in text_spec.record_texts(dict(record), self.fields))
             yield record
 
-    def check(self, paths: Sequence[Path], count: int) -> None:
+    def check(self, paths: Sequence[Path], count: int, table: ArrowSource | None = None) -> None:
         """Raise InputError when no record has a string under any of the text fields."""
+        if table is not None:
+            for record in table.records():
+                if any(True for _ in text_spec.record_texts(record, self.fields)):
+                    self.seen = True
+                    break
         for path in paths:
             if self.seen:
                 break
