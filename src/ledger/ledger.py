@@ -140,7 +140,10 @@ class Ledger:
         min_segment_chars: int = 32,
         progress: Callable[[int], None] | None = None,
     ) -> recording.BatchResult:
-        """Record a training batch (or `split` batches) from records or files (a directory: its files in name order); idempotent per id."""
+        """Record a training batch (or `split` batches) from records or files (a directory: its files in name order); idempotent per id.
+
+        `records` are dicts or strings, or Arrow rows: a pyarrow `Table`/`RecordBatch`, a `datasets.Dataset`
+        or a pandas `DataFrame`, hashed as the same rows in a Parquet file."""
         from ledger import recording
 
         return recording.record_batch(

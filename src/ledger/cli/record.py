@@ -126,7 +126,7 @@ def record_batch(
         list[Path],
         typer.Argument(
             metavar="FILE...",
-            help="JSONL, Parquet or text files (JSONL and text may be .gz), in order; a directory's files in name order.",
+            help="JSONL, Parquet, Arrow IPC/Feather or text files (JSONL and text may be .gz), in order; a directory's files in name order.",
         ),
     ],
     id: Annotated[
