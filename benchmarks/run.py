@@ -20,6 +20,7 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("bench_hashing.py", ["--records", "20000", "--rounds", "3"], []),
     ("bench_merkle.py", ["--quick"], []),
     ("bench_recording.py", ["--mb", "50"], []),
+    ("bench_arrow_inputs.py", ["--rows", "100000", "--rounds", "2"], []),
     ("bench_log.py", ["--skip-big"], []),
     ("bench_audit.py", [], ["--scale", "1.0"]),
     ("near_eval.py", ["--outputs", "300", "--distractors", "2000", "--man-files", "500"], []),
