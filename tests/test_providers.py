@@ -47,7 +47,7 @@ def test_openai_shapes_are_found_by_name() -> None:
 
 @pytest.mark.parametrize("name", ["", "nope", "__init__", "openai.x", "../spec"])
 def test_unknown_provider_name_is_an_input_error(name: str) -> None:
-    with pytest.raises(InputError, match="expected a provider shape among openai"):
+    with pytest.raises(InputError, match="expected a provider shape among anthropic, google, openai"):
         providers.shapes(name)
 
 
