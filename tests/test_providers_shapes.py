@@ -463,3 +463,38 @@ def test_audit_finds_a_distilled_anthropic_thinking_trace(shop: Path) -> None:
     assert {(f["call"], f["record"], f["provider"]) for f in exact} == {
         (call_index, 0, "anthropic")
     }
+
+
+def test_generic_log_with_anthropic_and_gemini_streams(shop: Path) -> None:
+    whole = anthropic_stream()
+    cut = whole[: whole.index({"type": "content_block_stop", "index": 1})]  # no message_stop
+    gemini_chunks = [
+        {"candidates": [{"content": {"parts": [{"text": GEMINI_THOUGHT, "thought": True}]},
+                         "index": 0}], "responseId": "g-stream", "modelVersion": "gemini-2.5-pro"},
+        {"candidates": [{"content": {"parts": [{"text": GEMINI_ANSWER}]}, "index": 0,
+                         "finishReason": "STOP"}], "responseId": "g-stream",
+         "usageMetadata": {"totalTokenCount": 9}},
+    ]  # fmt: skip
+    lines = [
+        {"provider": "anthropic", "response": whole},
+        {"provider": "anthropic", "response": cut, "external_id": "msg-cut"},
+        {"provider": "google", "response": gemini_chunks},
+    ]
+    for provider, wanted in (("anthropic", 2), ("google", 1)):
+        mine = write_jsonl(
+            shop / f"{provider}.jsonl", [x for x in lines if x["provider"] == provider]
+        )
+        report = ok(shop, "import", "calls", str(mine), "--format", "jsonl", "--provider", provider,
+                    "--purpose", "evaluation")  # fmt: skip
+        assert report["added"] == wanted, (provider, report)
+    whole_body = ok(shop, "show", ANTHROPIC_MESSAGE["id"])["body"]
+    assert whole_body["outputs"] == ref_outputs([THINKING, ANSWER, ref_jcs_text(TOOL_INPUT)])
+    assert "complete" not in whole_body and whole_body["endpoint"] == "/v1/messages"
+    assert whole_body["response"] == sha256_jcs(whole)
+    cut_body = ok(shop, "show", "msg-cut")["body"]
+    assert cut_body["complete"] is False
+    assert cut_body["outputs"] == ref_outputs([THINKING, ANSWER])
+    gemini = ok(shop, "show", "g-stream")["body"]
+    assert gemini["outputs"] == ref_outputs([GEMINI_THOUGHT, GEMINI_ANSWER])
+    assert gemini["endpoint"] == "streamGenerateContent" and "complete" not in gemini
+    assert gemini["usage"] == {"totalTokenCount": 9} and gemini["model"] == "gemini-2.5-pro"

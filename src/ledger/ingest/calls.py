@@ -86,8 +86,10 @@ _ENDPOINTS: Final = {
     "response": "/v1/responses",
     "embedding": "/v1/embeddings",
 }
-# Responses-API stream events after which nothing more comes.
-_FINAL_EVENTS: Final = frozenset({"response.completed", "response.incomplete", "response.failed"})
+# Stream events after which nothing more comes (Responses API; Anthropic Messages).
+_FINAL_EVENTS: Final = frozenset(
+    {"response.completed", "response.incomplete", "response.failed", "message_stop"}
+)
 
 
 @dataclass(frozen=True)
@@ -317,23 +319,24 @@ def response_usage(response: object) -> object | None:
 
 
 def stream_is_complete(chunks: list[object]) -> bool:
-    """Whether a stream was received to its end: every choice finished, or a final Responses event."""
+    """Whether a stream was received to its end: every choice (Gemini: candidate) finished, or a
+    final Responses or Anthropic `message_stop` event."""
     finished: dict[object, bool] = {}
     for chunk in chunks:
         if not isinstance(chunk, dict):
             continue
-        if chunk.get("type") in _FINAL_EVENTS:
+        if str(chunk.get("type")) in _FINAL_EVENTS:
             return True
-        choices = chunk.get("choices")
-        if isinstance(choices, list):
+        for key, reason in (("choices", "finish_reason"), ("candidates", "finishReason")):
+            choices = chunk.get(key)
+            if not isinstance(choices, list):
+                continue
             for choice in choices:
                 if isinstance(choice, dict):
                     index = choice.get("index", 0)
                     if isinstance(index, (list, dict)):  # malformed, but still one choice's key
                         index = repr(index)
-                    finished[index] = (
-                        finished.get(index, False) or choice.get("finish_reason") is not None
-                    )
+                    finished[index] = finished.get(index, False) or choice.get(reason) is not None
     return bool(finished) and all(finished.values())
 
 
