@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import re
 import subprocess
 import sys
 
@@ -47,7 +48,9 @@ def test_openai_shapes_are_found_by_name() -> None:
 
 @pytest.mark.parametrize("name", ["", "nope", "__init__", "openai.x", "../spec"])
 def test_unknown_provider_name_is_an_input_error(name: str) -> None:
-    with pytest.raises(InputError, match="expected a provider shape among openai"):
+    with pytest.raises(
+        InputError, match="expected a provider shape among anthropic, google, openai"
+    ):
         providers.shapes(name)
 
 
@@ -65,3 +68,19 @@ def test_spec_and_providers_import_without_duckdb_or_arrow() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == ""
+
+
+def test_every_provider_module_names_its_shape_and_recognises_no_empty_object() -> None:
+    for name in providers.names():
+        module = providers.shapes(name)
+        assert isinstance(module.EXPECTED, str) and module.EXPECTED, name
+        assert module.recognizes({}) is False, name
+        assert module.recognizes_stream([]) is False, name
+        assert module.recognizes_stream([{"unrelated": 1}]) is False, name
+        with pytest.raises(InputError, match=re.escape(f"expected {module.EXPECTED}")):
+            providers.output_texts(name, {"unrelated": 1}, stream=False)
+
+
+def test_reasoning_texts_of_openai_compatible_servers_are_outputs() -> None:
+    body = {"choices": [{"message": {"content": ANSWER, "reasoning_content": "Think. " * 9}}]}
+    assert providers.output_texts("deepseek", body, stream=False) == [ANSWER, "Think. " * 9]

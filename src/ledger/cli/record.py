@@ -50,7 +50,7 @@ def record_call(
     """
     from ledger.ingest.calls import read_json_file, read_response_file
 
-    body = read_response_file(response)
+    body = read_response_file(response, provider)
     sent = read_json_file(request) if request is not None else None
     result = open_ledger(db, keys_dir, key).record_call(
         provider=provider,
@@ -73,10 +73,15 @@ def import_calls(
         Path,
         typer.Argument(
             metavar="FILE",
-            help="Provider log: an OpenAI batch output file, a chat log, or generic JSONL.",
+            help="Provider log: an OpenAI, Anthropic or Gemini batch output file, a chat log, or generic JSONL.",
         ),
     ],
-    format: Annotated[str, typer.Option("--format", help="openai-batch | openai-chat | jsonl")],
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format", help="openai-batch | anthropic-batch | gemini-batch | openai-chat | jsonl"
+        ),
+    ],
     provider: Annotated[str, typer.Option(help="Provider for every call in the file.")],
     purpose: Annotated[str, typer.Option(help="Declared purpose for every call in the file.")],
     requests: Annotated[

@@ -1,6 +1,6 @@
-"""Readers for logs of external model calls: OpenAI Batch API files, chat logs, and a generic JSONL.
+"""Readers for logs of external model calls: Batch API files, chat logs, and a generic JSONL.
 
-Three formats (`CALL_FORMATS`), each JSON Lines with blank lines skipped:
+Five formats (`CALL_FORMATS`), each JSON Lines with blank lines skipped:
 
 `openai-batch`
     A Batch API output (or error) file: lines `{"id", "custom_id", "response": {"status_code",
@@ -8,6 +8,17 @@ Three formats (`CALL_FORMATS`), each JSON Lines with blank lines skipped:
     file (`requests_path`, lines `{"custom_id", "method", "url", "body"}`), which is indexed by byte
     offset, not held in memory. A line with `error` set or a status other than 200 is a `FailedCall`.
     An output whose `custom_id` is not in the input gets `request=None` and `extra["request_missing"]`.
+
+`anthropic-batch`
+    Message Batches results: lines `{"custom_id", "result": {"type": "succeeded", "message":
+    {...}}}`; `errored`, `canceled` and `expired` results are `FailedCall`s. The request is not in
+    the file (`request=None`); the message's `id` is the external id, `custom_id` is kept.
+
+`gemini-batch`
+    Gemini batch output lines `{"key" | "request", "response": {"candidates", "usageMetadata",
+    "modelVersion", "responseId"}}`: the external id is `responseId`, else the key; an inline
+    `request` is the request body. A line with `error` (or a non-empty `status`) and no response
+    is a `FailedCall`.
 
 `openai-chat`
     A log with one call per line: `{"request": {...}, "response": {...}}`; optional `endpoint` (or
@@ -37,9 +48,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
 
+from ledger import providers
 from ledger.engine.json_lines import parse_object_line, unparsable
 from ledger.errors import InputError, OptionHintError, UsageError
 from ledger.ingest.pipeline import iter_records
@@ -56,12 +69,15 @@ __all__ = [
     "iter_calls",
     "read_json_file",
     "read_response_file",
+    "response_created",
     "response_id",
     "response_usage",
     "stream_is_complete",
 ]
 
-CALL_FORMATS: Final = ("openai-batch", "openai-chat", "jsonl")
+CALL_FORMATS: Final = ("openai-batch", "anthropic-batch", "gemini-batch", "openai-chat", "jsonl")
+# Anthropic batch result types that carry no message: counted as failed.
+_ANTHROPIC_FAILED: Final = frozenset({"errored", "canceled", "expired"})
 
 _ENDPOINTS: Final = {
     "chat.completion": "/v1/chat/completions",
@@ -70,8 +86,10 @@ _ENDPOINTS: Final = {
     "response": "/v1/responses",
     "embedding": "/v1/embeddings",
 }
-# Responses-API stream events after which nothing more comes.
-_FINAL_EVENTS: Final = frozenset({"response.completed", "response.incomplete", "response.failed"})
+# Stream events after which nothing more comes (Responses API; Anthropic Messages).
+_FINAL_EVENTS: Final = frozenset(
+    {"response.completed", "response.incomplete", "response.failed", "message_stop"}
+)
 
 
 @dataclass(frozen=True)
@@ -128,6 +146,10 @@ def iter_calls(
         finally:
             if requests is not None:
                 requests.close()
+    elif fmt in _PROVIDER_BATCHES:
+        read_line = _PROVIDER_BATCHES[fmt]
+        for number, line in iter_records(path, "jsonl", progress=progress):
+            yield read_line(f"{path}:{number}", _as_dict(line))
     else:
         default_provider = "openai" if fmt == "openai-chat" else None
         for number, line in iter_records(path, "jsonl", progress=progress):
@@ -155,14 +177,25 @@ def read_json_file(path: Path) -> object:
         raise InputError(f"{path}: {why}") from exc
 
 
-def read_response_file(path: Path) -> object:
-    """A response body (or an array of stream chunks) to record; an API error response is InputError."""
+def read_response_file(path: Path, provider: str | None = None) -> object:
+    """A response body (or an array of stream chunks) to record; an API error response is InputError.
+
+    With `provider`, a body (or stream) in a shape that provider's responses do not have is an
+    InputError naming the file and the shape expected.
+    """
     body = read_json_file(path)
     error = error_response(body)
     if error is not None:
         raise InputError(
             f"{path}: this is an API error response ({error}), not a model output; nothing to record"
         )
+    if provider is not None and isinstance(body, (dict, list)):
+        stream = isinstance(body, list)
+        if not stream or all(isinstance(chunk, dict) for chunk in body):
+            try:
+                providers.output_texts(provider, body, stream=stream)
+            except InputError as exc:
+                raise InputError(f"{path}: {exc}") from exc
     return body
 
 
@@ -187,7 +220,9 @@ def infer_endpoint(response: object, request: object = None) -> str | None:
     """The API path a body came from, by its `object` (or a stream's first chunk), else by the request.
 
     `chat.completion(.chunk)` is `/v1/chat/completions`, `text_completion` `/v1/completions`,
-    `response` (and Responses-API stream events) `/v1/responses`, a list of embeddings `/v1/embeddings`.
+    `response` (and Responses-API stream events) `/v1/responses`, a list of embeddings `/v1/embeddings`;
+    an Anthropic message (or its stream) `/v1/messages`; a Gemini response `generateContent` (a
+    stream `streamGenerateContent`).
     """
     body = _first_body(response)
     if isinstance(body, dict):
@@ -198,6 +233,10 @@ def infer_endpoint(response: object, request: object = None) -> str | None:
                 kind = data[0].get("object")
         if isinstance(kind, str) and kind in _ENDPOINTS:
             return _ENDPOINTS[kind]
+        if body.get("type") == "message":
+            return "/v1/messages"
+        if isinstance(body.get("candidates"), list):
+            return "streamGenerateContent" if isinstance(response, list) else "generateContent"
     if isinstance(request, dict):
         if "messages" in request:
             return "/v1/chat/completions"
@@ -207,74 +246,111 @@ def infer_endpoint(response: object, request: object = None) -> str | None:
 
 
 def infer_model(response: object, request: object = None) -> str | None:
-    """The model that answered (the response's `model`), else the one asked for in the request."""
+    """The model that answered (the response's `model`, Gemini's `modelVersion`), else the request's."""
     body = _first_body(response)
     for source in (body, request):
-        if isinstance(source, dict) and isinstance(source.get("model"), str):
-            return str(source["model"])
+        if isinstance(source, dict):
+            for key in ("model", "modelVersion"):
+                if isinstance(source.get(key), str):
+                    return str(source[key])
     return None
 
 
 def response_id(response: object) -> str | None:
-    """The provider's id of a response body (or of a stream: its first chunk's, or the Responses id)."""
+    """The provider's id of a response body (or of a stream: its first chunk's, or the Responses id).
+
+    The body's `id` (OpenAI, Anthropic), else Gemini's `responseId`.
+    """
     body = _first_body(response)
     if isinstance(body, dict):
-        value = body.get("id")
-        if isinstance(value, str):
-            return value
+        for key in ("id", "responseId"):
+            value = body.get(key)
+            if isinstance(value, str):
+                return value
+            if isinstance(value, int) and not isinstance(value, bool):
+                return str(value)
+    return None
+
+
+def response_created(response: object) -> int | None:
+    """The provider's own timestamp of a response, in Unix seconds, if the body carries one.
+
+    Chat and completion `created`, Responses `created_at`, Gemini `createTime` (RFC 3339); for a
+    stream, its first chunk's (or the Responses event's response). Anthropic bodies carry none.
+    """
+    body = _first_body(response)
+    if not isinstance(body, dict):
+        return None
+    for key in ("created", "created_at"):
+        value = body.get(key)
         if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    stamp = body.get("createTime")
+    if isinstance(stamp, str):
+        try:
+            moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        if moment.tzinfo is not None:
+            return int(moment.timestamp())
     return None
 
 
 def response_usage(response: object) -> object | None:
-    """Token usage: the body's `usage`, or for a stream the last chunk or final event that carries it."""
+    """Token usage: the body's `usage` (Gemini: `usageMetadata`), or for a stream the last chunk or
+    event that carries it."""
     if isinstance(response, dict):
-        found: object = response.get("usage")
+        found: object = response.get("usage", response.get("usageMetadata"))
         return found
     if isinstance(response, list):
         for chunk in reversed(response):
             if not isinstance(chunk, dict):
                 continue
-            usage: object = chunk.get("usage")
-            inner = chunk.get("response")
-            if usage is None and isinstance(inner, dict):
-                usage = inner.get("usage")
+            usage: object = chunk.get("usage", chunk.get("usageMetadata"))
+            for key in ("response", "message"):
+                inner = chunk.get(key)
+                if usage is None and isinstance(inner, dict):
+                    usage = inner.get("usage")
             if usage is not None:
                 return usage
     return None
 
 
 def stream_is_complete(chunks: list[object]) -> bool:
-    """Whether a stream was received to its end: every choice finished, or a final Responses event."""
+    """Whether a stream was received to its end: every choice (Gemini: candidate) finished, or a
+    final Responses or Anthropic `message_stop` event."""
     finished: dict[object, bool] = {}
     for chunk in chunks:
         if not isinstance(chunk, dict):
             continue
-        if chunk.get("type") in _FINAL_EVENTS:
+        if str(chunk.get("type")) in _FINAL_EVENTS:
             return True
-        choices = chunk.get("choices")
-        if isinstance(choices, list):
+        for key, reason in (("choices", "finish_reason"), ("candidates", "finishReason")):
+            choices = chunk.get(key)
+            if not isinstance(choices, list):
+                continue
             for choice in choices:
                 if isinstance(choice, dict):
                     index = choice.get("index", 0)
                     if isinstance(index, (list, dict)):  # malformed, but still one choice's key
                         index = repr(index)
-                    finished[index] = (
-                        finished.get(index, False) or choice.get("finish_reason") is not None
-                    )
+                    finished[index] = finished.get(index, False) or choice.get(reason) is not None
     return bool(finished) and all(finished.values())
 
 
 def _first_body(response: object) -> object:
-    """The object that carries id/model: the body itself, or a stream's first chunk or event response."""
+    """The object that carries id/model: the body itself, or a stream's first chunk or event response
+    (a Responses event's `response`, an Anthropic `message_start`'s `message`)."""
     if isinstance(response, list):
         for chunk in response:
             if isinstance(chunk, dict):
-                inner = chunk.get("response")
-                if isinstance(inner, dict) and "type" in chunk:
-                    return inner
-                if "id" in chunk or "model" in chunk:
+                for key in ("response", "message"):
+                    inner = chunk.get(key)
+                    if isinstance(inner, dict) and "type" in chunk:
+                        return inner
+                if any(key in chunk for key in ("id", "model", "responseId", "modelVersion")):
                     return chunk
         return None
     return response
@@ -407,6 +483,84 @@ def _batch_call(
     )
 
 
+# --- anthropic-batch and gemini-batch ------------------------------------------------------------
+
+
+def _anthropic_batch_call(location: str, line: dict[str, Any]) -> CallRecord | FailedCall:
+    """One Message Batches result line: a succeeded message, or a failure counted as such."""
+    custom_id = line.get("custom_id") if isinstance(line.get("custom_id"), str) else None
+    result = line.get("result")
+    if not isinstance(result, dict):
+        raise InputError(
+            f"{location}: expected an object 'result' (a Message Batches results line), "
+            f"found {_kind(result)}"
+        )
+    kind = result.get("type")
+    if kind in _ANTHROPIC_FAILED:
+        error = result.get("error")
+        inner = error.get("error") if isinstance(error, dict) else None
+        detail = _error_text(inner if isinstance(inner, dict) else error) if error else ""
+        return FailedCall(location, custom_id, f"{kind}" + (f": {detail}" if detail else ""))
+    if kind != "succeeded":
+        raise InputError(
+            f"{location}: expected result.type succeeded, errored, canceled or expired, "
+            f"found {str(kind)[:40]!r}"
+        )
+    message = result.get("message")
+    if not isinstance(message, dict):
+        raise InputError(f"{location}: expected an object 'result.message', found {_kind(message)}")
+    return CallRecord(
+        provider="anthropic",
+        model=infer_model(message),
+        endpoint="/v1/messages",
+        request=None,
+        response=message,
+        external_id=response_id(message),
+        usage=message.get("usage"),
+        location=location,
+        extra={"custom_id": custom_id},
+    )
+
+
+def _gemini_batch_call(location: str, line: dict[str, Any]) -> CallRecord | FailedCall:
+    """One Gemini batch output line (`key` or inline `request`, and `response`), or a failure."""
+    key = line.get("key") if isinstance(line.get("key"), str) else None
+    response = line.get("response")
+    status = line.get("status")
+    if response is None or line.get("error") is not None:
+        reason = _error_text(line["error"]) if line.get("error") is not None else ""
+        if not reason and isinstance(status, str) and status:
+            reason = status
+        return FailedCall(location, key, reason or "no response and no error")
+    if isinstance(status, str) and status and not isinstance(response, dict):
+        return FailedCall(location, key, status)
+    if not isinstance(response, dict):
+        raise InputError(f"{location}: expected an object 'response', found {_kind(response)}")
+    request = line.get("request")
+    if request is not None and not isinstance(request, dict):
+        raise InputError(
+            f"{location}: expected an object or null 'request', found {_kind(request)}"
+        )
+    model = infer_model(response, request)
+    return CallRecord(
+        provider="google",
+        model=model,
+        endpoint="generateContent",
+        request=request,
+        response=response,
+        external_id=response_id(response) or key,
+        usage=response.get("usageMetadata"),
+        location=location,
+        extra={"custom_id": key},
+    )
+
+
+_PROVIDER_BATCHES: Final[dict[str, Callable[[str, dict[str, Any]], CallRecord | FailedCall]]] = {
+    "anthropic-batch": _anthropic_batch_call,
+    "gemini-batch": _gemini_batch_call,
+}
+
+
 # --- openai-chat and generic jsonl -----------------------------------------------------------------
 
 
@@ -481,7 +635,7 @@ def _logged_failure(location: str, line: dict[str, Any]) -> FailedCall | None:
 def _is_error_body(body: dict[str, Any]) -> bool:
     """A body that is only an API error object (`{"error": {...}}`), not a completion."""
     return body.get("error") is not None and not any(
-        key in body for key in ("choices", "output", "object", "data")
+        key in body for key in ("choices", "output", "object", "data", "content", "candidates")
     )
 
 

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ledger import providers
 from ledger.errors import InputError, OptionHintError, UsageError
 from ledger.ingest import calls as ingest_calls
 from ledger.log.append import LogWriter, Transaction
 from ledger.log.store import recording as store_recording
-from ledger.providers import openai
 from ledger.recording.results import CallResult, ImportReport, Progress
 from ledger.spec import entries, fingerprint
 from ledger.spec import leaves as leaves_spec
@@ -53,6 +53,8 @@ class CallInput:
     stream: bool = False
     complete: bool = True
     usage: object | None = None
+    created: int | None = None
+    custom_id: str | None = None
 
 
 def _chunks_of(call: CallInput) -> list[Mapping[str, Any]]:
@@ -99,7 +101,7 @@ def prepare_call(call: CallInput, min_chars: int) -> PreparedCall:
     entries.check_purpose(call.purpose)
     if call.stream:
         chunks = _chunks_of(call)
-        texts = openai.stream_texts(chunks)
+        texts = providers.output_texts(call.provider, chunks, stream=True, complete=call.complete)
         response_digest = leaves_spec.request_response_digest(chunks)
     else:
         if not isinstance(call.response, Mapping):
@@ -112,7 +114,7 @@ def prepare_call(call: CallInput, min_chars: int) -> PreparedCall:
             raise InputError(
                 f"the response is an API error response ({error}), not a model output; nothing to record"
             )
-        texts = openai.response_texts(call.response)
+        texts = providers.output_texts(call.provider, call.response, stream=False)
         response_digest = leaves_spec.request_response_digest(call.response)
     assert response_digest is not None
     # The same segments as text_spec.call_outputs(texts), kept with their texts for fingerprinting.
@@ -135,6 +137,10 @@ def prepare_call(call: CallInput, min_chars: int) -> PreparedCall:
         account=call.account,
         usage=usage,
         complete=call.complete,
+        created=call.created
+        if call.created is not None
+        else ingest_calls.response_created(call.response),
+        custom_id=call.custom_id,
     )
     return PreparedCall(body, [segments[h] for h in outputs])
 
@@ -226,7 +232,14 @@ def call_input(
         stream=item.stream,
         complete=item.complete,
         usage=item.usage,
+        custom_id=_custom_id(item),
     )
+
+
+def _custom_id(item: ingest_calls.CallRecord) -> str | None:
+    """A Batch line's own id (`custom_id` of OpenAI and Anthropic batches, Gemini's `key`)."""
+    value = item.extra.get("custom_id")
+    return value if isinstance(value, str) else None
 
 
 def import_calls(

@@ -107,7 +107,14 @@ def call_body(
     complete: bool = True,
     fingerprints: Mapping[str, Any] | None = None,
     time: str | None = None,
+    created: int | None = None,
+    custom_id: str | None = None,
 ) -> dict[str, Any]:
+    """A `call` body; optional fields left None are omitted (so older bodies stay byte-identical).
+
+    `created`: the provider's own timestamp of the response (Unix seconds); `custom_id`: a Batch
+    line's own id.
+    """
     body: dict[str, Any] = {
         **_base("call", time),
         "provider": provider,
@@ -122,6 +129,8 @@ def call_body(
         "external_id": external_id,
         "account": account,
         "usage": usage,
+        "created": created,
+        "custom_id": custom_id,
         "fingerprints": fingerprints,
     }
     body.update({k: v for k, v in optional.items() if v is not None})
