@@ -30,6 +30,7 @@ from ledger.engine.pool import (
     worker_inputs,
     worker_job,
 )
+from ledger.engine.tokens import TokenizerFile
 from ledger.errors import InputError, UsageError
 from ledger.ingest.blocks import InRing, ring_slot_size
 from ledger.ingest.formats import checked_format, detect_format, reader_for
@@ -138,6 +139,7 @@ def iter_record_columns(
     *,
     file_digests: dict[Path, str] | None = None,
     progress: Callable[[int], None] | None = None,
+    tokenizer: TokenizerFile | None = None,
 ) -> Iterator[RecordColumns]:
     """As `iter_fingerprinted_record_hashes`, as `RecordColumns` of one input block each, in order.
 
@@ -145,8 +147,9 @@ def iter_record_columns(
     `file_digests` and `progress` rules; a block never spans two files and is never empty.
     `fingerprint_blobs` gives a block's fingerprints laid end to end with their end offsets (as
     `ledger.spec.fingerprint.fingerprint_record_blobs` does), so no object per record is made.
+    With `tokenizer`, the token ids of each record are decoded into texts in the workers.
     """
-    options = KernelOptions(_fields(text_fields), min_chars, fingerprint_blobs, False)
+    options = KernelOptions(_fields(text_fields), min_chars, fingerprint_blobs, False, tokenizer)
     count = 0
     for item, columns in _iter_done(paths, options, workers, file_digests):
         if isinstance(item, FileEnd):
