@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
@@ -23,11 +24,13 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from ledger import Ledger
 from ledger.engine.kernel import JSON_LINES, KernelOptions, hash_batch
 from ledger.engine.tokens import TokenizerFile, decoder
-from ledger.errors import InputError
+from ledger.errors import InputError, VerificationError
 from ledger.ingest import pipeline
+from ledger.spec.entries import batch_body, check_body
 from ledger.spec.fingerprint import fingerprint_record_blobs
 from ledger.spec.text import segments_of
 
+ROOT = Path(__file__).resolve().parent.parent
 LEDGER = str(Path(sys.executable).with_name("ledger"))
 
 TEACHER_TEXT = (
@@ -154,6 +157,20 @@ def test_an_evaluation_output_packed_between_documents_is_an_exact_finding(
 
     body = json.loads(shop.ok("show", str(out["batches"][0]["index"]), "--json"))["body"]
     assert body["tokenizer"] == hashlib.sha256(shop.tokenizer_path.read_bytes()).hexdigest()
+    schema = json.loads((ROOT / "schemas" / "entry-batch.schema.json").read_text(encoding="utf-8"))
+    jsonschema.validate(body, schema)
+
+
+@pytest.mark.parametrize("value", ["ABC", "0" * 63, 7, None])
+def test_check_body_wants_a_hex_sha256_tokenizer(value: object) -> None:
+    body = batch_body(id="b", count=1, records_root="0" * 64, tokenizer="a" * 64)
+    check_body(body, 5)
+    assert body["tokenizer"] == "a" * 64
+    assert "tokenizer" not in batch_body(id="b", count=1, records_root="0" * 64)
+    if value is None:
+        return
+    with pytest.raises(VerificationError, match="tokenizer must be hex sha256"):
+        check_body({**body, "tokenizer": value}, 5)
 
 
 def test_the_same_ids_without_a_tokenizer_are_inconclusive(shop: Shop) -> None:
