@@ -287,14 +287,17 @@ def _hash_json_lines(
     parsed again exactly by the hashing), else line by line, naming a bad one."""
     records = _json_objects(lines)
     if records is not None:
-        numbered = list(zip(range(origin.first, origin.first + len(records)), records))
-        extra, found = _token_texts(numbered, options, origin)
+
+        def numbered() -> list[tuple[int, object]]:
+            return list(zip(range(origin.first, origin.first + len(records)), records))
+
+        extra, found = _token_texts(numbered(), options, origin) if options.tokenizer else (None, 0)
         try:
             columns = hash_record_columns(
                 records, options.text_fields, options.min_chars, lines=lines, extra_texts=extra
             )
         except DATA_ERRORS:
-            _hash_each(origin, numbered, options)  # find the record to name
+            _hash_each(origin, numbered(), options)  # find the record to name
             raise
         return columns, found
     return _hash_numbered(_json_numbered(lines, origin), options, origin)
