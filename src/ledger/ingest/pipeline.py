@@ -240,7 +240,9 @@ def _iter_done(
     plan = [(Path(p), detect_format(Path(p))) for p in paths]
     total = sum(file_size(p) for p, _ in plan)
     wanted = workers if workers is not None else (os.cpu_count() or 1)
-    if wanted <= 1 or total < POOL_MIN_BYTES:
+    # A byte of token ids costs ~10x the CPU of a byte of JSON text to decode and hash.
+    least = POOL_MIN_BYTES // 8 if options.tokenizer is not None else POOL_MIN_BYTES
+    if wanted <= 1 or total < least:
         for item in _iter_plan(plan, file_digests, None):
             assert not isinstance(item, InRing)
             yield item, None if isinstance(item, FileEnd) else _hash_unit(item, options)
