@@ -139,16 +139,20 @@ class Ledger:
         dataset: str | None = None,
         min_segment_chars: int = 32,
         progress: Callable[[int], None] | None = None,
+        tokenizer: Path | str | None = None,
+        token_field: str | None = None,
     ) -> recording.BatchResult:
         """Record a training batch (or `split` batches) from records or files (a directory: its files in name order); idempotent per id.
 
         `records` are dicts or strings, or Arrow rows: a pyarrow `Table`/`RecordBatch`, a `datasets.Dataset`
-        or a pandas `DataFrame`, hashed as the same rows in a Parquet file."""
+        or a pandas `DataFrame`, hashed as the same rows in a Parquet file. With `tokenizer` (a
+        `tokenizer.json`), token id lists under `token_field` (default `input_ids`) are decoded into texts."""
         from ledger import recording
 
         return recording.record_batch(
             self.writer, records, id=id, files=files, split=split, text_fields=text_fields,
             derived_from=derived_from, dataset=dataset, min_segment_chars=min_segment_chars, progress=progress,
+            tokenizer=tokenizer, token_field=token_field,
         )  # fmt: skip
 
     def record_batches(

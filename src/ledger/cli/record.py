@@ -164,6 +164,18 @@ def record_batch(
     min_segment_chars: Annotated[
         int, typer.Option(help="Shortest normalized text that counts as a segment.")
     ] = 32,
+    tokenizer: Annotated[
+        Path | None,
+        typer.Option(
+            help="A Hugging Face tokenizer.json: token id lists are decoded into texts, cut at special tokens."
+        ),
+    ] = None,
+    token_field: Annotated[
+        str | None,
+        typer.Option(
+            metavar="FIELD.PATH", help="Dotted field of the token ids (default: input_ids)."
+        ),
+    ] = None,
     db: Db = DEFAULT_DB_PATH,
     keys_dir: KeysDir = None,
     key: KeyOpt = None,
@@ -187,6 +199,8 @@ def record_batch(
             dataset=dataset,
             min_segment_chars=min_segment_chars,
             progress=advance,
+            tokenizer=tokenizer,
+            token_field=token_field,
         )
     console.print_json(recording_views.batch_result_json(result)) if json else console.show(
         recording_views.batch_result_view(result)

@@ -16,6 +16,9 @@ The input `form` says what a row is:
 - `TEXT_LINES`: one column of lines of text, each record the line without its `\\n` or `\\r\\n`
   (empty lines are skipped).
 
+With `KernelOptions.tokenizer`, the token id lists of each record are decoded into texts of the
+record (`ledger.engine.tokens`), in the worker, which loads the tokenizer once.
+
 A bad record raises one `InputError` naming it by its place (`Origin`): `file:LINE` for lines,
 `file: row N` for rows; the records before it in the batch are checked first, so it is the first.
 """
@@ -32,6 +35,7 @@ import pyarrow as pa  # type: ignore[import-untyped]
 
 from ledger.engine.arrow_values import row_objects
 from ledger.engine.json_lines import DATA_ERRORS, parse_object_line
+from ledger.engine.tokens import TokenizerFile, decoder
 from ledger.errors import InputError, UsageError
 from ledger.spec.jcs import parse_json_lines
 from ledger.spec.leaves import RecordHashColumns, hash_record, hash_record_columns
@@ -80,13 +84,14 @@ class KernelOptions:
     `ledger.spec.fingerprint.fingerprint_record_blobs` does); it must give each record the same
     value however records are grouped, and be picklable to run in another process. `keep_texts`
     keeps each record's normalized segment texts (`RecordColumns.texts`; they never leave a worker
-    otherwise).
+    otherwise). `tokenizer` decodes the token ids under its field into texts of each record.
     """
 
     text_fields: tuple[str, ...] | None = None
     min_chars: int = 32
     fingerprint_blobs: FingerprintBlobs | None = None
     keep_texts: bool = False
+    tokenizer: TokenizerFile | None = None
 
     def __post_init__(self) -> None:
         fields = self.text_fields
@@ -136,6 +141,8 @@ class RecordColumns:
     """RFC 6962 leaf hash of each fingerprint blob, 32 bytes per record (empty without any)."""
     texts: list[list[str]] | None = None
     """With `KernelOptions.keep_texts`, each record's normalized segment texts, in segment order."""
+    token_records: int = 0
+    """With `KernelOptions.tokenizer`, how many records hold a value under the token field."""
 
     def to_arrow(self) -> pa.Table:
         """These records as a `RECORD_SCHEMA` table, the hash columns sharing these buffers."""
@@ -168,12 +175,13 @@ class RecordColumns:
             self.fingerprints,
             self.fingerprint_ends.astype(np.int64).tobytes(),
             self.fingerprint_hashes,
+            self.token_records.to_bytes(8, "little"),
         ]
 
     @classmethod
     def from_buffers(cls, count: int, parts: Sequence[bytes]) -> RecordColumns:
         """The `RecordColumns` of `count` records whose `buffers()` are `parts`."""
-        digests, leaves, counts, segments, prints, ends, print_hashes = parts
+        digests, leaves, counts, segments, prints, ends, print_hashes, tokens = parts
         return cls(
             count,
             digests,
@@ -183,6 +191,7 @@ class RecordColumns:
             prints,
             np.frombuffer(ends, dtype=np.int64),
             print_hashes,
+            token_records=int.from_bytes(tokens, "little"),
         )
 
 
@@ -208,6 +217,7 @@ def hash_columns(
 ) -> RecordColumns:
     """`hash_batch` as flat buffers; for the line forms `batch` may also be the column itself."""
     origin = origin or Origin(rows=form == ROWS)
+    hashed: tuple[RecordHashColumns, int]
     if form == ROWS:
         hashed = _hash_rows(_record_batch(batch), options, origin)
     elif form in (JSON_LINES, TEXT_LINES):
@@ -218,7 +228,7 @@ def hash_columns(
             hashed = _hash_numbered(list(_text_lines(views, origin)), options, origin)
     else:
         raise UsageError(f"unknown kernel input form {form!r}: expected one of {', '.join(FORMS)}")
-    return _fingerprinted(hashed, options)
+    return _fingerprinted(*hashed, options)
 
 
 def line_views(column: pa.Array) -> list[memoryview]:
@@ -272,17 +282,24 @@ def _record_batch(batch: pa.RecordBatch | pa.Table | pa.Array) -> pa.RecordBatch
 
 def _hash_json_lines(
     lines: list[memoryview], options: KernelOptions, origin: Origin
-) -> RecordHashColumns:
+) -> tuple[RecordHashColumns, int]:
     """JSON lines parsed at once when every line is an object (the integers beyond 64 bits then
     parsed again exactly by the hashing), else line by line, naming a bad one."""
     records = _json_objects(lines)
     if records is not None:
+
+        def numbered() -> list[tuple[int, object]]:
+            return list(zip(range(origin.first, origin.first + len(records)), records))
+
+        extra, found = _token_texts(numbered(), options, origin) if options.tokenizer else (None, 0)
         try:
-            return hash_record_columns(records, options.text_fields, options.min_chars, lines=lines)
+            columns = hash_record_columns(
+                records, options.text_fields, options.min_chars, lines=lines, extra_texts=extra
+            )
         except DATA_ERRORS:
-            numbered = list(zip(range(origin.first, origin.first + len(records)), records))
-            _hash_each(origin, numbered, options)  # find the record to name
+            _hash_each(origin, numbered(), options)  # find the record to name
             raise
+        return columns, found
     return _hash_numbered(_json_numbered(lines, origin), options, origin)
 
 
@@ -324,7 +341,9 @@ def _text_lines(lines: Sequence[memoryview], origin: Origin) -> Iterator[tuple[i
         yield origin.first + i, text
 
 
-def _hash_rows(batch: pa.RecordBatch, options: KernelOptions, origin: Origin) -> RecordHashColumns:
+def _hash_rows(
+    batch: pa.RecordBatch, options: KernelOptions, origin: Origin
+) -> tuple[RecordHashColumns, int]:
     return _hash_numbered(row_objects(batch, origin.name, origin.first), options, origin)
 
 
@@ -332,7 +351,7 @@ def _hash_numbered(
     numbered_records: Iterator[tuple[int, object]] | list[tuple[int, object]],
     options: KernelOptions,
     origin: Origin,
-) -> RecordHashColumns:
+) -> tuple[RecordHashColumns, int]:
     """Hash numbered records, all at once; the first bad record (in input order, whether it fails
     to parse or to hash) is an `InputError` naming its line or row."""
     numbered: list[tuple[int, object]] = []
@@ -342,11 +361,40 @@ def _hash_numbered(
         _hash_each(origin, numbered, options)  # an earlier record may fail to hash
         raise
     records = [record for _, record in numbered]
+    extra, found = _token_texts(numbered, options, origin)
     try:
-        return hash_record_columns(records, options.text_fields, options.min_chars)
+        columns = hash_record_columns(
+            records, options.text_fields, options.min_chars, extra_texts=extra
+        )
     except DATA_ERRORS:
         _hash_each(origin, numbered, options)  # find the record to name
         raise
+    return columns, found
+
+
+def _token_texts(
+    numbered: Sequence[tuple[int, object]], options: KernelOptions, origin: Origin
+) -> tuple[list[list[str]] | None, int]:
+    """With a tokenizer, the decoded texts of each record and how many records hold token ids;
+    a bad token list is an `InputError` naming its record (after any earlier record that fails
+    to hash)."""
+    if options.tokenizer is None:
+        return None, 0
+    texts_of = decoder(options.tokenizer).texts
+    out: list[list[str]] = []
+    found = 0
+    for i, (number, record) in enumerate(numbered):
+        try:
+            texts = texts_of(record)
+        except (ValueError, TypeError, OverflowError) as exc:
+            _hash_each(origin, numbered[:i], options)
+            raise InputError(f"{origin.where(number)}: {exc}") from exc
+        if texts is None:
+            out.append([])
+        else:
+            found += 1
+            out.append(texts)
+    return out, found
 
 
 def _hash_each(
@@ -360,7 +408,9 @@ def _hash_each(
             raise InputError(f"{origin.where(number)}: {exc}") from exc
 
 
-def _fingerprinted(hashed: RecordHashColumns, options: KernelOptions) -> RecordColumns:
+def _fingerprinted(
+    hashed: RecordHashColumns, token_records: int, options: KernelOptions
+) -> RecordColumns:
     """A unit's hashes with its records' fingerprints and the leaf hashes of both trees."""
     texts = hashed.texts if options.keep_texts else None
     if options.fingerprint_blobs is None:
@@ -375,6 +425,7 @@ def _fingerprinted(hashed: RecordHashColumns, options: KernelOptions) -> RecordC
             empty,
             b"",
             texts,
+            token_records,
         )
     blobs, ends = options.fingerprint_blobs(hashed.texts)
     if len(ends) != hashed.count:
@@ -392,4 +443,5 @@ def _fingerprinted(hashed: RecordHashColumns, options: KernelOptions) -> RecordC
         fingerprint_ends=ends,
         fingerprint_hashes=b"".join(map(leaf_hash, blob_views)),
         texts=texts,
+        token_records=token_records,
     )

@@ -31,6 +31,7 @@ from ledger.engine.pool import (
     worker_inputs,
     worker_job,
 )
+from ledger.engine.tokens import TokenizerFile
 from ledger.errors import InputError, UsageError
 from ledger.ingest.arrow import ArrowSource
 from ledger.ingest.blocks import InRing, ring_slot_size
@@ -149,6 +150,7 @@ def iter_record_columns(
     *,
     file_digests: dict[Path, str] | None = None,
     progress: Callable[[int], None] | None = None,
+    tokenizer: TokenizerFile | None = None,
 ) -> Iterator[RecordColumns]:
     """As `iter_fingerprinted_record_hashes`, as `RecordColumns` of one input block each, in order.
 
@@ -156,8 +158,9 @@ def iter_record_columns(
     `file_digests` and `progress` rules; a block never spans two files and is never empty.
     `fingerprint_blobs` gives a block's fingerprints laid end to end with their end offsets (as
     `ledger.spec.fingerprint.fingerprint_record_blobs` does), so no object per record is made.
+    With `tokenizer`, the token ids of each record are decoded into texts in the workers.
     """
-    options = KernelOptions(_fields(text_fields), min_chars, fingerprint_blobs, False)
+    options = KernelOptions(_fields(text_fields), min_chars, fingerprint_blobs, False, tokenizer)
     count = 0
     for item, columns in _iter_done(paths, options, workers, file_digests):
         if isinstance(item, FileEnd):
@@ -181,10 +184,11 @@ def iter_arrow_columns(
     workers: int | None = None,
     *,
     progress: Callable[[int], None] | None = None,
+    tokenizer: TokenizerFile | None = None,
 ) -> Iterator[RecordColumns]:
     """As `iter_record_columns` for rows held in memory as Arrow (`ledger.ingest.arrow`): the same
     kernel input as Parquet rows, on the pool when the table is big. `progress` counts rows."""
-    options = KernelOptions(_fields(text_fields), min_chars, fingerprint_blobs, False)
+    options = KernelOptions(_fields(text_fields), min_chars, fingerprint_blobs, False, tokenizer)
     wanted = workers if workers is not None else (os.cpu_count() or 1)
     if wanted <= 1 or source.nbytes < POOL_MIN_BYTES:
         done: Iterator[tuple[Unit | FileEnd, RecordColumns | None]] = (
@@ -275,7 +279,9 @@ def _iter_done(
     plan = [(Path(p), detect_format(Path(p))) for p in paths]
     total = sum(file_size(p) for p, _ in plan)
     wanted = workers if workers is not None else (os.cpu_count() or 1)
-    if wanted <= 1 or total < POOL_MIN_BYTES:
+    # A byte of token ids costs ~10x the CPU of a byte of JSON text to decode and hash.
+    least = POOL_MIN_BYTES // 8 if options.tokenizer is not None else POOL_MIN_BYTES
+    if wanted <= 1 or total < least:
         for item in _iter_plan(plan, file_digests, None):
             assert not isinstance(item, InRing)
             yield item, None if isinstance(item, FileEnd) else _hash_unit(item, options)

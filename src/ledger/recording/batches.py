@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa  # type: ignore[import-untyped]
 
-from ledger.engine import kernel
+from ledger.engine import kernel, tokens
 from ledger.errors import DuplicateError, InputError, UsageError
 from ledger.ingest import formats, pipeline
 from ledger.ingest import reader as reader_ingest
@@ -240,9 +240,16 @@ def _fingerprint_record_blobs(
 
 
 def _iter_record_chunks(
-    records: Iterable[Mapping[str, Any] | str], text_fields: Sequence[str] | None, min_chars: int
+    records: Iterable[Mapping[str, Any] | str],
+    text_fields: Sequence[str] | None,
+    min_chars: int,
+    tokenizer: tokens.TokenizerFile | None = None,
+    seen: list[int] | None = None,
 ) -> Iterator[list[leaves_spec.RecordHash]]:
-    """Hash an in-memory iterable in chunks; a bad record is an InputError naming its position."""
+    """Hash an in-memory iterable in chunks; a bad record is an InputError naming its position.
+    With `tokenizer`, each record's token ids are decoded into texts, counting in `seen[0]` the
+    records that hold some."""
+    texts_of = tokens.decoder(tokenizer).texts if tokenizer is not None else None
     it = iter(records)
     position = 0
     while True:
@@ -253,7 +260,10 @@ def _iter_record_chunks(
         for item in items:
             record = item if isinstance(item, (str, dict)) else _as_record(item, position)
             try:
-                out.append(leaves_spec.hash_record(record, text_fields, min_chars))
+                extra = texts_of(record) if texts_of is not None else None
+                if extra is not None and seen is not None:
+                    seen[0] += 1
+                out.append(leaves_spec.hash_record(record, text_fields, min_chars, extra or ()))
             except InputError as exc:
                 raise InputError(f"record {position}: {exc}") from exc
             except (ValueError, TypeError, OverflowError, RecursionError) as exc:
@@ -279,26 +289,36 @@ def hash_batches(
     progress: Progress,
     params: fingerprint.FingerprintParams = fingerprint.DEFAULT_PARAMS,
     names: Sequence[str] | None = None,
+    tokenizer: tokens.TokenizerFile | None = None,
 ) -> HashedBatches:
     """The hashing phase of `record_batch`: roots, fingerprints and spilled rows, no database access.
 
     Progress advances in records for an iterable or a table and in input bytes for files. `names` are
-    what the batch's `source` calls the files (default: their file names).
+    what the batch's `source` calls the files (default: their file names). With `tokenizer`, every
+    input (the records, each file) must hold token ids under its field in some record.
     """
     hasher = _BatchHasher(split, params, spill_dir)
     sources: list[dict[str, str]] = []
     blobs = functools.partial(_fingerprint_record_blobs, params=params)
     if isinstance(records, ArrowSource):  # hashed from Arrow, exactly as Parquet rows
+        token_records = 0
         for columns in pipeline.iter_arrow_columns(
-            records, blobs, text_fields, min_segment_chars, progress=progress
+            records, blobs, text_fields, min_segment_chars, progress=progress, tokenizer=tokenizer
         ):
             hasher.add_columns(columns, None)
+            token_records += columns.token_records
+        if tokenizer is not None and not token_records:
+            raise InputError(_no_tokens("the table", tokenizer, hasher.total))
     elif records is not None:
-        for chunk in _iter_record_chunks(records, text_fields, min_segment_chars):
+        seen = [0]
+        for chunk in _iter_record_chunks(records, text_fields, min_segment_chars, tokenizer, seen):
             hasher.add(chunk, None)
             progress(len(chunk))
+        if tokenizer is not None and not seen[0]:
+            raise InputError(_no_tokens("the records", tokenizer, hasher.total))
     for file_index, path in enumerate(files):
         digests: dict[Path, str] = {}
+        before, token_records = hasher.total, 0
         # Fingerprints and leaf hashes cost more CPU than the rest: the reader's workers compute them.
         for columns in pipeline.iter_record_columns(
             [path],
@@ -307,13 +327,24 @@ def hash_batches(
             min_segment_chars,
             file_digests=digests,
             progress=progress,
+            tokenizer=tokenizer,
         ):
             hasher.add_columns(columns, file_index)
+            token_records += columns.token_records
+        if tokenizer is not None and not token_records:
+            raise InputError(_no_tokens(str(path), tokenizer, hasher.total - before))
         digest = digests.get(path) or reader_ingest.file_sha256(path)
         sources.append({"file": names[file_index] if names else path.name, "sha256": digest})
     if hasher.total == 0:
         raise InputError("no records to record: the input is empty")
     return hasher.finish(sources)
+
+
+def _no_tokens(where: str, tokenizer: tokens.TokenizerFile, count: int) -> str:
+    return (
+        f"{where}: token field {tokenizer.field!r} is missing in every one of the {count} records "
+        "(check the dotted path with --token-field)"
+    )
 
 
 # --- batches: append phase -----------------------------------------------------------------------------
@@ -377,6 +408,8 @@ def record_batch(
     min_segment_chars: int = text_spec.MIN_SEGMENT_CHARS,
     progress: Progress | None = None,
     fingerprint_params: fingerprint.FingerprintParams = fingerprint.DEFAULT_PARAMS,
+    tokenizer: Path | str | None = None,
+    token_field: str | None = None,
 ) -> BatchResult:
     """Hash records (an iterable or files), then append their batch entries and rows in one transaction.
 
@@ -386,7 +419,9 @@ def record_batch(
     content is a DuplicateError. With `split`, batches `<id>/<k:06d>` of `split` records each follow a
     `dataset` entry `<id>`, all or nothing. `fingerprint_params` other than the default (an older
     scheme, e.g. `fingerprint.V2_PARAMS`) are for tests and for lineages that must stay comparable
-    with calls recorded under that scheme.
+    with calls recorded under that scheme. With `tokenizer` (a Hugging Face `tokenizer.json`), the
+    token id lists under `token_field` (default `input_ids`) are decoded into texts of each record,
+    cut at the special tokens; the batch body carries the file's sha256 as `tokenizer`.
     """
     check_id(id)
     listed = formats.data_files([Path(p) for p in files])
@@ -405,6 +440,11 @@ def record_batch(
     if min_segment_chars < 1:
         raise UsageError(f"min_segment_chars {min_segment_chars}: expected at least 1")
     fields = list(text_fields) if text_fields else None
+    if token_field is not None and tokenizer is None:
+        raise UsageError("a token field is read only with a tokenizer")
+    tokenizer_file = (
+        tokens.TokenizerFile.open(tokenizer, token_field) if tokenizer is not None else None
+    )
     if paths and derived_from:
         # A typo in a reference should fail before hours of hashing, not after (re-checked on append).
         with writer.session() as conn:
@@ -422,6 +462,7 @@ def record_batch(
             spill_dir=spill_dir,
             progress=progress or no_progress,
             params=fingerprint_params,
+            tokenizer=tokenizer_file,
         )
         if fields is not None and all(p.without_text == p.count for p in hashed.parts):
             watch.check(paths, sum(p.count for p in hashed.parts), table)
@@ -439,6 +480,7 @@ def record_batch(
             fields,
             derived_from,
             min_segment_chars,
+            tokenizer_file.sha256 if tokenizer_file is not None else None,
         )
     finally:
         spill_dir.cleanup()
@@ -545,6 +587,7 @@ def _append_batches(
     text_fields: list[str] | None,
     derived_from: Sequence[int | str],
     min_segment_chars: int,
+    tokenizer: str | None = None,
 ) -> BatchResult:
     """One transaction: resolve references, check ids, insert the rows, append `header` and batches."""
     fp_params = hashed.params.to_json()
@@ -564,6 +607,7 @@ def _append_batches(
                 text_fields=text_fields,
                 min_segment_chars=min_segment_chars,
                 records_without_text=part.without_text,
+                tokenizer=tokenizer,
             )
             for batch_id, part in zip(ids, hashed.parts)
         ]

@@ -152,6 +152,7 @@ def batch_body(
     min_segment_chars: int = 32,
     records_without_text: int | None = None,
     time: str | None = None,
+    tokenizer: str | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         **_base("batch", time),
@@ -172,6 +173,8 @@ def batch_body(
     body["min_segment_chars"] = min_segment_chars
     if records_without_text is not None:  # records with no segment: what an audit cannot compare
         body["records_without_text"] = records_without_text
+    if tokenizer is not None:  # sha256 of the tokenizer.json that decoded token ids into texts
+        body["tokenizer"] = tokenizer
     return body
 
 
@@ -274,6 +277,11 @@ def check_body(body: Any, index: int) -> None:
             raise VerificationError(
                 f"entry {index}: records_without_text must be an integer from 0 to the count", index
             )
+        tokenizer = body.get("tokenizer")
+        if tokenizer is not None and (
+            not isinstance(tokenizer, str) or not _HEX64.match(tokenizer)
+        ):
+            raise VerificationError(f"entry {index}: batch tokenizer must be hex sha256", index)
         derived = body.get("derived_from", [])
         if not isinstance(derived, list) or any(not isinstance(d, int) for d in derived):
             raise VerificationError(
@@ -392,6 +400,7 @@ class BatchBody:
     text_fields: tuple[str, ...] | None
     min_segment_chars: int
     records_without_text: int | None  # None: recorded before the field existed
+    tokenizer: str | None = None  # sha256 of the tokenizer file, for token id records
 
 
 @dataclass(frozen=True)
@@ -454,6 +463,7 @@ def typed(body: Mapping[str, Any], index: int) -> Body:
             _strs(fields) if fields else None,
             _int(body.get("min_segment_chars", 32)) or 32,
             body.get("records_without_text"),
+            None if body.get("tokenizer") is None else str(body["tokenizer"]),
         )
     if kind == "checkpoint":
         teachers = body["teachers"] if isinstance(body["teachers"], list) else []

@@ -268,6 +268,7 @@ _BIG_FLOAT_MIN: Final = 2.0**63
 # (lead bytes 0xEE-0xF4), so no key in it sorts differently by UTF-16 code units than by code
 # points. (One translate is ~6x faster than a regex search for the high bytes.)
 _BELOW_E000_BYTES: Final = bytes(range(0xEE))
+_INT_ONLY: Final = {int}
 
 
 def walk_strings(value: object, out: list[str]) -> int:
@@ -284,6 +285,9 @@ def walk_strings(value: object, out: list[str]) -> int:
         items: Iterable[object] = value.values()  # type: ignore[attr-defined]
     elif t is list or t is tuple:
         items = value  # type: ignore[assignment]
+        # A list of integers only (token ids): nothing to append or flag, found in one C loop.
+        if items and type(items[0]) is int and set(map(type, items)) == _INT_ONLY:  # type: ignore[index]
+            return 0
     else:
         return NEEDS_GENERAL
     flags = 0

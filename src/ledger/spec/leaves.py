@@ -106,8 +106,12 @@ def hash_record(
     record: object,
     text_fields: Sequence[str] | None = None,
     min_chars: int = MIN_SEGMENT_CHARS,
+    extra_texts: Sequence[str] = (),
 ) -> RecordHash:
-    """Digest, segments and segment texts of one record in one walk (the recording hot path)."""
+    """Digest, segments and segment texts of one record in one walk (the recording hot path).
+
+    ``extra_texts`` are texts of the record found elsewhere than in its strings (the decoded
+    pieces of its token ids, DESIGN.md "Tokenized records"); they add to its segments."""
     if isinstance(record, str):
         digest = _sha256(encode_text(record)).digest()
         texts: list[str] = [record]
@@ -116,7 +120,7 @@ def hash_record(
         digest = _sha256(record_jcs(record, texts)).digest()
         if text_fields is not None:
             texts = field_texts(record, text_fields)
-    found = segments_of(texts, min_chars)
+    found = segments_of([*texts, *extra_texts] if extra_texts else texts, min_chars)
     order = sorted(found)
     return RecordHash(digest, tuple(order), tuple([found[h] for h in order]))
 
@@ -166,6 +170,7 @@ def hash_record_columns(
     min_chars: int = MIN_SEGMENT_CHARS,
     *,
     lines: Sequence[bytes | memoryview] | None = None,
+    extra_texts: Sequence[Sequence[str]] | None = None,
 ) -> RecordHashColumns:
     """``hash_records`` with the record leaf hashes, as columns. Raises on the first bad record
     without saying which, like ``hash_records``.
@@ -174,10 +179,13 @@ def hash_record_columns(
     ``parse_json_lines(..., exact_ints=False)``: a record holding a float of magnitude >= 2**63
     (perhaps an integer beyond 64 bits that orjson made a float) is hashed as
     ``parse_json_line`` of its line instead, so the result is the exact parse's.
+    ``extra_texts``, one list per record, are added to each record's texts (``hash_record``).
     """
     if lines is not None and len(lines) != len(records):
         raise ValueError(f"expected one line per record ({len(records)}), found {len(lines)}")
-    hashed = _hash_all(records, text_fields, min_chars, lines)
+    if extra_texts is not None and len(extra_texts) != len(records):
+        raise ValueError(f"expected texts per record ({len(records)}), found {len(extra_texts)}")
+    hashed = _hash_all(records, text_fields, min_chars, lines, extra_texts)
     bounds = hashed.bounds
     digests = b"".join(hashed.digests)
     segments = b"".join(hashed.hashes)
@@ -322,8 +330,10 @@ def _hash_all(
     text_fields: Sequence[str] | None,
     min_chars: int,
     lines: Sequence[bytes | memoryview] | None = None,
+    extra_texts: Sequence[Sequence[str]] | None = None,
 ) -> _Hashed:
-    """``_hash_chunk`` over consecutive chunks of the records (and of their ``lines``)."""
+    """``_hash_chunk`` over consecutive chunks of the records (and of their ``lines`` and
+    ``extra_texts``)."""
     digests: list[bytes] = []
     hashes: list[bytes] = []
     texts: list[str] = []
@@ -332,8 +342,9 @@ def _hash_all(
     done = 0
     while chunk := list(islice(it, _CHUNK)):
         chunk_lines = None if lines is None else lines[done : done + len(chunk)]
+        extra = None if extra_texts is None else extra_texts[done : done + len(chunk)]
         counts.append(
-            _hash_chunk(chunk, text_fields, min_chars, digests, hashes, texts, chunk_lines)
+            _hash_chunk(chunk, text_fields, min_chars, digests, hashes, texts, chunk_lines, extra)
         )
         done += len(chunk)
     return _Hashed(digests, hashes, texts, np.cumsum(np.concatenate(counts)).tolist())
@@ -347,6 +358,7 @@ def _hash_chunk(
     hashes: list[bytes],
     texts: list[str],
     lines: Sequence[bytes | memoryview] | None = None,
+    extra_texts: Sequence[Sequence[str]] | None = None,
 ) -> npt.NDArray[np.int64]:
     """Append the records' digests, and their segment hashes and texts (sorted and distinct
     per record); return each record's number of segments. Digests come from one loop, then
@@ -373,6 +385,8 @@ def _hash_chunk(
         digests.append(_sha256(walked_jcs(record, out, start, flags)).digest())
         if text_fields is not None:
             raw.extend(field_texts(record, text_fields))
+        if extra_texts is not None:
+            raw.extend(extra_texts[i])
         ends.append(len(raw))
     where, found, normalized = segments_at(raw, min_chars)
     if not found:
