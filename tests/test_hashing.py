@@ -1055,7 +1055,7 @@ def test_response_texts_legacy_completion_and_responses_api() -> None:
     assert response_texts({"choices": [{"text": ANSWER}, {"text": None}]}) == [ANSWER]
     responses = {
         "output": [
-            {"type": "reasoning", "summary": [{"type": "summary_text", "text": "hidden"}]},
+            {"type": "reasoning", "summary": [{"type": "summary_text", "text": "a summary"}]},
             {
                 "type": "message",
                 "content": [
@@ -1067,7 +1067,8 @@ def test_response_texts_legacy_completion_and_responses_api() -> None:
         ],
         "output_text": ANSWER,
     }
-    assert response_texts(responses) == [ANSWER, ARGS, ANSWER]
+    # a reasoning summary is a text of the output (DESIGN "Texts of a call's output")
+    assert response_texts(responses) == ["a summary", ANSWER, ARGS, ANSWER]
     assert response_texts({}) == []
 
 
