@@ -374,23 +374,6 @@ def _batch_signature(body: Mapping[str, Any]) -> tuple[Any, ...]:
     )
 
 
-def _dataset_body(
-    id: str, batches: int, count: int, split: int, sources: Sequence[Mapping[str, str]]
-) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "kind": "dataset",
-        "v": entries.VERSION,
-        "time": entries.now_rfc3339(),
-        "id": id,
-        "batches": batches,
-        "count": count,
-        "split": split,
-    }
-    if sources:
-        body["source"] = [dict(s) for s in sources]
-    return body
-
-
 def _dataset_signature(body: Mapping[str, Any]) -> tuple[Any, ...]:
     return (body.get("batches"), body.get("count"), body.get("split"))
 
@@ -470,7 +453,9 @@ def record_batch(
         header = None
         if split:
             total = sum(p.count for p in hashed.parts)
-            header = _dataset_body(id, len(ids), total, split, hashed.sources)
+            header = entries.dataset_body(
+                id=id, batches=len(ids), count=total, split=split, source=hashed.sources
+            )
         return _append_batches(
             writer,
             hashed,
