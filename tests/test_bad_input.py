@@ -444,6 +444,9 @@ input_lines = st.fixed_dictionaries(
         "method": plausible(st.just("POST")),
         "url": plausible(st.just("/v1/chat/completions")),
         "body": plausible(requests_),
+        "params": plausible(requests_),  # Anthropic Message Batches
+        "key": plausible(st.sampled_from(["req-1", "req-2"])),  # Gemini
+        "request": plausible(requests_),
     },
 )
 
@@ -484,7 +487,7 @@ def test_fuzz_call_logs(
     path = scratch / "calls.jsonl"
     path.write_bytes(batch if fmt == "openai-batch" else logged)
     requests_path = None
-    if inputs is not None and fmt == "openai-batch":
+    if inputs is not None and fmt.endswith("-batch"):
         requests_path = scratch / "inputs.jsonl"
         requests_path.write_bytes(inputs)
     only_ledger_errors(lambda: consume_calls(path, fmt, requests_path))

@@ -510,8 +510,12 @@ def test_options_that_do_not_fit_are_usage_errors(tmp_path: Path) -> None:
     log = jsonl(tmp_path / "calls.jsonl", [{"provider": "acme", "response": {}}])
     with pytest.raises(UsageError, match="unknown call format 'csv'"):
         list(iter_calls(log, "csv"))
-    with pytest.raises(UsageError, match="only to format openai-batch"):
-        list(iter_calls(log, "jsonl", requests_path=log))
+    for fmt in ("jsonl", "openai-chat"):
+        with pytest.raises(
+            UsageError,
+            match=f"only to formats openai-batch, anthropic-batch, gemini-batch, not {fmt}$",
+        ):
+            list(iter_calls(log, fmt, requests_path=log))
 
 
 def test_progress_counts_the_file_bytes(batch_files: tuple[Path, Path]) -> None:

@@ -4,21 +4,25 @@ Five formats (`CALL_FORMATS`), each JSON Lines with blank lines skipped:
 
 `openai-batch`
     A Batch API output (or error) file: lines `{"id", "custom_id", "response": {"status_code",
-    "request_id", "body"}, "error"}`. The request body is joined by `custom_id` from the batch input
-    file (`requests_path`, lines `{"custom_id", "method", "url", "body"}`), which is indexed by byte
-    offset, not held in memory. A line with `error` set or a status other than 200 is a `FailedCall`.
-    An output whose `custom_id` is not in the input gets `request=None` and `extra["request_missing"]`.
+    "request_id", "body"}, "error"}`. A line with `error` set or a status other than 200 is a
+    `FailedCall`.
 
 `anthropic-batch`
     Message Batches results: lines `{"custom_id", "result": {"type": "succeeded", "message":
-    {...}}}`; `errored`, `canceled` and `expired` results are `FailedCall`s. The request is not in
-    the file (`request=None`); the message's `id` is the external id, `custom_id` is kept.
+    {...}}}`; `errored`, `canceled` and `expired` results are `FailedCall`s. The message's `id` is the
+    external id, `custom_id` is kept.
 
 `gemini-batch`
     Gemini batch output lines `{"key" | "request", "response": {"candidates", "usageMetadata",
     "modelVersion", "responseId"}}`: the external id is `responseId`, else the key; an inline
     `request` is the request body. A line with `error` (or a non-empty `status`) and no response
     is a `FailedCall`.
+
+For the three batch formats, `requests_path` is the batch input file (`ledger.ingest.batch_inputs`:
+OpenAI `{"custom_id", "method", "url", "body"}`, Anthropic `{"custom_id", "params"}`, Gemini
+`{"key", "request"}`), joined by id to give each call its request. An output line whose id is not in
+it gets `request=None` and `extra["request_missing"]`, as one read without an input file; a Gemini
+line whose inline `request` differs from the input file's is an `InputError`.
 
 `openai-chat`
     A log with one call per line: `{"request": {...}, "response": {...}}`; optional `endpoint` (or
@@ -53,11 +57,12 @@ from pathlib import Path
 from typing import Any, Final
 
 from ledger import providers
-from ledger.engine.json_lines import parse_object_line, unparsable
+from ledger.engine.json_lines import unparsable
 from ledger.errors import InputError, OptionHintError, UsageError
+from ledger.ingest.batch_inputs import INPUT_SHAPES, BatchInput, BatchInputs, json_kind
 from ledger.ingest.pipeline import iter_records
 from ledger.ingest.reader import BOM, open_binary
-from ledger.spec.jcs import parse_json_line
+from ledger.spec.jcs import canonical_json, parse_json_line
 
 __all__ = [
     "CALL_FORMATS",
@@ -130,30 +135,32 @@ def iter_calls(
 ) -> Iterator[CallRecord | FailedCall]:
     """Yield the calls of a log file in order, streaming; raise `InputError` naming `file:line`.
 
-    `requests_path` is the Batch API input file and only applies to `openai-batch`. `progress`, if
-    given, is called with the number of bytes of `path` done.
+    `requests_path` is the batch input file (`ledger.ingest.batch_inputs`) and applies to the three
+    batch formats. `progress`, if given, is called with the number of bytes of `path` done.
     """
     path = Path(path)
     if fmt not in CALL_FORMATS:
         raise UsageError(f"unknown call format {fmt!r}: expected one of {', '.join(CALL_FORMATS)}")
-    if requests_path is not None and fmt != "openai-batch":
-        raise UsageError(f"a requests file applies only to format openai-batch, not {fmt}")
-    if fmt == "openai-batch":
-        requests = _RequestIndex(Path(requests_path)) if requests_path is not None else None
+    if fmt in _BATCHES:
+        if requests_path is not None:
+            requests = BatchInputs(Path(requests_path), INPUT_SHAPES[fmt])
+        else:
+            requests = None
+        read_line = _BATCHES[fmt]
         try:
             for number, line in iter_records(path, "jsonl", progress=progress):
-                yield _batch_call(f"{path}:{number}", _as_dict(line), requests)
+                yield read_line(f"{path}:{number}", _as_dict(line), requests)
         finally:
             if requests is not None:
                 requests.close()
-    elif fmt in _PROVIDER_BATCHES:
-        read_line = _PROVIDER_BATCHES[fmt]
-        for number, line in iter_records(path, "jsonl", progress=progress):
-            yield read_line(f"{path}:{number}", _as_dict(line))
-    else:
-        default_provider = "openai" if fmt == "openai-chat" else None
-        for number, line in iter_records(path, "jsonl", progress=progress):
-            yield _logged_call(f"{path}:{number}", _as_dict(line), default_provider)
+        return
+    if requests_path is not None:
+        raise UsageError(
+            f"a requests file applies only to formats {', '.join(_BATCHES)}, not {fmt}"
+        )
+    default_provider = "openai" if fmt == "openai-chat" else None
+    for number, line in iter_records(path, "jsonl", progress=progress):
+        yield _logged_call(f"{path}:{number}", _as_dict(line), default_provider)
 
 
 def read_json_file(path: Path) -> object:
@@ -359,77 +366,8 @@ def _first_body(response: object) -> object:
 # --- openai-batch ----------------------------------------------------------------------------------
 
 
-class _RequestIndex:
-    """custom_id -> where the request line sits in the batch input file; bodies are read on demand.
-
-    Holding offsets instead of bodies keeps memory flat for a 200 MB input file.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._where: dict[str, tuple[int, int, int, str | None]] = {}
-        for number, offset, line, unterminated in _lines_with_offsets(path):
-            obj = parse_object_line(str(path), number, line, unterminated)
-            custom_id = obj.get("custom_id")
-            if not isinstance(custom_id, str):
-                found = _kind(custom_id)
-                raise InputError(f"{path}:{number}: expected a string custom_id, found {found}")
-            if custom_id in self._where:
-                first = self._where[custom_id][2]
-                raise InputError(
-                    f"{path}:{number}: custom_id {custom_id!r} already used on line {first}"
-                )
-            if not isinstance(obj.get("body"), dict):
-                raise InputError(
-                    f"{path}:{number}: expected an object 'body', found {_kind(obj.get('body'))}"
-                )
-            url = obj.get("url")
-            self._where[custom_id] = (
-                offset,
-                len(line),
-                number,
-                url if isinstance(url, str) else None,
-            )
-        if not self._where:
-            raise InputError(f"{path}: no records (the file is empty or holds only blank lines)")
-        self._file = open_binary(path)
-
-    def close(self) -> None:
-        """Release the input file."""
-        self._file.close()
-
-    def get(self, custom_id: str) -> tuple[dict[str, Any], str | None] | None:
-        """The request body and url for `custom_id`, or None if the input file has no such line."""
-        where = self._where.get(custom_id)
-        if where is None:
-            return None
-        offset, length, number, url = where
-        self._file.seek(offset)
-        line = self._file.read(length)
-        body = parse_object_line(str(self.path), number, line).get("body")
-        if not isinstance(body, dict):  # the file changed under us since it was indexed
-            raise InputError(f"{self.path}:{number}: changed while being read")
-        return body, url
-
-
-def _lines_with_offsets(path: Path) -> Iterator[tuple[int, int, bytes, bool]]:
-    """(line number, byte offset, line without its ending, unterminated) for each non-blank line."""
-    with open_binary(path) as f:
-        offset = 0
-        for number, raw in enumerate(f, start=1):
-            start = offset
-            offset += len(raw)
-            line = raw
-            if number == 1 and line.startswith(BOM):
-                line, start = line[len(BOM) :], start + len(BOM)
-            unterminated = not line.endswith(b"\n")
-            line = line.rstrip(b"\r\n") if not unterminated else line
-            if line and not line.isspace():
-                yield number, start, line, unterminated
-
-
 def _batch_call(
-    location: str, line: dict[str, Any], requests: _RequestIndex | None
+    location: str, line: dict[str, Any], requests: BatchInputs | None
 ) -> CallRecord | FailedCall:
     """One Batch API output line as a call, or as a failure when it carries an error or a non-200."""
     custom_id = line.get("custom_id")
@@ -465,11 +403,11 @@ def _batch_call(
         extra["request_id"] = response["request_id"]
     if isinstance(line.get("id"), str):
         extra["batch_request_id"] = line["id"]
-    found = requests.get(custom_id) if requests is not None and custom_id is not None else None
+    found = _joined(requests, custom_id)
     if found is None:
         extra["request_missing"] = True
     else:
-        request, url = found
+        request, url = found.body, found.url
     return CallRecord(
         provider="openai",
         model=infer_model(body, request),
@@ -486,10 +424,14 @@ def _batch_call(
 # --- anthropic-batch and gemini-batch ------------------------------------------------------------
 
 
-def _anthropic_batch_call(location: str, line: dict[str, Any]) -> CallRecord | FailedCall:
+def _anthropic_batch_call(
+    location: str, line: dict[str, Any], requests: BatchInputs | None
+) -> CallRecord | FailedCall:
     """One Message Batches result line: a succeeded message, or a failure counted as such."""
     custom_id = line.get("custom_id") if isinstance(line.get("custom_id"), str) else None
     result = line.get("result")
+    if result is None and isinstance(line.get("params"), dict):
+        raise _input_file_given(location, "anthropic-batch", "the Message Batches results")
     if not isinstance(result, dict):
         raise InputError(
             f"{location}: expected an object 'result' (a Message Batches results line), "
@@ -509,24 +451,39 @@ def _anthropic_batch_call(location: str, line: dict[str, Any]) -> CallRecord | F
     message = result.get("message")
     if not isinstance(message, dict):
         raise InputError(f"{location}: expected an object 'result.message', found {_kind(message)}")
+    found = _joined(requests, custom_id)
+    request = found.body if found is not None else None
     return CallRecord(
         provider="anthropic",
-        model=infer_model(message),
+        model=infer_model(message, request),
         endpoint="/v1/messages",
-        request=None,
+        request=request,
         response=message,
         external_id=response_id(message),
         usage=message.get("usage"),
         location=location,
-        extra={"custom_id": custom_id},
+        extra=_batch_extra(custom_id, request),
     )
 
 
-def _gemini_batch_call(location: str, line: dict[str, Any]) -> CallRecord | FailedCall:
-    """One Gemini batch output line (`key` or inline `request`, and `response`), or a failure."""
+def _gemini_batch_call(
+    location: str, line: dict[str, Any], requests: BatchInputs | None
+) -> CallRecord | FailedCall:
+    """One Gemini batch output line (`key` or inline `request`, and `response`), or a failure.
+
+    With the batch input file, the request is the one its line with the same `key` holds; a line that
+    also carries the request inline must carry the same one (compared as JCS, as it is hashed).
+    """
     key = line.get("key") if isinstance(line.get("key"), str) else None
     response = line.get("response")
     status = line.get("status")
+    if (
+        response is None
+        and line.get("error") is None
+        and status is None
+        and isinstance(line.get("request"), dict)
+    ):
+        raise _input_file_given(location, "gemini-batch", "the batch output")
     if response is None or line.get("error") is not None:
         reason = _error_text(line["error"]) if line.get("error") is not None else ""
         if not reason and isinstance(status, str) and status:
@@ -541,6 +498,15 @@ def _gemini_batch_call(location: str, line: dict[str, Any]) -> CallRecord | Fail
         raise InputError(
             f"{location}: expected an object or null 'request', found {_kind(request)}"
         )
+    found = _joined(requests, key)
+    if found is not None:
+        if request is not None and canonical_json(request) != canonical_json(found.body):
+            assert requests is not None
+            raise InputError(
+                f"{location}: the inline 'request' differs from the request of key {key!r} "
+                f"in {requests.path}:{found.line}"
+            )
+        request = found.body
     model = infer_model(response, request)
     return CallRecord(
         provider="google",
@@ -551,11 +517,37 @@ def _gemini_batch_call(location: str, line: dict[str, Any]) -> CallRecord | Fail
         external_id=response_id(response) or key,
         usage=response.get("usageMetadata"),
         location=location,
-        extra={"custom_id": key},
+        extra=_batch_extra(key, request),
     )
 
 
-_PROVIDER_BATCHES: Final[dict[str, Callable[[str, dict[str, Any]], CallRecord | FailedCall]]] = {
+def _joined(requests: BatchInputs | None, custom_id: str | None) -> BatchInput | None:
+    """The input line of a batch output line's id, if an input file was given and holds it."""
+    if requests is None or custom_id is None:
+        return None
+    return requests.get(custom_id)
+
+
+def _batch_extra(custom_id: str | None, request: object | None) -> dict[str, object]:
+    extra: dict[str, object] = {"custom_id": custom_id}
+    if request is None:
+        extra["request_missing"] = True
+    return extra
+
+
+def _input_file_given(location: str, fmt: str, output: str) -> OptionHintError:
+    """A batch input line where an output line belongs: the file goes to `--requests`."""
+    return OptionHintError(
+        f"{location}: this is the batch input file (lines of {INPUT_SHAPES[fmt].describe}), "
+        f"not {output}",
+        "requests_path",
+        "pass it with {}",
+    )
+
+
+_BatchLineReader = Callable[[str, dict[str, Any], BatchInputs | None], CallRecord | FailedCall]
+_BATCHES: Final[dict[str, _BatchLineReader]] = {
+    "openai-batch": _batch_call,
     "anthropic-batch": _anthropic_batch_call,
     "gemini-batch": _gemini_batch_call,
 }
@@ -663,18 +655,4 @@ def _as_dict(value: object) -> dict[str, Any]:
     return value
 
 
-def _kind(value: object) -> str:
-    """JSON's name for a value's type, for "expected X, found Y" messages."""
-    if value is None:
-        return "null or nothing"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, dict):
-        return "an object"
-    return type(value).__name__
+_kind = json_kind
