@@ -183,7 +183,7 @@ def prove(
     ref: Annotated[
         str,
         typer.Argument(
-            metavar="REF", help="Entry index, batch/checkpoint id, or call external id."
+            metavar="REF", help="Entry index, batch/checkpoint id, or call external or custom id."
         ),
     ],
     db: Db = DEFAULT_DB_PATH,
@@ -269,7 +269,7 @@ def show(
     ref: Annotated[
         str,
         typer.Argument(
-            metavar="REF", help="Entry index, batch/checkpoint id, or call external id."
+            metavar="REF", help="Entry index, batch/checkpoint id, or call external or custom id."
         ),
     ],
     db: Db = DEFAULT_DB_PATH,

@@ -157,7 +157,7 @@ def record_batch(
         typer.Option(
             "--derived-from",
             metavar="CALL",
-            help="A call (index or external id) these records come from (repeatable).",
+            help="A call (index, external id or custom id) these records come from (repeatable).",
         ),
     ] = None,
     dataset: Annotated[str | None, typer.Option(help="Dataset id this batch belongs to.")] = None,

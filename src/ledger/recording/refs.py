@@ -31,13 +31,14 @@ def body_of(leaf: bytes) -> dict[str, Any]:
 
 
 def resolve_calls(conn: store.Connection, refs: Sequence[int | str]) -> list[int]:
-    """Turn derived_from items (entry indexes or call external ids) into call entry indexes."""
+    """Turn derived_from items (entry indexes, call external ids, or a call's custom id where one
+    call alone has it) into call entry indexes."""
     out: list[int] = []
     missing: list[str] = []
     for ref in refs:
         if isinstance(ref, bool):
             raise UsageError(
-                f"derived_from item {ref!r}: expected an entry index or a call external id"
+                f"derived_from item {ref!r}: expected an entry index, or a call's external or custom id"
             )
         if isinstance(ref, int) or (isinstance(ref, str) and ref.isdigit()):
             kind = store_recording.kind_at(conn, int(ref))
@@ -53,7 +54,15 @@ def resolve_calls(conn: store.Connection, refs: Sequence[int | str]) -> list[int
         rows = store_recording.calls_with_external_id(conn, str(ref))
         providers = {str(r[1]) for r in rows}
         if not rows:
-            missing.append(f"call {ref!r}")
+            by_custom_id = store.calls_with_custom_id(conn, str(ref))
+            if len(by_custom_id) > 1:
+                raise UsageError(
+                    f"derived_from: {store.ambiguous_custom_id(str(ref), by_custom_id)}"
+                )
+            if by_custom_id:
+                out.append(by_custom_id[0])
+            else:
+                missing.append(f"call {ref!r}")
         elif len(providers) > 1:
             raise UsageError(
                 f"derived_from {ref!r}: calls of several providers ({', '.join(sorted(providers))}) "

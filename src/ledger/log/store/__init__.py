@@ -35,6 +35,7 @@ from ledger.errors import (
     LedgerError,
     LockedError,
     NotFoundError,
+    UsageError,
     VerificationError,
 )
 from ledger.spec import merkle
@@ -464,17 +465,49 @@ def find_ref(
 def resolve(
     conn: duckdb.DuckDBPyConnection, ref: str, kinds: Sequence[str] | None = None
 ) -> StoredEntry:
-    """A REF is an entry index, a batch/checkpoint id, or a call's external id."""
+    """A REF is an entry index, a batch/checkpoint/dataset id, a call's external id, or a call's
+    custom id (a Batch line's own id) where one call alone has it; looked up in that order."""
     if ref.isdigit():
         entry = entry_at(conn, int(ref))
         if kinds and entry.kind not in kinds:
             raise NotFoundError(f"entry {ref} is a {entry.kind}, not a {' or '.join(kinds)}")
         return entry
     found = find_ref(conn, ref, kinds or ("batch", "checkpoint", "dataset", "call"))
-    if not found:
-        what = " or ".join(kinds) if kinds else "entry"
-        raise NotFoundError(f"no {what} with id {ref!r}")
-    return found[-1] if all(e.kind == "call" for e in found) else found[0]
+    if found:
+        return found[-1] if all(e.kind == "call" for e in found) else found[0]
+    if not kinds or "call" in kinds:
+        by_custom_id = calls_with_custom_id(conn, ref)
+        if len(by_custom_id) > 1:
+            raise UsageError(ambiguous_custom_id(ref, by_custom_id))
+        if by_custom_id:
+            return entry_at(conn, by_custom_id[0])
+    what = " or ".join(kinds) if kinds else "entry"
+    raise NotFoundError(f"no {what} with id {ref!r}")
+
+
+def calls_with_custom_id(conn: duckdb.DuckDBPyConnection, custom_id: str) -> list[int]:
+    """Indexes of the call entries whose body has this `custom_id`, in index order.
+
+    The custom id is not a stored column: it is read from each call's signed body, so this scans the
+    calls; it runs only for a REF that named nothing cheaper.
+    """
+    rows = conn.execute(
+        f"""SELECT idx FROM entries WHERE kind = 'call'
+            AND try(json_extract_string({PAYLOAD_JSON}, '$.custom_id')) = ? ORDER BY idx""",
+        [custom_id],
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def ambiguous_custom_id(custom_id: str, indexes: Sequence[int], shown: int = 10) -> str:
+    """What to say when several calls have the custom id given as a REF."""
+    listed = ", ".join(str(i) for i in indexes[:shown])
+    if len(indexes) > shown:
+        listed += f" and {len(indexes) - shown} more"
+    return (
+        f"{len(indexes)} calls (entries {listed}) have the custom id {custom_id!r}; "
+        "give the entry index instead"
+    )
 
 
 def iter_entries(
