@@ -13,6 +13,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.feather as feather  # type: ignore[import-untyped]
@@ -250,3 +251,106 @@ def test_big_tables_hash_the_same_on_the_pool(lab: Path) -> None:
     source = arrow_source(table)
     assert source is not None and source.name == "pyarrow.Table"
     assert arrow_source([{"text": "x"}]) is None
+
+
+# --- folders written by `datasets`' save_to_disk -----------------------------------------------------
+
+
+def _shards(folder: Path) -> list[str]:
+    state = json.loads((folder / "state.json").read_text())
+    return [item["filename"] for item in state["_data_files"]]
+
+
+def test_a_saved_dataset_folder_records_as_the_dataset(lab: Path, hf: object) -> None:
+    datasets: Any = hf
+    ds = datasets.Dataset(_rows(300))
+    ds.save_to_disk(str(lab / "saved"), num_shards=4)
+    picked = ds.shuffle(seed=3).select(range(0, 300, 2))  # save_to_disk writes the selection
+    picked.save_to_disk(str(lab / "picked"), num_shards=2)
+    lg = Ledger.open(lab / "lab.duckdb")
+    expected = _root(lg, "in-memory", ds)
+    assert _cli_root(lab, "saved") == expected
+    assert _root(lg, "loaded", datasets.load_from_disk(str(lab / "saved"))) == expected
+    body = Ledger.open(lab / "lab.duckdb").entry("saved").body
+    assert [s["file"] for s in body["source"]] == _shards(lab / "saved")  # no state.json, no info
+    assert len(body["source"]) == 4 and body["count"] == 300
+    assert _cli_root(lab, "picked") == _root(lg, "picked-in-memory", picked) != expected
+
+
+def test_shards_read_in_state_json_order_not_name_order(lab: Path, hf: object) -> None:
+    datasets: Any = hf
+    ds = datasets.Dataset(_rows(90))
+    folder = lab / "renamed"
+    ds.save_to_disk(str(folder), num_shards=3)
+    # The first shard renamed so that it sorts last: state.json still lists it first.
+    state = json.loads((folder / "state.json").read_text())
+    (folder / "data-00000-of-00003.arrow").rename(folder / "zz-first.arrow")
+    state["_data_files"][0]["filename"] = "zz-first.arrow"
+    (folder / "state.json").write_text(json.dumps(state))
+    # A file state.json does not list is not part of the dataset (load_from_disk ignores it too).
+    with pa.ipc.new_stream(folder / "data-stray.arrow", ds.data.schema) as writer:
+        writer.write_table(_rows(5))
+    reloaded = datasets.load_from_disk(str(folder))
+    lg = Ledger.open(lab / "lab.duckdb")
+    expected = _root(lg, "in-memory", ds)
+    assert _root(lg, "reloaded", reloaded) == expected
+    assert _cli_root(lab, "renamed") == expected
+    by_name = sorted(p.name for p in folder.glob("*.arrow") if p.name != "data-stray.arrow")
+    assert by_name[-1] == "zz-first.arrow"
+    in_name_order = _cli_root(lab, *(f"renamed/{name}" for name in by_name), "--id", "by-name")
+    assert in_name_order != expected
+    body = Ledger.open(lab / "lab.duckdb").entry("renamed").body
+    assert [s["file"] for s in body["source"]] == [
+        "zz-first.arrow",
+        "data-00001-of-00003.arrow",
+        "data-00002-of-00003.arrow",
+    ]
+
+
+def test_a_dataset_dict_folder_is_refused_naming_its_splits(lab: Path, hf: object) -> None:
+    datasets: Any = hf
+    ds = datasets.Dataset(_rows(60))
+    splits = datasets.DatasetDict({"train": ds.select(range(50)), "test": ds.select(range(50, 60))})
+    splits.save_to_disk(str(lab / "splits"))
+    lg = Ledger.open(lab / "lab.duckdb")
+    before = lg.entry_count()
+    result = _run(["record", "batch", "splits", "--db", "lab.duckdb"], lab)
+    assert result.returncode == 2 and result.stdout == "", (result.returncode, result.stderr)
+    assert result.stderr.splitlines() == [
+        "error: splits: a Hugging Face DatasetDict folder (splits: train, test) holds several "
+        "datasets: give one split's folder, such as splits/train"
+    ]
+    # A folder holding one further down: the error names that folder.
+    (lab / "data").mkdir()
+    splits["test"].save_to_disk(str(lab / "data" / "test"))
+    result = _run(["record", "batch", "data", "--db", "lab.duckdb"], lab)
+    assert result.returncode == 4, result.stderr
+    assert result.stderr.startswith("error: data/test: a folder saved by Hugging Face datasets")
+    assert Ledger.open(lab / "lab.duckdb").entry_count() == before
+    # One split's folder records as that split.
+    assert _cli_root(lab, "splits/train") == _root(lg, "train-in-memory", splits["train"])
+    assert Ledger.open(lab / "lab.duckdb").entry("train").body["count"] == 50
+
+
+def test_a_broken_state_json_names_the_file(lab: Path, hf: object) -> None:
+    datasets: Any = hf
+    folder = lab / "saved"
+    datasets.Dataset(_rows(20)).save_to_disk(str(folder), num_shards=2)
+    state = json.loads((folder / "state.json").read_text())
+    before = Ledger.open(lab / "lab.duckdb").entry_count()
+    cases = [
+        ([{"filename": "data-00009-of-00002.arrow"}], "_data_files[0]: data-00009-of-00002.arrow is not in saved"),
+        ([{"filename": "../escape.arrow"}], '_data_files[0]: expected a file name inside the folder, found "../escape.arrow"'),
+        ([{"filename": "data-00000-of-00002.arrow"}] * 2, "_data_files[1]: data-00000-of-00002.arrow is listed twice"),
+        ([], "expected a non-empty list '_data_files' (a Dataset.save_to_disk state)"),
+    ]  # fmt: skip
+    for files, expected in cases:
+        (folder / "state.json").write_text(json.dumps({**state, "_data_files": files}))
+        result = _run(["record", "batch", "saved", "--db", "lab.duckdb"], lab)
+        assert result.returncode == 4, result.stderr
+        assert result.stderr.splitlines() == [f"error: saved/state.json: {expected}"]
+    (folder / "state.json").write_text("{not json")
+    result = _run(["record", "batch", "saved", "--db", "lab.duckdb"], lab)
+    assert result.returncode == 4
+    assert result.stderr.startswith("error: saved/state.json: invalid JSON")
+    assert Ledger.open(lab / "lab.duckdb").entry_count() == before

@@ -15,6 +15,7 @@ from ledger.ingest.arrow import ArrowReader
 from ledger.ingest.jsonl import JsonlReader
 from ledger.ingest.parquet import ParquetReader
 from ledger.ingest.reader import RecordReader, gzipped
+from ledger.ingest.saved_datasets import METADATA_FILES, saved_dataset_files
 from ledger.ingest.text import TextReader
 
 __all__ = [
@@ -94,11 +95,19 @@ def data_files(paths: Sequence[Path]) -> list[tuple[str, Path]]:
     read in shard order), named by that relative path; but names starting with `.` or `_` are skipped at any depth (hidden
     files, and the `_SUCCESS`-style markers Spark and Hadoop write, as Arrow datasets skip them).
     Every file must have a record format's extension; a directory with no file is InputError.
+    A folder written by `datasets`' `Dataset.save_to_disk` is its Arrow shards in the order its
+    `state.json` lists them (`ledger.ingest.saved_datasets`); a `DatasetDict` folder is a UsageError.
     """
     out: list[tuple[str, Path]] = []
     for path in map(Path, paths):
         if not path.is_dir():
             out.append((path.name, path))
+            continue
+        saved = saved_dataset_files(path)
+        if saved is not None:
+            for file in saved:
+                detect_format(file)
+                out.append((file.relative_to(path).as_posix(), file))
             continue
         found = sorted(
             p
@@ -110,6 +119,11 @@ def data_files(paths: Sequence[Path]) -> list[tuple[str, Path]]:
             known = ", ".join(_EXTENSIONS)
             raise InputError(f"{path}: the directory holds no data file ({known}, or .gz of them)")
         for file in found:
+            if file.name in METADATA_FILES and file.parent != path:
+                raise InputError(
+                    f"{file.parent}: a folder saved by Hugging Face datasets (it holds "
+                    f"{file.name}) inside {path}: give that folder on its own"
+                )
             detect_format(file)  # a stray file fails here, naming it, before any hashing
             out.append((file.relative_to(path).as_posix(), file))
     return out
