@@ -131,7 +131,7 @@ def record_batch(
         list[Path],
         typer.Argument(
             metavar="FILE...",
-            help="JSONL, Parquet, Arrow IPC/Feather or text files (JSONL and text may be .gz), in order; a directory's files in name order.",
+            help="JSONL, Parquet, Arrow IPC/Feather or text files (JSONL and text may be .gz), in order; a directory's files in name order (a datasets save_to_disk folder: its shards in state.json order).",
         ),
     ],
     id: Annotated[
