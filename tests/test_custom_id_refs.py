@@ -134,3 +134,23 @@ def test_a_ref_that_names_nothing_is_still_exit_4(shop: Path) -> None:
     data = write_jsonl(shop / "sft.jsonl", [{"text": ANSWER}])
     message = one_error(run(shop, "record", "batch", str(data), "--derived-from", "eval-7"), 4)
     assert message == "derived_from names no recorded call: call 'eval-7'"
+
+
+def test_a_free_form_custom_id_resolves_as_written(shop: Path) -> None:
+    """OpenAI and Gemini ids are free text: quotes, slashes, non-ASCII (escaped in the signed body)."""
+    custom_id = 'run "7"/é-ü \\ tab\there'
+    body = {
+        "id": "chatcmpl-free",
+        "object": "chat.completion",
+        "created": 1738000000,
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": ANSWER}}],
+    }  # fmt: skip
+    line = {"id": "batch_req_1", "custom_id": custom_id, "error": None,
+            "response": {"status_code": 200, "request_id": "req_1", "body": body}}  # fmt: skip
+    path = write_jsonl(shop / "openai-out.jsonl", [line])
+    ok(shop, "import", "calls", str(path), "--format", "openai-batch", "--provider", "openai",
+       "--purpose", "evaluation")  # fmt: skip
+    assert ok(shop, "show", custom_id)["index"] == index_of(shop, "chatcmpl-free")
+    assert one_error(run(shop, "show", custom_id[:-1]), 4).startswith("no entry with id")
