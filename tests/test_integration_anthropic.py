@@ -63,7 +63,7 @@ ANSWER = [
     "It ended the Thirty Years' War ",
     "and reshaped the map of central Europe.",
 ]
-TOOL_INPUT = {"city": "Reykjavik", "unit": "celsius", "days": 3}
+TOOL_INPUT: dict[str, Any] = {"city": "Reykjavik", "unit": "celsius", "days": 3}
 TOOL_JSON = ["", '{"city": "Reyk', 'javik", "unit": "cel', 'sius", "days": 3}']
 SIGNATURE = "EqQBCkgIARABGAIiQL6mZ3Jb0fQ2xqD3pXyC7sAuyD4zJ0Tz0v5vC2FwXk1ZJt1tG2uQ=="
 # The texts of the message's output: thinking, text, and the tool input as its JCS text.
@@ -332,9 +332,7 @@ def sent_events(exchange: Exchange) -> list[Any]:
 # --- plain messages ------------------------------------------------------------------------------
 
 
-def test_message_is_returned_unchanged_and_recorded_once(
-    server: FakeAnthropic, lg: Ledger
-) -> None:
+def test_message_is_returned_unchanged_and_recorded_once(server: FakeAnthropic, lg: Ledger) -> None:
     plain = sync_client(server)
     wrapped = recorded(plain, lg, purpose="evaluation", account="team-a")
     assert type(wrapped) is type(plain)
@@ -391,7 +389,7 @@ def test_token_counts_batches_and_errors_are_not_recorded(
     counted = wrapped.messages.count_tokens(model=MODEL, messages=ask("count")["messages"])
     assert counted.input_tokens == 412
     batch = wrapped.messages.batches.create(
-        requests=[{"custom_id": "q-1", "params": ask("batched")}]  # type: ignore[list-item]
+        requests=[{"custom_id": "q-1", "params": ask("batched")}]  # type: ignore[typeddict-item]
     )
     assert batch.id == "msgbatch_013Zva2CMHLNnXjNJJKqJ2EF"
     with pytest.raises(anthropic.BadRequestError):
@@ -528,8 +526,12 @@ def test_async_message_stream_and_helper_are_recorded(server: FakeAnthropic, lg:
         wrapped = recorded(plain, lg, purpose="training-data")
         expected = await plain.messages.create(**ask("a"))
         got = await wrapped.messages.create(**ask("a"))
-        expected_events = [e.to_dict() async for e in await plain.messages.create(**ask("b", stream=True))]
-        got_events = [e.to_dict() async for e in await wrapped.messages.create(**ask("b", stream=True))]
+        expected_events = [
+            e.to_dict() async for e in await plain.messages.create(**ask("b", stream=True))
+        ]
+        got_events = [
+            e.to_dict() async for e in await wrapped.messages.create(**ask("b", stream=True))
+        ]
         async with plain.messages.stream(**ask("c")) as stream:
             expected_final = await stream.get_final_message()
         async with wrapped.messages.stream(**ask("c")) as stream:
