@@ -498,3 +498,28 @@ def test_generic_log_with_anthropic_and_gemini_streams(shop: Path) -> None:
     assert gemini["outputs"] == ref_outputs([GEMINI_THOUGHT, GEMINI_ANSWER])
     assert gemini["endpoint"] == "streamGenerateContent" and "complete" not in gemini
     assert gemini["usage"] == {"totalTokenCount": 9} and gemini["model"] == "gemini-2.5-pro"
+
+
+def test_anthropic_stream_usage_joins_message_start_and_the_last_delta() -> None:
+    from ledger.ingest.calls import response_usage
+
+    events = anthropic_stream()
+    start = {**events[0]["message"], "usage": {"input_tokens": 2095, "output_tokens": 1}}
+    events[0] = {"type": "message_start", "message": start}
+    # message_delta counts are cumulative: the input tokens come from message_start only
+    assert response_usage(events) == {"input_tokens": 2095, "output_tokens": 503}
+    assert response_usage(events[:1]) == {"input_tokens": 2095, "output_tokens": 1}
+
+
+def test_an_azure_stream_is_named_by_its_first_real_chunk() -> None:
+    from ledger.ingest.calls import infer_model, response_created, response_id
+
+    prompt_filter = {"id": "", "object": "", "created": 0, "model": "", "choices": [],
+                     "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {}}]}  # fmt: skip
+    chunk = {"id": "chatcmpl-az1", "object": "chat.completion.chunk", "created": 1760000000,
+             "model": "gpt-4o-2024-11-20",
+             "choices": [{"index": 0, "delta": {"content": "Hi"}, "finish_reason": None}]}  # fmt: skip
+    stream = [prompt_filter, chunk]
+    assert response_id(stream) == "chatcmpl-az1"
+    assert infer_model(stream) == "gpt-4o-2024-11-20"
+    assert response_created(stream) == 1760000000

@@ -157,6 +157,7 @@ def test_an_evaluation_output_packed_between_documents_is_an_exact_finding(
 
     body = json.loads(shop.ok("show", str(out["batches"][0]["index"]), "--json"))["body"]
     assert body["tokenizer"] == hashlib.sha256(shop.tokenizer_path.read_bytes()).hexdigest()
+    assert body["token_field"] == "input_ids"
     schema = json.loads((ROOT / "schemas" / "entry-batch.schema.json").read_text(encoding="utf-8"))
     jsonschema.validate(body, schema)
 
@@ -171,6 +172,23 @@ def test_check_body_wants_a_hex_sha256_tokenizer(value: object) -> None:
         return
     with pytest.raises(VerificationError, match="tokenizer must be hex sha256"):
         check_body({**body, "tokenizer": value}, 5)
+
+
+def test_token_field_is_signed_only_beside_a_tokenizer() -> None:
+    body = batch_body(
+        id="b", count=1, records_root="0" * 64, tokenizer="a" * 64, token_field="x.ids"
+    )
+    check_body(body, 5)
+    assert body["token_field"] == "x.ids"
+    bare = batch_body(id="b", count=1, records_root="0" * 64, token_field="x.ids")
+    assert "token_field" not in bare
+    for bad in (
+        {**body, "token_field": ""},
+        {**body, "token_field": 3},
+        {**bare, "token_field": "x"},
+    ):
+        with pytest.raises(VerificationError, match="token_field must be a non-empty string"):
+            check_body(bad, 5)
 
 
 def test_the_same_ids_without_a_tokenizer_are_inconclusive(shop: Shop) -> None:
@@ -221,6 +239,8 @@ def test_nested_token_fields_and_the_library(shop: Shop) -> None:
         rows, id="nested", tokenizer=shop.tokenizer_path, token_field="sample.tokens"
     )
     assert result.entries[0].without_text == 1
+    body = ledger.entry(result.entries[0].index).body
+    assert body["token_field"] == "sample.tokens"
     code, report = audit(shop, "nested")
     assert code == 1 and [f["type"] for f in report["findings"]] == ["exact"]
     with pytest.raises(InputError, match="missing in every one of the 2 records"):

@@ -312,6 +312,9 @@ def response_usage(response: object) -> object | None:
         found: object = response.get("usage", response.get("usageMetadata"))
         return found
     if isinstance(response, list):
+        anthropic = _anthropic_stream_usage(response)
+        if anthropic is not None:
+            return anthropic
         for chunk in reversed(response):
             if not isinstance(chunk, dict):
                 continue
@@ -323,6 +326,25 @@ def response_usage(response: object) -> object | None:
             if usage is not None:
                 return usage
     return None
+
+
+def _anthropic_stream_usage(chunks: list[object]) -> dict[str, object] | None:
+    """An Anthropic stream's usage: `message_start` carries the input tokens, each `message_delta`
+    the cumulative output tokens (and any counts that changed); the later value of a key wins."""
+    usage: dict[str, object] | None = None
+    for chunk in chunks:
+        if not isinstance(chunk, dict):
+            continue
+        kind = chunk.get("type")
+        if kind == "message_start" and isinstance(chunk.get("message"), dict):
+            found = chunk["message"].get("usage")
+        elif kind == "message_delta":
+            found = chunk.get("usage")
+        else:
+            continue
+        if isinstance(found, dict):
+            usage = {**(usage or {}), **found}
+    return usage
 
 
 def stream_is_complete(chunks: list[object]) -> bool:
@@ -357,7 +379,11 @@ def _first_body(response: object) -> object:
                     inner = chunk.get(key)
                     if isinstance(inner, dict) and "type" in chunk:
                         return inner
-                if any(key in chunk for key in ("id", "model", "responseId", "modelVersion")):
+                # Azure opens a stream with a prompt-filter chunk whose id and model are "".
+                if any(
+                    chunk.get(key) not in (None, "")
+                    for key in ("id", "model", "responseId", "modelVersion")
+                ):
                     return chunk
         return None
     return response

@@ -465,7 +465,7 @@ def record_batch(
             fields,
             derived_from,
             min_segment_chars,
-            tokenizer_file.sha256 if tokenizer_file is not None else None,
+            tokenizer_file,
         )
     finally:
         spill_dir.cleanup()
@@ -572,7 +572,7 @@ def _append_batches(
     text_fields: list[str] | None,
     derived_from: Sequence[int | str],
     min_segment_chars: int,
-    tokenizer: str | None = None,
+    tokenizer: tokens.TokenizerFile | None = None,
 ) -> BatchResult:
     """One transaction: resolve references, check ids, insert the rows, append `header` and batches."""
     fp_params = hashed.params.to_json()
@@ -592,7 +592,8 @@ def _append_batches(
                 text_fields=text_fields,
                 min_segment_chars=min_segment_chars,
                 records_without_text=part.without_text,
-                tokenizer=tokenizer,
+                tokenizer=None if tokenizer is None else tokenizer.sha256,
+                token_field=None if tokenizer is None else tokenizer.field,
             )
             for batch_id, part in zip(ids, hashed.parts)
         ]

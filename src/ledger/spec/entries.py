@@ -153,6 +153,7 @@ def batch_body(
     records_without_text: int | None = None,
     time: str | None = None,
     tokenizer: str | None = None,
+    token_field: str | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         **_base("batch", time),
@@ -175,6 +176,8 @@ def batch_body(
         body["records_without_text"] = records_without_text
     if tokenizer is not None:  # sha256 of the tokenizer.json that decoded token ids into texts
         body["tokenizer"] = tokenizer
+        if token_field is not None:  # where the ids were read, so a verifier can decode them again
+            body["token_field"] = token_field
     return body
 
 
@@ -282,6 +285,14 @@ def check_body(body: Any, index: int) -> None:
             not isinstance(tokenizer, str) or not _HEX64.match(tokenizer)
         ):
             raise VerificationError(f"entry {index}: batch tokenizer must be hex sha256", index)
+        token_field = body.get("token_field")
+        if token_field is not None and (
+            tokenizer is None or not isinstance(token_field, str) or not token_field
+        ):
+            raise VerificationError(
+                f"entry {index}: batch token_field must be a non-empty string beside a tokenizer",
+                index,
+            )
         derived = body.get("derived_from", [])
         if not isinstance(derived, list) or any(not isinstance(d, int) for d in derived):
             raise VerificationError(
@@ -401,6 +412,7 @@ class BatchBody:
     min_segment_chars: int
     records_without_text: int | None  # None: recorded before the field existed
     tokenizer: str | None = None  # sha256 of the tokenizer file, for token id records
+    token_field: str | None = None  # the dotted path the token ids were read from
 
 
 @dataclass(frozen=True)
@@ -464,6 +476,7 @@ def typed(body: Mapping[str, Any], index: int) -> Body:
             _int(body.get("min_segment_chars", 32)) or 32,
             body.get("records_without_text"),
             None if body.get("tokenizer") is None else str(body["tokenizer"]),
+            None if body.get("token_field") is None else str(body["token_field"]),
         )
     if kind == "checkpoint":
         teachers = body["teachers"] if isinstance(body["teachers"], list) else []

@@ -21,7 +21,9 @@ from ledger.wording import plural
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
+    "CompactRange",
     "RootBuilder",
+    "compact_nodes",
     "append_nodes",
     "consistency_proof",
     "consistency_ranges",
@@ -179,6 +181,114 @@ class RootBuilder:
             digest = node_hash(stack.pop()[1], digest)
             level += 1
         stack.append((level, digest))
+
+
+def compact_nodes(begin: int, end: int) -> list[Node]:
+    """The perfect nodes, left to right, that cover ``[begin, end)`` exactly, each as large as its
+    alignment allows: sizes rise then fall, so there are at most 2 log2(end - begin) of them."""
+    if not 0 <= begin <= end:
+        raise UsageError(f"expected a leaf range 0 <= begin <= end, found [{begin}, {end})")
+    nodes: list[Node] = []
+    position = begin
+    while position < end:
+        level = (end - position).bit_length() - 1
+        if position:
+            level = min(level, _trailing_zeros(position))
+        nodes.append((level, position >> level))
+        position += 1 << level
+    return nodes
+
+
+class CompactRange:
+    """An RFC 6962 compact range: the hashes of `compact_nodes(begin, end)`, which summarise the leaf
+    hashes ``[begin, end)`` in O(log n) space.
+
+    Ranges of adjacent positions merge (associatively) into the range of their union, and a range
+    that starts at 0 gives the tree root. So workers can each hash a contiguous slice of a batch and
+    return a few hashes; the driver merges them in order into `records_root` without ever holding
+    every leaf hash. Serialise a range as (begin, end, hashes): the node positions follow from those.
+    """
+
+    __slots__ = ("_begin", "_end", "_nodes")
+
+    def __init__(
+        self, begin: int = 0, end: int | None = None, hashes: Sequence[bytes] = ()
+    ) -> None:
+        end = begin if end is None else end
+        expected = compact_nodes(begin, end)
+        if len(hashes) != len(expected):
+            raise VerificationError(
+                f"compact range [{begin}, {end}): expected {plural(len(expected), 'hash', 'hashes')}, "
+                f"found {len(hashes)}"
+            )
+        for digest in hashes:
+            _check_hash("compact range hash", digest)
+        self._begin, self._end = begin, end
+        self._nodes: list[tuple[int, bytes]] = [
+            (level, bytes(digest)) for (level, _), digest in zip(expected, hashes)
+        ]
+
+    @property
+    def begin(self) -> int:
+        return self._begin
+
+    @property
+    def end(self) -> int:
+        return self._end
+
+    @property
+    def hashes(self) -> list[bytes]:
+        """The node hashes, left to right (what to send to the driver, with begin and end)."""
+        return [digest for _, digest in self._nodes]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CompactRange):
+            return NotImplemented
+        return (self._begin, self._end, self._nodes) == (other._begin, other._end, other._nodes)
+
+    def __repr__(self) -> str:
+        return f"CompactRange({self._begin}, {self._end}, <{len(self._nodes)} hashes>)"
+
+    def append(self, leaf_hash: bytes) -> None:
+        """Extend the range by one leaf hash on the right."""
+        self._push(0, _check_hash("leaf hash", leaf_hash))
+
+    def extend(self, leaf_hashes: Iterable[bytes]) -> None:
+        for digest in leaf_hashes:
+            self.append(digest)
+
+    def merge(self, right: CompactRange) -> None:
+        """Absorb the range that starts where this one ends (this one becomes their union)."""
+        if right._begin != self._end:
+            raise UsageError(
+                f"compact ranges must be adjacent: [{self._begin}, {self._end}) cannot take "
+                f"[{right._begin}, {right._end})"
+            )
+        for level, digest in right._nodes:
+            self._push(level, digest)
+
+    def root(self) -> bytes:
+        """The RFC 6962 root of the leaves ``[0, end)``; the range must start at 0."""
+        if self._begin != 0:
+            raise UsageError(f"a root needs a range that starts at 0, found one at {self._begin}")
+        if not self._nodes:
+            return EMPTY_ROOT
+        digest = self._nodes[-1][1]
+        for _, left in reversed(self._nodes[:-1]):
+            digest = node_hash(left, digest)
+        return digest
+
+    def _push(self, level: int, digest: bytes) -> None:
+        """Append a perfect node of 2**level leaves at position `end` (aligned to its size), then
+        join it with its left sibling while there is one: what is left is again `compact_nodes`."""
+        position = self._end
+        self._end += 1 << level
+        nodes = self._nodes
+        while nodes and nodes[-1][0] == level and (position >> level) & 1:
+            digest = node_hash(nodes.pop()[1], digest)
+            position -= 1 << level
+            level += 1
+        nodes.append((level, digest))
 
 
 def _perfect_root_joined(joined: bytes, start: int, width: int) -> bytes:
