@@ -133,6 +133,11 @@ def test_anthropic_batch_requests_give_each_call_its_request_hash(shop: Path) ->
     # eval-9 has no line in the input file: recorded with no request, as openai-batch does
     orphan = ok(shop, "show", "msg_09")["body"]
     assert orphan["request"] is None and orphan["custom_id"] == "eval-9"
+    # ... and the report says so, naming the line
+    assert report["without_request"] == 1
+    assert report["without_request_examples"] == [f"{results}:4"]
+    human = run(shop, *args)
+    assert "1 call with no line in the requests file (recorded with request null)" in human.stdout
     again = ok(shop, *args)
     assert (again["added"], again["duplicates"], again["failed"]) == (0, 3, 1)
     assert ok(shop, "status")["counts"]["call"] == 3
@@ -141,8 +146,9 @@ def test_anthropic_batch_requests_give_each_call_its_request_hash(shop: Path) ->
 def test_anthropic_requests_differ_from_no_requests(shop: Path) -> None:
     """Without --requests the same results record `request: null`: the file is what gives the hash."""
     _, results = anthropic_files(shop)
-    ok(shop, "import", "calls", str(results), *ANTHROPIC_IMPORT)
+    report = ok(shop, "import", "calls", str(results), *ANTHROPIC_IMPORT)
     assert ok(shop, "show", "msg_00")["body"]["request"] is None
+    assert report["without_request"] == 0  # no requests file: nothing was expected to join
 
 
 def test_a_bad_anthropic_input_file_names_its_line_and_records_nothing(shop: Path) -> None:

@@ -266,6 +266,7 @@ def import_calls(
         raise UsageError(f"chunk {chunk}: expected at least 1 call per transaction")
     report = {"added": 0, "duplicates": 0, "failed": 0}
     examples: list[str] = []
+    unjoined: list[str] = []  # lines whose id the --requests file lacks
     pending: list[PreparedCall] = []
     requests = Path(requests_path) if requests_path is not None else None
     try:
@@ -275,6 +276,8 @@ def import_calls(
                 if len(examples) < MAX_FAILED_EXAMPLES:
                     examples.append(f"{item.location}: {item.reason}")
                 continue
+            if requests is not None and item.extra.get("request_missing"):
+                unjoined.append(item.location)
             try:
                 call = call_input(item, provider, purpose, account)
                 pending.append(prepare_call(call, min_segment_chars))
@@ -296,7 +299,14 @@ def import_calls(
         raise
     if pending:
         _append_calls(writer, pending, report)
-    return ImportReport(report["added"], report["duplicates"], report["failed"], examples)
+    return ImportReport(
+        report["added"],
+        report["duplicates"],
+        report["failed"],
+        examples,
+        len(unjoined),
+        unjoined[:MAX_FAILED_EXAMPLES],
+    )
 
 
 def _append_calls(

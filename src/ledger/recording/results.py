@@ -55,6 +55,9 @@ class ImportReport:
     duplicates: int
     failed: int
     failed_examples: list[str] = field(default_factory=list)
+    # Calls whose id has no line in the --requests file: recorded with request null, and said so.
+    without_request: int = 0
+    without_request_examples: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

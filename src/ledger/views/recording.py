@@ -34,6 +34,8 @@ def import_json(report: Any) -> dict[str, Any]:
         "duplicates": report.duplicates,
         "failed": report.failed,
         "failed_examples": list(report.failed_examples),
+        "without_request": report.without_request,
+        "without_request_examples": list(report.without_request_examples),
     }
 
 
@@ -47,6 +49,15 @@ def import_view(report: Any) -> RenderableType:
             Text(f"{plural(report.failed, 'failed line')} not recorded as {calls}", style="yellow")
         )
         lines.extend(Text(f"  {example}") for example in report.failed_examples)
+    if report.without_request:
+        lines.append(
+            Text(
+                f"{plural(report.without_request, 'call')} with no line in the requests file "
+                "(recorded with request null)",
+                style="yellow",
+            )
+        )
+        lines.extend(Text(f"  {where}") for where in report.without_request_examples)
     if not report.added and not report.failed and report.duplicates:
         lines.append(Text("nothing new: every call in the file was already in the ledger"))
     return Group(*lines)
