@@ -154,3 +154,19 @@ def test_a_free_form_custom_id_resolves_as_written(shop: Path) -> None:
        "--purpose", "evaluation")  # fmt: skip
     assert ok(shop, "show", custom_id)["index"] == index_of(shop, "chatcmpl-free")
     assert one_error(run(shop, "show", custom_id[:-1]), 4).startswith("no entry with id")
+
+
+def test_an_external_id_two_providers_share_is_refused_naming_both(shop: Path) -> None:
+    """Calls are unique per (provider, external id): the same id from two providers is ambiguous, and
+    a REF that could mean either is an error naming both entries, never a silent pick."""
+    import_results(shop, "a.jsonl", [result_line("eval-0", "shared-id")])
+    resp = shop / "resp.json"
+    resp.write_text(json.dumps({"id": "shared-id", "object": "chat.completion", "model": "m",
+                                "choices": [{"index": 0, "message": {"content": ANSWER}}]}))  # fmt: skip
+    ok(shop, "record", "call", "--provider", "deepseek", "--purpose", "evaluation",
+       "--response", str(resp))  # fmt: skip
+    message = one_error(run(shop, "show", "shared-id"), 2)
+    assert message == (
+        "'shared-id' names 2 entries (call entry 4, call entry 5); give the entry index instead"
+    )
+    assert ok(shop, "show", "5")["body"]["provider"] == "deepseek"

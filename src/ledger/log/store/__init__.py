@@ -473,8 +473,15 @@ def resolve(
             raise NotFoundError(f"entry {ref} is a {entry.kind}, not a {' or '.join(kinds)}")
         return entry
     found = find_ref(conn, ref, kinds or ("batch", "checkpoint", "dataset", "call"))
+    if (
+        len(found) > 1
+    ):  # calls of two providers with one external id, or a call id equal to a batch id
+        named = ", ".join(f"{e.kind} entry {e.index}" for e in found[:10])
+        raise UsageError(
+            f"{ref!r} names {len(found)} entries ({named}); give the entry index instead"
+        )
     if found:
-        return found[-1] if all(e.kind == "call" for e in found) else found[0]
+        return found[0]
     if not kinds or "call" in kinds:
         by_custom_id = calls_with_custom_id(conn, ref)
         if len(by_custom_id) > 1:
