@@ -578,3 +578,40 @@ def test_heads_of_a_real_ledger_fork_and_rollback(tmp_path: Path) -> None:
         assert (answer.status, answer.body) == (409, f"{second.size}\n".encode())
     finally:
         assert witness.stop() == 0
+
+
+def test_two_processes_sharing_one_state_file_never_roll_each_other_back(
+    tmp_path: Path, logs: tuple[TreeLog, TreeLog]
+) -> None:
+    a, _ = logs
+    init_witness(tmp_path / "w")
+    first = WitnessProc(tmp_path / "w", [a.vkey]).start()
+    second = WitnessProc(tmp_path / "w", [a.vkey]).start()
+    try:
+        assert first.post(a.body(0, 5)).status == 200
+        answer = second.post(a.body(0, 3))  # the second process re-reads what the first wrote
+        assert (answer.status, answer.body) == (409, b"5\n")
+        size = 5
+        for round_ in range(6):
+            left, right = a.fork(size, 2, f"L{round_}-"), a.fork(size, 2, f"R{round_}-")
+            barrier = threading.Barrier(2)
+            answers: dict[str, int] = {}
+
+            def submit(name: str, proc: WitnessProc, log: TreeLog, old: int = size) -> None:
+                barrier.wait()
+                answers[name] = proc.post(log.body(old, old + 2)).status
+
+            threads = [
+                threading.Thread(target=submit, args=("left", first, left)),
+                threading.Thread(target=submit, args=("right", second, right)),
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert sorted(answers.values()) == [200, 409], answers
+            a = left if answers["left"] == 200 else right
+            size += 2
+            assert json.loads(first.state.read_text())["logs"][a.origin]["size"] == size
+    finally:
+        assert first.stop() == 0 and second.stop() == 0
