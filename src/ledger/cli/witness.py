@@ -18,7 +18,7 @@ from ledger.witness.server import Witness, WitnessServer, parse_listen
 from ledger.witness.state import WitnessState
 
 witness_app = typer.Typer(
-    help="Run a witness: cosign the tree heads of logs that only ever grow (C2SP tlog-witness).",
+    help="Run a witness that cosigns tree heads (C2SP tlog-witness).",
     no_args_is_help=True,
 )
 app.add_typer(witness_app, name="witness")
