@@ -615,3 +615,23 @@ def test_two_processes_sharing_one_state_file_never_roll_each_other_back(
             assert json.loads(first.state.read_text())["logs"][a.origin]["size"] == size
     finally:
         assert first.stop() == 0 and second.stop() == 0
+
+
+def test_serve_json_ready_line(tmp_path: Path) -> None:
+    printed = init_witness(tmp_path / "w")
+    proc = subprocess.Popen(
+        [LEDGER, "witness", "serve", "--key", str(tmp_path / "w" / "witness.pem"), "--log",
+         LOG_B.vkey, "--log", LOG_A.vkey, "--state", str(tmp_path / "s.json"), "--listen",
+         "127.0.0.1:0", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        document = json.loads(proc.stdout.readline())
+        assert document["vkey"] == printed and document["name"] == "witness.example/w1"
+        assert document["logs"] == [LOG_A.origin, LOG_B.origin]
+        assert request(document["listening"], b"", method="GET").status == 405
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
+        proc.communicate()
