@@ -26,6 +26,7 @@ except ImportError:  # pragma: no cover - older typer uses click itself
 from ledger.cli import log as _log_commands  # noqa: F401
 from ledger.cli import record as _record_commands  # noqa: F401
 from ledger.cli import audit as _audit_commands  # noqa: F401
+from ledger.cli import reconcile as _reconcile_commands  # noqa: F401
 # isort: on
 
 __all__ = ["app", "main"]
