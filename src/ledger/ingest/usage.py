@@ -135,7 +135,20 @@ def _bucket(value: object, where: str, at: str) -> Bucket:
         extra = tuple(
             (name, _int(row.get(name), here, name)) for name in _SHOWN if row.get(name) is not None
         )
-        rows.append(UsageRow(counts[0], counts[1], counts[2], tuple(groups), extra))
+        named = dict(groups)
+        model, batch = named.get("model"), named.get("batch")
+        others = tuple((k, v) for k, v in groups if k not in ("model", "batch"))
+        rows.append(
+            UsageRow(
+                counts[0],
+                counts[1],
+                counts[2],
+                model if isinstance(model, str) else None,
+                batch if isinstance(batch, bool) else None,
+                others,
+                extra,
+            )
+        )
     return Bucket(start, end, tuple(rows), f"{where}: {at}")
 
 

@@ -58,7 +58,6 @@ OUTPUT_TOKEN_KEYS: Final = ("completion_tokens", "output_tokens")
 BATCH_KEY: Final = "custom_id"
 # The result fields an export may be grouped by (`group_by`); the ledger mirrors model and batch.
 GROUP_FIELDS: Final = ("model", "batch", "project_id", "user_id", "api_key_id", "service_tier")
-MIRRORED: Final = ("model", "batch")
 STORED_CHAT_ENDPOINT: Final = "/v1/chat/completions"
 MAX_EXAMPLES: Final = 20  # outside calls listed by id (all are counted)
 
@@ -104,20 +103,21 @@ def recorded_call(index: int, body: Mapping[str, Any]) -> RecordedCall:
     )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class UsageRow:
     """One `organization.usage.completions.result`: its grouping values and the provider's counts."""
 
     requests: int
     input_tokens: int
     output_tokens: int
-    groups: tuple[tuple[str, Any], ...] = ()  # (field, value) for every non-null GROUP_FIELDS value
+    model: str | None = None  # set when the export is grouped by model
+    batch: bool | None = None  # set when grouped by batch
+    groups: tuple[
+        tuple[str, Any], ...
+    ] = ()  # the other non-null GROUP_FIELDS values (project_id, ...)
     extra: tuple[
         tuple[str, int], ...
     ] = ()  # input_cached_tokens, audio tokens: shown, not compared
-
-    def group(self, name: str) -> Any:
-        return dict(self.groups).get(name)
 
 
 @dataclass(frozen=True)
@@ -331,10 +331,6 @@ class Reconciliation:
         return out
 
 
-def _served_key(row: UsageRow, by_model: bool, by_batch: bool) -> tuple[str | None, bool | None]:
-    return (row.group("model") if by_model else None, row.group("batch") if by_batch else None)
-
-
 def reconcile(
     provider: str,
     buckets: Sequence[Bucket],
@@ -344,23 +340,28 @@ def reconcile(
     """Compare the provider's buckets (from `check_buckets`) and receipts with the recorded calls."""
     starts = [b.start for b in buckets]
     ends = [b.end for b in buckets]
-    any_model = any(r.group("model") is not None for b in buckets for r in b.rows)
-    any_batch = any(r.group("batch") is not None for b in buckets for r in b.rows)
+    rows = [r for b in buckets for r in b.rows]
+    any_model = any(r.model is not None for r in rows)
+    any_batch = any(r.batch is not None for r in rows)
     grain: list[tuple[bool, bool]] = []
     cells: dict[tuple[int, str | None, bool | None], Cell] = {}
     merged: set[str] = set()
     for i, bucket in enumerate(buckets):
         if bucket.rows:
-            by_model = any(r.group("model") is not None for r in bucket.rows)
-            by_batch = any(r.group("batch") is not None for r in bucket.rows)
+            by_model = by_batch = False
+            for r in bucket.rows:
+                by_model = by_model or r.model is not None
+                by_batch = by_batch or r.batch is not None
         else:  # an empty bucket: the grain of the rest of the export
             by_model, by_batch = any_model, any_batch
         grain.append((by_model, by_batch))
         if not bucket.rows:
             cells[(i, None, None)] = Cell(i, None, None)
         for row in bucket.rows:
-            merged.update(name for name, _ in row.groups if name not in MIRRORED)
-            model, batch = _served_key(row, by_model, by_batch)
+            if row.groups:
+                merged.update(name for name, _ in row.groups)
+            model = row.model if by_model else None
+            batch = row.batch if by_batch else None
             cell = cells.setdefault((i, model, batch), Cell(i, model, batch))
             cell.served_requests += row.requests
             cell.served_input += row.input_tokens

@@ -19,34 +19,42 @@ __all__ = ["export_log_leaves", "recorded_calls"]
 Connection = duckdb.DuckDBPyConnection
 
 
-def _first_count(keys: tuple[str, ...]) -> str:
-    """The first of the usage object's `keys` holding an integer, as SQL (spec: first key found wins)."""
-    parts = [f"try_cast(json_extract(body, '$.usage.{key}') AS BIGINT)" for key in keys]
-    checks = [
-        f"json_type(json_extract(body, '$.usage.{key}')) IN ('BIGINT', 'UBIGINT')" for key in keys
-    ]
-    cases = " ".join(f"WHEN {check} THEN {part}" for check, part in zip(checks, parts))
+# The body fields read, in one JSON parse per call: json_extract with a list of paths.
+_PATHS = (
+    "$.external_id",
+    "$.created",
+    f"$.{BATCH_KEY}",
+    "$.endpoint",
+    *(f"$.usage.{key}" for key in INPUT_TOKEN_KEYS),
+    *(f"$.usage.{key}" for key in OUTPUT_TOKEN_KEYS),
+)
+_INT = "('BIGINT', 'UBIGINT')"
+
+
+def _first_count(first: int, count: int) -> str:
+    """The first of `count` usage fields (1-based list positions from `first`) holding an integer, as
+    SQL (spec: the first key found wins)."""
+    cases = " ".join(
+        f"WHEN json_type(f[{i}]) IN {_INT} THEN try_cast(f[{i}] AS BIGINT)"
+        for i in range(first, first + count)
+    )
     return f"CASE {cases} ELSE NULL END"
 
 
 def recorded_calls(conn: Connection, provider: str, size: int) -> list[RecordedCall]:
     """Every call entry of `provider` below `size`, in index order, as reconciliation reads it."""
-    created = "json_extract(body, '$.created')"
+    paths = ", ".join(f"'{p}'" for p in _PATHS)
+    n_in, n_out = len(INPUT_TOKEN_KEYS), len(OUTPUT_TOKEN_KEYS)
     table = conn.sql(
-        f"""WITH calls AS (
-                SELECT idx, model, {PAYLOAD_JSON}::JSON AS body FROM entries
-                WHERE kind = 'call' AND provider = ? AND idx < ?)
-            SELECT idx,
-                   json_extract_string(body, '$.external_id') AS external_id,
-                   model,
-                   CASE WHEN json_type({created}) IN ('BIGINT', 'UBIGINT')
-                        THEN try_cast({created} AS BIGINT) END AS created,
-                   json_extract(body, '$.{BATCH_KEY}') IS NOT NULL
-                       AND json_type(json_extract(body, '$.{BATCH_KEY}')) <> 'NULL' AS batch,
-                   {_first_count(INPUT_TOKEN_KEYS)} AS input_tokens,
-                   {_first_count(OUTPUT_TOKEN_KEYS)} AS output_tokens,
-                   json_extract_string(body, '$.endpoint') AS endpoint
-            FROM calls ORDER BY idx""",
+        f"""SELECT idx, f[1] ->> '$' AS external_id, model,
+                   CASE WHEN json_type(f[2]) IN {_INT} THEN try_cast(f[2] AS BIGINT) END AS created,
+                   coalesce(json_type(f[3]), 'NULL') <> 'NULL' AS batch,
+                   {_first_count(5, n_in)} AS input_tokens,
+                   {_first_count(5 + n_in, n_out)} AS output_tokens,
+                   f[4] ->> '$' AS endpoint
+            FROM (SELECT idx, model, json_extract({PAYLOAD_JSON}, [{paths}]) AS f FROM entries
+                  WHERE kind = 'call' AND provider = ? AND idx < ?)
+            ORDER BY idx""",
         params=[provider, size],
     ).to_arrow_table()
     columns = [table.column(i).to_pylist() for i in range(table.num_columns)]
