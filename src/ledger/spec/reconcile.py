@@ -371,7 +371,7 @@ def reconcile(
     outside: list[RecordedCall] = []
     outside_count = 0
     first, last = (starts[0], ends[-1]) if buckets else (0, 0)
-    for position, call in enumerate(calls):
+    for position, call in enumerate(calls if buckets else ()):  # receipts only: nothing to place
         created = call.created
         if created is None:
             unplaced.append(call)
