@@ -42,6 +42,8 @@ SCHEMA_OF = {
     "export records": "export-records",
     "witness init": "witness-init",
     "witness serve": "witness-serve",
+    "export log": "export-log",
+    "reconcile": "reconcile",
 }
 
 
@@ -141,6 +143,9 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     run("audit", "audit", "ck", "--bundle", "bundle.json", code=1)
     run("verify-bundle", "verify-bundle", "bundle.json", "--key", "log.vkey")
     run("export records", "export", "records", "exported", "--checkpoint", "ck")
+    run("export log", "export", "log", "log-export")
+    (cwd / "receipts.jsonl").write_text(json.dumps({"id": "chatcmpl-2"}) + "\n")
+    run("reconcile", "reconcile", "--receipts", "receipts.jsonl")
     run("keys revoke", "keys", "revoke", "trainer")
     run("keys rotate", "keys", "rotate")
     run("witness init", "witness", "init", "--name", "witness.example/w1", "--out", "w")

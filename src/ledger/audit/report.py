@@ -89,6 +89,7 @@ class AuditReport:
     threshold: float | None = None
     notes: tuple[str, ...] = ()
     gaps: tuple[CoverageGap, ...] = ()
+    reconciliation: Mapping[str, Any] | None = None  # `spec.reconcile.reconciliation_summary`
 
     @property
     def uncovered(self) -> bool:
@@ -126,4 +127,7 @@ def report_json(report: AuditReport) -> dict[str, Any]:
         "fuzzy": report.fuzzy,
         "threshold": report.threshold,
         "notes": list(report.notes),
+        **(
+            {} if report.reconciliation is None else {"reconciliation": dict(report.reconciliation)}
+        ),
     }

@@ -29,8 +29,10 @@ from ledger.audit.coverage import gap_counts, records, texted
 from ledger.audit.exact import exact_calls, exact_suspects, suspect_table
 from ledger.audit.inputs import Suspects, read_policy, read_suspects
 from ledger.audit.near import near as _near
+from ledger.audit.reconcile import reconcile_ledger
 from ledger.audit.report import AuditReport, Finding
 from ledger.errors import NotFoundError, UsageError
+from ledger.ingest.usage import read_receipts, read_usage
 from ledger.ingest.weights import hash_weights
 from ledger.log import store
 from ledger.log.store import audit as queries
@@ -40,6 +42,7 @@ from ledger.log.verify import verify_ledger
 from ledger.spec import entries
 from ledger.spec.lineage import Lineage
 from ledger.spec.problems import Problem
+from ledger.spec.reconcile import reconciliation_summary
 from ledger.spec.rules import Policy, coverage_gaps, uncovered, verdict_of
 
 __all__ = ["LedgerFile", "Progress", "audit"]
@@ -67,6 +70,9 @@ def audit(
     threshold: float | None = None,
     policy: Path | Policy | None = None,
     progress: Progress | None = None,
+    usage: Sequence[Path] = (),
+    receipts: Sequence[Path] = (),
+    provider: str = "openai",
 ) -> AuditReport:
     """Audit a checkpoint (by id or entry index, or by the hashes of its weight files).
 
@@ -74,6 +80,8 @@ def audit(
     Calls and batches fingerprinted with different settings (an older scheme) are not near-compared:
     they are counted in `coverage` and named in `notes`.
     Tampering never raises: it is listed in `problems` and makes the verdict `inconclusive`.
+    With `usage` or `receipts` (the provider's records), `provider`'s calls are reconciled with them
+    (`ledger.audit.reconcile`): a discrepancy turns `clean` into `inconclusive`, its reasons in `notes`.
     """
     started = time.perf_counter()
     if (checkpoint is None) == (not weights):
@@ -90,6 +98,9 @@ def audit(
     suspect_list = read_suspects(suspects) if suspects is not None else Suspects([], [0], b"")
     suspect_rows = suspect_table(suspect_list)
     weight_hashes = _weight_hashes(weights) if weights else []
+    if usage or receipts:  # unreadable provider files fail before the work starts
+        read_usage(list(usage))
+        read_receipts(list(receipts))
     timings: dict[str, float] = {"inputs": time.perf_counter() - started}
 
     mark = time.perf_counter()
@@ -157,9 +168,16 @@ def audit(
     ]  # fmt: skip
     unique = {f.key: f for f in findings}
     ordered = tuple(sorted(unique.values(), key=Finding.sort_key))
+    reconciled = None
+    if usage or receipts:
+        reconciled = reconcile_ledger(
+            ledger, usage=usage, receipts=receipts, provider=provider, size=size
+        )
+        notes.extend(f"reconcile: {reason}" for reason in reconciled.reasons())
     verdict = verdict_of(
-        (f.type for f in ordered), inconclusive=bool(problems), uncovered=uncovered(gaps)
-    )
+        (f.type for f in ordered), inconclusive=bool(problems), uncovered=uncovered(gaps),
+        unreconciled=reconciled is not None and reconciled.verdict != "match",
+    )  # fmt: skip
     timings["total"] = time.perf_counter() - started
     return AuditReport(
         verdict=verdict,
@@ -177,6 +195,7 @@ def audit(
         threshold=threshold,
         notes=tuple(notes),
         gaps=tuple(gaps),
+        reconciliation=None if reconciled is None else reconciliation_summary(reconciled),
     )
 
 

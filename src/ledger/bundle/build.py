@@ -137,4 +137,5 @@ def build_bundle(ledger: ProofSource, report: AuditReport) -> dict[str, Any]:
         "opaque": document["opaque"],
         "coverage_gaps": document["coverage_gaps"],
         "audited_size": report.size,
+        **({"reconciliation": document["reconciliation"]} if "reconciliation" in document else {}),
     }

@@ -21,7 +21,7 @@ The rules themselves (verdict, coverage, policy, the finding schema, the lineage
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from ledger.bundle.verifier import Verifier
 from ledger.errors import InputError
 from ledger.spec import note
 from ledger.spec.problems import Problem
+from ledger.spec.reconcile import Reconciliation
 from ledger.spec.rules import VERDICTS, Policy, uncovered, verdict_of
 
 __all__ = [
@@ -122,6 +123,7 @@ class BundleReport:
     size: int | None = None
     checked: Mapping[str, int] = field(default_factory=dict)
     suspect_hits: tuple[SuspectHit, ...] = ()
+    reconciliation: Reconciliation | None = None  # with --log and --usage: the provider's own check
 
 
 def _segment_count(leaf: bytes) -> int:
@@ -156,11 +158,17 @@ def verify_bundle(
     vkey: str,
     records_dir: Path | None = None,
     suspects: Path | Suspects | None = None,
+    *,
+    log_dir: Path | None = None,
+    usage: Sequence[Path] = (),
+    provider: str = "openai",
 ) -> BundleReport:
     """Check an audit bundle offline against the verifier key; collect every problem (never raise for them).
 
     With `records_dir`, every lineage batch root is recomputed from the exported leaves; with `suspects`
-    too, a suspect found in that complete record set refutes a `clean` (or `suspect`) verdict.
+    too, a suspect found in that complete record set refutes a `clean` (or `suspect`) verdict. With
+    `log_dir` (from `ledger export log`) the tree head's root is recomputed from every leaf, and with
+    `usage` the provider's usage pages are reconciled against every call entry (a difference is a problem).
     Unusable inputs (a malformed `vkey`, the suspects file, the records directory) raise InputError.
     """
     note.parse_vkey(vkey)
@@ -199,7 +207,8 @@ def verify_bundle(
     gaps = v.gaps(policy)
     inconclusive = v.incomplete or bool(listed_problems)
     if claimed in VERDICTS:
-        expected = verdict_of(types, inconclusive=inconclusive, uncovered=uncovered(gaps))
+        expected = verdict_of(types, inconclusive=inconclusive, uncovered=uncovered(gaps),
+                              unreconciled=_unreconciled(bundle))  # fmt: skip
         if expected != claimed:
             reason = (
                 "the lineage is incomplete or the audit listed problems"
@@ -259,6 +268,49 @@ def verify_bundle(
                         f"{hit.segment} of record {hit.record} in lineage batch {hit.batch_id!r} "
                         f"(entry {hit.batch}): expected contaminated, found {claimed}",
                     )
+    reconciled = None
+    if log_dir is not None:
+        reconciled = _reconcile_log(v, Path(log_dir), usage, provider, p, checked)
     return BundleReport(
-        not p.items, tuple(p.items), claimed, checkpoint, v.size, checked, tuple(found)
+        not p.items, tuple(p.items), claimed, checkpoint, v.size, checked, tuple(found), reconciled
     )
+
+
+def _unreconciled(bundle: Mapping[str, Any]) -> bool:
+    """Whether the audit reconciled with the provider's records and found a gap (`audit --usage`)."""
+    section = bundle.get("reconciliation")
+    return isinstance(section, Mapping) and section.get("verdict") != "match"
+
+
+def _reconcile_log(
+    v: Verifier,
+    log_dir: Path,
+    usage: Sequence[Path],
+    provider: str,
+    p: Problems,
+    checked: dict[str, int],
+) -> Reconciliation | None:
+    """Recompute the signed root from the exported log; reconcile `usage` with every call entry in it."""
+    from ledger.bundle.log_export import read_log_export
+    from ledger.ingest.usage import read_usage
+    from ledger.spec.reconcile import check_buckets, reconcile
+
+    buckets = check_buckets(read_usage(list(usage))) if usage else None
+    calls = read_log_export(log_dir, v.size, v.root, provider, p)
+    if calls is None:
+        return None
+    checked["log_entries"] = v.size
+    checked["log_calls"] = len(calls)
+    if buckets is None:
+        return None
+    result = reconcile(provider, buckets, calls)
+    for reason in result.reasons():
+        p.add("usage", reason)
+    for d in result.differences[:20]:
+        p.add(
+            "usage",
+            f"bucket {d.start}..{d.end} model {d.model} batch {d.batch}: served {d.served['requests']} "
+            f"requests ({d.served['input_tokens']} in, {d.served['output_tokens']} out), recorded "
+            f"{d.recorded['requests']} ({d.recorded['input_tokens']} in, {d.recorded['output_tokens']} out)",
+        )
+    return result

@@ -27,6 +27,7 @@ from ledger.cli import log as _log_commands  # noqa: F401
 from ledger.cli import record as _record_commands  # noqa: F401
 from ledger.cli import audit as _audit_commands  # noqa: F401
 from ledger.cli import witness as _witness_commands  # noqa: F401
+from ledger.cli import reconcile as _reconcile_commands  # noqa: F401
 # isort: on
 
 __all__ = ["app", "main"]

@@ -50,6 +50,23 @@ KeyOpt = Annotated[
     typer.Option("--key", envvar="LEDGER_KEY", help="Recorder key: a PEM path or a key name."),
 ]
 DEFAULT_DB_PATH = Path(DEFAULT_DB)
+# The provider's own records (`reconcile`, `audit`).
+Usage = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--usage",
+        metavar="FILE",
+        help="Usage API pages (GET /v1/organization/usage/completions), repeatable.",
+    ),
+]
+Receipts = Annotated[
+    list[Path] | None,
+    typer.Option(
+        "--receipts",
+        metavar="FILE",
+        help='Response ids the provider served: JSONL of {"id": ...} or stored-completions pages; repeatable.',
+    ),
+]
 
 # Every LEDGER_* variable the code reads, one line each (tests/test_legible.py fails when one is missing).
 ENVIRONMENT = """\b

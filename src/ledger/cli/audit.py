@@ -12,6 +12,8 @@ from ledger.cli.app import (
     DEFAULT_DB_PATH,
     Db,
     Json,
+    Receipts,
+    Usage,
     app,
     export_app,
     open_ledger,
@@ -70,6 +72,11 @@ def audit(
     strict: Annotated[
         bool, typer.Option("--strict", help="Exit 1 (not 3) when only near duplicates are found.")
     ] = False,
+    usage: Usage = None,
+    receipts: Receipts = None,
+    provider: Annotated[
+        str, typer.Option("--provider", help="Whose calls --usage/--receipts reconcile.")
+    ] = "openai",
     db: Db = DEFAULT_DB_PATH,
     json: Json = False,
 ) -> None:
@@ -83,7 +90,8 @@ def audit(
     ledger = open_ledger(db)
     with console.progress("verifying the log", ledger.entry_count(), enabled=not json) as advance:
         report = run_audit(ledger, checkpoint, weights=weights or (), suspects=suspects, fuzzy=fuzzy,
-                           threshold=threshold, policy=policy, progress=advance)  # fmt: skip
+                           threshold=threshold, policy=policy, progress=advance, usage=usage or (),
+                           receipts=receipts or (), provider=provider)  # fmt: skip
     ledger.remember_audit(audit_views.audit_summary(report))
     if bundle is not None:
         bundle.write_text(console.json_text(build_bundle(ledger, report)), encoding="utf-8")
@@ -168,6 +176,14 @@ def verify_bundle(
             help="Your own suspects (JSONL or .txt) to check against the exported records."
         ),
     ] = None,
+    log: Annotated[
+        Path | None,
+        typer.Option(
+            "--log",
+            help="Directory from `ledger export log`: recompute the tree head from every leaf.",
+        ),
+    ] = None,
+    usage: Usage = None,
     json: Json = False,
 ) -> None:
     """Check an audit bundle offline (no ledger file needed); exit 1 if a check fails, 4 if the bundle or key is unusable.
@@ -180,11 +196,14 @@ def verify_bundle(
     from ledger.spec.problems import Problem
 
     vkey = read_vkey(key)
+    if usage and log is None:
+        raise UsageError("--usage needs --log (the exported log whose calls it reconciles)")
     if suspects is not None and records is None:
         console.warn("--suspects without --records checks your suspects only against the findings the bundle "
                    "carries, not the lineage's whole record set (ledger export records gives that)")  # fmt: skip
     try:
-        report = check(load_bundle(bundle), vkey, records_dir=records, suspects=suspects)
+        report = check(load_bundle(bundle), vkey, records_dir=records, suspects=suspects,
+                       log_dir=log, usage=usage or ())  # fmt: skip
     except VerificationError as exc:
         report = BundleReport(False, (Problem.at(str(bundle), str(exc)),), None)
     console.print_json(bundle_views.bundle_report_json(report)) if json else console.show(

@@ -85,12 +85,16 @@ FINDING_FIELDS = (
 # --- the verdict rule ----------------------------------------------------------------------------------
 
 
-def verdict_of(types: Iterable[str], *, inconclusive: bool, uncovered: bool = False) -> str:
+def verdict_of(
+    types: Iterable[str], *, inconclusive: bool, uncovered: bool = False, unreconciled: bool = False
+) -> str:
     """DESIGN.md's rule: inconclusive > contaminated (declared/exact) > suspect (near only) > clean.
 
     `allowed` findings never change the verdict. `uncovered` (the Coverage rule: lineage records with
     nothing comparable that no policy declared out of scope) turns only `clean` into `inconclusive`: a
-    clean that saw nothing is a lie, but coverage never hides a finding.
+    clean that saw nothing is a lie, but coverage never hides a finding. `unreconciled` (the provider's
+    usage or receipts disagree with the recorded calls: `spec.reconcile`) does the same: a clean over an
+    incomplete call list proves nothing.
     """
     if inconclusive:
         return "inconclusive"
@@ -99,7 +103,7 @@ def verdict_of(types: Iterable[str], *, inconclusive: bool, uncovered: bool = Fa
         return "contaminated"
     if "near" in seen:
         return "suspect"
-    return "inconclusive" if uncovered else "clean"
+    return "inconclusive" if uncovered or unreconciled else "clean"
 
 
 @dataclass(frozen=True)

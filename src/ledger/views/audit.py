@@ -138,6 +138,17 @@ def _verdict_says(report: Any) -> str:
             f"{plural(records, 'record')} in {plural(batches, 'lineage batch', 'lineage batches')} "
             f"{'carries' if records == 1 else 'carry'} no comparable text: nothing was compared for them, so nothing is disproven"
         )
+    reconciled = getattr(report, "reconciliation", None)
+    if (
+        report.verdict == "inconclusive"
+        and not report.problems
+        and not report.uncovered
+        and reconciled
+    ):
+        return (
+            "the provider's own records disagree with the recorded calls (reasons below), so the call "
+            "list may be incomplete and a clean proves nothing"
+        )
     says = _VERDICT_SAYS.get(report.verdict, "")
     opaque = sum(1 for g in getattr(report, "gaps", ()) if g.opaque is not None)
     if opaque:
