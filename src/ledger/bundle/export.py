@@ -16,7 +16,7 @@ from ledger.bundle.parts import Problems
 from ledger.errors import InputError
 from ledger.spec import entries, merkle
 
-__all__ = ["ExportCounts", "export_records", "read_export"]
+__all__ = ["ExportCounts", "LedgerFile", "export_records", "read_export"]
 
 
 def read_export(

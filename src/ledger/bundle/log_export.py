@@ -13,8 +13,9 @@ import binascii
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
+from ledger.bundle.export import LedgerFile
 from ledger.bundle.parts import Problems
 from ledger.errors import InputError
 from ledger.spec import merkle
@@ -24,13 +25,6 @@ __all__ = ["LOG_FILE", "MANIFEST_FILE", "LogExport", "export_log", "read_log_exp
 
 LOG_FILE = "log.parquet"
 MANIFEST_FILE = "log.json"
-
-
-class LedgerFile(Protocol):
-    """What an export needs of a ledger: where its file is."""
-
-    @property
-    def path(self) -> Path: ...
 
 
 @dataclass(frozen=True)

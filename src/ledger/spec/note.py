@@ -11,7 +11,7 @@ import base64
 import binascii
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ledger.errors import InputError, UsageError, VerificationError
@@ -121,30 +121,45 @@ def parse_vkey(text: str) -> tuple[str, bytes, PublicKey]:
 
     Surrounding whitespace is ignored (a vkey file usually ends with a newline).
     """
+    return _parse_typed_vkey(
+        text,
+        NOTE_SIGNATURE_TYPE_ED25519,
+        "verifier key",
+        "an Ed25519 verifier key (algorithm 1), found algorithm",
+        note_key_id,
+    )
+
+
+def _parse_typed_vkey(
+    text: str,
+    key_type: bytes,
+    what: str,
+    expected_type: str,
+    key_id_of: Callable[[str, PublicKey], bytes],
+) -> tuple[str, bytes, PublicKey]:
+    """A signed-note vkey `<name>+<8 hex>+<base64(type || key)>` of one key type, id checked."""
     text = text.strip()
     name, _, rest = text.partition("+")
     key_hash, _, key_b64 = rest.partition("+")
     shown = f"{text!r:.120}"
     if not is_valid_key_name(name):
-        raise InputError(f"expected a verifier key '<name>+<8 hex>+<base64 key>', found {shown}")
+        raise InputError(f"expected a {what} '<name>+<8 hex>+<base64 key>', found {shown}")
     if not _KEY_HASH_RE.fullmatch(key_hash):
-        raise InputError(f"expected an 8-hex-digit key id in the verifier key, found {shown}")
+        raise InputError(f"expected an 8-hex-digit key id in the {what}, found {shown}")
     key = b64decode_canonical(key_b64)
     if key is None or not key:
-        raise InputError(f"expected base64 key data in the verifier key, found {shown}")
-    if key[:1] != NOTE_SIGNATURE_TYPE_ED25519:
-        raise InputError(
-            f"expected an Ed25519 verifier key (algorithm 1), found algorithm {key[0]} in {shown}"
-        )
+        raise InputError(f"expected base64 key data in the {what}, found {shown}")
+    if key[:1] != key_type:
+        raise InputError(f"expected {expected_type} {key[0]} in {shown}")
     if len(key) != 1 + ED25519_PUBLIC_KEY_SIZE:
         raise InputError(
-            f"expected a 32-byte Ed25519 key in the verifier key, found {len(key) - 1} bytes"
+            f"expected a 32-byte Ed25519 key in the {what}, found {len(key) - 1} bytes"
         )
     public = PublicKey(key[1:])
-    key_id = note_key_id(name, public)
+    key_id = key_id_of(name, public)
     if key_id.hex() != key_hash.lower():
         raise InputError(
-            f"verifier key id {key_hash} does not match its name and key (expected {key_id.hex()})"
+            f"{what} id {key_hash} does not match its name and key (expected {key_id.hex()})"
         )
     return name, key_id, public
 
@@ -333,32 +348,13 @@ def witness_vkey(name: str, public: PublicKey) -> str:
 
 def parse_witness_vkey(text: str) -> tuple[str, bytes, PublicKey]:
     """Parse a witness vkey (signature type 0x04) into (name, 4-byte key id, key), checking the id."""
-    text = text.strip()
-    name, _, rest = text.partition("+")
-    key_hash, _, key_b64 = rest.partition("+")
-    shown = f"{text!r:.120}"
-    if not is_valid_key_name(name):
-        raise InputError(f"expected a witness vkey '<name>+<8 hex>+<base64 key>', found {shown}")
-    if not _KEY_HASH_RE.fullmatch(key_hash):
-        raise InputError(f"expected an 8-hex-digit key id in the witness vkey, found {shown}")
-    key = b64decode_canonical(key_b64)
-    if key is None or not key:
-        raise InputError(f"expected base64 key data in the witness vkey, found {shown}")
-    if key[:1] != COSIGNATURE_TYPE:
-        raise InputError(
-            f"expected an Ed25519 cosignature/v1 witness vkey (type 4), found type {key[0]} in {shown}"
-        )
-    if len(key) != 1 + ED25519_PUBLIC_KEY_SIZE:
-        raise InputError(
-            f"expected a 32-byte Ed25519 key in the witness vkey, found {len(key) - 1} bytes"
-        )
-    public = PublicKey(key[1:])
-    key_id = witness_key_id(name, public)
-    if key_id.hex() != key_hash.lower():
-        raise InputError(
-            f"witness vkey id {key_hash} does not match its name and key (expected {key_id.hex()})"
-        )
-    return name, key_id, public
+    return _parse_typed_vkey(
+        text,
+        COSIGNATURE_TYPE,
+        "witness vkey",
+        "an Ed25519 cosignature/v1 witness vkey (type 4), found type",
+        witness_key_id,
+    )
 
 
 @dataclass(frozen=True)
