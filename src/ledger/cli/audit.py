@@ -12,9 +12,11 @@ from ledger.cli.app import (
     DEFAULT_DB_PATH,
     Db,
     Json,
+    WitnessPolicyOpt,
     app,
     export_app,
     open_ledger,
+    read_witness_policy,
 )
 from ledger.errors import UsageError
 from ledger.views import audit as audit_views
@@ -70,10 +72,14 @@ def audit(
     strict: Annotated[
         bool, typer.Option("--strict", help="Exit 1 (not 3) when only near duplicates are found.")
     ] = False,
+    witness_policy: WitnessPolicyOpt = None,
     db: Db = DEFAULT_DB_PATH,
     json: Json = False,
 ) -> None:
     """Prove or disprove that third-party outputs entered a checkpoint's lineage (exit 0 clean, 1 contaminated, 3 inconclusive or suspect).
+
+    With --bundle and --witness-policy, the latest tree head is first cosigned by the policy's witness
+    quorum (as `ledger head --witness-policy`), and the bundle carries that cosigned head.
 
     Example: ledger audit run7/ckpt-1000 --suspects outputs.jsonl --bundle audit-bundle.json
     """
@@ -81,12 +87,17 @@ def audit(
     from ledger.bundle.build import build_bundle
 
     ledger = open_ledger(db)
+    policy = read_witness_policy(witness_policy) if bundle and witness_policy else None
+    # a fork, a rollback or a missing quorum stops the command before the audit's work
+    cosigned = ledger.cosign_head(policy).head if policy is not None else None
     with console.progress("verifying the log", ledger.entry_count(), enabled=not json) as advance:
         report = run_audit(ledger, checkpoint, weights=weights or (), suspects=suspects, fuzzy=fuzzy,
                            threshold=threshold, policy=policy, progress=advance)  # fmt: skip
     ledger.remember_audit(audit_views.audit_summary(report))
     if bundle is not None:
-        bundle.write_text(console.json_text(build_bundle(ledger, report)), encoding="utf-8")
+        cosign = (lambda: ledger.cosign_head(policy).head) if policy is not None else None
+        document = build_bundle(ledger, report, cosign, cosigned)
+        bundle.write_text(console.json_text(document), encoding="utf-8")
     console.print_json(audit_views.audit_json(report)) if json else console.show(
         audit_views.audit_view(report)
     )
@@ -152,9 +163,13 @@ def verify_bundle(
         ),
     ],
     key: Annotated[
-        str,
-        typer.Option("--key", help="The ledger's verifier key (vkey string) or a file holding it."),
-    ],
+        str | None,
+        typer.Option(
+            "--key",
+            help="The ledger's verifier key (vkey string) or a file holding it (default: the "
+            "--witness-policy's log key).",
+        ),
+    ] = None,
     records: Annotated[
         Path | None,
         typer.Option(
@@ -168,23 +183,38 @@ def verify_bundle(
             help="Your own suspects (JSONL or .txt) to check against the exported records."
         ),
     ] = None,
+    witness_policy: Annotated[
+        Path | None,
+        typer.Option(
+            "--witness-policy",
+            metavar="FILE",
+            help="C2SP tlog-policy file: the tree head must carry its witness quorum's cosignatures.",
+        ),
+    ] = None,
     json: Json = False,
 ) -> None:
     """Check an audit bundle offline (no ledger file needed); exit 1 if a check fails, 4 if the bundle or key is unusable.
 
     Example: ledger verify-bundle audit-bundle.json --key lab.vkey --records exported/ --suspects mine.jsonl
     """
-    from ledger.bundle.verify import BundleReport, load_bundle, read_vkey
+    from ledger.bundle.verify import BundleReport, load_bundle, policy_vkey, read_vkey
     from ledger.bundle.verify import verify_bundle as check
     from ledger.errors import VerificationError
     from ledger.spec.problems import Problem
 
-    vkey = read_vkey(key)
+    if key is None and witness_policy is None:
+        raise UsageError("pass --key (the ledger's verifier key) or --witness-policy")
+    vkey = read_vkey(key) if key is not None else None
+    policy = read_witness_policy(witness_policy) if witness_policy is not None else None
+    document = load_bundle(bundle)
+    if vkey is None:
+        assert policy is not None
+        vkey = policy_vkey(document, policy)
     if suspects is not None and records is None:
         console.warn("--suspects without --records checks your suspects only against the findings the bundle "
                    "carries, not the lineage's whole record set (ledger export records gives that)")  # fmt: skip
     try:
-        report = check(load_bundle(bundle), vkey, records_dir=records, suspects=suspects)
+        report = check(document, vkey, records_dir=records, suspects=suspects, witness_policy=policy)
     except VerificationError as exc:
         report = BundleReport(False, (Problem.at(str(bundle), str(exc)),), None)
     console.print_json(bundle_views.bundle_report_json(report)) if json else console.show(
