@@ -11,6 +11,7 @@ import base64
 import binascii
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ledger.errors import InputError, UsageError, VerificationError
@@ -23,19 +24,29 @@ from ledger.spec.keys import (
 )
 
 __all__ = [
+    "COSIGNATURE_TYPE",
     "MAX_TREE_SIZE",
+    "Cosignature",
     "TreeHead",
+    "add_signatures",
+    "cosign",
+    "cosignature_message",
     "format_tree_head",
     "is_valid_key_name",
     "note_key_id",
+    "note_signature_lines",
     "open_signed_note",
     "parse_tree_head",
     "parse_vkey",
+    "parse_witness_vkey",
     "sign_note",
     "sign_tree_head",
+    "verify_cosignatures",
     "verify_note",
     "verify_tree_head",
     "vkey",
+    "witness_key_id",
+    "witness_vkey",
 ]
 
 NOTE_SIGNATURE_TYPE_ED25519 = b"\x01"
@@ -295,3 +306,163 @@ def verify_tree_head(
             f"expected a tree head for origin {expected_origin!r}, found {head.origin!r}"
         )
     return head
+
+
+# --------------------------------------------------------------------------- cosignatures
+# C2SP tlog-cosignature, Ed25519 `cosignature/v1`: a witness's note signature over
+# "cosignature/v1\ntime <T>\n" + the checkpoint body, carried as keyid || u64be(T) || signature.
+
+COSIGNATURE_TYPE = b"\x04"
+_COSIGNATURE_HEADER = b"cosignature/v1\n"
+_MAX_COSIGNATURE_TIME = 2**63 - 1
+_COSIGNATURE_SIZE = 4 + 8 + 64
+
+
+def witness_key_id(name: str, public: PublicKey) -> bytes:
+    """The 4-byte cosigner key id: SHA-256(name || 0x0A || 0x04 || raw key)[:4]."""
+    return hashlib.sha256(name.encode("utf-8") + b"\n" + COSIGNATURE_TYPE + public.raw).digest()[:4]
+
+
+def witness_vkey(name: str, public: PublicKey) -> str:
+    """A witness's verifier key `<name>+<8 hex key id>+<base64(0x04 || key)>` (signed-note vkey)."""
+    if not is_valid_key_name(name):
+        raise UsageError(f"expected a witness name without spaces or '+', found {name!r:.80}")
+    key_id = witness_key_id(name, public).hex()
+    return f"{name}+{key_id}+{b64encode(COSIGNATURE_TYPE + public.raw)}"
+
+
+def parse_witness_vkey(text: str) -> tuple[str, bytes, PublicKey]:
+    """Parse a witness vkey (signature type 0x04) into (name, 4-byte key id, key), checking the id."""
+    text = text.strip()
+    name, _, rest = text.partition("+")
+    key_hash, _, key_b64 = rest.partition("+")
+    shown = f"{text!r:.120}"
+    if not is_valid_key_name(name):
+        raise InputError(f"expected a witness vkey '<name>+<8 hex>+<base64 key>', found {shown}")
+    if not _KEY_HASH_RE.fullmatch(key_hash):
+        raise InputError(f"expected an 8-hex-digit key id in the witness vkey, found {shown}")
+    key = b64decode_canonical(key_b64)
+    if key is None or not key:
+        raise InputError(f"expected base64 key data in the witness vkey, found {shown}")
+    if key[:1] != COSIGNATURE_TYPE:
+        raise InputError(
+            f"expected an Ed25519 cosignature/v1 witness vkey (type 4), found type {key[0]} in {shown}"
+        )
+    if len(key) != 1 + ED25519_PUBLIC_KEY_SIZE:
+        raise InputError(
+            f"expected a 32-byte Ed25519 key in the witness vkey, found {len(key) - 1} bytes"
+        )
+    public = PublicKey(key[1:])
+    key_id = witness_key_id(name, public)
+    if key_id.hex() != key_hash.lower():
+        raise InputError(
+            f"witness vkey id {key_hash} does not match its name and key (expected {key_id.hex()})"
+        )
+    return name, key_id, public
+
+
+@dataclass(frozen=True)
+class Cosignature:
+    """One witness's cosignature/v1: "as of `time`, this is the largest consistent tree I saw"."""
+
+    name: str
+    key_id: bytes
+    time: int
+    signature: bytes
+
+    def line(self) -> str:
+        """The note signature line `— <name> <base64(key id || u64be(time) || signature)>\\n`."""
+        payload = self.key_id + self.time.to_bytes(8, "big") + self.signature
+        return f"{_SIG_PREFIX}{self.name} {b64encode(payload)}\n"
+
+
+def _checkpoint_body(checkpoint: str) -> str:
+    """The note text of `checkpoint`: itself when unsigned, else the text before the signatures."""
+    if "\n\n" in checkpoint:
+        return _split_note(checkpoint)[0]
+    if not checkpoint.endswith("\n"):
+        raise InputError("expected checkpoint text ending in a newline")
+    return checkpoint
+
+
+def _check_time(time: int) -> None:
+    if (
+        isinstance(time, bool)
+        or not isinstance(time, int)
+        or not 0 <= time <= _MAX_COSIGNATURE_TIME
+    ):
+        raise InputError(f"expected a cosignature time in 0..2^63-1, found {time!r:.40}")
+
+
+def cosignature_message(checkpoint: str, time: int) -> bytes:
+    """The signed message: `cosignature/v1\\ntime <time>\\n` then the checkpoint body.
+
+    `checkpoint` is the note text, or a whole signed note (its signature lines are not signed).
+    """
+    _check_time(time)
+    body = _checkpoint_body(checkpoint)
+    return _COSIGNATURE_HEADER + f"time {time}\n".encode() + body.encode("utf-8")
+
+
+def cosign(checkpoint: str, key: SigningKey, name: str, time: int) -> Cosignature:
+    """`key`'s cosignature/v1 over `checkpoint` under witness name `name` at POSIX time `time`."""
+    if not is_valid_key_name(name):
+        raise UsageError(f"expected a witness name without spaces or '+', found {name!r:.80}")
+    signature = key.sign(cosignature_message(checkpoint, time))
+    return Cosignature(name, witness_key_id(name, key.public), time, signature)
+
+
+def note_signature_lines(note: str) -> tuple[str, list[tuple[str, bytes]]]:
+    """Split a signed note: (text, [(key name, decoded base64 of the line: key id first)])."""
+    text, signatures = _split_note(note)
+    return text, [(s.name, s.key_id + s.signature) for s in signatures]
+
+
+def verify_cosignatures(
+    note: str, witnesses: Iterable[tuple[str, bytes, PublicKey]]
+) -> list[Cosignature]:
+    """The valid cosignature/v1 lines in `note` by the given witnesses (name, key id, key).
+
+    Lines by other keys, and lines that do not verify, are ignored as signed-note verifiers
+    ignore unknown signatures: a caller counts what is returned against its quorum. A malformed
+    note is InputError. One cosignature per witness at most (the first valid one).
+    """
+    text, signatures = _split_note(note)
+    body = text.encode("utf-8")
+    known = {(name, key_id): public for name, key_id, public in witnesses}
+    found: list[Cosignature] = []
+    seen: set[tuple[str, bytes]] = set()
+    for sig in signatures:
+        ident = (sig.name, sig.key_id)
+        public = known.get(ident)
+        if public is None or ident in seen or len(sig.signature) != _COSIGNATURE_SIZE - 4:
+            continue
+        time = int.from_bytes(sig.signature[:8], "big")
+        if time > _MAX_COSIGNATURE_TIME:
+            continue
+        message = _COSIGNATURE_HEADER + f"time {time}\n".encode() + body
+        if public.verify(sig.signature[8:], message):
+            seen.add(ident)
+            found.append(Cosignature(sig.name, sig.key_id, time, sig.signature[8:]))
+    return found
+
+
+def add_signatures(note: str, lines: Iterable[str]) -> str:
+    """`note` with the signature `lines` appended (each `— <name> <base64>`), identical lines once.
+
+    The result is re-split so that a malformed line is refused here rather than by a verifier later.
+    """
+    text, _ = _split_note(note)
+    block = note[len(text) + 1 :]
+    present = set(block.splitlines())
+    extra: list[str] = []
+    for line in lines:
+        line = line[:-1] if line.endswith("\n") else line
+        if "\n" in line:
+            raise InputError(f"expected one signature line, found several: {line!r:.80}")
+        if line and line not in present:
+            present.add(line)
+            extra.append(line)
+    combined = text + "\n" + block + "".join(f"{line}\n" for line in extra)
+    _split_note(combined)
+    return combined
