@@ -184,11 +184,7 @@ def _check_witnesses(bundle: Mapping[str, Any], policy: WitnessPolicy, p: Proble
         return 0
     if not judged.quorum:
         names = ", ".join(sorted(judged.cosigned)) or "none"
-        p.add(
-            "tree_head",
-            f"expected cosignatures by the witness quorum {policy.quorum!r}, found valid ones by "
-            f"{names} ({judged.missing})",
-        )
+        p.add("tree_head", f"witness {judged.missing} (valid cosignatures by: {names})")
     return len(judged.cosigned)
 
 

@@ -87,15 +87,18 @@ def audit(
     from ledger.bundle.build import build_bundle
 
     ledger = open_ledger(db)
-    policy = read_witness_policy(witness_policy) if bundle and witness_policy else None
+    witnesses = read_witness_policy(witness_policy) if bundle and witness_policy else None
     # a fork, a rollback or a missing quorum stops the command before the audit's work
-    cosigned = ledger.cosign_head(policy).head if policy is not None else None
+    cosigned = ledger.cosign_head(witnesses).head if witnesses is not None else None
     with console.progress("verifying the log", ledger.entry_count(), enabled=not json) as advance:
         report = run_audit(ledger, checkpoint, weights=weights or (), suspects=suspects, fuzzy=fuzzy,
                            threshold=threshold, policy=policy, progress=advance)  # fmt: skip
     ledger.remember_audit(audit_views.audit_summary(report))
     if bundle is not None:
-        cosign = (lambda: ledger.cosign_head(policy).head) if policy is not None else None
+        cosign = None
+        if witnesses is not None:
+            quorum = witnesses
+            cosign = lambda: ledger.cosign_head(quorum).head  # noqa: E731
         document = build_bundle(ledger, report, cosign, cosigned)
         bundle.write_text(console.json_text(document), encoding="utf-8")
     console.print_json(audit_views.audit_json(report)) if json else console.show(
@@ -214,7 +217,9 @@ def verify_bundle(
         console.warn("--suspects without --records checks your suspects only against the findings the bundle "
                    "carries, not the lineage's whole record set (ledger export records gives that)")  # fmt: skip
     try:
-        report = check(document, vkey, records_dir=records, suspects=suspects, witness_policy=policy)
+        report = check(
+            document, vkey, records_dir=records, suspects=suspects, witness_policy=policy
+        )
     except VerificationError as exc:
         report = BundleReport(False, (Problem.at(str(bundle), str(exc)),), None)
     console.print_json(bundle_views.bundle_report_json(report)) if json else console.show(

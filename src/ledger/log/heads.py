@@ -46,7 +46,9 @@ def save_cosignatures(path: Path, size: int, root: bytes, found: Iterable[Cosign
             cosignature_rows.save_cosignatures(conn, size, root, rows)
 
 
-def last_cosigned_sizes(path: Path, keys: Iterable[tuple[str, bytes]]) -> dict[tuple[str, bytes], int]:
+def last_cosigned_sizes(
+    path: Path, keys: Iterable[tuple[str, bytes]]
+) -> dict[tuple[str, bytes], int]:
     """For each witness key (name, key id), the largest tree size it cosigned for this ledger, if any."""
     with store.session(path, read_only=True) as conn:
         found = {key: cosignature_rows.last_cosigned_size(conn, *key) for key in keys}

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ledger.errors import InputError, VerificationError
+from ledger.errors import VerificationError
 from ledger.spec import note as note_spec
 from ledger.spec.witness_policy import PolicyLog, WitnessPolicy
 
@@ -23,7 +23,7 @@ class CosignedHead:
     log: PolicyLog
     cosigned: frozenset[str]
     quorum: bool
-    missing: str  # what the quorum lacks, one line ("" when met)
+    missing: str  # "quorum Q is not met: what it lacks" ("" when met)
 
 
 def policy_log_for(note: str, policy: WitnessPolicy) -> tuple[note_spec.TreeHead, PolicyLog]:
@@ -55,15 +55,8 @@ def check_cosigned(note: str, policy: WitnessPolicy) -> CosignedHead:
     which policy witnesses cosigned it validly (invalid and unknown lines are ignored) and whether
     they satisfy the policy's quorum. The quorum is reported, not raised: callers name what is missing."""
     head, log = policy_log_for(note, policy)
-    cosigned = set()
-    for witness in policy.witnesses:
-        key = (witness.key_name, witness.key_id, witness.public)
-        try:
-            if note_spec.verify_cosignatures(note, [key]):
-                cosigned.add(witness.name)
-        except InputError:
-            continue
-    quorum = policy.satisfied(cosigned)
-    return CosignedHead(
-        head, log, frozenset(cosigned), quorum, "" if quorum else policy.explain(cosigned)
+    cosigned = frozenset(
+        policy.cosigned_names(note_spec.verify_cosignatures(note, policy.cosigners()))
     )
+    quorum = policy.satisfied(cosigned)
+    return CosignedHead(head, log, cosigned, quorum, "" if quorum else policy.explain(cosigned))

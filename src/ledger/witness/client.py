@@ -166,7 +166,11 @@ class WitnessAnswer:
         return bool(self.lines)
 
     def describe(self) -> str:
-        return self.conflict.describe(self.witness) if self.conflict else f"{self.witness}: {self.what}"
+        return (
+            self.conflict.describe(self.witness)
+            if self.conflict
+            else f"{self.witness}: {self.what}"
+        )
 
 
 def _valid_lines(witness: PolicyWitness, checkpoint_note: str, body: str) -> tuple[str, ...]:
@@ -218,9 +222,13 @@ def ask_witness(
             if result.status == 409 and result.size is not None:
                 theirs = result.size
                 if theirs > size:
-                    return WitnessAnswer(name, what="conflict", conflict=Conflict(theirs, size, True))
+                    return WitnessAnswer(
+                        name, what="conflict", conflict=Conflict(theirs, size, True)
+                    )
                 if theirs == old:  # it holds our old size with another root (only at old == size)
-                    return WitnessAnswer(name, what="conflict", conflict=Conflict(theirs, size, False))
+                    return WitnessAnswer(
+                        name, what="conflict", conflict=Conflict(theirs, size, False)
+                    )
                 if attempt == 2:
                     return WitnessAnswer(
                         name,
@@ -256,7 +264,12 @@ def ask_witnesses(
     def run(witness: PolicyWitness) -> None:
         try:
             answer = ask_witness(
-                witness, checkpoint_note, size, start_sizes.get(witness.name, 0), proof_from, timeout
+                witness,
+                checkpoint_note,
+                size,
+                start_sizes.get(witness.name, 0),
+                proof_from,
+                timeout,
             )
         except Exception as exc:  # noqa: BLE001 - one witness's failure must not sink the others
             answer = WitnessAnswer(witness.name, what=f"failed: {type(exc).__name__}: {exc}")

@@ -67,14 +67,18 @@ def _proof_source(path: Path, head: TreeHeadInfo) -> Callable[[int], list[bytes]
     return proof_from
 
 
-def _ask(path: Path, policy: WitnessPolicy, head: TreeHeadInfo, timeout: float) -> list[WitnessAnswer]:
+def _ask(
+    path: Path, policy: WitnessPolicy, head: TreeHeadInfo, timeout: float
+) -> list[WitnessAnswer]:
     asked = [w for w in policy.witnesses if w.url is not None]
     last = heads.last_cosigned_sizes(path, [(w.key_name, w.key_id) for w in asked])
     starts = {w.name: last.get((w.key_name, w.key_id), 0) for w in asked}
     return ask_witnesses(asked, head.note, head.size, starts, _proof_source(path, head), timeout)
 
 
-def _stored(answers: Sequence[WitnessAnswer], policy: WitnessPolicy, note: str) -> list[CosignatureInfo]:
+def _stored(
+    answers: Sequence[WitnessAnswer], policy: WitnessPolicy, note: str
+) -> list[CosignatureInfo]:
     """The answers' cosignatures as rows to store (each line re-verified with its witness's key)."""
     out = []
     for answer in answers:
@@ -93,9 +97,7 @@ def _stored(answers: Sequence[WitnessAnswer], policy: WitnessPolicy, note: str) 
     return out
 
 
-def cosign_latest(
-    path: Path, policy: WitnessPolicy, timeout: float | None = None
-) -> CosignResult:
+def cosign_latest(path: Path, policy: WitnessPolicy, timeout: float | None = None) -> CosignResult:
     """Submit the latest tree head to every policy witness with a URL and store their cosignatures.
 
     Raises ForkError (exit 1) when a witness proves a fork or rollback, naming it and both sizes;
@@ -129,9 +131,7 @@ def cosign_latest(
             for w in policy.witnesses
             if w.name not in judged.cosigned
         ]
-        raise WitnessQuorumError(
-            f"witness quorum {policy.quorum!r} not met ({judged.missing}): " + "; ".join(failed)
-        )
+        raise WitnessQuorumError(f"witness {judged.missing}; " + "; ".join(failed))
     return CosignResult(head, judged, tuple(answers))
 
 
@@ -143,8 +143,5 @@ def check_stored_head(head: TreeHeadInfo, policy: WitnessPolicy) -> str | None:
         return str(exc)
     if not judged.quorum:
         names = ", ".join(sorted(judged.cosigned)) or "none"
-        return (
-            f"the tree head of size {head.size} lacks the witness quorum {policy.quorum!r} "
-            f"({judged.missing}; valid cosignatures by: {names})"
-        )
+        return f"tree head of size {head.size}: {judged.missing} (valid cosignatures by: {names})"
     return None

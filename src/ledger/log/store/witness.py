@@ -41,7 +41,9 @@ def _has_table(conn: duckdb.DuckDBPyConnection) -> bool:
     return bool(row and row[0][0])
 
 
-def cosignatures(conn: duckdb.DuckDBPyConnection, size: int, root: bytes) -> list[StoredCosignature]:
+def cosignatures(
+    conn: duckdb.DuckDBPyConnection, size: int, root: bytes
+) -> list[StoredCosignature]:
     """The stored cosignatures of the tree head (size, root), by witness key name and time."""
     if not _has_table(conn):
         return []

@@ -30,7 +30,11 @@ class VerifyReport:
     def with_problem(self, what: str, index: int | None = None) -> VerifyReport:
         """This report with one more problem (a check made after the run, such as a witness quorum)."""
         return VerifyReport(
-            False, self.size, self.root, [*self.problems, Problem(index, what)], self.records_with_text
+            False,
+            self.size,
+            self.root,
+            [*self.problems, Problem(index, what)],
+            self.records_with_text,
         )
 
 
