@@ -1,7 +1,7 @@
 """The `ledger` command: parses arguments, calls the library, renders through `views`. No logic of its own.
 
-`app` holds the command tree; `log`, `record` and `audit` register their commands on it (imported here in
-the order `--help` lists them); `main` is the one place where errors become messages and exit codes."""
+`app` holds the command tree; `log`, `record`, `audit` and `witness` register their commands on it
+(imported here in the order `--help` lists them); `main` is the one place where errors become messages and exit codes."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ except ImportError:  # pragma: no cover - older typer uses click itself
 from ledger.cli import log as _log_commands  # noqa: F401
 from ledger.cli import record as _record_commands  # noqa: F401
 from ledger.cli import audit as _audit_commands  # noqa: F401
+from ledger.cli import witness as _witness_commands  # noqa: F401
 # isort: on
 
 __all__ = ["app", "main"]
