@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hardening import one_error_line
+from hardening import CliPool, Result, one_error_line
 
 from ledger.spec import note as note_spec
 from ledger.spec.cosigned import check_cosigned
@@ -37,12 +37,27 @@ def env(**overrides: str) -> dict[str, str]:
     return {**base, "LEDGER_LOCK_TIMEOUT": "60", "LEDGER_WITNESS_TIMEOUT": "3", **overrides}
 
 
-def cli(
-    args: Sequence[str], cwd: Path, code: int | None = 0, **overrides: str
-) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [LEDGER, *args], cwd=cwd, env=env(**overrides), capture_output=True, text=True, timeout=120
-    )
+_POOL: CliPool | None = None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _pool() -> Iterator[None]:
+    global _POOL
+    _POOL = CliPool(2)
+    yield
+    _POOL.close()
+    _POOL = None
+
+
+def cli(args: Sequence[str], cwd: Path, code: int | None = 0, **overrides: str) -> Result:
+    """The real `ledger` entry point (forked from a preloaded interpreter, see tests/hardening.py)."""
+    assert _POOL is not None
+    variables: dict[str, str | None] = {
+        "LEDGER_WITNESS_POLICY": None,
+        "LEDGER_WITNESS_TIMEOUT": "3",
+        **overrides,
+    }
+    result = _POOL.run(args, cwd, variables)
     if code is not None:
         assert result.returncode == code, (args, result.returncode, result.stderr, result.stdout)
     return result
@@ -71,18 +86,25 @@ class Witness:
         self.key = keys[0]
         return self
 
-    def start(self, port: int = 0) -> Witness:
+    def launch(self, port: int = 0) -> Witness:
+        """Start the server; `ready` waits for its `listening on` line (launch several, then wait)."""
         assert self.key is not None
         self.proc = subprocess.Popen(
             [LEDGER, "witness", "serve", "--key", str(self.key), "--log", self.log_vkey,
              "--state", str(self.directory / "state"), "--listen", f"127.0.0.1:{port}"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(),
         )  # fmt: skip
-        assert self.proc.stdout is not None
+        return self
+
+    def ready(self) -> Witness:
+        assert self.proc is not None and self.proc.stdout is not None
         line = self.proc.stdout.readline()
         assert line.startswith("listening on http://"), (line, self.proc.poll())
         self.url = line.split()[-1].rstrip("/")
         return self
+
+    def start(self, port: int = 0) -> Witness:
+        return self.launch(port).ready()
 
     @property
     def port(self) -> int:
@@ -131,19 +153,25 @@ class Setup:
 
 
 @pytest.fixture()
-def setup(tmp_path: Path) -> Iterator[Setup]:
+def keys_only(tmp_path: Path) -> Setup:
+    """A ledger and three witness keys, no server running (for what fails before any request)."""
     lab = tmp_path / "lab"
     lab.mkdir()
     cli(["init", "--origin", ORIGIN], lab)
     log_vkey = cli(["keys", "export", "log"], lab).stdout.strip()
-    witnesses = []
-    for i in range(3):
-        directory = tmp_path / f"w{i}"
-        witnesses.append(Witness(f"w{i}.example", directory, log_vkey).init())
-    for w in witnesses:
-        w.start()
-    yield Setup(tmp_path, lab, log_vkey, witnesses)
-    for w in witnesses:
+    witnesses = [Witness(f"w{i}.example", tmp_path / f"w{i}", log_vkey).init() for i in range(3)]
+    return Setup(tmp_path, lab, log_vkey, witnesses)
+
+
+@pytest.fixture()
+def setup(keys_only: Setup) -> Iterator[Setup]:
+    """`keys_only` with the three witnesses serving on loopback."""
+    for w in keys_only.witnesses:
+        w.launch()
+    for w in keys_only.witnesses:
+        w.ready()
+    yield keys_only
+    for w in keys_only.witnesses:
         w.stop()
 
 
@@ -232,27 +260,23 @@ def test_a_witness_that_learned_a_larger_size_elsewhere_is_answered_from_its_409
 # --- quorum groups --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("quorum", "code"),
-    [("all", 4), ("any", 0), ("2", 0), ("3", 4)],
-)
-def test_quorum_groups_with_one_witness_unreachable(setup: Setup, quorum: str, code: int) -> None:
+def test_quorum_groups_with_one_witness_unreachable(setup: Setup) -> None:
+    """all / any / K over three witnesses, one of them behind a closed port."""
     s = setup
     down = s.witnesses[2]
     names = " ".join(w.name for w in s.witnesses)
-    policy = s.policy(
-        f"group g {quorum} {names}\nquorum g",
-        urls={down.name: f"http://127.0.0.1:{closed_port()}"},
-    )
-    result = cli(["head", "--witness-policy", str(policy)], s.lab, code=code)
-    if code == 4:
-        assert one_error_line(result) is None, result.stderr
-        assert down.name in result.stderr and "connection refused" in result.stderr
-        assert "quorum g is not met" in result.stderr
-    else:
-        cosigned = json.loads(cli(["head", "--json"], s.lab).stdout)["cosignatures"]
-        assert down.name not in {c["name"] for c in cosigned}
-        assert len(cosigned) == 2
+    urls = {down.name: f"http://127.0.0.1:{closed_port()}"}
+    for quorum, code in (("all", 4), ("any", 0), ("2", 0), ("3", 4)):
+        policy = s.policy(f"group g {quorum} {names}\nquorum g", urls=urls)
+        result = cli(["head", "--witness-policy", str(policy)], s.lab, code=code)
+        if code == 4:
+            assert one_error_line(result) is None, result.stderr
+            assert f"{down.name}: unreachable (connection refused)" in result.stderr
+            assert "quorum g is not met" in result.stderr
+        else:
+            cosigned = json.loads(cli(["head", "--json"], s.lab).stdout)["cosignatures"]
+            assert {c["name"] for c in cosigned} == {w.name for w in s.witnesses[:2]}
+        s.append(what=quorum)  # each policy judges a new head
 
 
 def test_nested_groups_and_quorum_none(setup: Setup) -> None:
@@ -476,8 +500,8 @@ def test_verify_bundle_with_and_without_the_quorum(setup: Setup) -> None:
     cli(["verify-bundle", "cosigned.json", "--witness-policy", str(s.root / "impostor.policy")], s.lab, code=1)  # fmt: skip
 
 
-def test_verify_bundle_needs_a_key_or_a_policy(setup: Setup) -> None:
-    s = setup
+def test_verify_bundle_needs_a_key_or_a_policy(keys_only: Setup) -> None:
+    s = keys_only
     _audited(s)
     cli(["audit", "c1", "--bundle", "b.json"], s.lab)
     result = cli(["verify-bundle", "b.json"], s.lab, code=2)
@@ -512,9 +536,9 @@ def test_the_offline_verifier_loads_no_witness_server_nor_duckdb() -> None:
     ],
 )
 def test_a_bad_policy_file_is_one_line_naming_file_and_line(
-    setup: Setup, text: str, line: int
+    keys_only: Setup, text: str, line: int
 ) -> None:
-    s = setup
+    s = keys_only
     before = (s.lab / "ledger.duckdb").read_bytes()
     bad = s.root / "bad.policy"
     bad.write_text(text.format(log=s.log_vkey, w0=s.witnesses[0].vkey))
@@ -529,8 +553,8 @@ def test_a_bad_policy_file_is_one_line_naming_file_and_line(
     assert one_error_line(missing) is None and "nope.policy" in missing.stderr
 
 
-def test_a_policy_without_this_ledgers_log_key_is_refused_before_asking(setup: Setup) -> None:
-    s = setup
+def test_a_policy_without_this_ledgers_log_key_is_refused_before_asking(keys_only: Setup) -> None:
+    s = keys_only
     text = s.policy(two_of_three(s)).read_text().replace(f"log {s.log_vkey}\n", "")
     (s.root / "nolog.policy").write_text(text)
     result = cli(["head", "--witness-policy", str(s.root / "nolog.policy")], s.lab, code=4)
