@@ -559,3 +559,40 @@ def test_a_policy_without_this_ledgers_log_key_is_refused_before_asking(keys_onl
     (s.root / "nolog.policy").write_text(text)
     result = cli(["head", "--witness-policy", str(s.root / "nolog.policy")], s.lab, code=4)
     assert one_error_line(result) is None and ORIGIN in result.stderr
+
+
+# --- ledgers made before witnesses -----------------------------------------------------------------
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "ledger-v1"
+
+
+def test_a_ledger_made_before_witnesses_gets_its_table_on_the_first_cosignature(
+    tmp_path: Path,
+) -> None:
+    from ledger.log import store
+    from ledger.log.store import witness as cosignature_rows
+
+    old = tmp_path / "ledger-v1"
+    shutil.copytree(FIXTURE, old)
+    os.chmod(old / "ledger.keys", 0o700)
+    for pem in (old / "ledger.keys").iterdir():
+        os.chmod(pem, 0o600)
+    db = old / "ledger.duckdb"
+    with store.session(db, read_only=True) as conn:  # no table yet, and a read-only open reads none
+        stored = store.head(conn)
+        assert cosignature_rows.cosignatures(conn, stored.size, stored.root) == []
+    assert json.loads(cli(["head", "--json"], old).stdout)["cosignatures"] == []
+
+    log_vkey = (old / "lab.vkey").read_text().strip()
+    witness = Witness("w.example", tmp_path / "w", log_vkey).init().start()
+    try:
+        policy = tmp_path / "one.policy"
+        policy.write_text(f"log {log_vkey}\nwitness w {witness.vkey} {witness.url}\nquorum w\n")
+        cli(["head", "--witness-policy", str(policy)], old)
+    finally:
+        witness.stop()
+    with store.session(db, read_only=True) as conn:
+        rows = cosignature_rows.cosignatures(conn, stored.size, stored.root)
+    assert [(r.name, r.line.startswith("\u2014 w.example ")) for r in rows] == [("w.example", True)]
+    report = json.loads(cli(["verify", "--since", "head.txt", "--witness-policy", str(policy), "--json"], old).stdout)  # fmt: skip
+    assert report["ok"], report["problems"]

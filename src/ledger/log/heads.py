@@ -15,7 +15,6 @@ from ledger.spec.keyring import KeyRing
 __all__ = [
     "head",
     "head_info",
-    "last_cosigned_sizes",
     "read_note_file",
     "save_cosignatures",
     "verify_note_with_ring",
@@ -38,21 +37,15 @@ def head_info(conn: store.Connection, stored: store.StoredHead) -> TreeHeadInfo:
     )  # fmt: skip
 
 
-def save_cosignatures(path: Path, size: int, root: bytes, found: Iterable[CosignatureInfo]) -> None:
-    """Store witness cosignatures of the tree head (size, root) with it (the table is made on first use)."""
+def save_cosignatures(
+    path: Path, size: int, root: bytes, found: Iterable[CosignatureInfo]
+) -> TreeHeadInfo:
+    """Store witness cosignatures of the tree head (size, root) with it (the table is made on first
+    use); return the latest head with its cosignatures, read in the same session."""
     rows = [cosignature_rows.StoredCosignature(c.name, c.key_id, c.time, c.line) for c in found]
-    if rows:
-        with store.session(path) as conn:
-            cosignature_rows.save_cosignatures(conn, size, root, rows)
-
-
-def last_cosigned_sizes(
-    path: Path, keys: Iterable[tuple[str, bytes]]
-) -> dict[tuple[str, bytes], int]:
-    """For each witness key (name, key id), the largest tree size it cosigned for this ledger, if any."""
-    with store.session(path, read_only=True) as conn:
-        found = {key: cosignature_rows.last_cosigned_size(conn, *key) for key in keys}
-    return {key: size for key, size in found.items() if size is not None}
+    with store.session(path) as conn:
+        cosignature_rows.save_cosignatures(conn, size, root, rows)
+        return head_info(conn, store.head(conn))
 
 
 def verify_note_with_ring(note: str, ring: KeyRing, origin: str) -> note_spec.TreeHead:

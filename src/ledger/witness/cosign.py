@@ -54,9 +54,12 @@ class CosignResult:
     answers: tuple[WitnessAnswer, ...]
 
 
-def _proof_source(path: Path, head: TreeHeadInfo) -> Callable[[int], list[bytes]]:
+def _proof_source(
+    path: Path, head: TreeHeadInfo, known: dict[int, list[bytes]]
+) -> Callable[[int], list[bytes]]:
+    """Proofs to `head`: those read with it, others (a size a witness taught us) from the store."""
     lock = threading.Lock()
-    cache: dict[int, list[bytes]] = {}
+    cache = dict(known)
 
     def proof_from(old_size: int) -> list[bytes]:
         with lock:  # one store session at a time in this process
@@ -68,12 +71,17 @@ def _proof_source(path: Path, head: TreeHeadInfo) -> Callable[[int], list[bytes]
 
 
 def _ask(
-    path: Path, policy: WitnessPolicy, head: TreeHeadInfo, timeout: float
-) -> list[WitnessAnswer]:
+    path: Path, policy: WitnessPolicy, timeout: float
+) -> tuple[TreeHeadInfo, list[WitnessAnswer]]:
     asked = [w for w in policy.witnesses if w.url is not None]
-    last = heads.last_cosigned_sizes(path, [(w.key_name, w.key_id) for w in asked])
+    head, last, known = proofs.witness_view(path, [(w.key_name, w.key_id) for w in asked])
+    try:  # before asking anyone: a policy for another log (or another log key) is the wrong input
+        policy_log_for(head.note, policy)
+    except VerificationError as exc:
+        raise InputError(f"witness policy: {exc}") from None
     starts = {w.name: last.get((w.key_name, w.key_id), 0) for w in asked}
-    return ask_witnesses(asked, head.note, head.size, starts, _proof_source(path, head), timeout)
+    source = _proof_source(path, head, known)
+    return head, ask_witnesses(asked, head.note, head.size, starts, source, timeout)
 
 
 def _stored(
@@ -104,22 +112,16 @@ def cosign_latest(path: Path, policy: WitnessPolicy, timeout: float | None = Non
     WitnessQuorumError (exit 4) when the quorum is not met otherwise, naming each witness's answer;
     InputError when the policy has no log key that signs this ledger's heads."""
     timeout = witness_timeout() if timeout is None else timeout
-    head = heads.head(path)
-    try:
-        policy_log_for(head.note, policy)
-    except VerificationError as exc:
-        raise InputError(f"witness policy: {exc}") from None
     for _ in range(MAX_ROUNDS):
-        answers = _ask(path, policy, head, timeout)
-        heads.save_cosignatures(path, head.size, head.root, _stored(answers, policy, head.note))
+        asked, answers = _ask(path, policy, timeout)
+        stored = _stored(answers, policy, asked.note)
+        head = heads.save_cosignatures(path, asked.size, asked.root, stored)
         larger = [a for a in answers if a.conflict is not None and a.conflict.larger]
-        if larger:
-            latest = heads.head(path)
-            if latest.size > head.size:  # appended meanwhile: ask again with the newer head
-                head = latest
-                continue
-        break
-    head = heads.head(path)
+        if not larger or head.size <= asked.size:
+            break
+        # appended meanwhile (another recorder, another cosigner): ask again with the newer head
+    if (head.size, head.root) != (asked.size, asked.root):
+        head = TreeHeadInfo(asked.origin, asked.size, asked.root, asked.note, tuple(stored))
     answered = {a.witness: a for a in answers}
     conflicts = [a for a in answers if a.conflict is not None]
     if conflicts:
