@@ -23,6 +23,7 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("bench_arrow_inputs.py", ["--rows", "100000", "--rounds", "2"], []),
     ("bench_log.py", ["--skip-big"], []),
     ("bench_audit.py", [], ["--scale", "1.0"]),
+    ("bench_witness.py", [], ["--logs", "32", "--clients", "8", "--heads", "100"]),
     ("near_eval.py", ["--outputs", "300", "--distractors", "2000", "--man-files", "500"], []),
 ]
 

@@ -40,6 +40,8 @@ SCHEMA_OF = {
     "lineage": "lineage",
     "verify-bundle": "verify-bundle",
     "export records": "export-records",
+    "witness init": "witness-init",
+    "witness serve": "witness-serve",
 }
 
 
@@ -141,6 +143,19 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     run("export records", "export", "records", "exported", "--checkpoint", "ck")
     run("keys revoke", "keys", "revoke", "trainer")
     run("keys rotate", "keys", "rotate")
+    run("witness init", "witness", "init", "--name", "witness.example/w1", "--out", "w")
+    serve = subprocess.Popen(
+        [LEDGER, "witness", "serve", "--key", "w/witness.pem", "--log", "log.vkey", "--state",
+         "w/state.json", "--listen", "127.0.0.1:0", "--json"],
+        cwd=cwd, stdout=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert serve.stdout is not None
+        seen["witness serve"] = json.loads(serve.stdout.readline())  # the ready line; it runs on
+    finally:
+        serve.terminate()
+        assert serve.wait(timeout=60) == 0
+        serve.communicate()
     return seen
 
 

@@ -18,7 +18,7 @@ from ledger.witness.server import Witness, WitnessServer, parse_listen
 from ledger.witness.state import WitnessState
 
 witness_app = typer.Typer(
-    help="Run a witness: cosign the tree heads of logs that only ever grow (C2SP tlog-witness).",
+    help="Run a witness that cosigns tree heads (C2SP tlog-witness).",
     no_args_is_help=True,
 )
 app.add_typer(witness_app, name="witness")
@@ -66,8 +66,11 @@ def witness_serve(
             "--listen", metavar="HOST:PORT", help="Address to listen on (port 0: any free port)."
         ),
     ] = "127.0.0.1:7380",
+    json: Json = False,
 ) -> None:
     """Serve POST /add-checkpoint until SIGTERM or SIGINT; print `listening on URL` once ready.
+
+    With --json the ready line is one JSON document: {"listening", "name", "vkey", "logs"}.
 
     Example: ledger witness serve --key w/witness.pem --log ledger.vkey --state w/state.json --listen 0.0.0.0:7380
     """
@@ -82,7 +85,11 @@ def witness_serve(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    console.show(witness_views.listening(server.url))
+    if json:
+        origins = sorted(witness.logs)
+        witness_views.show_listening_json(server.url, identity.name, identity.vkey, origins)
+    else:
+        console.show(witness_views.listening(server.url))
     try:
         server.serve_forever(poll_interval=0.2)
     finally:

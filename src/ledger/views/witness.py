@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +29,13 @@ def show_identity(identity: Any) -> None:
 
 def listening(url: str) -> RenderableType:
     return Text(f"listening on {url}")
+
+
+def show_listening_json(url: str, name: str, vkey: str, origins: list[str]) -> None:
+    """The ready line as one compact JSON document (one line, so a supervisor can read it as such)."""
+    document = {"listening": url, "name": name, "vkey": vkey, "logs": origins}
+    sys.stdout.write(console.json_text(document))
+    sys.stdout.flush()
 
 
 def request_logger() -> Callable[[Any], None] | None:

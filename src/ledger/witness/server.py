@@ -149,7 +149,11 @@ class Witness:
                     raise _Refused(HTTPStatus.UNPROCESSABLE_ENTITY, str(exc)) from None
                 return LogView(head.size, head.root)
 
-            self.state.advance(origin, decide)
+            try:
+                self.state.advance(origin, decide)
+            except (OSError, LedgerError) as exc:
+                # nothing is cosigned unless its view is on disk
+                raise _Refused(HTTPStatus.INTERNAL_SERVER_ERROR, f"cannot persist: {exc}") from None
         except _Refused as refused:
             return Answer(
                 refused.status,
@@ -282,6 +286,7 @@ class WitnessServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the spec asks witnesses to support
     timeout = 30  # a stalled client loses its connection, not a thread forever
+    disable_nagle_algorithm = True  # headers and body go out at once, not after a delayed ACK
     server: WitnessServer
 
     def do_POST(self) -> None:  # noqa: N802 - the http.server naming
