@@ -25,6 +25,7 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("bench_audit.py", [], ["--scale", "1.0"]),
     ("bench_witness.py", [], ["--logs", "32", "--clients", "8", "--heads", "100"]),
     ("bench_reconcile.py", ["--calls", "50000", "--rounds", "2"], []),
+    ("bench_witness_cosign.py", ["--rounds", "10"], ["--rounds", "40"]),
     ("near_eval.py", ["--outputs", "300", "--distractors", "2000", "--man-files", "500"], []),
 ]
 

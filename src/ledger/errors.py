@@ -67,6 +67,14 @@ class VerificationError(LedgerError):
         self.index = index
 
 
+class ForkError(VerificationError):
+    """A witness proved the log forked or rolled back: it holds a larger tree, or another root."""
+
+
+class WitnessQuorumError(LedgerError):
+    """The witness policy's quorum of cosignatures could not be reached (each witness's answer named)."""
+
+
 class FingerprintMismatchError(LedgerError):
     """Fingerprints made with different settings cannot be compared."""
 

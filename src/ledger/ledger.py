@@ -31,6 +31,8 @@ from ledger.log.types import (
 if TYPE_CHECKING:
     from ledger import recording
     from ledger.audit.report import AuditReport
+    from ledger.spec.witness_policy import WitnessPolicy
+    from ledger.witness.cosign import CosignResult
 
 __all__ = ["DEFAULT_DB", "Ledger"]
 
@@ -324,3 +326,18 @@ class Ledger:
         A head of another ledger (another origin) is the wrong input, not tampering: InputError
         naming `source` (the file it came from)."""
         return proofs.consistency(self.path, old_note, source)
+
+    # --- witnesses (logic in ledger.witness) -------------------------------------------------------
+    def cosign_head(self, policy: WitnessPolicy, timeout: float | None = None) -> CosignResult:
+        """Get the latest tree head cosigned by the policy's witnesses and store their cosignatures.
+
+        ForkError when a witness proves a fork or rollback; WitnessQuorumError when the quorum fails."""
+        from ledger.witness.cosign import cosign_latest
+
+        return cosign_latest(self.path, policy, timeout)
+
+    def witness_problem(self, policy: WitnessPolicy) -> str | None:
+        """What the stored latest head lacks under the policy (its log key, its quorum), or None."""
+        from ledger.witness.cosign import check_stored_head
+
+        return check_stored_head(self.head(), policy)

@@ -8,17 +8,20 @@ record leaves (with their fingerprints for near findings), with proofs against t
 from __future__ import annotations
 
 import base64
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 from ledger.audit.report import AuditReport, report_json
 from ledger.bundle.parts import BUNDLE_FORMAT
+from ledger.errors import WitnessQuorumError
 from ledger.log import store
 from ledger.log.store import audit as queries
 from ledger.spec import entries, envelope, merkle
 
 __all__ = ["ProofSource", "build_bundle"]
+
+MAX_COSIGN_ROUNDS = 3
 
 
 class _Head(Protocol):
@@ -28,6 +31,8 @@ class _Head(Protocol):
     def root(self) -> bytes: ...
     @property
     def note(self) -> str: ...
+    @property
+    def cosigned_note(self) -> str: ...
 
 
 class _Proof(Protocol):
@@ -115,16 +120,38 @@ def _bundle_records(ledger: ProofSource, report: AuditReport) -> list[dict[str, 
     return out
 
 
-def build_bundle(ledger: ProofSource, report: AuditReport) -> dict[str, Any]:
+def build_bundle(
+    ledger: ProofSource,
+    report: AuditReport,
+    cosign: Callable[[], _Head] | None = None,
+    cosigned: _Head | None = None,
+) -> dict[str, Any]:
     """The portable proof bundle (DESIGN.md "Bundle layout"; schemas/audit-bundle.schema.json).
 
-    Proofs are against the latest tree head, which covers at least the audited log.
+    Proofs are against the latest tree head, which covers at least the audited log; the bundle carries
+    it with the witness cosignatures stored for it. With `cosign` (which gets the latest head cosigned
+    by a witness quorum and returns it), the head the proofs are against is that cosigned head:
+    `cosigned` is one got already; when the log grew since, the head is cosigned again.
     """
     head, items, key_bodies = _bundle_entries(ledger, report)
+    note = head.cosigned_note
+    if cosign is not None:
+        for _ in range(MAX_COSIGN_ROUNDS):
+            if cosigned is not None and (cosigned.size, cosigned.root) == (head.size, head.root):
+                note = cosigned.cosigned_note
+                break
+            cosigned = cosign()
+            if (cosigned.size, cosigned.root) != (head.size, head.root):  # appended meanwhile
+                head, items, key_bodies = _bundle_entries(ledger, report)
+        else:
+            raise WitnessQuorumError(
+                f"the log grew during each of {MAX_COSIGN_ROUNDS} rounds of cosigning: "
+                "no cosigned head to prove the bundle against; try again"
+            )
     document = report_json(report)
     return {
         "format": BUNDLE_FORMAT,
-        "tree_head": head.note,
+        "tree_head": note,
         "keys": key_bodies,
         "checkpoint": report.checkpoint,
         "entries": items,

@@ -30,17 +30,20 @@ from ledger.audit.inputs import Suspect, Suspects, read_suspects
 from ledger.bundle.export import read_export
 from ledger.bundle.parts import BUNDLE_FORMAT, Problems, opt_str
 from ledger.bundle.verifier import Verifier
-from ledger.errors import InputError
+from ledger.errors import InputError, LedgerError
 from ledger.spec import note
+from ledger.spec.cosigned import check_cosigned, policy_log_for
 from ledger.spec.problems import Problem
 from ledger.spec.reconcile import Reconciliation
 from ledger.spec.rules import VERDICTS, Policy, uncovered, verdict_of
+from ledger.spec.witness_policy import WitnessPolicy
 
 __all__ = [
     "BUNDLE_FORMAT",
     "BundleReport",
     "SuspectHit",
     "load_bundle",
+    "policy_vkey",
     "read_vkey",
     "verify_bundle",
 ]
@@ -153,12 +156,47 @@ def _suspects_in_export(
     return hits
 
 
+def policy_vkey(bundle: Mapping[str, Any], policy: WitnessPolicy) -> str:
+    """The policy's log key for the bundle's tree head: the one that signs it, else the first one for
+    its origin (whose failure the verification then names); InputError when the policy has no log."""
+    tree_head = bundle.get("tree_head")
+    if isinstance(tree_head, str):
+        try:
+            return policy_log_for(tree_head, policy)[1].vkey
+        except LedgerError:
+            pass
+        try:
+            origin = note.open_signed_note(tree_head)[0].origin
+        except LedgerError:
+            origin = None
+        for log in policy.logs:
+            if log.name == origin:
+                return log.vkey
+    if not policy.logs:
+        raise InputError("the witness policy lists no log key to check the bundle's tree head with")
+    return policy.logs[0].vkey
+
+
+def _check_witnesses(bundle: Mapping[str, Any], policy: WitnessPolicy, p: Problems) -> int:
+    """The bundle's tree head under the policy: a policy log key signs it and a quorum cosigns it."""
+    try:
+        judged = check_cosigned(str(bundle.get("tree_head")), policy)
+    except LedgerError as exc:
+        p.add("tree_head", f"witness policy: {exc}")
+        return 0
+    if not judged.quorum:
+        names = ", ".join(sorted(judged.cosigned)) or "none"
+        p.add("tree_head", f"witness {judged.missing} (valid cosignatures by: {names})")
+    return len(judged.cosigned)
+
+
 def verify_bundle(
     bundle: Mapping[str, Any],
     vkey: str,
     records_dir: Path | None = None,
     suspects: Path | Suspects | None = None,
     *,
+    witness_policy: WitnessPolicy | None = None,
     log_dir: Path | None = None,
     usage: Sequence[Path] = (),
     provider: str = "openai",
@@ -168,11 +206,14 @@ def verify_bundle(
     With `records_dir`, every lineage batch root is recomputed from the exported leaves; with `suspects`
     too, a suspect found in that complete record set refutes a `clean` (or `suspect`) verdict. With
     `log_dir` (from `ledger export log`) the tree head's root is recomputed from every leaf, and with
-    `usage` the provider's usage pages are reconciled against every call entry (a difference is a problem).
+    `usage` the provider's usage pages are reconciled against every call entry (a difference is a
+    problem). With `witness_policy`, the tree head must also be signed by one of the policy's log keys
+    and cosigned by its quorum of witnesses (DESIGN.md "Witnesses").
     Unusable inputs (a malformed `vkey`, the suspects file, the records directory) raise InputError.
     """
     note.parse_vkey(vkey)
     p = Problems()
+    cosigned = None if witness_policy is None else _check_witnesses(bundle, witness_policy, p)
     verdict = bundle.get("verdict")
     claimed = verdict if isinstance(verdict, str) else None
     suspect_list = read_suspects(suspects) if isinstance(suspects, (str, Path)) else suspects
@@ -217,6 +258,8 @@ def verify_bundle(
             )
             p.add("verdict", f"expected {expected} (from {reason}), found {claimed}")
     checked = {"entries": len(v.entries), "records": len(v.records), "findings": len(types)}
+    if cosigned is not None:
+        checked["cosignatures"] = cosigned
     if gaps:
         checked["coverage_gaps"] = len(gaps)
         checked["opaque_batches"] = sum(1 for g in gaps if g.opaque is not None)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ledger import Ledger
 from ledger.ledger import DEFAULT_DB
 from ledger.views import console
+
+if TYPE_CHECKING:
+    from ledger.spec.witness_policy import WitnessPolicy
 
 app = typer.Typer(
     name="ledger",
@@ -49,6 +52,15 @@ KeyOpt = Annotated[
     str | None,
     typer.Option("--key", envvar="LEDGER_KEY", help="Recorder key: a PEM path or a key name."),
 ]
+WitnessPolicyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--witness-policy",
+        envvar="LEDGER_WITNESS_POLICY",
+        metavar="FILE",
+        help="C2SP tlog-policy file (log, witness NAME VKEY [URL], group, quorum).",
+    ),
+]
 DEFAULT_DB_PATH = Path(DEFAULT_DB)
 # The provider's own records (`reconcile`, `audit`).
 Usage = Annotated[
@@ -76,6 +88,8 @@ Environment variables:
   LEDGER_KEY           recorder key, as --key (a PEM path or a key name)
   LEDGER_PASSPHRASE    passphrase that opens and encrypts key files
   LEDGER_LOCK_TIMEOUT  seconds to wait for a busy ledger file (default: 30)
+  LEDGER_WITNESS_POLICY  witness policy file, as --witness-policy
+  LEDGER_WITNESS_TIMEOUT seconds to wait for each witness request (default: 5)
   LEDGER_VERBOSE       1: as --verbose
 """
 
@@ -105,6 +119,20 @@ def _global_options(
     ] = False,
 ) -> None:
     """A distillation provenance ledger: a signed, append-only log of model-API calls and training batches."""
+
+
+def read_witness_policy(path: Path) -> WitnessPolicy:
+    """The C2SP tlog-policy file at `path`; any error is one `FILE:LINE: what` line (exit 4)."""
+    from ledger.errors import InputError
+    from ledger.spec.witness_policy import parse_witness_policy
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such witness policy file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read the witness policy: {exc}") from None
+    return parse_witness_policy(text, str(path))
 
 
 def open_ledger(db: Path, keys_dir: Path | None = None, key: str | None = None) -> Ledger:

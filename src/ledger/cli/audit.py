@@ -14,9 +14,11 @@ from ledger.cli.app import (
     Json,
     Receipts,
     Usage,
+    WitnessPolicyOpt,
     app,
     export_app,
     open_ledger,
+    read_witness_policy,
 )
 from ledger.errors import UsageError
 from ledger.views import audit as audit_views
@@ -77,10 +79,14 @@ def audit(
     provider: Annotated[
         str, typer.Option("--provider", help="Whose calls --usage/--receipts reconcile.")
     ] = "openai",
+    witness_policy: WitnessPolicyOpt = None,
     db: Db = DEFAULT_DB_PATH,
     json: Json = False,
 ) -> None:
     """Prove or disprove that third-party outputs entered a checkpoint's lineage (exit 0 clean, 1 contaminated, 3 inconclusive or suspect).
+
+    With --bundle and --witness-policy, the latest tree head is first cosigned by the policy's witness
+    quorum (as `ledger head --witness-policy`), and the bundle carries that cosigned head.
 
     Example: ledger audit run7/ckpt-1000 --suspects outputs.jsonl --bundle audit-bundle.json
     """
@@ -88,13 +94,21 @@ def audit(
     from ledger.bundle.build import build_bundle
 
     ledger = open_ledger(db)
+    witnesses = read_witness_policy(witness_policy) if bundle and witness_policy else None
+    # a fork, a rollback or a missing quorum stops the command before the audit's work
+    cosigned = ledger.cosign_head(witnesses).head if witnesses is not None else None
     with console.progress("verifying the log", ledger.entry_count(), enabled=not json) as advance:
         report = run_audit(ledger, checkpoint, weights=weights or (), suspects=suspects, fuzzy=fuzzy,
                            threshold=threshold, policy=policy, progress=advance, usage=usage or (),
                            receipts=receipts or (), provider=provider)  # fmt: skip
     ledger.remember_audit(audit_views.audit_summary(report))
     if bundle is not None:
-        bundle.write_text(console.json_text(build_bundle(ledger, report)), encoding="utf-8")
+        cosign = None
+        if witnesses is not None:
+            quorum = witnesses
+            cosign = lambda: ledger.cosign_head(quorum).head  # noqa: E731
+        document = build_bundle(ledger, report, cosign, cosigned)
+        bundle.write_text(console.json_text(document), encoding="utf-8")
     console.print_json(audit_views.audit_json(report)) if json else console.show(
         audit_views.audit_view(report)
     )
@@ -160,9 +174,13 @@ def verify_bundle(
         ),
     ],
     key: Annotated[
-        str,
-        typer.Option("--key", help="The ledger's verifier key (vkey string) or a file holding it."),
-    ],
+        str | None,
+        typer.Option(
+            "--key",
+            help="The ledger's verifier key (vkey string) or a file holding it (default: the "
+            "--witness-policy's log key).",
+        ),
+    ] = None,
     records: Annotated[
         Path | None,
         typer.Option(
@@ -184,26 +202,41 @@ def verify_bundle(
         ),
     ] = None,
     usage: Usage = None,
+    witness_policy: Annotated[
+        Path | None,
+        typer.Option(
+            "--witness-policy",
+            metavar="FILE",
+            help="C2SP tlog-policy file: the tree head must carry its witness quorum's cosignatures.",
+        ),
+    ] = None,
     json: Json = False,
 ) -> None:
     """Check an audit bundle offline (no ledger file needed); exit 1 if a check fails, 4 if the bundle or key is unusable.
 
     Example: ledger verify-bundle audit-bundle.json --key lab.vkey --records exported/ --suspects mine.jsonl
     """
-    from ledger.bundle.verify import BundleReport, load_bundle, read_vkey
+    from ledger.bundle.verify import BundleReport, load_bundle, policy_vkey, read_vkey
     from ledger.bundle.verify import verify_bundle as check
     from ledger.errors import VerificationError
     from ledger.spec.problems import Problem
 
-    vkey = read_vkey(key)
+    if key is None and witness_policy is None:
+        raise UsageError("pass --key (the ledger's verifier key) or --witness-policy")
+    vkey = read_vkey(key) if key is not None else None
+    policy = read_witness_policy(witness_policy) if witness_policy is not None else None
+    document = load_bundle(bundle)
+    if vkey is None:
+        assert policy is not None
+        vkey = policy_vkey(document, policy)
     if usage and log is None:
         raise UsageError("--usage needs --log (the exported log whose calls it reconciles)")
     if suspects is not None and records is None:
         console.warn("--suspects without --records checks your suspects only against the findings the bundle "
                    "carries, not the lineage's whole record set (ledger export records gives that)")  # fmt: skip
     try:
-        report = check(load_bundle(bundle), vkey, records_dir=records, suspects=suspects,
-                       log_dir=log, usage=usage or ())  # fmt: skip
+        report = check(document, vkey, records_dir=records, suspects=suspects,
+                       witness_policy=policy, log_dir=log, usage=usage or ())  # fmt: skip
     except VerificationError as exc:
         report = BundleReport(False, (Problem.at(str(bundle), str(exc)),), None)
     console.print_json(bundle_views.bundle_report_json(report)) if json else console.show(

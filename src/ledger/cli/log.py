@@ -14,9 +14,11 @@ from ledger.cli.app import (
     Db,
     Json,
     KeysDir,
+    WitnessPolicyOpt,
     app,
     keys_app,
     open_ledger,
+    read_witness_policy,
 )
 from ledger.log.heads import read_note_file
 from ledger.log.signers import DEFAULT_RECORDER
@@ -161,15 +163,23 @@ def head(
     out: Annotated[
         Path | None, typer.Option("--out", help="Write the signed note text to this file.")
     ] = None,
+    witness_policy: WitnessPolicyOpt = None,
     json: Json = False,
 ) -> None:
-    """Print the latest signed tree head (a C2SP signed note).
+    """Print the latest signed tree head (a C2SP signed note, with the witness cosignatures stored for it).
 
-    Example: ledger head --out head-2026-11-22.txt
+    With --witness-policy, first submit it to every witness with a URL and store their cosignatures:
+    exit 0 when the quorum is met, 1 when a witness proves the log forked or rolled back, 4 otherwise.
+
+    Example: ledger head --witness-policy witnesses.policy --out head-2026-11-22.txt
     """
-    tree_head = open_ledger(db).head()
+    ledger = open_ledger(db)
+    if witness_policy is not None:
+        tree_head = ledger.cosign_head(read_witness_policy(witness_policy)).head
+    else:
+        tree_head = ledger.head()
     if out is not None:
-        out.write_text(tree_head.note, encoding="utf-8")
+        out.write_text(tree_head.cosigned_note, encoding="utf-8")
     if json:
         console.print_json(log_views.head_json(tree_head))
     elif out is None:
@@ -304,9 +314,13 @@ def verify(
         Path | None,
         typer.Option("--since", help="A tree head published earlier: check the log extends it."),
     ] = None,
+    witness_policy: WitnessPolicyOpt = None,
     json: Json = False,
 ) -> None:
     """Recompute every leaf, signature, tree node and root; exit 1 on any tampering.
+
+    With --witness-policy, the stored latest tree head must also be signed by the policy's log key
+    and cosigned by its quorum of witnesses (exit 1 if not).
 
     Example: ledger verify --since head-2026-11-01.txt
     """
@@ -316,8 +330,11 @@ def verify(
         db
     )  # not Ledger.open: a damaged meta table is for verify to report (exit 1), not to refuse
     since_note = read_note_file(since) if since is not None else None
+    policy = read_witness_policy(witness_policy) if witness_policy is not None else None
     with console.progress("verifying", ledger.entry_count(), enabled=not json) as advance:
         report = verify_ledger(ledger, since_note, progress=advance, since_name=str(since))
+    if policy is not None and (problem := ledger.witness_problem(policy)) is not None:
+        report = report.with_problem(f"witnesses: {problem}")
     document = log_views.verify_json(report)
     console.print_json(document) if json else console.show(log_views.verify_view(report))
     raise typer.Exit(0 if report.ok else 1)

@@ -2,22 +2,50 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from ledger.errors import InputError, VerificationError
 from ledger.log import store
-from ledger.log.types import TreeHeadInfo
+from ledger.log.store import witness as cosignature_rows
+from ledger.log.types import CosignatureInfo, TreeHeadInfo
 from ledger.spec import note as note_spec
 from ledger.spec.keyring import KeyRing
 
-__all__ = ["head", "read_note_file", "verify_note_with_ring"]
+__all__ = [
+    "head",
+    "head_info",
+    "read_note_file",
+    "save_cosignatures",
+    "verify_note_with_ring",
+]
 
 
 def head(path: Path) -> TreeHeadInfo:
-    """The latest signed tree head (it covers the whole log: every append signs a new one)."""
+    """The latest signed tree head (it covers the whole log: every append signs a new one), with the
+    witness cosignatures stored for it."""
     with store.session(path) as conn:
-        stored = store.head(conn)
-    return TreeHeadInfo(stored.origin, stored.size, stored.root, stored.note)
+        return head_info(conn, store.head(conn))
+
+
+def head_info(conn: store.Connection, stored: store.StoredHead) -> TreeHeadInfo:
+    """A stored head with its stored cosignatures (none for a ledger made before witnesses)."""
+    rows = cosignature_rows.cosignatures(conn, stored.size, stored.root)
+    return TreeHeadInfo(
+        stored.origin, stored.size, stored.root, stored.note,
+        tuple(CosignatureInfo(r.name, r.key_id, r.time, r.line) for r in rows),
+    )  # fmt: skip
+
+
+def save_cosignatures(
+    path: Path, size: int, root: bytes, found: Iterable[CosignatureInfo]
+) -> TreeHeadInfo:
+    """Store witness cosignatures of the tree head (size, root) with it (the table is made on first
+    use); return the latest head with its cosignatures, read in the same session."""
+    rows = [cosignature_rows.StoredCosignature(c.name, c.key_id, c.time, c.line) for c in found]
+    with store.session(path) as conn:
+        cosignature_rows.save_cosignatures(conn, size, root, rows)
+        return head_info(conn, store.head(conn))
 
 
 def verify_note_with_ring(note: str, ring: KeyRing, origin: str) -> note_spec.TreeHead:

@@ -14,6 +14,7 @@ from ledger.spec.keyring import KeyInfo
 __all__ = [
     "AppendResult",
     "ConsistencyProof",
+    "CosignatureInfo",
     "Entry",
     "InclusionProof",
     "KeyInfo",
@@ -22,11 +23,31 @@ __all__ = [
 
 
 @dataclass(frozen=True)
+class CosignatureInfo:
+    """A witness's cosignature of a tree head, as stored: its key name, key id, time and note line."""
+
+    name: str
+    key_id: bytes
+    time: int
+    line: str
+
+
+@dataclass(frozen=True)
 class TreeHeadInfo:
     origin: str
     size: int
     root: bytes
     note: str
+    """The note as the log signed it (its one signature line)."""
+    cosignatures: tuple[CosignatureInfo, ...] = ()
+    """Witness cosignatures stored with this head (DESIGN.md "Witnesses")."""
+
+    @property
+    def cosigned_note(self) -> str:
+        """The note with the stored cosignature lines appended (signed-note verifiers ignore lines
+        of keys they do not know, so it verifies wherever the plain note does)."""
+        lines = [c.line for c in self.cosignatures if c.line not in self.note]
+        return self.note + "".join(dict.fromkeys(lines))
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,13 @@ from ledger.wording import plural
 
 
 def head_json(head: TreeHeadInfo) -> dict[str, Any]:
-    return {"origin": head.origin, "size": head.size, "root": head.root.hex(), "note": head.note}
+    """The head; `note` carries the stored witness cosignatures, which `cosignatures` lists."""
+    return {
+        "origin": head.origin, "size": head.size, "root": head.root.hex(), "note": head.cosigned_note,
+        "cosignatures": [
+            {"name": c.name, "keyid": c.key_id.hex(), "time": c.time} for c in head.cosignatures
+        ],
+    }  # fmt: skip
 
 
 def head_view(head: TreeHeadInfo) -> RenderableType:
@@ -28,7 +34,11 @@ def head_view(head: TreeHeadInfo) -> RenderableType:
     table.add_row("origin", head.origin)
     table.add_row("size", str(head.size))
     table.add_row("root", head.root.hex())
-    return Group(Panel(table, title="tree head", box=box.ROUNDED), Text(head.note.rstrip("\n")))
+    if head.cosignatures:
+        table.add_row("cosigned by", ", ".join(dict.fromkeys(c.name for c in head.cosignatures)))
+    return Group(
+        Panel(table, title="tree head", box=box.ROUNDED), Text(head.cosigned_note.rstrip("\n"))
+    )
 
 
 def proof_json(proof: InclusionProof) -> dict[str, Any]:

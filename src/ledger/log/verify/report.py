@@ -27,6 +27,16 @@ class VerifyReport:
     # batch entry index -> records with at least one segment, for every record set recomputed
     records_with_text: dict[int, int] = field(default_factory=dict)
 
+    def with_problem(self, what: str, index: int | None = None) -> VerifyReport:
+        """This report with one more problem (a check made after the run, such as a witness quorum)."""
+        return VerifyReport(
+            False,
+            self.size,
+            self.root,
+            [*self.problems, Problem(index, what)],
+            self.records_with_text,
+        )
+
 
 class ProblemList:
     """Collects problems up to MAX_PROBLEMS and counts the rest, so a wrecked file cannot exhaust memory."""
