@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from ledger import Ledger
@@ -172,6 +172,7 @@ def consume_records(path: Path) -> None:
 
 @FUZZ
 @given(data=line_files(), suffix=st.sampled_from([".jsonl", ".txt"]))
+@example(data=b"\xef\xbb\xbf\n{}", suffix=".jsonl")  # a first block holding no record
 def test_fuzz_jsonl_and_text_records(scratch: Path, data: bytes, suffix: str) -> None:
     path = scratch / f"records{suffix}"
     path.write_bytes(data)

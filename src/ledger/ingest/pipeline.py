@@ -260,7 +260,8 @@ def _objects(columns: RecordColumns, options: KernelOptions) -> _Result:
     if options.fingerprint_blobs is not None:
         bounds = columns.fingerprint_ends.tolist()
         blobs = columns.fingerprints
-        prints = [blobs[a:b] for a, b in zip([0, *bounds[:-1]], bounds, strict=True)]
+        starts = [0, *bounds[:-1]] if bounds else []  # a unit may hold no record (a BOM line)
+        prints = [blobs[a:b] for a, b in zip(starts, bounds, strict=True)]
     return hashes, prints
 
 
