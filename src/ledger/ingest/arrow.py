@@ -22,9 +22,8 @@ from typing import Any, Final
 import pyarrow as pa  # type: ignore[import-untyped]
 
 from ledger.engine.arrow_values import row_objects
-from ledger.engine.kernel import ROWS, Origin
 from ledger.errors import InputError
-from ledger.ingest.reader import RingSpace, RowBatch, Unit
+from ledger.ingest.reader import RingSpace, RowBatch, RowBatchReader
 
 __all__ = ["ARROW_BATCH_ROWS", "ArrowReader", "ArrowSource", "arrow_source"]
 
@@ -33,7 +32,7 @@ _DATASET_SLICE_ROWS: Final = 65536  # rows taken from a `datasets.Dataset` at a 
 _READ_ERRORS: Final = (OSError, ValueError, pa.ArrowException)
 
 
-class ArrowReader:
+class ArrowReader(RowBatchReader):
     """Reads Arrow IPC (file or stream) and Feather files into `dict` records, batches of rows at a time."""
 
     format = "arrow"
@@ -49,17 +48,6 @@ class ArrowReader:
                 share = nbytes * (start + part.num_rows) // rows - nbytes * start // rows
                 yield RowBatch(name, self.format, row, part, share)
                 row += part.num_rows
-
-    def records(self, unit: Unit) -> list[tuple[int, object]]:
-        assert isinstance(unit, RowBatch)
-        return row_objects(unit.batch, unit.name, unit.first_row)
-
-    def kernel_input(self, unit: Unit) -> tuple[pa.RecordBatch, str, Origin]:
-        assert isinstance(unit, RowBatch)
-        return unit.batch, ROWS, Origin(unit.name, unit.first_row, rows=True)
-
-    def no_records(self, path: Path) -> str:
-        return f"{path}: no rows"
 
 
 def _slices(batch: pa.RecordBatch) -> Iterator[tuple[int, pa.RecordBatch]]:

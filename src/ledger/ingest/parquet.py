@@ -11,17 +11,15 @@ from typing import Any
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
-from ledger.engine.arrow_values import row_objects
-from ledger.engine.kernel import ROWS, Origin
 from ledger.errors import InputError
-from ledger.ingest.reader import RingSpace, RowBatch, Unit, file_size
+from ledger.ingest.reader import RingSpace, RowBatch, RowBatchReader, file_size
 
 __all__ = ["PARQUET_BATCH_ROWS", "ParquetReader"]
 
 PARQUET_BATCH_ROWS = 4096
 
 
-class ParquetReader:
+class ParquetReader(RowBatchReader):
     """Reads Parquet files into `dict` records, batches of rows at a time."""
 
     format = "parquet"
@@ -30,17 +28,6 @@ class ParquetReader:
 
     def units(self, path: Path, sha: Any, space: RingSpace | None) -> Iterator[RowBatch]:
         return iter_row_batches(path, PARQUET_BATCH_ROWS)
-
-    def records(self, unit: Unit) -> list[tuple[int, object]]:
-        assert isinstance(unit, RowBatch)
-        return row_objects(unit.batch, unit.name, unit.first_row)
-
-    def kernel_input(self, unit: Unit) -> tuple[pa.RecordBatch, str, Origin]:
-        assert isinstance(unit, RowBatch)
-        return unit.batch, ROWS, Origin(unit.name, unit.first_row, rows=True)
-
-    def no_records(self, path: Path) -> str:
-        return f"{path}: no rows"
 
 
 def iter_row_batches(path: Path, batch_rows: int) -> Iterator[RowBatch]:

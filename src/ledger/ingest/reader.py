@@ -19,7 +19,8 @@ from typing import Any, Final, Protocol
 
 import pyarrow as pa  # type: ignore[import-untyped]
 
-from ledger.engine.kernel import Origin
+from ledger.engine.arrow_values import row_objects
+from ledger.engine.kernel import ROWS, Origin
 from ledger.engine.pool import SlotRing
 from ledger.errors import InputError
 
@@ -30,6 +31,7 @@ __all__ = [
     "RecordReader",
     "RingSpace",
     "RowBatch",
+    "RowBatchReader",
     "Unit",
     "file_sha256",
     "file_size",
@@ -72,6 +74,22 @@ class FileEnd:
 
 
 Unit = LineBlock | RowBatch
+
+
+class RowBatchReader:
+    """What every reader of columnar files (Parquet, Arrow IPC) shares: its units are `RowBatch`es,
+    whose records are the rows as values and which the kernel hashes as rows."""
+
+    def records(self, unit: Unit) -> list[tuple[int, object]]:
+        assert isinstance(unit, RowBatch)
+        return row_objects(unit.batch, unit.name, unit.first_row)
+
+    def kernel_input(self, unit: Unit) -> tuple[pa.RecordBatch, str, Origin]:
+        assert isinstance(unit, RowBatch)
+        return unit.batch, ROWS, Origin(unit.name, unit.first_row, rows=True)
+
+    def no_records(self, path: Path) -> str:
+        return f"{path}: no rows"
 
 
 @dataclass(frozen=True)
