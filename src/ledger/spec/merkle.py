@@ -111,78 +111,6 @@ def root_of_leaves(leaves: Iterable[bytes]) -> bytes:
     return builder.root()
 
 
-class RootBuilder:
-    """Streaming RFC 6962 root over an unbounded sequence of leaf hashes, in O(log n) memory.
-
-    It keeps the perfect subtrees that cover the leaves seen so far (one per set bit of the
-    size, largest first), which is all a root needs.
-    """
-
-    __slots__ = ("_size", "_stack")
-
-    def __init__(self) -> None:
-        self._stack: list[tuple[int, bytes]] = []
-        self._size = 0
-
-    @property
-    def size(self) -> int:
-        """Number of leaf hashes added so far."""
-        return self._size
-
-    def add(self, leaf_hash: bytes) -> None:
-        """Append one leaf hash."""
-        self._add_perfect(0, leaf_hash)
-
-    def extend(self, hashes: Iterable[bytes]) -> None:
-        """Append many leaf hashes; aligned chunks are hashed level by level for speed."""
-        it = iter(hashes)
-        while True:
-            size = self._size
-            # The largest perfect subtree that may start at `size` is bounded by its alignment.
-            level = _CHUNK_LEVEL if size == 0 else min(_CHUNK_LEVEL, _trailing_zeros(size))
-            piece = list(islice(it, 1 << level))
-            if len(piece) == 1 << level:
-                self._add_perfect(level, root(piece))
-                continue
-            position = 0
-            for sub in range(level - 1, -1, -1):
-                if len(piece) >> sub & 1:
-                    self._add_perfect(sub, root(piece[position : position + (1 << sub)]))
-                    position += 1 << sub
-            return
-
-    def extend_joined(self, joined: bytes) -> None:
-        """`extend` with leaf hashes laid end to end, 32 bytes each: the lowest nodes hash straight
-        from the buffer, so no object is made per leaf (~30% cheaper for a block of records)."""
-        count, done = len(joined) // 32, 0
-        while done < count:
-            size = self._size
-            level = _CHUNK_LEVEL if size == 0 else min(_CHUNK_LEVEL, _trailing_zeros(size))
-            width = min(1 << level, count - done)
-            for sub in range(level, -1, -1):  # the whole chunk, or the perfect pieces of the rest
-                if width >> sub & 1:
-                    self._add_perfect(sub, _perfect_root_joined(joined, done, 1 << sub))
-                    done += 1 << sub
-
-    def root(self) -> bytes:
-        """RFC 6962 root of everything added so far (``EMPTY_ROOT`` if nothing)."""
-        if not self._stack:
-            return EMPTY_ROOT
-        digest = self._stack[-1][1]
-        for _, left in reversed(self._stack[:-1]):
-            digest = node_hash(left, digest)
-        return digest
-
-    def _add_perfect(self, level: int, digest: bytes) -> None:
-        """Append a perfect subtree of 2**level leaves; the size must be a multiple of 2**level."""
-        self._size += 1 << level
-        stack = self._stack
-        while stack and stack[-1][0] == level:
-            digest = node_hash(stack.pop()[1], digest)
-            level += 1
-        stack.append((level, digest))
-
-
 def compact_nodes(begin: int, end: int) -> list[Node]:
     """The perfect nodes, left to right, that cover ``[begin, end)`` exactly, each as large as its
     alignment allows: sizes rise then fall, so there are at most 2 log2(end - begin) of them."""
@@ -289,6 +217,60 @@ class CompactRange:
             position -= 1 << level
             level += 1
         nodes.append((level, digest))
+
+
+class RootBuilder(CompactRange):
+    """Streaming RFC 6962 root over an unbounded sequence of leaf hashes, in O(log n) memory: the
+    compact range of the leaves from 0, with fast paths that hash aligned chunks level by level.
+
+    It keeps the perfect subtrees that cover the leaves seen so far (one per set bit of the
+    size, largest first), which is all a root needs.
+    """
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        super().__init__(0)
+
+    @property
+    def size(self) -> int:
+        """Number of leaf hashes added so far."""
+        return self._end
+
+    def add(self, leaf_hash: bytes) -> None:
+        """Append one leaf hash (trusted: recorded here, not read from a proof)."""
+        self._push(0, leaf_hash)
+
+    def extend(self, hashes: Iterable[bytes]) -> None:
+        """Append many leaf hashes; aligned chunks are hashed level by level for speed."""
+        it = iter(hashes)
+        while True:
+            size = self._end
+            # The largest perfect subtree that may start at `size` is bounded by its alignment.
+            level = _CHUNK_LEVEL if size == 0 else min(_CHUNK_LEVEL, _trailing_zeros(size))
+            piece = list(islice(it, 1 << level))
+            if len(piece) == 1 << level:
+                self._push(level, root(piece))
+                continue
+            position = 0
+            for sub in range(level - 1, -1, -1):
+                if len(piece) >> sub & 1:
+                    self._push(sub, root(piece[position : position + (1 << sub)]))
+                    position += 1 << sub
+            return
+
+    def extend_joined(self, joined: bytes) -> None:
+        """`extend` with leaf hashes laid end to end, 32 bytes each: the lowest nodes hash straight
+        from the buffer, so no object is made per leaf (~30% cheaper for a block of records)."""
+        count, done = len(joined) // 32, 0
+        while done < count:
+            size = self._end
+            level = _CHUNK_LEVEL if size == 0 else min(_CHUNK_LEVEL, _trailing_zeros(size))
+            width = min(1 << level, count - done)
+            for sub in range(level, -1, -1):  # the whole chunk, or the perfect pieces of the rest
+                if width >> sub & 1:
+                    self._push(sub, _perfect_root_joined(joined, done, 1 << sub))
+                    done += 1 << sub
 
 
 def _perfect_root_joined(joined: bytes, start: int, width: int) -> bytes:
