@@ -16,7 +16,7 @@ from ledger.bundle.parts import Problems
 from ledger.errors import InputError
 from ledger.spec import entries, merkle
 
-__all__ = ["ExportCounts", "LedgerFile", "export_records", "read_export"]
+__all__ = ["ExportCounts", "LedgerFile", "export_records", "output_dir", "read_export"]
 
 
 def read_export(
@@ -81,6 +81,18 @@ def read_export(
     return out
 
 
+def output_dir(outdir: Path) -> Path:
+    """The export's directory, created if need be; an InputError naming it when that fails."""
+    outdir = Path(outdir)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(
+            f"{outdir}: cannot create the output directory: {exc.strerror or exc}"
+        ) from None
+    return outdir
+
+
 class LedgerFile(Protocol):
     """What an export needs of a ledger: where its file is."""
 
@@ -108,13 +120,7 @@ def export_records(ledger: LedgerFile, outdir: Path, checkpoint: str | None = No
     from ledger.log.store import audit as queries
     from ledger.log.store.lineage import lineage
 
-    outdir = Path(outdir)
-    try:
-        outdir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(
-            f"{outdir}: cannot create the output directory: {exc.strerror or exc}"
-        ) from None
+    outdir = output_dir(outdir)
     path = outdir / "records.parquet"
     with store.session(ledger.path, read_only=True) as conn:
         size = store.entry_count(conn)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ledger.bundle.export import LedgerFile
+from ledger.bundle.export import LedgerFile, output_dir
 from ledger.bundle.parts import Problems
 from ledger.errors import InputError
 from ledger.spec import merkle
@@ -41,13 +41,7 @@ def export_log(ledger: LedgerFile, outdir: Path) -> LogExport:
     from ledger.log import store  # the store (and DuckDB) only where an export is written
     from ledger.log.store import reconcile as queries
 
-    outdir = Path(outdir)
-    try:
-        outdir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise InputError(
-            f"{outdir}: cannot create the output directory: {exc.strerror or exc}"
-        ) from None
+    outdir = output_dir(outdir)
     path, manifest = outdir / LOG_FILE, outdir / MANIFEST_FILE
     with store.session(ledger.path, read_only=True) as conn:
         head = store.head(conn)
