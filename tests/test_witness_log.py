@@ -335,6 +335,28 @@ def test_a_rollback_is_refused(setup: Setup) -> None:
     assert "rolled back" in result.stderr
 
 
+def test_a_rolled_back_head_with_old_cosignatures_and_witnesses_down_is_not_a_quorum(
+    setup: Setup,
+) -> None:
+    """The older copy still holds its head's cosignatures from back then; they say the witnesses saw
+    that head, not that they have seen nothing larger since. With every witness down, no answer this
+    round makes the quorum: exit 4 naming each witness, never 0 on the stale cosignatures."""
+    s = setup
+    policy = s.policy(two_of_three(s))
+    cli(["head", "--witness-policy", str(policy)], s.lab)
+    old = copy_lab(s, "old")  # its head carries three cosignatures
+    s.append()
+    cli(["head", "--witness-policy", str(policy)], s.lab)
+    for w in s.witnesses:
+        w.stop()
+    stored = json.loads(cli(["head", "--json"], old).stdout)["cosignatures"]
+    assert len(stored) == 3
+    result = cli(["head", "--witness-policy", str(policy)], old, code=4)
+    assert "witness quorum q is not met" in result.stderr
+    for w in s.witnesses:
+        assert f"{w.name}: unreachable" in result.stderr
+
+
 def test_fork_and_rollback_are_refused_after_a_witness_is_killed_mid_request(setup: Setup) -> None:
     s = setup
     policy = s.policy(two_of_three(s))

@@ -126,7 +126,10 @@ def cosign_latest(path: Path, policy: WitnessPolicy, timeout: float | None = Non
     conflicts = [a for a in answers if a.conflict is not None]
     if conflicts:
         raise ForkError("; ".join(a.describe() for a in conflicts))
-    judged = check_cosigned(head.cosigned_note, policy)
+    # The quorum counts the cosignatures this round got: one stored from an earlier round says only
+    # that the witness saw this head then, not that it has seen no larger tree since (a rollback).
+    fresh = note_spec.add_signatures(asked.note, [c.line for c in stored])
+    judged = check_cosigned(fresh, policy)
     if not judged.quorum:
         failed = [
             answered[w.name].describe() if w.name in answered else f"{w.name}: no URL in the policy"
