@@ -37,7 +37,15 @@ from ledger.spec import entries, fingerprint, merkle
 from ledger.spec import leaves as leaves_spec
 from ledger.spec import text as text_spec
 
-__all__ = ["HASH_CHUNK", "HashedBatches", "hash_batches", "record_batch", "record_batches"]
+__all__ = [
+    "HASH_CHUNK",
+    "HashedBatches",
+    "PartSummary",
+    "append_hashed",
+    "hash_batches",
+    "record_batch",
+    "record_batches",
+]
 
 HASH_CHUNK = 8192  # records hashed and fingerprinted per step
 
@@ -58,8 +66,8 @@ class _Part:
     def count(self) -> int:
         return self.records.size
 
-    def summary(self) -> _PartSummary:
-        return _PartSummary(
+    def summary(self) -> PartSummary:
+        return PartSummary(
             self.count,
             self.records.root().hex(),
             self.fingerprints.root().hex(),
@@ -69,7 +77,9 @@ class _Part:
 
 
 @dataclass(frozen=True)
-class _PartSummary:
+class PartSummary:
+    """One batch's totals as its entry states them; engines and spool readers build these too."""
+
     count: int
     records_root: str
     fingerprints_root: str
@@ -81,7 +91,7 @@ class _PartSummary:
 class HashedBatches:
     """Everything the append transaction needs, computed before the database is opened."""
 
-    parts: list[_PartSummary]
+    parts: list[PartSummary]
     sources: list[dict[str, str]]
     records: pa.Table | Path
     segments: pa.Table | Path
@@ -96,7 +106,7 @@ class _BatchHasher:
     ) -> None:
         self._split = split
         self._params = params
-        self._done: list[_PartSummary] = []  # finished batches keep only their roots
+        self._done: list[PartSummary] = []  # finished batches keep only their roots
         self._part = _Part()
         self._total = 0
         self._records = Spill(RECORD_SCHEMA, spill_dir, "records")
@@ -456,7 +466,7 @@ def record_batch(
             header = entries.dataset_body(
                 id=id, batches=len(ids), count=total, split=split, source=hashed.sources
             )
-        return _append_batches(
+        return append_hashed(
             writer,
             hashed,
             ids,
@@ -556,14 +566,14 @@ def record_batches(
         hashed = hasher.finish([])
         if fields is not None and all(p.without_text == p.count for p in hashed.parts):
             watch.check([], hasher.total)
-        return _append_batches(
+        return append_hashed(
             writer, hashed, ids, None, dataset, fields, derived_from, min_segment_chars
         )
     finally:
         spill_dir.cleanup()
 
 
-def _append_batches(
+def append_hashed(
     writer: LogWriter,
     hashed: HashedBatches,
     ids: Sequence[str],
@@ -574,7 +584,12 @@ def _append_batches(
     min_segment_chars: int,
     tokenizer: tokens.TokenizerFile | None = None,
 ) -> BatchResult:
-    """One transaction: resolve references, check ids, insert the rows, append `header` and batches."""
+    """One transaction: resolve references, check ids, insert the rows, append `header` and batches.
+
+    The append phase of every recording path: `record_batch` and `record_batches` hash in this
+    process; an engine run or a training spool hands in rows hashed elsewhere (`HashedBatches`:
+    `records`/`segments` may be a Parquet path or glob, parts numbered from 0 in `ids` order).
+    """
     fp_params = hashed.params.to_json()
     outcome: dict[str, Any] = {}
 
