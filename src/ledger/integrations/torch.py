@@ -41,9 +41,10 @@ class _Hashed:
 
     def pin_memory(self, *args: Any) -> _Hashed:
         """The pin-memory thread pins the batch, not the hashes."""
-        from torch.utils.data._utils.pin_memory import pin_memory
+        from torch.utils.data._utils import pin_memory as pinning
 
-        return _Hashed(pin_memory(self.batch, *args), self.rows, self.examples)
+        pin: Any = pinning.pin_memory  # untyped in torch
+        return _Hashed(pin(self.batch, *args), self.rows, self.examples)
 
 
 class _HashingCollate:
