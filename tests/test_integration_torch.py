@@ -181,8 +181,8 @@ def test_torchrun_ranks_spool_and_one_process_appends_them(tmp_path: Path) -> No
     script.write_text(DDP_SCRIPT, encoding="utf-8")
     spool = tmp_path / "spool"
     done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-         "--master_port", "29517", str(script), str(spool), str(tmp_path / "seen"), TEACHER],
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(script), str(spool), str(tmp_path / "seen"), TEACHER],
         capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
