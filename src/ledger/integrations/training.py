@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # annotations only: importing this module loads no DuckDB
     from ledger.log.types import Entry
     from ledger.recording.results import BatchResult
 
-__all__ = ["BatchRecorder", "Recorder"]
+__all__ = ["BatchRecorder", "CheckpointChain", "Recorder"]
 
 
 class Recorder(Protocol):
@@ -45,6 +45,46 @@ class Recorder(Protocol):
     ) -> Entry: ...
 
 
+class CheckpointChain:
+    """Which batches no checkpoint covers yet and which checkpoint came last: the one rule by which
+    every training recorder (`BatchRecorder`, `ledger.integrations.steps.StepRecorder`) names a
+    checkpoint's `batches` and `parents`.
+
+    A checkpoint lists only the batches since the previous one and names that one as a parent, so
+    the lineage closure covers the whole run without re-listing old batches each time.
+    """
+
+    def __init__(self, resume_from: str | None = None) -> None:
+        self.last_checkpoint = resume_from
+        self._pending: list[str] = []
+
+    @property
+    def pending(self) -> tuple[str, ...]:
+        """Batch ids recorded since the last checkpoint, in order."""
+        return tuple(self._pending)
+
+    def add(self, batch_id: str) -> None:
+        if batch_id not in self._pending:
+            self._pending.append(batch_id)
+
+    def discard(self, batch_ids: Iterable[str]) -> None:
+        """Forget batches that were never recorded (a checkpoint must not name them)."""
+        gone = set(batch_ids)
+        self._pending = [b for b in self._pending if b not in gone]
+
+    def parents(self, given: Sequence[str] = ()) -> list[str]:
+        """The parents of the next checkpoint: the previous checkpoint first, then `given`."""
+        chosen = list(given)
+        if self.last_checkpoint and self.last_checkpoint not in chosen:
+            chosen.insert(0, self.last_checkpoint)
+        return chosen
+
+    def saved(self, checkpoint_id: str) -> None:
+        """The checkpoint is recorded: it covers the pending batches and is the next parent."""
+        self._pending.clear()
+        self.last_checkpoint = checkpoint_id
+
+
 class BatchRecorder:
     """Records the batches of one training run and the checkpoints they lead to.
 
@@ -67,13 +107,20 @@ class BatchRecorder:
         self.run_id = run_id
         self.text_fields = tuple(text_fields) if text_fields is not None else None
         self.dataset = dataset
-        self.last_checkpoint = resume_from
-        self._pending: list[str] = []
+        self.chain = CheckpointChain(resume_from)
+
+    @property
+    def last_checkpoint(self) -> str | None:
+        return self.chain.last_checkpoint
+
+    @last_checkpoint.setter
+    def last_checkpoint(self, checkpoint_id: str | None) -> None:
+        self.chain.last_checkpoint = checkpoint_id
 
     @property
     def pending(self) -> tuple[str, ...]:
         """Batch ids recorded since the last checkpoint, in order."""
-        return tuple(self._pending)
+        return self.chain.pending
 
     def batch_id(self, step: int) -> str:
         """Zero-padded so ids sort in step order (`run7/step-000123`)."""
@@ -101,8 +148,7 @@ class BatchRecorder:
             text_fields=self.text_fields,
             dataset=self.dataset,
         )
-        if batch_id not in self._pending:
-            self._pending.append(batch_id)
+        self.chain.add(batch_id)
         return result
 
     def checkpoint(
@@ -118,17 +164,13 @@ class BatchRecorder:
         """Record a checkpoint trained on the batches since the previous one, with the previous
         checkpoint as a parent. On failure nothing is forgotten, so the call can be retried."""
         checkpoint_id = id or self.checkpoint_id(step)
-        chosen_parents = list(parents)
-        if self.last_checkpoint and self.last_checkpoint not in chosen_parents:
-            chosen_parents.insert(0, self.last_checkpoint)
         entry = self.ledger.record_checkpoint(
             id=checkpoint_id,
             weights=weights,
-            batches=list(self._pending),
-            parents=chosen_parents,
+            batches=list(self.chain.pending),
+            parents=self.chain.parents(parents),
             teachers=teachers,
             config=config,
         )
-        self._pending.clear()
-        self.last_checkpoint = checkpoint_id
+        self.chain.saved(checkpoint_id)
         return entry

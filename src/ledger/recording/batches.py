@@ -43,6 +43,8 @@ __all__ = [
     "PartSummary",
     "append_hashed",
     "hash_batches",
+    "hashed_tables",
+    "kernel_fingerprints",
     "record_batch",
     "record_batches",
 ]
@@ -247,6 +249,59 @@ def _fingerprint_record_blobs(
     if not any(texts_per_record):
         return b"", np.zeros(len(texts_per_record), dtype=np.int64)
     return fingerprint.fingerprint_record_blobs(texts_per_record, params)
+
+
+def kernel_fingerprints(
+    params: fingerprint.FingerprintParams = fingerprint.DEFAULT_PARAMS,
+) -> kernel.FingerprintBlobs:
+    """The fingerprints every recording path gives the kernel (`KernelOptions.fingerprint_blobs`);
+    picklable, so a worker process elsewhere (a DataLoader worker, a rank) hashes exactly as here."""
+    return functools.partial(_fingerprint_record_blobs, params=params)
+
+
+def _table_columns(table: pa.Table) -> kernel.RecordColumns:
+    """A kernel output table (`kernel.RECORD_SCHEMA`) back as flat buffers, for `add_columns`."""
+    n = table.num_rows
+    batch = table.combine_chunks()
+
+    def fixed(name: str) -> bytes:
+        column = batch.column(name).combine_chunks()
+        if column.null_count:
+            raise InputError(f"kernel rows: null values in column {name!r}")
+        data = column.buffers()[1]
+        return bytes(data)[32 * column.offset : 32 * (column.offset + n)] if n else b""
+
+    segments = batch.column("segments").combine_chunks()
+    counts = np.asarray(segments.value_lengths().fill_null(0), dtype=np.int64)
+    flat = segments.flatten()
+    flat_bytes = bytes(flat.buffers()[1])[32 * flat.offset : 32 * (flat.offset + len(flat))]
+    prints = batch.column("fingerprint").combine_chunks()
+    if prints.null_count == n:
+        blobs, ends, print_hashes = b"", np.zeros(n, dtype=np.int64), b""
+    else:
+        values = [b"" if v is None else v for v in prints.to_pylist()]
+        blobs = b"".join(values)
+        ends = np.cumsum(np.fromiter(map(len, values), dtype=np.int64, count=n))
+        print_hashes = fixed("fingerprint_hash")
+    return kernel.RecordColumns(
+        n, fixed("digest"), fixed("leaf_hash"), counts, flat_bytes, blobs, ends, print_hashes
+    )
+
+
+def hashed_tables(
+    tables: Sequence[pa.Table],
+    spill_dir: SpillDir,
+    params: fingerprint.FingerprintParams = fingerprint.DEFAULT_PARAMS,
+) -> HashedBatches:
+    """Batches hashed elsewhere by the kernel (one `kernel.RECORD_SCHEMA` table per batch, each
+    with records) as one `HashedBatches` for `append_hashed`: roots recomputed here from the rows."""
+    hasher = _BatchHasher(None, params, spill_dir)
+    for i, table in enumerate(tables):
+        if not table.num_rows:
+            raise InputError(f"batch {i}: no records")
+        hasher.add_columns(_table_columns(table), None)
+        hasher.cut()
+    return hasher.finish([])
 
 
 def _iter_record_chunks(
@@ -583,12 +638,14 @@ def append_hashed(
     derived_from: Sequence[int | str],
     min_segment_chars: int,
     tokenizer: tokens.TokenizerFile | None = None,
+    extras: Sequence[Mapping[str, Any]] | None = None,
 ) -> BatchResult:
     """One transaction: resolve references, check ids, insert the rows, append `header` and batches.
 
     The append phase of every recording path: `record_batch` and `record_batches` hash in this
     process; an engine run or a training spool hands in rows hashed elsewhere (`HashedBatches`:
     `records`/`segments` may be a Parquet path or glob, parts numbered from 0 in `ids` order).
+    `extras` adds fields to each batch's body (a training step's `step` and `rank`).
     """
     fp_params = hashed.params.to_json()
     outcome: dict[str, Any] = {}
@@ -612,6 +669,8 @@ def append_hashed(
             )
             for batch_id, part in zip(ids, hashed.parts)
         ]
+        for body, extra in zip(bodies, extras or ()):
+            body.update({k: v for k, v in extra.items() if k not in body})
         if header is not None:
             bodies.insert(0, header)
         existing = store_recording.existing_by_ref(

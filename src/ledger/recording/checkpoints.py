@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ledger.errors import DuplicateError, NotFoundError
+from ledger.errors import DuplicateError, InputError, NotFoundError, UsageError
 from ledger.ingest.weights import hash_file, hash_weights
 from ledger.log import store
 from ledger.log.append import LogWriter, Transaction
@@ -16,7 +17,9 @@ from ledger.recording.refs import REF_KINDS, body_of, check_id
 from ledger.recording.results import Progress, RecordedCheckpoint, no_progress
 from ledger.spec import entries
 
-__all__ = ["record_checkpoint"]
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+
+__all__ = ["record_checkpoint", "record_hashed_checkpoint"]
 
 
 def _batches_of_datasets(conn: store.Connection, datasets: Sequence[str]) -> dict[str, list[str]]:
@@ -66,6 +69,37 @@ def record_checkpoint(
     check_id(id)
     hashed = hash_weights(weights, progress)
     config_digest = hash_file(Path(config), no_progress) if config is not None else None
+    return record_hashed_checkpoint(
+        writer,
+        id=id,
+        weights=hashed,
+        batches=batches,
+        parents=parents,
+        teachers=teachers,
+        config=config_digest,
+    )
+
+
+def record_hashed_checkpoint(
+    writer: LogWriter,
+    *,
+    id: str,
+    weights: Sequence[Mapping[str, str]],
+    batches: Sequence[str] = (),
+    parents: Sequence[str] = (),
+    teachers: Sequence[str] = (),
+    config: str | None = None,
+) -> RecordedCheckpoint:
+    """`record_checkpoint` with the weights already hashed elsewhere (a rank's spool file):
+    `weights` in the shape `hash_weights` returns, `config` a hex sha256."""
+    check_id(id)
+    if not weights:
+        raise UsageError(f"checkpoint {id!r}: a checkpoint needs at least one weights file")
+    hashed = [{"path": str(w["path"]), "sha256": str(w["sha256"])} for w in weights]
+    for w in hashed:
+        if not _HEX64.match(w["sha256"]):
+            raise InputError(f"checkpoint {id!r}: weights {w['path']!r}: expected a hex sha256")
+    config_digest = config
     outcome: dict[str, RecordedCheckpoint] = {}
 
     def prepare(tx: Transaction) -> list[dict[str, Any]]:
