@@ -102,3 +102,72 @@ def chat_dataset(tokenizer: Any, n: int = 48, max_length: int = 48) -> Any:
         return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
     return ds.map(tokenize)
+
+
+# --- checking a run against the ledger -------------------------------------------------------------
+
+LEDGER = str(Path(__import__("sys").executable).with_name("ledger"))
+
+
+def ledger_cli(*args: str, db: Path) -> Any:
+    """`ledger ARGS` as a real subprocess of the installed command, on the ledger file `db`."""
+    import subprocess
+
+    env = {**os.environ, "LEDGER_DB": str(db), "LEDGER_LOCK_TIMEOUT": "5"}
+    return subprocess.run([LEDGER, *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def record_digest(record: Any) -> str:
+    """DESIGN "Hashing": a JSON record's digest is sha256(JCS(record)), computed here with `rfc8785`."""
+    import hashlib
+
+    import rfc8785
+
+    return hashlib.sha256(rfc8785.dumps(record)).hexdigest()
+
+
+def lineage_digests(db: Path, checkpoint: str, out: Path) -> list[str]:
+    """The record digests of `checkpoint`'s lineage in training order (batch entry, then position),
+    read from `ledger export records --checkpoint` (the record leaves hold the digests)."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    proc = ledger_cli("export", "records", str(out), "--checkpoint", checkpoint, db=db)
+    assert proc.returncode == 0, proc.stderr
+    rows = pq.read_table(out).to_pylist()
+    rows.sort(key=lambda r: (r["batch"], r["position"]))
+    return [json.loads(r["leaf"])["sha256"] for r in rows]
+
+
+def entries(db: Path, kind: str) -> list[dict[str, Any]]:
+    """The bodies of every entry of `kind`, in log order (`ledger log --json`)."""
+    import json
+
+    proc = ledger_cli("log", "--kind", kind, "--json", db=db)
+    assert proc.returncode == 0, proc.stderr
+    return [e["body"] for e in json.loads(proc.stdout)]
+
+
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+class ForwardSpy:
+    """What the model was actually trained on, seen at its forward pass: each row's token ids without
+    padding (the attention mask says which are real), in order, while the model is in training mode."""
+
+    def __init__(self, model: Any) -> None:
+        self.rows: list[list[int]] = []
+        self.calls = 0
+        model.register_forward_pre_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        if not module.training:
+            return
+        self.calls += 1
+        ids, mask = kwargs["input_ids"], kwargs["attention_mask"]
+        for row, keep in zip(ids.tolist(), mask.tolist()):
+            self.rows.append([t for t, k in zip(row, keep) if k])
