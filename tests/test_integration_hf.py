@@ -126,7 +126,9 @@ def test_lineage_of_the_last_checkpoint_is_exactly_what_the_model_consumed(
     assert run.collated > 5 * 2
     assert lineage_digests(run.db, "sft-1/checkpoint-5", tmp_path / "x") == consumed
     # and each earlier checkpoint holds exactly the prefix trained before it was saved
-    assert lineage_digests(run.db, "sft-1/checkpoint-2", tmp_path / "y") == consumed[: 2 * 2 * BATCH]
+    assert (
+        lineage_digests(run.db, "sft-1/checkpoint-2", tmp_path / "y") == consumed[: 2 * 2 * BATCH]
+    )
 
 
 def test_each_step_is_its_micro_batches_in_order(accumulated: Run) -> None:
@@ -146,11 +148,15 @@ def test_each_step_is_its_micro_batches_in_order(accumulated: Run) -> None:
 def test_the_checkpoint_chain_matches_the_saved_directories(accumulated: Run) -> None:
     run = accumulated
     checkpoints = entries(run.db, "checkpoint")
-    assert [c["id"] for c in checkpoints] == run.checkpoints_on_disk() == [
-        "sft-1/checkpoint-2",
-        "sft-1/checkpoint-4",
-        "sft-1/checkpoint-5",
-    ]
+    assert (
+        [c["id"] for c in checkpoints]
+        == run.checkpoints_on_disk()
+        == [
+            "sft-1/checkpoint-2",
+            "sft-1/checkpoint-4",
+            "sft-1/checkpoint-5",
+        ]
+    )
     assert [c["parents"] for c in checkpoints] == [
         [],
         ["sft-1/checkpoint-2"],
@@ -182,7 +188,11 @@ def test_a_planted_evaluation_output_makes_the_checkpoint_contaminated(
             "object": "chat.completion",
             "model": "gpt-x",
             "choices": [
-                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": "stop",
+                }
             ],
         },
     )
@@ -227,7 +237,11 @@ def test_without_removing_columns_the_records_are_every_column(
     assert len(consumed) == 3 * BATCH and all("text" in by_ids[tuple(r)] for r in spy.rows)
     assert lineage_digests(lg.path, "sft-2/checkpoint-3", tmp_path / "x") == consumed
     batches = entries(lg.path, "batch")
-    assert [(b["step"], "micro_batch" in b) for b in batches] == [(1, False), (2, False), (3, False)]
+    assert [(b["step"], "micro_batch" in b) for b in batches] == [
+        (1, False),
+        (2, False),
+        (3, False),
+    ]
 
 
 def test_resuming_continues_the_chain(tmp_path: Path, tok: Any, ds: Any) -> None:

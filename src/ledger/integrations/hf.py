@@ -65,13 +65,11 @@ class RecordingCollator:
     def __call__(self, features: list[Any]) -> Any:
         if self.callback.recording:
             # a shallow copy: some collators pop fields off the features they are given
-            self.callback.queue.append(
-                [dict(f) if isinstance(f, Mapping) else f for f in features]
-            )
+            self.callback.queue.append([dict(f) if isinstance(f, Mapping) else f for f in features])
         return self.collator(features)
 
 
-class LedgerCallback(TrainerCallback):  # type: ignore[misc]
+class LedgerCallback(TrainerCallback):
     """Records the steps a `Trainer` takes and the checkpoints it saves (see the module's doc).
 
     `lg` is a `ledger.Ledger`, or None with `spool=DIR` (many ranks; `ledger record spool DIR`).
@@ -100,7 +98,9 @@ class LedgerCallback(TrainerCallback):  # type: ignore[misc]
         self.on_error: OnError = on_error
         self.resume_from = resume_from
         self.queue_size = queue_size
-        self.hasher = example_hasher(tokenizer, text_fields, token_field)  # fails early, not mid-run
+        self.hasher = example_hasher(
+            tokenizer, text_fields, token_field
+        )  # fails early, not mid-run
         self.recorder: StepRecorder | None = None
         self.queue: collections.deque[list[Any]] = collections.deque()
         self.training = False
@@ -195,7 +195,7 @@ class LedgerCallback(TrainerCallback):  # type: ignore[misc]
     def on_save(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        directory = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        directory = Path(str(args.output_dir)) / f"checkpoint-{state.global_step}"
         weights = weight_files(directory) if args.should_save else []
         if args.should_save and not weights:
             raise UsageError(f"{directory}: the Trainer saved no weights file LedgerCallback knows")
