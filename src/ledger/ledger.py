@@ -237,6 +237,12 @@ class Ledger:
         )  # fmt: skip
         return self.entry(recorded.index)
 
+    def record_spool(self, directory: Path | str) -> recording.SpoolReport:
+        """Append a training spool (`StepRecorder(spool=DIR)` on every rank), in order, idempotently."""
+        from ledger import recording
+
+        return recording.record_spool(self.writer, directory)
+
     # --- audit (logic in ledger.audit) -------------------------------------------------------------
     def audit(
         self,

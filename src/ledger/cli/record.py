@@ -261,6 +261,26 @@ def record_checkpoint(
     )
 
 
+@record_app.command("spool")
+def record_spool(
+    directory: Annotated[
+        Path, typer.Argument(metavar="DIR", help="Spool directory the training ranks wrote.")
+    ],
+    db: Db = DEFAULT_DB_PATH,
+    keys_dir: KeysDir = None,
+    key: KeyOpt = None,
+    json: Json = False,
+) -> None:
+    """Append a training spool (every rank's steps and checkpoints) in order; re-running adds nothing.
+
+    Example: ledger record spool out/spool
+    """
+    report = open_ledger(db, keys_dir, key).record_spool(directory)
+    console.print_json(recording_views.spool_json(report)) if json else console.show(
+        recording_views.spool_view(report)
+    )
+
+
 def _size(path: Path) -> int:
     """Bytes under a path, for progress bars (0 when it cannot be read: the library reports that)."""
     try:

@@ -36,6 +36,7 @@ from ledger.spec import leaves, merkle
 __all__ = [
     "FORMAT",
     "SpoolFile",
+    "batch_id",
     "read_spool_file",
     "rank_dir",
     "spool_files",
@@ -49,6 +50,15 @@ _NAME = re.compile(r"^(\d{9})\.parquet$")
 _RANK = re.compile(r"^rank-(\d{5})$")
 _TEMP = re.compile(r"^\.\d{9}\.parquet\.tmp-(.+)-(\d+)$")
 KINDS: Final = ("batch", "checkpoint")
+
+
+def batch_id(run: str, step: int, rank: int = 0, micro_batch: int | None = None) -> str:
+    """A training step's batch id, `{run}/rank-{rank:05d}/step-{step:09d}[/mb-{micro_batch:04d}]`:
+    unique per rank and micro-batch, zero-padded so ids sort in step order."""
+    if step < 0 or rank < 0 or (micro_batch is not None and micro_batch < 0):
+        raise UsageError(f"step {step}, rank {rank}, micro-batch {micro_batch}: expected >= 0")
+    out = f"{run}/rank-{rank:05d}/step-{step:09d}"
+    return out if micro_batch is None else f"{out}/mb-{micro_batch:04d}"
 
 
 @dataclass(frozen=True)
@@ -144,9 +154,13 @@ class SpoolFile:
             if kind == "batch":
                 fields = data["text_fields"]
                 micro = data.get("micro_batch")
+                micro = None if micro is None else _int(micro)
+                expected = batch_id(common["run"], common["step"], common["rank"], micro)
+                if common["id"] != expected:
+                    raise ValueError(f"batch id {common['id']!r} is not {expected!r}")
                 return cls(
                     **common,
-                    micro_batch=None if micro is None else _int(micro),
+                    micro_batch=micro,
                     count=_int(data["count"]),
                     records_root=_hex(data["records_root"]),
                     fingerprints_root=_hex(data["fingerprints_root"]),

@@ -56,6 +56,7 @@ import pyarrow as pa  # type: ignore[import-untyped]
 from ledger.engine.kernel import RECORD_SCHEMA
 from ledger.errors import LedgerError, UsageError
 from ledger.ingest import spool as spool_format
+from ledger.ingest.spool import batch_id
 from ledger.ingest.weights import hash_file, hash_weights
 from ledger.integrations.examples import ExampleHasher, example_hasher
 from ledger.integrations.training import CheckpointChain
@@ -82,14 +83,6 @@ class HasWriter(Protocol):
 
     @property
     def writer(self) -> LogWriter: ...
-
-
-def batch_id(run: str, step: int, rank: int = 0, micro_batch: int | None = None) -> str:
-    """`{run}/rank-{rank:05d}/step-{step:09d}[/mb-{micro_batch:04d}]`: zero-padded to sort."""
-    if step < 0 or rank < 0 or (micro_batch is not None and micro_batch < 0):
-        raise UsageError(f"step {step}, rank {rank}, micro-batch {micro_batch}: expected >= 0")
-    out = f"{run}/rank-{rank:05d}/step-{step:09d}"
-    return out if micro_batch is None else f"{out}/mb-{micro_batch:04d}"
 
 
 @dataclass

@@ -18,6 +18,7 @@ from ledger.recording.results import (
     RecordedBatch,
     RecordedCheckpoint,
 )
+from ledger.recording.spool import SpoolReport, record_spool
 
 __all__ = [
     "BatchResult",
@@ -26,11 +27,13 @@ __all__ = [
     "Progress",
     "RecordedBatch",
     "RecordedCheckpoint",
+    "SpoolReport",
     "hash_batches",
     "import_calls",
     "record_batch",
     "record_batches",
     "record_call",
     "record_checkpoint",
+    "record_spool",
     "resolve_calls",
 ]

@@ -107,3 +107,35 @@ def batch_result_view(result: Any) -> RenderableType:
         style="yellow",
     )
     return Group(fit(table), warning)
+
+
+def spool_json(report: Any) -> dict[str, Any]:
+    return {
+        "batches": report.batches,
+        "checkpoints": report.checkpoints,
+        "skipped": report.skipped,
+        "waiting": list(report.waiting),
+        "files": report.files,
+        "records": report.records,
+    }
+
+
+def spool_view(report: Any) -> RenderableType:
+    lines = [
+        Text(
+            f"recorded {plural(report.batches, 'batch', 'batches')} and "
+            f"{plural(report.checkpoints, 'checkpoint')} from {plural(report.files, 'spool file')}",
+            style="green",
+        )
+    ]
+    if report.skipped:
+        lines.append(Text(f"{report.skipped} already recorded (skipped)", style="yellow"))
+    if report.waiting:
+        lines.append(
+            Text(
+                f"{plural(len(report.waiting), 'checkpoint')} waiting for the parts of other ranks: "
+                + ", ".join(report.waiting[:5]),
+                style="yellow",
+            )
+        )
+    return Group(*lines)
