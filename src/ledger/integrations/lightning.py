@@ -69,6 +69,9 @@ class _Observed(CheckpointIO):
     def load_checkpoint(
         self, path: str | Path, map_location: Any | None = None, weights_only: bool | None = None
     ) -> dict[str, Any]:
+        if weights_only is None:  # older CheckpointIO plugins take no weights_only
+            loaded: dict[str, Any] = self.inner.load_checkpoint(path, map_location=map_location)
+            return loaded
         return self.inner.load_checkpoint(
             path, map_location=map_location, weights_only=weights_only
         )
