@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	# the CPU build, pinned, before the extra: a bare `torch` requirement pulls a multi-GB CUDA build
 	$(BIN)/python -m pip install --quiet 'torch==2.13.0'
-	$(BIN)/python -m pip install --quiet -e '.[test,torch]'
+	$(BIN)/python -m pip install --quiet -e '.[test,torch,hf,lightning]'
 	touch $(STAMP)
 
 demo: $(STAMP)

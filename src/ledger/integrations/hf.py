@@ -1,0 +1,239 @@
+"""The Hugging Face `Trainer`: record the examples of each step taken and every checkpoint it saves.
+
+    cb = LedgerCallback(lg, run="sft-1", tokenizer=tokenizer)          # or LedgerCallback(None, ..., spool=DIR)
+    trainer = Trainer(model, args, train_dataset=ds, data_collator=cb.wrap(collator), callbacks=[cb])
+
+A callback never sees the batch, and the loader collates ahead of the step (accelerate looks one
+batch ahead; the Trainer fetches all `gradient_accumulation_steps` micro-batches of a step before the
+first forward pass). So the wrapped collator only queues the examples it is given (the features
+before collation: what the collator saw, so with `remove_unused_columns=True` the columns the model
+takes, with `False` every column), and the callback takes them off that queue in order as the
+Trainer consumes them: one per `on_substep_end`, one more at `on_step_end`, which submits the step's
+micro-batches to a `StepRecorder` (hashed and appended off the training thread). A micro-batch that
+was collated but never trained on (the look-ahead when training stops) is never recorded.
+
+Each save (`checkpoint-N/`, `on_save`) records the checkpoint `{run}/checkpoint-N` with the hashes
+of its weights files (`*.safetensors`, `pytorch_model*.bin` and their shard indexes), `config.json`
+as its config, the batches since the previous save, and that save as parent. Resuming
+(`trainer.train(resume_from_checkpoint=...)`) names `{run}/checkpoint-N` of the resumed step as the
+parent, so the chain goes on (`resume_from=` names another id).
+
+Evaluation batches pass through the same collator: between the step that asks for an evaluation
+and `on_evaluate`, and outside `train()`, collated batches are not queued. DataLoader workers
+(`dataloader_num_workers > 0`) collate in other processes where the queue is not: that is a
+`UsageError` at `on_train_begin` (the torch `RecordingLoader` hashes in workers).
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+from ledger.errors import UsageError
+from ledger.integrations.examples import example_hasher
+from ledger.integrations.steps import HasWriter, OnError, StepRecorder
+from ledger.recording.refs import check_id
+
+__all__ = ["LedgerCallback", "RecordingCollator", "weight_files"]
+
+WEIGHT_PATTERNS = (
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "pytorch_model*.bin",
+    "pytorch_model.bin.index.json",
+    "adapter_model.bin",
+)
+
+
+def weight_files(directory: Path) -> list[Path]:
+    """The model weights a `Trainer` saved in `checkpoint-N/` (not its optimizer or RNG state)."""
+    found = {p for pattern in WEIGHT_PATTERNS for p in directory.glob(pattern) if p.is_file()}
+    return sorted(found)
+
+
+class RecordingCollator:
+    """A data collator that queues a copy of each training micro-batch's features for its callback."""
+
+    def __init__(self, collator: Callable[[list[Any]], Any], callback: LedgerCallback) -> None:
+        self.collator = collator
+        self.callback = callback
+
+    def __call__(self, features: list[Any]) -> Any:
+        if self.callback.recording:
+            # a shallow copy: some collators pop fields off the features they are given
+            self.callback.queue.append([dict(f) if isinstance(f, Mapping) else f for f in features])
+        return self.collator(features)
+
+
+class LedgerCallback(TrainerCallback):
+    """Records the steps a `Trainer` takes and the checkpoints it saves (see the module's doc).
+
+    `lg` is a `ledger.Ledger`, or None with `spool=DIR` (many ranks; `ledger record spool DIR`).
+    `tokenizer` decodes token ids into the records' texts. `on_error` as `StepRecorder` says.
+    """
+
+    def __init__(
+        self,
+        lg: HasWriter | None,
+        *,
+        run: str,
+        tokenizer: object | None = None,
+        spool: Path | str | None = None,
+        on_error: OnError = "raise",
+        text_fields: Sequence[str] | None = None,
+        token_field: str | None = None,
+        resume_from: str | None = None,
+        queue_size: int = 64,
+    ) -> None:
+        check_id(run)
+        if (lg is None) == (spool is None):
+            raise UsageError("LedgerCallback records to a ledger or to spool=DIR: give one of them")
+        self.ledger = lg
+        self.run = run
+        self.spool = spool
+        self.on_error: OnError = on_error
+        self.resume_from = resume_from
+        self.queue_size = queue_size
+        self.hasher = example_hasher(
+            tokenizer, text_fields, token_field
+        )  # fails early, not mid-run
+        self.recorder: StepRecorder | None = None
+        self.queue: collections.deque[list[Any]] = collections.deque()
+        self.training = False
+        self.evaluating = False
+        self._step: list[list[Any]] = []
+        self._accumulation = 1
+
+    @property
+    def recording(self) -> bool:
+        """True while the collator is feeding training steps (not evaluation, not outside train())."""
+        return self.training and not self.evaluating
+
+    def wrap(self, collator: Callable[[list[Any]], Any] | None = None) -> RecordingCollator:
+        """The collator to give the `Trainer` (default: transformers' `default_data_collator`)."""
+        if collator is None:
+            from transformers import default_data_collator
+
+            collator = default_data_collator
+        return RecordingCollator(collator, self)
+
+    def checkpoint_id(self, step: int) -> str:
+        return f"{self.run}/checkpoint-{step}"
+
+    # --- Trainer events ----------------------------------------------------------------------------
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        if args.dataloader_num_workers > 0:
+            raise UsageError(
+                f"LedgerCallback: dataloader_num_workers={args.dataloader_num_workers} collates in "
+                "worker processes the callback cannot see; set dataloader_num_workers=0, or wrap "
+                "the DataLoader in ledger.integrations.torch.RecordingLoader"
+            )
+        loader = kwargs.get("train_dataloader")
+        if state.global_step > 0 and _iterable(loader) and not args.ignore_data_skip:
+            raise UsageError(
+                "LedgerCallback: resuming an IterableDataset collates the skipped batches again; "
+                "set ignore_data_skip=True (the batches then trained on are recorded)"
+            )
+        if self.recorder is not None:
+            self.recorder.close()
+        parent = self.resume_from
+        if parent is None and state.global_step > 0:  # resumed from checkpoint-N
+            parent = self.checkpoint_id(state.global_step)
+        self.recorder = StepRecorder(
+            self.ledger,
+            run=self.run,
+            spool=self.spool,
+            tokenizer=self.hasher.tokenizer,
+            text_fields=self.hasher.text_fields,
+            on_error=self.on_error,
+            resume_from=parent,
+            rank=args.process_index,
+            world_size=args.world_size,
+            queue_size=self.queue_size,
+        )
+        self.queue.clear()
+        self._step = []
+        self._accumulation = args.gradient_accumulation_steps
+        self.training = True
+        self.evaluating = bool(args.eval_on_start)
+
+    def on_substep_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self._step.append(self._consumed())
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self._step.append(self._consumed())
+        recorder = self._recorder()
+        micro_batches, self._step = self._step, []
+        if self._accumulation == 1 and len(micro_batches) == 1:
+            recorder.submit(micro_batches[0], step=state.global_step)
+        else:
+            for k, examples in enumerate(micro_batches):
+                recorder.submit(examples, step=state.global_step, micro_batch=k)
+        # the evaluation this step asks for collates its own batches next
+        self.evaluating = bool(control.should_evaluate)
+
+    def on_epoch_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self.evaluating = bool(control.should_evaluate)
+
+    def on_evaluate(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self.evaluating = False
+
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        directory = Path(str(args.output_dir)) / f"checkpoint-{state.global_step}"
+        weights = weight_files(directory) if args.should_save else []
+        if args.should_save and not weights:
+            raise UsageError(f"{directory}: the Trainer saved no weights file LedgerCallback knows")
+        config = directory / "config.json"
+        self._recorder().checkpoint(
+            self.checkpoint_id(state.global_step),
+            weights,
+            config=config if weights and config.is_file() else None,
+        )
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
+    ) -> None:
+        self.training = False
+        self.queue.clear()  # collated ahead and never trained on
+        self._recorder().flush()
+
+    def close(self) -> None:
+        """Stop the recorder's background thread (after `train()`; a new `train()` starts another)."""
+        if self.recorder is not None:
+            self.recorder.close()
+
+    # --- helpers -----------------------------------------------------------------------------------
+    def _recorder(self) -> StepRecorder:
+        if self.recorder is None:
+            raise UsageError("LedgerCallback: the Trainer has not called on_train_begin")
+        return self.recorder
+
+    def _consumed(self) -> list[Any]:
+        if not self.queue:
+            raise UsageError(
+                "LedgerCallback: a step was taken on a batch the wrapped collator never saw; "
+                "give the Trainer data_collator=callback.wrap(collator)"
+            )
+        return self.queue.popleft()
+
+
+def _iterable(loader: object) -> bool:
+    from torch.utils.data import IterableDataset
+
+    return isinstance(getattr(loader, "dataset", None), IterableDataset)
