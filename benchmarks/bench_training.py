@@ -3,12 +3,15 @@ throughput in examples/s per rank.
 
     .venv/bin/python benchmarks/bench_training.py [--steps 60] [--rounds 5] [--batch 8]
 
-1. Step time: a Hugging Face `Trainer` on a tiny GPT-2 built from a config (one layer, 32-dim, a BPE
-   tokenizer trained locally; nothing is downloaded), CPU, no saves. Rounds alternate a run without
-   recording and a run with `LedgerCallback` (collator wrapper + callback, StepRecorder appending to a
-   DuckDB ledger on disk in its background thread). Each run's step time is measured from
-   `on_step_begin` to `on_step_end` over the steps after a warm-up, so the ratio compares the same
-   thing; the median over rounds is reported, and overhead = with / without - 1.
+1. Step time: a Hugging Face `Trainer` on a small GPT-2 built from a config (`--layers`, `--width`;
+   a BPE tokenizer trained locally; nothing is downloaded), CPU, no saves. Rounds alternate a run
+   without recording and a run with `LedgerCallback` (collator wrapper + callback, StepRecorder
+   appending to a DuckDB ledger on disk in its background thread). A step is the time between two
+   `on_step_end`s after a warm-up: the whole loop (fetching and collating, the wrapped collator,
+   forward, backward, optimizer, callbacks), so the recorder's cost is inside it wherever it falls.
+   Wall time and CPU time (every thread of the process: the recorder's too) are both reported as
+   medians over rounds, overhead = with / without - 1; CPU time moves much less with other load on
+   the machine.
 2. Throughput: a `StepRecorder` fed steps of `--batch` raw chat examples as fast as it takes them
    (hashing and appending, or spool writing, in its background thread), examples/s until `close`.
 """
@@ -39,17 +42,21 @@ from ledger.integrations.steps import StepRecorder  # noqa: E402
 
 
 class StepTimer(TrainerCallback):
-    """Wall time of each optimizer step, from on_step_begin to on_step_end."""
+    """When each optimizer step ended: the time between two ends is a whole step as the loop runs
+    it (fetching and collating the batch, the wrapped collator, forward, backward, the optimizer,
+    every callback), so the recorder's cost is inside it wherever it falls."""
 
     def __init__(self) -> None:
-        self.times: list[float] = []
-        self._t0 = 0.0
-
-    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self._t0 = time.perf_counter()
+        self.ends: list[tuple[float, float]] = []
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.times.append(time.perf_counter() - self._t0)
+        self.ends.append((time.perf_counter(), time.process_time()))
+
+    def step_time(self, warm_up: int) -> tuple[float, float]:
+        """Wall and CPU seconds (every thread of the process) per step after `warm_up` steps."""
+        (w0, c0), (w1, c1) = self.ends[warm_up], self.ends[-1]
+        n = len(self.ends) - 1 - warm_up
+        return (w1 - w0) / n, (c1 - c0) / n
 
 
 def model_of(tok: Any, layers: int, width: int) -> Any:
@@ -67,8 +74,12 @@ def model_of(tok: Any, layers: int, width: int) -> Any:
 
 def one_run(
     base: Path, tok: Any, ds: Any, steps: int, batch: int, record: bool, size: tuple[int, int]
-) -> float:
-    """Mean step time (s) after a warm-up of 5 steps, with or without the ledger callback."""
+) -> tuple[float, float]:
+    """Mean wall and CPU time (s) of a step after a warm-up of 5 steps, with or without the ledger
+    callback (CPU time counts the recorder's thread too; it moves less with other load)."""
+    import torch
+
+    torch.manual_seed(0)
     timer = StepTimer()
     inner = DataCollatorForLanguageModeling(tok, mlm=False)
     callbacks: list[Any] = [timer]
@@ -92,7 +103,7 @@ def one_run(
         disable_tqdm=True,
     )
     trainer = Trainer(
-        model=tiny_gpt2(tok),
+        model=model_of(tok, *size),
         args=args,
         train_dataset=ds,
         data_collator=collator,
@@ -101,7 +112,7 @@ def one_run(
     trainer.train()
     if cb is not None:
         cb.close()
-    return statistics.fmean(timer.times[5:])
+    return timer.step_time(5)
 
 
 def throughput(base: Path, steps: int, batch: int, spool: bool) -> float:
@@ -136,17 +147,20 @@ def main() -> None:
         size = (opts.layers, opts.width)
         ds = chat_dataset(tok, n=max(64, opts.steps * opts.batch))
         one_run(base, tok, ds, 10, opts.batch, False, size)  # warm the imports and caches
-        without, with_ = [], []
+        without: list[tuple[float, float]] = []
+        with_: list[tuple[float, float]] = []
         for r in range(opts.rounds):
             without.append(one_run(base, tok, ds, opts.steps, opts.batch, False, size))
             with_.append(one_run(base, tok, ds, opts.steps, opts.batch, True, size))
-            print(
-                f"round {r}: step {without[-1] * 1e3:.2f} ms without, {with_[-1] * 1e3:.2f} ms with"
-            )
-        a, b = statistics.median(without), statistics.median(with_)
-        print(f"step time (GPT-2 {size[0]}x{size[1]}, median of {opts.rounds} rounds, {opts.steps} steps of {opts.batch}): "
-              f"{a * 1e3:.2f} ms without, {b * 1e3:.2f} ms with; ratio {b / a:.4f} "
-              f"(overhead {100 * (b / a - 1):+.2f}%)")  # fmt: skip
+            print(f"round {r}: step {without[-1][0] * 1e3:.2f} ms without, "
+                  f"{with_[-1][0] * 1e3:.2f} ms with (CPU {without[-1][1] * 1e3:.2f} / "
+                  f"{with_[-1][1] * 1e3:.2f} ms)")  # fmt: skip
+        for k, what in ((0, "wall"), (1, "CPU")):
+            a = statistics.median(t[k] for t in without)
+            b = statistics.median(t[k] for t in with_)
+            print(f"step {what} time (GPT-2 {size[0]}x{size[1]}, median of {opts.rounds} rounds, "
+                  f"{opts.steps} steps of {opts.batch}): {a * 1e3:.2f} ms without, "
+                  f"{b * 1e3:.2f} ms with; ratio {b / a:.4f} (overhead {100 * (b / a - 1):+.2f}%)")  # fmt: skip
         for spool in (False, True):
             rates = [throughput(base, opts.tput_steps, opts.batch, spool) for _ in range(3)]
             where = "spool files" if spool else "a DuckDB ledger"

@@ -111,3 +111,26 @@ def test_many_ranks_need_a_spool(lg: Ledger) -> None:
         StepRecorder(lg, run="x", rank=1, world_size=2)
     with pytest.raises(UsageError):
         StepRecorder(None, run="x")
+
+
+def test_steps_hashed_together_equal_steps_hashed_alone(lg: Ledger, tmp_path: Path) -> None:
+    rec_hasher = StepRecorder(None, run="h", spool=tmp_path / "spool").hasher
+    steps = [_examples(s, n=1 + s % 4) for s in range(9)]
+    steps[4] = [[5, 6, 7], {"ids": [1, 2]}]  # token ids and a record in one step
+    together = rec_hasher.hash_steps(steps)
+    assert [t.num_rows for t in together] == [len(s) for s in steps]
+    for table, step in zip(together, steps):
+        assert table.equals(rec_hasher(step))
+    texts = [["first text of a step, long enough to segment", ""], ["second", "third"]]
+    assert [t.num_rows for t in rec_hasher.hash_steps(texts)] == [1, 2]  # the empty text is no row
+
+
+def test_a_bad_step_in_a_group_is_lost_alone(lg: Ledger, tmp_path: Path) -> None:
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(b"w")
+    with StepRecorder(lg, run="g", on_error="warn") as rec:
+        for step in range(6):  # submitted faster than the recorder gathers: one group
+            rec.submit([{"x": float("nan")}] if step == 3 else _examples(step))
+        rec.checkpoint("g/ckpt", weights=[weights])
+    assert rec.lost == ("g/rank-00000/step-000000003",)
+    assert lg.entry("g/ckpt").body["batches"] == [batch_id("g", s) for s in (0, 1, 2, 4, 5)]

@@ -46,6 +46,7 @@ import os
 import queue
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,7 +72,8 @@ __all__ = ["OnError", "StepRecorder", "StepRecordingError", "batch_id"]
 log = logging.getLogger(__name__)
 
 OnError = Literal["raise", "warn"]
-GROUP_STEPS = 256  # queued steps appended in one transaction at most
+GROUP_STEPS = 256  # queued steps hashed and appended together at most
+GROUP_SECONDS = 0.5  # how long a lone step waits for the next ones before it is recorded alone
 
 
 class StepRecordingError(LedgerError):
@@ -278,11 +280,18 @@ class StepRecorder:
     # --- background thread -------------------------------------------------------------------------
     def _work(self) -> None:
         while True:
-            item = self._queue.get()
-            group = [item]
+            group = [self._queue.get()]
+            # Steps are gathered for a moment before they are hashed and appended: a kernel call
+            # and a transaction cost the same for one step as for hundreds, and a step recorded
+            # alone would pay them on the cores the training step runs on. A checkpoint, a flush
+            # or close ends the gathering at once.
+            deadline = time.monotonic() + GROUP_SECONDS
             while isinstance(group[-1], _Step) and len(group) < GROUP_STEPS:
+                wait = deadline - time.monotonic()
                 try:
-                    group.append(self._queue.get_nowait())
+                    group.append(
+                        self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+                    )
                 except queue.Empty:
                     break
             steps = [g for g in group if isinstance(g, _Step)]
@@ -307,6 +316,12 @@ class StepRecorder:
         if self._error is not None and self.on_error == "raise":
             self._lost.extend(s.id for s in steps)  # the recorder stopped at its first failure
             return
+        raw = [s for s in steps if s.rows is None]
+        try:
+            for s, rows in zip(raw, self.hasher.hash_steps([s.examples or [] for s in raw])):
+                s.rows = rows
+        except Exception:  # noqa: S110 - hashed step by step below, which names the bad step
+            pass
         hashed: list[tuple[_Step, pa.Table]] = []
         for i, s in enumerate(steps):  # a step that cannot be hashed is lost alone
             try:
