@@ -2,6 +2,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+EXTRAS := $(VENV)/.extras
 
 .PHONY: demo test bench clean
 
@@ -9,18 +10,22 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
-	# the CPU build, pinned, before the extra: a bare `torch` requirement pulls a multi-GB CUDA build
+	touch $(STAMP)
+
+# The optional stacks the tests and benchmarks exercise, not needed by `make demo`. Torch is the
+# CPU build, pinned, installed before the extras: a bare `torch` requirement pulls a multi-GB CUDA build.
+$(EXTRAS): $(STAMP)
 	$(BIN)/python -m pip install --quiet 'torch==2.13.0'
 	$(BIN)/python -m pip install --quiet -e '.[test,torch,hf,lightning]'
-	touch $(STAMP)
+	touch $(EXTRAS)
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
-test: $(STAMP)
+test: $(EXTRAS)
 	$(BIN)/python -m pytest
 
-bench: $(STAMP)
+bench: $(EXTRAS)
 	$(BIN)/python benchmarks/run.py
 
 clean:
