@@ -276,19 +276,29 @@ def test_resuming_continues_the_chain(tmp_path: Path, tok: Any, ds: Any) -> None
     assert steps == [1, 2, 3, 4, 5, 6, 7]
 
 
-def test_dataloader_workers_are_refused_before_a_step(tmp_path: Path, tok: Any, ds: Any) -> None:
-    lg = Ledger.init(tmp_path / "ledger.duckdb", origin="test.local/hf-workers")
-    cb = LedgerCallback(lg, run="sft-3", tokenizer=tok)
-    trainer = Trainer(
-        model=tiny_gpt2(tok),
-        args=_args(tmp_path / "out", max_steps=2, dataloader_num_workers=1),
-        train_dataset=ds,
-        data_collator=cb.wrap(DataCollatorForLanguageModeling(tok, mlm=False)),
-        callbacks=[cb],
+@pytest.mark.parametrize("accumulation", [1, 2])
+def test_dataloader_workers_hash_in_the_workers_and_the_steps_are_the_steps_taken(
+    tmp_path: Path, tok: Any, ds: Any, accumulation: int
+) -> None:
+    """Two workers collate in parallel: their hashes are matched to the forward passes, in order."""
+    run = Run(
+        tmp_path,
+        tok,
+        ds,
+        dataloader_num_workers=2,
+        gradient_accumulation_steps=accumulation,
+        max_steps=4,
+        save_steps=2,
+        eval_strategy="steps",
+        eval_steps=3,
     )
-    with pytest.raises(UsageError, match="dataloader_num_workers=1"):
-        trainer.train()
-    assert entries(lg.path, "batch") == []
+    run.trainer.train()
+    run.cb.close()
+    consumed = [record_digest(_features(ids)) for ids in run.spy.rows]
+    assert len(consumed) == 4 * accumulation * BATCH
+    assert run.collated == 0  # every batch was collated in a worker
+    assert lineage_digests(run.db, "sft-1/checkpoint-4", tmp_path / "x") == consumed
+    assert run.checkpoints_on_disk() == ["sft-1/checkpoint-2", "sft-1/checkpoint-4"]
 
 
 def test_a_collator_that_is_not_wrapped_is_named(tmp_path: Path, tok: Any, ds: Any) -> None:

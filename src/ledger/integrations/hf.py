@@ -19,14 +19,22 @@ as its config, the batches since the previous save, and that save as parent. Res
 parent, so the chain goes on (`resume_from=` names another id).
 
 Evaluation batches pass through the same collator: between the step that asks for an evaluation
-and `on_evaluate`, and outside `train()`, collated batches are not queued. DataLoader workers
-(`dataloader_num_workers > 0`) collate in other processes where the queue is not: that is a
-`UsageError` at `on_train_begin` (the torch `RecordingLoader` hashes in workers).
+and `on_evaluate`, and outside `train()`, collated batches are not queued.
+
+DataLoader workers (`dataloader_num_workers > 0`) collate in other processes, in parallel: there the
+wrapped collator hashes the features itself (only hashes travel) and sends them to the trainer's
+process keyed by the collated model input (`batch_key`: the bytes of `input_ids`, or of
+`pixel_values`, `input_values`, `input_features`). A forward pre-hook on the model looks up each
+training forward pass's key, so micro-batches are queued in the order the model consumed them,
+whatever order the workers finished in; the callback then takes them off the queue as above.
 """
 
 from __future__ import annotations
 
 import collections
+import hashlib
+import multiprocessing
+import queue as queue_module
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,11 +42,11 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from ledger.errors import UsageError
-from ledger.integrations.examples import example_hasher
+from ledger.integrations.examples import ExampleHasher, example_hasher
 from ledger.integrations.steps import HasWriter, OnError, StepRecorder
 from ledger.recording.refs import check_id
 
-__all__ = ["LedgerCallback", "RecordingCollator", "weight_files"]
+__all__ = ["LedgerCallback", "RecordingCollator", "batch_key", "weight_files"]
 
 WEIGHT_PATTERNS = (
     "*.safetensors",
@@ -55,18 +63,67 @@ def weight_files(directory: Path) -> list[Path]:
     return sorted(found)
 
 
+KEY_FIELDS = ("input_ids", "pixel_values", "input_values", "input_features")
+WORKER_TIMEOUT = 120.0  # seconds the trainer waits for a worker's hashes of a batch it already has
+
+
+def batch_key(batch: Mapping[str, Any]) -> bytes | None:
+    """What names a collated micro-batch on both sides of a DataLoader worker: the sha256 of its
+    first model input in `KEY_FIELDS` (name, shape, dtype and bytes); None without one."""
+    for name in KEY_FIELDS:
+        value = batch.get(name)
+        if value is not None and hasattr(value, "detach"):
+            import torch
+
+            tensor = value.detach().to("cpu").contiguous()
+            head = f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode()
+            return hashlib.sha256(
+                head + tensor.view(-1).view(torch.uint8).numpy().tobytes()
+            ).digest()
+    return None
+
+
+def _in_worker() -> bool:
+    from torch.utils.data import get_worker_info
+
+    return get_worker_info() is not None
+
+
 class RecordingCollator:
-    """A data collator that queues a copy of each training micro-batch's features for its callback."""
+    """A data collator that queues a copy of each training micro-batch's features for its callback;
+    in a DataLoader worker it hashes them and sends the hashes to the trainer's process."""
 
     def __init__(self, collator: Callable[[list[Any]], Any], callback: LedgerCallback) -> None:
         self.collator = collator
-        self.callback = callback
+        self.callback: LedgerCallback | None = callback
+        self._worker: tuple[bool, ExampleHasher, Any] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a spawned worker needs (the callback, with its ledger and thread, stays home)."""
+        cb = self.callback
+        worker = self._worker if cb is None else (cb.recording, cb.hasher, cb.channel)
+        return {"collator": self.collator, "callback": None, "_worker": worker}
 
     def __call__(self, features: list[Any]) -> Any:
-        if self.callback.recording:
-            # a shallow copy: some collators pop fields off the features they are given
-            self.callback.queue.append([dict(f) if isinstance(f, Mapping) else f for f in features])
-        return self.collator(features)
+        cb = self.callback
+        recording, hasher, channel = (
+            self._worker if cb is None else (cb.recording, cb.hasher, cb.channel)
+        ) or (False, None, None)
+        if not recording:
+            return self.collator(features)
+        # a shallow copy: some collators pop fields off the features they are given
+        examples = [dict(f) if isinstance(f, Mapping) else f for f in features]
+        batch = self.collator(features)
+        if channel is not None and _in_worker():
+            key = batch_key(batch) if isinstance(batch, Mapping) else None
+            try:
+                hashed: Any = hasher(examples) if hasher is not None else examples
+            except Exception:  # the examples travel instead; the recorder applies on_error
+                hashed = examples
+            channel.put((key, hashed))
+        elif cb is not None:
+            cb.queue.append(examples)
+        return batch
 
 
 class LedgerCallback(TrainerCallback):
@@ -102,7 +159,10 @@ class LedgerCallback(TrainerCallback):
             tokenizer, text_fields, token_field
         )  # fails early, not mid-run
         self.recorder: StepRecorder | None = None
-        self.queue: collections.deque[list[Any]] = collections.deque()
+        self.queue: collections.deque[Any] = collections.deque()
+        self.channel: Any = None  # workers' hashes, keyed by batch_key (dataloader workers only)
+        self._arrived: dict[bytes | None, collections.deque[Any]] = {}
+        self._hook: Any = None
         self.training = False
         self.evaluating = False
         self._step: list[list[Any]] = []
@@ -128,12 +188,6 @@ class LedgerCallback(TrainerCallback):
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        if args.dataloader_num_workers > 0:
-            raise UsageError(
-                f"LedgerCallback: dataloader_num_workers={args.dataloader_num_workers} collates in "
-                "worker processes the callback cannot see; set dataloader_num_workers=0, or wrap "
-                "the DataLoader in ledger.integrations.torch.RecordingLoader"
-            )
         loader = kwargs.get("train_dataloader")
         if state.global_step > 0 and _iterable(loader) and not args.ignore_data_skip:
             raise UsageError(
@@ -160,6 +214,20 @@ class LedgerCallback(TrainerCallback):
         self.queue.clear()
         self._step = []
         self._accumulation = args.gradient_accumulation_steps
+        self._arrived.clear()
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+        if args.dataloader_num_workers > 0:
+            model = kwargs.get("model")
+            if model is None or not hasattr(model, "register_forward_pre_hook"):
+                raise UsageError(
+                    "LedgerCallback: with dataloader workers the callback matches batches at the "
+                    "model's forward pass, and the Trainer gave it no model"
+                )
+            if self.channel is None:
+                self.channel = multiprocessing.get_context().Queue()
+            self._hook = model.register_forward_pre_hook(self._forward, with_kwargs=True)
         self.training = True
         self.evaluating = bool(args.eval_on_start)
 
@@ -211,6 +279,10 @@ class LedgerCallback(TrainerCallback):
     ) -> None:
         self.training = False
         self.queue.clear()  # collated ahead and never trained on
+        self._arrived.clear()
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
         self._recorder().flush()
 
     def close(self) -> None:
@@ -224,7 +296,29 @@ class LedgerCallback(TrainerCallback):
             raise UsageError("LedgerCallback: the Trainer has not called on_train_begin")
         return self.recorder
 
-    def _consumed(self) -> list[Any]:
+    def _forward(self, module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        """A training forward pass: queue the hashes a worker sent for this very micro-batch."""
+        if not (module.training and self.recording):
+            return
+        key = batch_key(kwargs)
+        if key is None:
+            raise UsageError(
+                "LedgerCallback: with dataloader workers, micro-batches are matched by their "
+                f"model input ({', '.join(KEY_FIELDS)}), and this model was called without one; "
+                "set dataloader_num_workers=0"
+            )
+        while not self._arrived.get(key):
+            try:
+                sent, hashed = self.channel.get(timeout=WORKER_TIMEOUT)
+            except queue_module.Empty:
+                raise UsageError(
+                    f"LedgerCallback: no hashes came from the DataLoader workers for a micro-batch "
+                    f"within {WORKER_TIMEOUT:.0f} s; give the Trainer data_collator=callback.wrap(collator)"
+                ) from None
+            self._arrived.setdefault(sent, collections.deque()).append(hashed)
+        self.queue.append(self._arrived[key].popleft())
+
+    def _consumed(self) -> Any:
         if not self.queue:
             raise UsageError(
                 "LedgerCallback: a step was taken on a batch the wrapped collator never saw; "
