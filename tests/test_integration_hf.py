@@ -314,3 +314,59 @@ def test_a_collator_that_is_not_wrapped_is_named(tmp_path: Path, tok: Any, ds: A
     with pytest.raises(UsageError, match=r"data_collator=callback.wrap\(collator\)"):
         trainer.train()
     cb.close()
+
+
+DDP_TRAIN = r"""
+import json, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from training_fixtures import ForwardSpy, chat_dataset, tiny_gpt2, train_tokenizer
+from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+from ledger.integrations.hf import LedgerCallback
+
+base = Path(sys.argv[2])
+tok = train_tokenizer(base / "tok")
+model = tiny_gpt2(tok)
+spy = ForwardSpy(model)
+cb = LedgerCallback(None, run="ddp-sft", tokenizer=tok, spool=base / "spool")
+args = TrainingArguments(output_dir=str(base / "out"), per_device_train_batch_size=4, max_steps=4,
+                         save_strategy="steps", save_steps=2, report_to=[], use_cpu=True,
+                         ddp_backend="gloo", disable_tqdm=True, seed=7, logging_steps=1000)
+trainer = Trainer(model=model, args=args, train_dataset=chat_dataset(tok),
+                  data_collator=cb.wrap(DataCollatorForLanguageModeling(tok, mlm=False)),
+                  callbacks=[cb])
+trainer.train()
+cb.close()
+(base / f"seen.{args.process_index}").write_text(json.dumps(spy.rows))
+"""
+
+
+def test_ranks_under_torchrun_spool_and_one_process_appends_them(tmp_path: Path, tok: Any) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "train.py"
+    script.write_text(DDP_TRAIN, encoding="utf-8")
+    tests = Path(__file__).parent
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(script), str(tests), str(tmp_path)],
+        capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    db = tmp_path / "ledger.duckdb"
+    assert ledger_cli("init", "--origin", "test.local/hf-ddp", db=db).returncode == 0
+    appended = ledger_cli("record", "spool", str(tmp_path / "spool"), "--json", db=db)
+    assert appended.returncode == 0, appended.stderr
+    report = json.loads(appended.stdout)
+    assert (report["batches"], report["checkpoints"], report["waiting"]) == (8, 2, [])
+    seen = [json.loads((tmp_path / f"seen.{r}").read_text()) for r in (0, 1)]
+    assert [len(s) for s in seen] == [4 * BATCH, 4 * BATCH]
+    consumed = sorted(record_digest(_features(ids)) for rank in seen for ids in rank)
+    assert sorted(lineage_digests(db, "ddp-sft/checkpoint-4", tmp_path / "x")) == consumed
+    last = entries(db, "checkpoint")[-1]
+    weights = tmp_path / "out" / "checkpoint-4" / "model.safetensors"
+    assert last["parents"] == ["ddp-sft/checkpoint-2"]
+    assert [w["sha256"] for w in last["weights"]] == [file_sha256(weights)]
+    again = ledger_cli("record", "spool", str(tmp_path / "spool"), "--json", db=db)
+    assert again.returncode == 0 and json.loads(again.stdout)["batches"] == 0

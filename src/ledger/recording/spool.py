@@ -128,9 +128,13 @@ class _Checkpoint:
         where = ", ".join(str(p.path) for p in parts)
         if len({p.rank for p in parts}) != len(parts):
             raise InputError(f"{where}: checkpoint {self.id!r} has two parts from one rank")
-        for name in ("parents", "teachers", "config", "world_size", "run"):
+        for name in ("parents", "teachers", "world_size", "run"):
             if len({repr(getattr(p, name)) for p in parts}) != 1:
                 raise InputError(f"{where}: the ranks' parts of {self.id!r} differ in {name}")
+        # the config is a file saved beside the weights: the ranks that saved none have none
+        configs = {p.config for p in parts if p.config is not None}
+        if len(configs) > 1:
+            raise InputError(f"{where}: the ranks' parts of {self.id!r} differ in config")
         weights: dict[str, str] = {}
         for part in parts:
             for path, digest in part.weights:
@@ -145,7 +149,7 @@ class _Checkpoint:
             "batches": list(dict.fromkeys(batches)),
             "parents": list(parts[0].parents),
             "teachers": list(parts[0].teachers),
-            "config": parts[0].config,
+            "config": next(iter(configs), None),
         }
 
     def key(self) -> tuple[int, int, int, int]:
