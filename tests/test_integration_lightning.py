@@ -183,3 +183,58 @@ def test_tuple_batches_become_one_record_per_example() -> None:
         {"0": [4, 5], "1": 2.5},
     ]
     assert batch_examples(["a text", "another"]) == ["a text", "another"]
+
+
+DDP_FIT = r"""
+import json, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import lightning as L, torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch.utils.data import DataLoader
+from test_integration_lightning import TextModel, BATCH
+from training_fixtures import chat_texts
+from ledger.integrations.lightning import LedgerCallback
+
+base = Path(sys.argv[2])
+torch.manual_seed(3)
+model = TextModel()
+cb = LedgerCallback(None, run="pl-ddp", spool=base / "spool")
+saver = ModelCheckpoint(dirpath=base / "ckpt", every_n_train_steps=2, save_top_k=-1)
+trainer = L.Trainer(callbacks=[cb, saver], logger=False, enable_progress_bar=False,
+                    enable_model_summary=False, accelerator="cpu", devices=2, num_nodes=1,
+                    strategy="ddp", max_steps=4)
+trainer.fit(model, DataLoader(chat_texts(40), batch_size=BATCH, collate_fn=list))
+(base / f"seen.{trainer.global_rank}").write_text(json.dumps(model.consumed))
+"""
+
+
+def test_ranks_under_torchrun_spool_and_one_process_appends_them(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    script = tmp_path / "fit.py"
+    script.write_text(DDP_FIT, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(script), str(Path(__file__).parent), str(tmp_path)],
+        capture_output=True, text=True, timeout=300, check=False, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    db = tmp_path / "ledger.duckdb"
+    assert ledger_cli("init", "--origin", "test.local/pl-ddp", db=db).returncode == 0
+    appended = ledger_cli("record", "spool", str(tmp_path / "spool"), "--json", db=db)
+    assert appended.returncode == 0, appended.stderr
+    report = json.loads(appended.stdout)
+    assert (report["batches"], report["checkpoints"], report["waiting"]) == (8, 2, [])
+    seen = [json.loads((tmp_path / f"seen.{r}").read_text()) for r in (0, 1)]
+    assert [len(s) for s in seen] == [4 * BATCH, 4 * BATCH]
+    consumed = sorted(text_digest(t) for rank in seen for t in rank)
+    assert sorted(lineage_digests(db, "pl-ddp/step-4", tmp_path / "x")) == consumed
+    on_disk = _checkpoints_on_disk(tmp_path / "ckpt")
+    assert sorted(on_disk) == ["pl-ddp/step-2", "pl-ddp/step-4"]
+    last = [c for c in entries(db, "checkpoint") if c["id"] == "pl-ddp/step-4"][0]
+    assert [w["sha256"] for w in last["weights"]] == [
+        file_sha256(tmp_path / "ckpt" / on_disk["pl-ddp/step-4"])
+    ]
+    assert last["parents"] == ["pl-ddp/step-2"]
