@@ -1,6 +1,6 @@
 """Recording as users run it: `ledger record batch FILE` as a fresh process, against `sha256sum`.
 
-    .venv/bin/python benchmarks/bench_recording_cli.py [--mb 120] [--rounds 5] [--ledger PATH]
+    .venv/bin/python benchmarks/bench_recording_cli.py [--mb 120] [--rounds 5] [--ledger PATH] [--against PATH]
 
 Each round runs `sha256sum FILE` and then `ledger record batch FILE` (the installed console script,
 a process of its own: interpreter start-up, imports, the worker pool, hashing, the DuckDB append,
@@ -8,13 +8,15 @@ signing and the checkpoint on close all count) into a ledger made by `ledger ini
 timed; its time is printed apart). The file is ~1.1 KB chat records (`bench_recording.make_jsonl`),
 read from the page cache by both. Prints the median MB/s of each, the median of the per-round
 ratios (target >= 25%), and the time `ledger --version` takes (the floor of any command: start-up
-and imports).
+and imports). `--against OTHER` times a second `ledger` command (another checkout's) in the same
+rounds, for an A/B of two versions under the same load.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -40,10 +42,19 @@ def _ledger_command(given: str | None) -> str:
     return found
 
 
+CPU: dict[str, list[float]] = {}
+"""CPU seconds (user + system, the command's workers included) of each timed run, by program."""
+
+
 def timed(command: list[str], env: dict[str, str] | None = None) -> float:
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(command, check=True, capture_output=True, env=env)
-    return time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    CPU.setdefault(" ".join(command[:3]), []).append(cpu)
+    return elapsed
 
 
 def main() -> None:
@@ -53,6 +64,7 @@ def main() -> None:
     parser.add_argument("--mb", type=float, default=120.0, help="size of the JSONL file (MB)")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (median)")
     parser.add_argument("--ledger", default=None, help="the `ledger` command (default: installed)")
+    parser.add_argument("--against", default=None, help="a second `ledger` command to compare")
     parser.add_argument("--file", type=Path, default=None, help="record this file instead")
     parser.add_argument("--dir", type=Path, default=None, help="working directory")
     args = parser.parse_args()
@@ -69,19 +81,26 @@ def main() -> None:
         env = {**os.environ, "LEDGER_DB": "", "LEDGER_KEYS_DIR": "", "LEDGER_KEY": ""}
         for name in ("LEDGER_DB", "LEDGER_KEYS_DIR", "LEDGER_KEY"):
             env.pop(name)
-        shas, records_s, inits, starts = [], [], [], []
+        shas: list[float] = []
+        records_s: list[float] = []
+        inits: list[float] = []
+        starts: list[float] = []
+        others: list[float] = []
         for k in range(args.rounds):
-            db = work / f"round{k}.duckdb"
-            inits.append(
-                timed([ledger, "init", "--db", str(db), "--origin", "bench.local/cli"], env)
-            )
             shas.append(timed(["sha256sum", str(data)]))
-            records_s.append(
-                timed([ledger, "record", "batch", str(data), "--db", str(db), "--id", "b"], env)
-            )
+            for command, times in ((ledger, records_s), (args.against, others)):
+                if command is None:
+                    continue
+                db = work / f"round{k}.duckdb"
+                init = [command, "init", "--db", str(db), "--origin", "bench.local/cli"]
+                elapsed = timed(init, env)
+                if command == ledger:
+                    inits.append(elapsed)
+                record = [command, "record", "batch", str(data), "--db", str(db), "--id", "b"]
+                times.append(timed(record, env))
+                db.unlink()
+                shutil.rmtree(work / f"round{k}.keys", ignore_errors=True)
             starts.append(timed([ledger, "--version"], env))
-            db.unlink()
-            shutil.rmtree(work / f"round{k}.keys", ignore_errors=True)
         sha_rate = statistics.median(size / s for s in shas)
         rec_rate = statistics.median(size / s for s in records_s)
         ratios = [s / r for s, r in zip(shas, records_s, strict=True)]
@@ -95,6 +114,23 @@ def main() -> None:
             + ", ".join(f"{r:.1%}" for r in ratios)
             + "  (target >= 25%)"
         )
+        if others:
+            other_ratios = [s / r for s, r in zip(shas, others, strict=True)]
+            print(
+                f"against {args.against}: {statistics.median(size / s for s in others) / 1e6:.1f} MB/s, "
+                f"ratio {statistics.median(other_ratios):.1%} (same rounds)"
+            )
+        cpu = statistics.median(CPU[" ".join([ledger, "record", "batch"])])
+        sha_cpu = statistics.median(CPU[" ".join(["sha256sum", str(data)])])
+        cores = os.cpu_count() or 1
+        print(
+            f"CPU (load-independent): record batch {cpu:.2f} CPU-s ({size / cpu / 1e6:.1f} MB per "
+            f"CPU-s), sha256sum {sha_cpu:.2f} CPU-s; on {cores} idle cores at best "
+            f"{min(1.0, cores * sha_cpu / cpu):.1%}"
+        )
+        if others:
+            other_cpu = statistics.median(CPU[" ".join([args.against, "record", "batch"])])
+            print(f"                          {args.against}: {other_cpu:.2f} CPU-s")
         print(
             f"apart: ledger init {statistics.median(inits):.2f} s, "
             f"ledger --version {statistics.median(starts):.2f} s (start-up floor)"
