@@ -24,6 +24,7 @@ import numpy.typing as npt
 import pyarrow as pa  # type: ignore[import-untyped]
 
 from ledger.engine import kernel, tokens
+from ledger.engine.columns import int_column
 from ledger.errors import DuplicateError, InputError, UsageError
 from ledger.ingest import formats, pipeline
 from ledger.ingest import reader as reader_ingest
@@ -133,8 +134,8 @@ class _BatchHasher:
         part_of, position_of = self._feed_roots(leaf_hashes, fp_hashes, file_index, counts)
         self._records.add(
             [
-                _int64_array(part_of),
-                _int64_array(position_of),
+                int_column(part_of),
+                int_column(position_of),
                 pa.array([r.digest for r in chunk], pa.binary()),
                 pa.array(fps, pa.binary()),
             ]
@@ -143,8 +144,8 @@ class _BatchHasher:
             segments = list(itertools.chain.from_iterable(r.segments for r in chunk))
             self._segments.add(
                 [
-                    _int64_array(np.repeat(part_of, counts)),
-                    _int64_array(np.repeat(position_of, counts)),
+                    int_column(np.repeat(part_of, counts)),
+                    int_column(np.repeat(position_of, counts)),
                     pa.array(segments, pa.binary()),
                 ]
             )
@@ -161,8 +162,8 @@ class _BatchHasher:
         fp_offsets[1:] = columns.fingerprint_ends
         self._records.add(
             [
-                _int64_array(part_of),
-                _int64_array(position_of),
+                int_column(part_of),
+                int_column(position_of),
                 _binary_array(columns.digests, np.arange(0, 32 * n + 1, 32, dtype=np.int32)),
                 _binary_array(columns.fingerprints, fp_offsets),
             ]
@@ -171,8 +172,8 @@ class _BatchHasher:
         if n_segments:
             self._segments.add(
                 [
-                    _int64_array(np.repeat(part_of, counts)),
-                    _int64_array(np.repeat(position_of, counts)),
+                    int_column(np.repeat(part_of, counts)),
+                    int_column(np.repeat(position_of, counts)),
                     _binary_array(
                         columns.segments, np.arange(0, 32 * n_segments + 1, 32, dtype=np.int32)
                     ),
@@ -222,14 +223,6 @@ class _BatchHasher:
         return HashedBatches(
             summaries, sources, self._records.finish(), self._segments.finish(), self._params
         )
-
-
-def _int64_array(values: npt.NDArray[np.int64]) -> pa.Array:
-    """An Arrow int64 column over `values`' buffer. (`pa.array` of a numpy array asks pyarrow's
-    pandas shim whether it is a pandas object first, which imports pandas if it is installed:
-    ~0.13 s of `ledger record batch`.)"""
-    values = np.ascontiguousarray(values, dtype=np.int64)
-    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
 
 
 def _binary_array(data: bytes, offsets: npt.NDArray[np.int32]) -> pa.Array:

@@ -21,7 +21,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, Final
 
 import duckdb
-import numpy as np
 
 from ledger.errors import (
     CorruptDatabaseError,
@@ -397,27 +396,30 @@ def append_entries(
     """Insert entries start.. and their tree nodes; return the new root. Caller holds the transaction."""
     import pyarrow as pa  # type: ignore[import-untyped]
 
+    # Columns from their buffers: pa.array of Python values would import pandas (engine.columns).
+    from ledger.engine.columns import bytes_column, int_column
+
     leaf_hashes = [merkle.leaf_hash(leaf) for leaf in leaves]
     frontier = fetch_nodes(conn, set(merkle.frontier_nodes(start)))
     new_nodes, new_root = merkle.append_nodes(frontier, start, leaf_hashes)
     table = pa.table(
         {
-            "idx": _int_column(range(start, start + len(leaves)), np.int64),
-            "leaf": _bytes_column(leaves, text=False),
-            "kind": _bytes_column([f.kind for f in facts], text=True),
-            "time": _bytes_column([f.time for f in facts], text=True),
-            "signer": _bytes_column(signers, text=True),
-            "ref": _bytes_column([f.ref for f in facts], text=True),
-            "provider": _bytes_column([f.provider for f in facts], text=True),
-            "model": _bytes_column([f.model for f in facts], text=True),
-            "purpose": _bytes_column([f.purpose for f in facts], text=True),
+            "idx": int_column(range(start, start + len(leaves)), "int64"),
+            "leaf": bytes_column(leaves, text=False),
+            "kind": bytes_column([f.kind for f in facts], text=True),
+            "time": bytes_column([f.time for f in facts], text=True),
+            "signer": bytes_column(signers, text=True),
+            "ref": bytes_column([f.ref for f in facts], text=True),
+            "provider": bytes_column([f.provider for f in facts], text=True),
+            "model": bytes_column([f.model for f in facts], text=True),
+            "purpose": bytes_column([f.purpose for f in facts], text=True),
         }
     )
     node_table = pa.table(
         {
-            "level": _int_column([n[0] for n in new_nodes], np.int8),
-            "idx": _int_column([n[1] for n in new_nodes], np.int64),
-            "hash": _bytes_column([n[2] for n in new_nodes], text=False),
+            "level": int_column([n[0] for n in new_nodes], "int8"),
+            "idx": int_column([n[1] for n in new_nodes], "int64"),
+            "hash": bytes_column([n[2] for n in new_nodes], text=False),
         }
     )
     conn.register("_new_entries", table)
@@ -429,38 +431,6 @@ def append_entries(
         conn.unregister("_new_entries")
         conn.unregister("_new_nodes")
     return new_root
-
-
-# Columns built from their buffers: `pa.array` of any Python value first asks pyarrow's pandas shim
-# whether it is a pandas object, which imports pandas when it is installed (~0.15 s of a command).
-
-
-def _int_column(values: Iterable[int], dtype: type[np.integer[Any]]) -> Any:
-    import pyarrow as pa  # type: ignore[import-untyped]
-
-    array = np.fromiter(values, dtype=dtype)
-    arrow_type = pa.int8() if dtype is np.int8 else pa.int64()
-    return pa.Array.from_buffers(arrow_type, len(array), [None, pa.py_buffer(array)])
-
-
-def _bytes_column(values: Sequence[bytes | str | None], *, text: bool) -> Any:
-    """A `large_string` (`text`) or `large_binary` column, None as null."""
-    import pyarrow as pa  # type: ignore[import-untyped]
-
-    data = [b"" if v is None else v.encode("utf-8") if isinstance(v, str) else v for v in values]
-    offsets = np.zeros(len(data) + 1, dtype=np.int64)
-    np.cumsum(np.fromiter(map(len, data), dtype=np.int64, count=len(data)), out=offsets[1:])
-    nulls = sum(v is None for v in values)
-    validity = None
-    if nulls:
-        valid = np.fromiter((v is not None for v in values), dtype=bool, count=len(values))
-        validity = pa.py_buffer(np.packbits(valid, bitorder="little"))
-    return pa.Array.from_buffers(
-        pa.large_string() if text else pa.large_binary(),
-        len(data),
-        [validity, pa.py_buffer(offsets), pa.py_buffer(b"".join(data))],
-        null_count=nulls,
-    )
 
 
 def write_head(conn: duckdb.DuckDBPyConnection, size: int, root: bytes, note: str) -> None:

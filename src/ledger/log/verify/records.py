@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
 
+from ledger.engine.columns import int_column
 from ledger.engine.pool import WorkerPool, worker_job
 from ledger.log import store
 from ledger.log.store import verify as queries
@@ -337,7 +338,7 @@ def _pieces(
     if not build:
         return ()
     if not everything:
-        wanted = pa.array(build, pa.int64())
+        wanted = int_column(build)
         records = records.filter(pc.is_in(records.column("batch"), value_set=wanted))
         segs = segs.filter(pc.is_in(segs.column("batch"), value_set=wanted))
     chunk = build_chunk(records, segs)
