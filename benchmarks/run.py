@@ -20,6 +20,7 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("bench_hashing.py", ["--records", "20000", "--rounds", "3"], []),
     ("bench_merkle.py", ["--quick"], []),
     ("bench_recording.py", ["--mb", "50"], []),
+    ("bench_recording_cli.py", ["--mb", "120", "--rounds", "3"], ["--mb", "120", "--rounds", "7"]),
     ("bench_arrow_inputs.py", ["--rows", "100000", "--rounds", "2"], []),
     ("bench_log.py", ["--skip-big"], []),
     ("bench_audit.py", [], ["--scale", "1.0"]),

@@ -257,6 +257,32 @@ def test_worker_processes_give_the_same_report(
     assert_problem(pooled, 5, "records_root")
 
 
+def test_pool_splits_a_batch_smaller_than_a_unit_between_its_workers(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch that fits one unit is cut into smaller aligned slices when a pool verifies it, so
+    every worker gets some; the roots of those slices still rebuild the signed records root."""
+    monkeypatch.setattr(verify_records, "RECORD_CHUNK", 64)  # the 23-record batch fits one unit
+    monkeypatch.setattr(verify_records, "MIN_POOL_CHUNK", 4)
+    planned: list[list[Any]] = []
+    plan = verify_records.plan_units
+
+    def spy(*args: Any, **kwargs: Any) -> list[Any]:
+        planned.append(plan(*args, **kwargs))
+        return planned[-1]
+
+    monkeypatch.setattr(verify_records, "plan_units", spy)
+    assert verify_ledger(ledger, workers=1).ok
+    assert len(planned[-1]) == 1  # no pool: one unit holds every batch
+    assert verify_ledger(ledger, workers=2).ok
+    slices = [u for u in planned[-1] if u.batch_lo == u.batch_hi == 5]
+    assert len(slices) == 3  # 23 records in slices of 8
+    sql(ledger, "UPDATE records SET digest = unhex(sha256('x')) WHERE position = 17")
+    alone, pooled = verify_ledger(ledger, workers=1), verify_ledger(ledger, workers=2)
+    assert alone == pooled and not pooled.ok
+    assert_problem(pooled, 5, "records_root")
+
+
 def test_small_record_chunks_plan_the_same_roots(
     ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -13,6 +13,7 @@ import pyarrow as pa  # type: ignore[import-untyped]
 
 from ledger.audit.inputs import Suspects
 from ledger.audit.report import Finding
+from ledger.engine.columns import int_column
 from ledger.log.store import audit as queries
 from ledger.log.store.audit import Connection
 
@@ -48,7 +49,13 @@ def suspect_table(suspects: Suspects) -> pa.Table:
     fixed = pa.FixedSizeBinaryArray.from_buffers(
         pa.binary(32), suspects.rows, [None, pa.py_buffer(suspects.blob)]
     )
-    return pa.table({"suspect": owners, "line": lines, "segment": fixed.cast(pa.binary())})
+    return pa.table(  # from buffers: pa.array of numpy would import pandas (engine.columns)
+        {
+            "suspect": int_column(owners),
+            "line": int_column(lines),
+            "segment": fixed.cast(pa.binary()),
+        }
+    )
 
 
 def exact_suspects(conn: Connection, batches: Sequence[int], suspects: pa.Table) -> list[Finding]:

@@ -13,9 +13,6 @@ import typer
 from ledger.cli.app import Json, app
 from ledger.views import console
 from ledger.views import witness as witness_views
-from ledger.witness.keys import create_witness, load_witness
-from ledger.witness.server import Witness, WitnessServer, parse_listen
-from ledger.witness.state import WitnessState
 
 witness_app = typer.Typer(
     help="Run a witness that cosigns tree heads (C2SP tlog-witness).",
@@ -39,6 +36,8 @@ def witness_init(
 
     Example: ledger witness init --name witness.example.com/w1 --out /etc/ledger-witness
     """
+    from ledger.witness.keys import create_witness
+
     identity = create_witness(name, out)
     if json:
         console.print_json(witness_views.identity_json(identity))
@@ -74,6 +73,11 @@ def witness_serve(
 
     Example: ledger witness serve --key w/witness.pem --log ledger.vkey --state w/state.json --listen 0.0.0.0:7380
     """
+    # The server (http.server, socketserver) loads only for this command, not for every `ledger` run.
+    from ledger.witness.keys import load_witness
+    from ledger.witness.server import Witness, WitnessServer, parse_listen
+    from ledger.witness.state import WitnessState
+
     identity = load_witness(key)
     logs = [Path(v).read_text(encoding="utf-8").strip() if Path(v).is_file() else v for v in log]
     witness_state = WitnessState(state)

@@ -24,6 +24,7 @@ import numpy.typing as npt
 import pyarrow as pa  # type: ignore[import-untyped]
 
 from ledger.engine import kernel, tokens
+from ledger.engine.columns import int_column
 from ledger.errors import DuplicateError, InputError, UsageError
 from ledger.ingest import formats, pipeline
 from ledger.ingest import reader as reader_ingest
@@ -135,8 +136,8 @@ class _BatchHasher:
         part_of, position_of = self._feed_roots(leaf_hashes, fp_hashes, file_index, counts)
         self._records.add(
             [
-                pa.array(part_of),
-                pa.array(position_of),
+                int_column(part_of),
+                int_column(position_of),
                 pa.array([r.digest for r in chunk], pa.binary()),
                 pa.array(fps, pa.binary()),
             ]
@@ -145,8 +146,8 @@ class _BatchHasher:
             segments = list(itertools.chain.from_iterable(r.segments for r in chunk))
             self._segments.add(
                 [
-                    pa.array(np.repeat(part_of, counts)),
-                    pa.array(np.repeat(position_of, counts)),
+                    int_column(np.repeat(part_of, counts)),
+                    int_column(np.repeat(position_of, counts)),
                     pa.array(segments, pa.binary()),
                 ]
             )
@@ -163,8 +164,8 @@ class _BatchHasher:
         fp_offsets[1:] = columns.fingerprint_ends
         self._records.add(
             [
-                pa.array(part_of),
-                pa.array(position_of),
+                int_column(part_of),
+                int_column(position_of),
                 _binary_array(columns.digests, np.arange(0, 32 * n + 1, 32, dtype=np.int32)),
                 _binary_array(columns.fingerprints, fp_offsets),
             ]
@@ -173,8 +174,8 @@ class _BatchHasher:
         if n_segments:
             self._segments.add(
                 [
-                    pa.array(np.repeat(part_of, counts)),
-                    pa.array(np.repeat(position_of, counts)),
+                    int_column(np.repeat(part_of, counts)),
+                    int_column(np.repeat(position_of, counts)),
                     _binary_array(
                         columns.segments, np.arange(0, 32 * n_segments + 1, 32, dtype=np.int32)
                     ),

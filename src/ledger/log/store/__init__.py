@@ -396,27 +396,30 @@ def append_entries(
     """Insert entries start.. and their tree nodes; return the new root. Caller holds the transaction."""
     import pyarrow as pa  # type: ignore[import-untyped]
 
+    # Columns from their buffers: pa.array of Python values would import pandas (engine.columns).
+    from ledger.engine.columns import bytes_column, int_column
+
     leaf_hashes = [merkle.leaf_hash(leaf) for leaf in leaves]
     frontier = fetch_nodes(conn, set(merkle.frontier_nodes(start)))
     new_nodes, new_root = merkle.append_nodes(frontier, start, leaf_hashes)
     table = pa.table(
         {
-            "idx": pa.array(range(start, start + len(leaves)), pa.int64()),
-            "leaf": pa.array(leaves, pa.binary()),
-            "kind": [f.kind for f in facts],
-            "time": [f.time for f in facts],
-            "signer": list(signers),
-            "ref": pa.array([f.ref for f in facts], pa.string()),
-            "provider": pa.array([f.provider for f in facts], pa.string()),
-            "model": pa.array([f.model for f in facts], pa.string()),
-            "purpose": pa.array([f.purpose for f in facts], pa.string()),
+            "idx": int_column(range(start, start + len(leaves)), "int64"),
+            "leaf": bytes_column(leaves, text=False),
+            "kind": bytes_column([f.kind for f in facts], text=True),
+            "time": bytes_column([f.time for f in facts], text=True),
+            "signer": bytes_column(signers, text=True),
+            "ref": bytes_column([f.ref for f in facts], text=True),
+            "provider": bytes_column([f.provider for f in facts], text=True),
+            "model": bytes_column([f.model for f in facts], text=True),
+            "purpose": bytes_column([f.purpose for f in facts], text=True),
         }
     )
     node_table = pa.table(
         {
-            "level": pa.array([n[0] for n in new_nodes], pa.int8()),
-            "idx": pa.array([n[1] for n in new_nodes], pa.int64()),
-            "hash": pa.array([n[2] for n in new_nodes], pa.binary()),
+            "level": int_column([n[0] for n in new_nodes], "int8"),
+            "idx": int_column([n[1] for n in new_nodes], "int64"),
+            "hash": bytes_column([n[2] for n in new_nodes], text=False),
         }
     )
     conn.register("_new_entries", table)

@@ -15,6 +15,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa  # type: ignore[import-untyped]
 
+from ledger.engine.columns import int_column
 from ledger.log import store
 
 __all__ = [
@@ -49,7 +50,7 @@ _HAYSTACK_CHUNK = 1 << 16
 
 def _batch_table(conn: Connection, batches: Sequence[int]) -> str:
     name = "_audit_batches"
-    conn.register(name, pa.table({"batch": pa.array(sorted(set(batches)), pa.int64())}))
+    conn.register(name, pa.table({"batch": int_column(sorted(set(batches)))}))
     return name
 
 

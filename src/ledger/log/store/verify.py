@@ -15,6 +15,8 @@ from typing import Any
 import duckdb
 import pyarrow as pa  # type: ignore[import-untyped]
 
+from ledger.engine.columns import int_column
+
 Connection = duckdb.DuckDBPyConnection
 # What a failing read raises: the verifier turns it into CorruptDatabaseError without importing duckdb.
 DatabaseError = duckdb.Error
@@ -300,7 +302,7 @@ def record_rows_not_under(
 ) -> dict[int, list[int]]:
     """Batch key -> [record rows, segment rows] for keys in lo..hi that are not in `batches`, by one
     anti-join per table."""
-    conn.register("_verify_batches", pa.table({"batch": pa.array(sorted(batches), pa.int64())}))
+    conn.register("_verify_batches", pa.table({"batch": int_column(sorted(batches))}))
     found: dict[int, list[int]] = {}
     try:
         for column, table in ((0, "records"), (1, "record_segments")):

@@ -65,7 +65,7 @@ __all__ = [
 
 
 POOL_MIN_ENTRIES = 20_000  # below this, starting worker processes costs more than it saves
-POOL_MIN_RECORDS = 200_000
+POOL_MIN_RECORDS = 100_000
 
 
 def choose_workers(entries: int, records: int, workers: int | None) -> int:
@@ -135,7 +135,7 @@ def verify_ledger(
     published earlier: the log must extend it; a head of another log (another origin) is an InputError
     when the log itself is intact (the wrong file, not tampering), `since_name` naming it. `progress` is called with the number of entries just
     checked. `workers` is the number of processes checking signatures and rebuilding record sets
-    (default: one per CPU, up to 2, for logs of at least 20k entries or 200k records on Linux; 1 = this
+    (default: one per CPU, up to 2, for logs of at least 20k entries or 100k records on Linux; 1 = this
     process only).
     """
     published = heads.parse_published(since_note, since_name) if since_note is not None else None

@@ -6,6 +6,7 @@ import numpy as np
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
 
+from ledger.engine.columns import int_values
 from ledger.errors import VerificationError
 
 
@@ -34,10 +35,26 @@ def as_fixed32(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
 
 
 def as_int64(column: pa.ChunkedArray | pa.Array) -> np.ndarray:
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    return np.asarray(array.to_numpy(zero_copy_only=False), dtype=np.int64)
+    # Not `to_numpy`: it would import pandas in every worker process (`ledger.engine.columns`).
+    return int_values(column)
 
 
 def byte_lengths(column: pa.ChunkedArray) -> np.ndarray:
     """Byte lengths of a binary column, -1 for NULL (never a valid hash length)."""
-    return as_int64(pc.fill_null(pc.binary_length(column), -1))
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    n = len(array)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    if not (pa.types.is_binary(array.type) or pa.types.is_large_binary(array.type)):
+        return as_int64(pc.fill_null(pc.binary_length(array), -1))
+    # From the offsets, not `pc.fill_null(pc.binary_length(...), -1)`: its Python scalar would
+    # import pandas in every worker process (`ledger.engine.columns`).
+    kind = np.int64 if pa.types.is_large_binary(array.type) else np.int32
+    width = np.dtype(kind).itemsize
+    offsets = np.frombuffer(array.buffers()[1], kind, count=n + 1, offset=width * array.offset)
+    lengths = np.diff(offsets).astype(np.int64)
+    if array.null_count:
+        bits = np.frombuffer(array.buffers()[0], np.uint8)
+        valid = np.unpackbits(bits, bitorder="little")[array.offset : array.offset + n]
+        lengths[valid == 0] = -1
+    return lengths

@@ -10,6 +10,7 @@ from functools import lru_cache
 import numpy as np
 import pyarrow as pa  # type: ignore[import-untyped]
 
+from ledger.engine.columns import int_column
 from ledger.errors import VerificationError
 from ledger.log.verify.columns import as_fixed32, as_int64, byte_lengths
 from ledger.spec import leaves as leaves_spec
@@ -119,7 +120,7 @@ def build_chunk(records: pa.Table, segs: pa.Table) -> RecordChunk:
     if len(rkey) > 1 and not np.all(rkey[:-1] <= rkey[1:]):
         order = np.argsort(rkey, kind="stable")
         rkey, rb, rp, digests = rkey[order], rb[order], rp[order], digests[order]
-        fingerprints = fingerprints.take(pa.array(order))
+        fingerprints = fingerprints.take(int_column(order))
     skey = (sb << KEY_SHIFT) | np.clip(sp, 0, (1 << KEY_SHIFT) - 1)
     segments, ordered = _sort_within_records(skey, segments)
     if not ordered and not _segments_sorted(skey, segments):

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.compute as pc  # type: ignore[import-untyped]
 
+from ledger.engine.columns import int_column
 from ledger.engine.pool import WorkerPool, worker_job
 from ledger.log import store
 from ledger.log.store import verify as queries
@@ -28,6 +29,9 @@ from ledger.spec.problems import Problem
 
 # Record rows per session and per worker task; a power of two, so slices of a batch are perfect subtrees.
 RECORD_CHUNK = 1 << 17
+# With a pool, units shrink (halving, down to this) until there are more units than workers, so a
+# batch of 100k records keeps both workers busy instead of one.
+MIN_POOL_CHUNK = 1 << 15
 _INT64_MIN, _INT64_MAX = -(1 << 63), (1 << 63) - 1
 
 
@@ -162,12 +166,15 @@ class Unit:
         return lo, max(lo, hi)
 
 
-def plan_units(batches: Sequence[tuple[int, int]], cover: tuple[int, int] | None) -> list[Unit]:
+def plan_units(
+    batches: Sequence[tuple[int, int]], cover: tuple[int, int] | None, chunk: int | None = None
+) -> list[Unit]:
     """Units over batches in index order: small batches together, a big one in position slices.
 
     With `cover` = (lo, hi) the units' key ranges tile lo..hi, so record rows stored under a key that is
-    no batch entry are found too.
+    no batch entry are found too. `chunk` (a power of two; default `RECORD_CHUNK`) bounds a unit's rows.
     """
+    chunk = RECORD_CHUNK if chunk is None else chunk
     units: list[Unit] = []
     group: list[tuple[int, int]] = []
     total = 0
@@ -185,15 +192,15 @@ def plan_units(batches: Sequence[tuple[int, int]], cover: tuple[int, int] | None
         group, total = [], 0
 
     for batch, count in batches:
-        if count > RECORD_CHUNK:
+        if count > chunk:
             flush(batch - 1)
-            for lo in range(0, count, RECORD_CHUNK):
+            for lo in range(0, count, chunk):
                 first = _INT64_MIN if lo == 0 else lo
-                last = _INT64_MAX if lo + RECORD_CHUNK >= count else lo + RECORD_CHUNK - 1
+                last = _INT64_MAX if lo + chunk >= count else lo + chunk - 1
                 units.append(Unit(batch, batch, first, last, ((batch, count),), cover is not None))
             cursor = batch + 1
             continue
-        if group and total + count > RECORD_CHUNK:
+        if group and total + count > chunk:
             flush(group[-1][0])
         group.append((batch, count))
         total += count
@@ -337,7 +344,7 @@ def _pieces(
     if not build:
         return ()
     if not everything:
-        wanted = pa.array(build, pa.int64())
+        wanted = int_column(build)
         records = records.filter(pc.is_in(records.column("batch"), value_set=wanted))
         segs = segs.filter(pc.is_in(segs.column("batch"), value_set=wanted))
     chunk = build_chunk(records, segs)
@@ -394,6 +401,18 @@ def _root_problems(
     return problems
 
 
+def _pool_chunk(batches: Sequence[tuple[int, int]], pool: WorkerPool | None) -> int:
+    """The unit size: `RECORD_CHUNK`, halved (down to `MIN_POOL_CHUNK`) while a pool would get no
+    more units than it has workers."""
+    chunk = RECORD_CHUNK
+    if pool is None:
+        return chunk
+    total = sum(count for _, count in batches)
+    while chunk > MIN_POOL_CHUNK and total <= pool.workers * chunk:
+        chunk //= 2
+    return chunk
+
+
 def check_record_sets(
     opener: Opener,
     commitments: Mapping[int, Commitment],
@@ -412,7 +431,7 @@ def check_record_sets(
     stats: dict[int, RecordStats] = {}
     pieces: dict[int, list[_Piece]] = {}
     strays: dict[int, tuple[int, int]] = {}
-    units = plan_units(batches, cover)
+    units = plan_units(batches, cover, _pool_chunk(batches, pool))
     results = (
         pool.map(_unit_in_worker, units)
         if pool is not None
