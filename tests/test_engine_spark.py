@@ -1,6 +1,7 @@
-"""The Spark adapter (`ledger.engine.spark`) on real Parquet shards in a `local[2]` session: the
-merged ranges give the roots `Ledger.record_batch` writes for the same shards. Skipped where pyspark
-(or a JDK) is not installed."""
+"""`ledger record batch --engine spark` (DESIGN.md "Engines") on real Parquet shards in a local Spark
+session: the same entries as `--engine local`, audited like them; bad input is exit 4 with the ledger
+unchanged. The Python adapter records shards on a session the pipeline holds. Skipped only where
+pyspark or a Java runtime is not installed (`make test` installs `ledger[spark]`; .ci/run a JRE)."""
 
 from __future__ import annotations
 
@@ -11,23 +12,44 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
+import engine_cases as cases
 from ledger import Ledger
-from ledger.engine.ranges import recording_options
 
 pytest.importorskip("pyspark")
 if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
-    pytest.skip("Spark needs a JDK", allow_module_level=True)
+    pytest.skip("Spark needs a Java runtime", allow_module_level=True)
 
-from ledger.engine.spark import hash_parquet  # noqa: E402
+from ledger.engines import spark as spark_engine  # noqa: E402
 
-SCHEMA = pa.schema(
-    [("id", pa.string()), ("text", pa.string()), ("score", pa.float64()), ("n", pa.int64())]
-)
-TEXT = "a paragraph of training text long enough to be one segment of its own, number "
+CONF = ("spark.master=local[2]", "spark.ui.enabled=false")
+
+
+@pytest.fixture()
+def shop(tmp_path: Path) -> cases.Shop:
+    return cases.Shop(tmp_path)
+
+
+def test_spark_records_the_batch_a_single_process_records_and_the_audit_finds_copies(
+    shop: cases.Shop,
+) -> None:
+    cases.check_same_batch_and_audit(shop, "spark", CONF)
+
+
+def test_spark_split_and_tokenizer_match_a_single_process(shop: cases.Shop) -> None:
+    tokenizers = pytest.importorskip("tokenizers")
+    tokenizer = tokenizers.Tokenizer(tokenizers.models.WordLevel(unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    trainer = tokenizers.trainers.WordLevelTrainer(special_tokens=["[UNK]"])
+    words = [f"document {k}-{i} about mosses and silt {i}" for k in range(3) for i in range(130)]
+    tokenizer.train_from_iterator(words, trainer)
+    tokenizer.decoder = tokenizers.decoders.WordPiece()
+    cases.check_split_and_tokenizer(shop, "spark", tokenizer)
+
+
+def test_spark_bad_row_and_missing_file_are_exit_4_ledger_unchanged(shop: cases.Shop) -> None:
+    cases.check_bad_row_and_missing_file(shop, "spark")
 
 
 @pytest.fixture(scope="module")
@@ -39,37 +61,22 @@ def spark() -> Iterator[Any]:
         SparkSession.builder.master("local[2]")
         .appName("ledger-tests")
         .config("spark.ui.enabled", "false")
-        .config("spark.sql.files.maxPartitionBytes", "4096")  # several tasks per shard
         .getOrCreate()
     )
     yield session
     session.stop()
 
 
-def test_spark_ranges_give_the_roots_of_a_single_process_recording(
+def test_a_pipeline_records_shards_on_its_own_session_in_many_ranges(
     spark: Any, tmp_path: Path
 ) -> None:
-    shards = []
-    for shard, rows in enumerate([700, 3, 1200]):
-        path = tmp_path / f"part {shard:05d}.parquet"  # a space: file URIs are percent-encoded
-        records = [
-            {
-                "id": f"{shard}-{i}",
-                "text": f"{TEXT}{shard}-{i}" if i % 9 else "short",
-                "score": i / 7,
-                "n": i,
-            }
-            for i in range(rows)
-        ]
-        pq.write_table(pa.Table.from_pylist(records, schema=SCHEMA), path, row_group_size=100)
-        shards.append(path)
-    shards = [shards[2], shards[0], shards[1]]  # the order given, not the names' order
-    Ledger.init(tmp_path / "ledger.duckdb", origin="test.local/spark")
-    lg = Ledger.open(tmp_path / "ledger.duckdb")
-    lg.record_batch(id="shards", files=shards)
-    body = lg.entry("shards").body
-    merged = hash_parquet(spark, shards, recording_options())
-    assert merged.count == body["count"] == 1903
-    assert merged.records_root().hex() == body["records_root"]
-    assert merged.fingerprints_root().hex() == body["fingerprints"]["root"]
-    assert merged.without_text == body["records_without_text"]
+    files = [str(tmp_path / f) for f in cases.shards(tmp_path)]
+    ours = Ledger.init(tmp_path / "e.duckdb", origin="example.org/e", keys_dir=tmp_path / "ke")
+    ref = Ledger.init(tmp_path / "l.duckdb", origin="example.org/l", keys_dir=tmp_path / "kl")
+    run = spark_engine.record_parquet(ours, spark, files, id="data", split=128)
+    expected = ref.record_batch(id="data", files=files, split=128)
+    assert run.ranges > 5 and run.items > 5  # many row groups, each its own task's range
+    assert [(b.id, b.count, b.records_root) for b in run.result.entries] == [
+        (b.id, b.count, b.records_root) for b in expected.entries
+    ]
+    assert len(expected.entries) == 5  # the dataset entry and 4 batches
