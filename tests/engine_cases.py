@@ -139,7 +139,9 @@ def shards(root: Path) -> list[str]:
 def record_both(shop: Shop, engine: str, *args: str, conf: tuple[str, ...] = ()) -> dict[str, Any]:
     """Record with `engine` and with `local`; the two logs must hold the same bodies."""
     extra = [f"--engine-conf={c}" for c in conf]
-    out = json.loads(shop.ok("engine", "record", "batch", *args, "--engine", engine, *extra, "--json"))
+    out = json.loads(
+        shop.ok("engine", "record", "batch", *args, "--engine", engine, *extra, "--json")
+    )
     shop.ok("local", "record", "batch", *args, "--json")
     ours, theirs = shop.entries("engine"), shop.entries("local")
     assert ours and ours == theirs
@@ -153,7 +155,9 @@ def check_same_batch_and_audit(shop: Shop, engine: str, conf: tuple[str, ...] = 
     out = record_both(shop, engine, *files, "--id", "run1/data", "--text-field", "text",
                       "--derived-from", "2", conf=conf)  # fmt: skip
     body = shop.entries("engine")[-1]["body"]
-    assert body["count"] == 505 and body["records_without_text"] == 43 + 1  # every 7th row of c and a
+    assert (
+        body["count"] == 505 and body["records_without_text"] == 43 + 1
+    )  # every 7th row of c and a
     assert [s["file"] for s in body["source"]] == files
     assert out["batches"][0]["count"] == 505
     (shop.root / "w.bin").write_bytes(b"weights")
@@ -190,14 +194,18 @@ def check_bad_row_and_missing_file(shop: Shop, engine: str) -> None:
     bad = pa.table({"x": pa.array([1.0, 2.0, float("nan"), 4.0] * 20)})
     write(shop.root / "bad.parquet", bad, group=16)
     before = shop.size("engine")
-    result = shop.run("engine", "record", "batch", "good.parquet", "bad.parquet", "--engine", engine)
+    result = shop.run(
+        "engine", "record", "batch", "good.parquet", "bad.parquet", "--engine", engine
+    )
     local = shop.run("local", "record", "batch", "good.parquet", "bad.parquet")
     assert local.returncode == 4
     assert result.returncode == 4, result.stderr
     error = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert error == [line for line in local.stderr.splitlines() if line.startswith("error: ")]
     assert "bad.parquet: row 3" in error[0]
-    missing = shop.run("engine", "record", "batch", "good.parquet", "gone.parquet", "--engine", engine)
+    missing = shop.run(
+        "engine", "record", "batch", "good.parquet", "gone.parquet", "--engine", engine
+    )
     assert missing.returncode == 4
     assert missing.stderr.startswith("error: gone.parquet: cannot read"), missing.stderr
     assert shop.size("engine") == before

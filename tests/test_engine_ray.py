@@ -1,57 +1,71 @@
-"""The Ray adapter (`ledger.engine.ray`) on real Parquet shards with a 2-CPU local Ray: the merged
-ranges give the roots `Ledger.record_batch` writes for the same shards. Skipped without ray."""
+"""`ledger record batch --engine ray` (DESIGN.md "Engines") on real Parquet shards on a local Ray
+cluster: the same entries as `--engine local`, audited like them; bad input is exit 4 with the ledger
+unchanged. The Python adapter records shards on a cluster the pipeline started. Skipped only where
+ray is not installed (`make test` installs `ledger[ray]`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
+import engine_cases as cases
 import pytest
 
 from ledger import Ledger
-from ledger.engine.ranges import recording_options
 
-ray = pytest.importorskip("ray")
+pytest.importorskip("ray")
 
-from ledger.engine.ray import hash_parquet, row_group_plan  # noqa: E402
+from ledger.engines import ray as ray_engine  # noqa: E402
 
-SCHEMA = pa.schema([("id", pa.string()), ("text", pa.string()), ("tags", pa.list_(pa.string()))])
-TEXT = "a paragraph of training text long enough to be one segment of its own, number "
+CONF = ("ray.num_cpus=2",)
+
+
+@pytest.fixture()
+def shop(tmp_path: Path) -> cases.Shop:
+    return cases.Shop(tmp_path)
+
+
+def test_ray_records_the_batch_a_single_process_records_and_the_audit_finds_copies(
+    shop: cases.Shop,
+) -> None:
+    cases.check_same_batch_and_audit(shop, "ray", CONF)
+
+
+def test_ray_split_and_tokenizer_match_a_single_process(shop: cases.Shop) -> None:
+    tokenizers = pytest.importorskip("tokenizers")
+    tokenizer = tokenizers.Tokenizer(tokenizers.models.WordLevel(unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    trainer = tokenizers.trainers.WordLevelTrainer(special_tokens=["[UNK]"])
+    words = [f"document {k}-{i} about mosses and silt {i}" for k in range(3) for i in range(130)]
+    tokenizer.train_from_iterator(words, trainer)
+    tokenizer.decoder = tokenizers.decoders.WordPiece()
+    cases.check_split_and_tokenizer(shop, "ray", tokenizer)
+
+
+def test_ray_bad_row_and_missing_file_are_exit_4_ledger_unchanged(shop: cases.Shop) -> None:
+    cases.check_bad_row_and_missing_file(shop, "ray")
 
 
 @pytest.fixture(scope="module")
-def local_ray() -> Iterator[None]:
+def cluster() -> Iterator[Any]:
+    import ray
+
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
+    yield ray
     ray.shutdown()
 
 
-def test_ray_ranges_give_the_roots_of_a_single_process_recording(
-    local_ray: None, tmp_path: Path
+def test_a_pipeline_records_shards_on_its_own_cluster_in_many_ranges(
+    cluster: Any, tmp_path: Path
 ) -> None:
-    shards = []
-    for shard, rows in enumerate([640, 1, 333]):
-        path = tmp_path / f"part-{shard:05d}.parquet"
-        records = [
-            {
-                "id": f"{shard}-{i}",
-                "text": f"{TEXT}{shard}-{i}" if i % 5 else "",
-                "tags": ["t"] * (i % 3),
-            }
-            for i in range(rows)
-        ]
-        pq.write_table(pa.Table.from_pylist(records, schema=SCHEMA), path, row_group_size=90)
-        shards.append(path)
-    shards.reverse()  # the order given, not the names' order
-    assert len(row_group_plan(shards)) == 4 + 1 + 8
-    Ledger.init(tmp_path / "ledger.duckdb", origin="test.local/ray")
-    lg = Ledger.open(tmp_path / "ledger.duckdb")
-    lg.record_batch(id="shards", files=shards)
-    body = lg.entry("shards").body
-    merged = hash_parquet(shards, recording_options())
-    assert merged.count == body["count"] == 974
-    assert merged.records_root().hex() == body["records_root"]
-    assert merged.fingerprints_root().hex() == body["fingerprints"]["root"]
-    assert merged.without_text == body["records_without_text"]
+    files = [str(tmp_path / f) for f in cases.shards(tmp_path)]
+    ours = Ledger.init(tmp_path / "e.duckdb", origin="example.org/e", keys_dir=tmp_path / "ke")
+    ref = Ledger.init(tmp_path / "l.duckdb", origin="example.org/l", keys_dir=tmp_path / "kl")
+    run = ray_engine.record_parquet(ours, files, id="data", split=128)
+    expected = ref.record_batch(id="data", files=files, split=128)
+    assert run.ranges > 5 and run.items > 5  # many row groups, each its own task's range
+    assert [(b.id, b.count, b.records_root) for b in run.result.entries] == [
+        (b.id, b.count, b.records_root) for b in expected.entries
+    ]
+    assert len(expected.entries) == 5  # the dataset entry and 4 batches

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import engine_cases as cases
 import pytest
 
-import engine_cases as cases
 from ledger import Ledger
 
 pytest.importorskip("pyspark")
@@ -24,6 +24,7 @@ if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
 from ledger.engines import spark as spark_engine  # noqa: E402
 
 CONF = ("spark.master=local[2]", "spark.ui.enabled=false")
+pytestmark = pytest.mark.filterwarnings("ignore:PySpark does not yet fully support pandas")
 
 
 @pytest.fixture()
