@@ -209,3 +209,21 @@ def check_bad_row_and_missing_file(shop: Shop, engine: str) -> None:
     assert missing.returncode == 4
     assert missing.stderr.startswith("error: gone.parquet: cannot read"), missing.stderr
     assert shop.size("engine") == before
+
+
+def frame_rows(n: int) -> pa.Table:
+    """A pipeline's table: unique ids given out of order (the order column), text, a nested list."""
+    ids = [(i * 37) % n for i in range(n)]  # a permutation of 0..n-1 (n prime to 37)
+    return pa.table(
+        {
+            "doc": pa.array(ids, pa.int64()),
+            "text": [f"pipeline document {i}: notes on glaciers, moss and river silt" for i in ids],
+            "tags": [[f"t{i % 3}"] for i in ids],
+        }
+    )
+
+
+def same_entries(run: Any, expected: Any) -> None:
+    assert [(b.id, b.count, b.records_root, b.without_text) for b in run.result.entries] == [
+        (b.id, b.count, b.records_root, b.without_text) for b in expected.entries
+    ]

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import engine_cases as cases
+import pyarrow as pa
 import pytest
 
 from ledger import Ledger
+from ledger.errors import InputError
 
 pytest.importorskip("ray")
 
@@ -69,3 +71,18 @@ def test_a_pipeline_records_shards_on_its_own_cluster_in_many_ranges(
         (b.id, b.count, b.records_root) for b in expected.entries
     ]
     assert len(expected.entries) == 5  # the dataset entry and 4 batches
+
+
+def test_a_pipeline_records_its_own_dataset_in_the_order_of_a_unique_column(
+    cluster: Any, tmp_path: Path
+) -> None:
+    table = cases.frame_rows(400)
+    dataset = cluster.data.from_arrow(table).repartition(4)
+    ours = Ledger.init(tmp_path / "e.duckdb", origin="example.org/e", keys_dir=tmp_path / "ke")
+    ref = Ledger.init(tmp_path / "l.duckdb", origin="example.org/l", keys_dir=tmp_path / "kl")
+    run = ray_engine.record_dataset(ours, dataset, id="frame", order_by="doc", split=150)
+    expected = ref.record_batch(table.sort_by("doc"), id="frame", split=150)
+    cases.same_entries(run, expected)
+    with pytest.raises(InputError, match="appears twice"):
+        twice = cluster.data.from_arrow(pa.concat_tables([table, table.slice(0, 1)]))
+        ray_engine.record_dataset(ours, twice, id="twice", order_by="doc")

@@ -16,6 +16,7 @@ import engine_cases as cases
 import pytest
 
 from ledger import Ledger
+from ledger.errors import InputError, UsageError
 
 pytest.importorskip("pyspark")
 if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
@@ -81,3 +82,21 @@ def test_a_pipeline_records_shards_on_its_own_session_in_many_ranges(
         (b.id, b.count, b.records_root) for b in expected.entries
     ]
     assert len(expected.entries) == 5  # the dataset entry and 4 batches
+
+
+def test_a_pipeline_records_its_own_dataframe_in_the_order_of_a_unique_column(
+    spark: Any, tmp_path: Path
+) -> None:
+    table = cases.frame_rows(400)
+    frame = spark.createDataFrame(table.to_pandas()).repartition(4)
+    ours = Ledger.init(tmp_path / "e.duckdb", origin="example.org/e", keys_dir=tmp_path / "ke")
+    ref = Ledger.init(tmp_path / "l.duckdb", origin="example.org/l", keys_dir=tmp_path / "kl")
+    run = spark_engine.record_dataframe(ours, frame, id="frame", order_by="doc", split=150)
+    expected = ref.record_batch(frame.orderBy("doc").toArrow(), id="frame", split=150)
+    assert run.items > 1  # several partitions, each placed by its first key
+    cases.same_entries(run, expected)
+    with pytest.raises(InputError, match="appears twice"):
+        twice = frame.union(frame.limit(1))
+        spark_engine.record_dataframe(ours, twice, id="twice", order_by="doc")
+    with pytest.raises(UsageError, match="order_by"):
+        spark_engine.record_dataframe(ours, frame, id="none", order_by=[])

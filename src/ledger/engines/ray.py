@@ -25,10 +25,11 @@ from typing import Any
 
 import pyarrow as pa  # type: ignore[import-untyped]
 
+from ledger.engines import frames
 from ledger.engines.shards import EngineRun, Job, Runner, record_shards, run_item
 from ledger.errors import LedgerError, UsageError
 
-__all__ = ["record_files", "record_parquet", "runner"]
+__all__ = ["record_dataset", "record_files", "record_parquet", "runner"]
 
 _MISSING = "--engine ray needs ray: pip install 'ledger[ray]'"
 _INIT_KEYS = {"address": str, "num_cpus": int, "num_gpus": int, "namespace": str}
@@ -136,3 +137,55 @@ def record_files(
     finally:
         if started:
             ray.shutdown()
+
+
+class _Bounds:
+    def __init__(self, order: list[str]) -> None:
+        self.order = order
+
+    def __call__(self, block: pa.Table) -> pa.Table:
+        return frames.bounds(block.to_batches(), self.order, 0, keys=True)
+
+
+class _HashChunk:
+    def __init__(self, job: Job, order: list[str], where: frames.Offsets) -> None:
+        self.job, self.order, self.where = job, order, where
+
+    def __call__(self, block: pa.Table) -> pa.Table:
+        return frames.hash_chunk(self.job, iter(block.to_batches()), self.order, self.where)
+
+
+def record_dataset(
+    ledger: Any,
+    dataset: Any,
+    *,
+    id: str,
+    order_by: str | Sequence[str],
+    **options: Any,
+) -> EngineRun:
+    """Record a pipeline's own Ray Dataset as one batch (or `split` batches), hashed on the
+    workers: positions follow the unique `order_by` column(s) (`ledger.engines.frames`: the dataset
+    is sorted and materialized, each block reports its first key and rows, then hashes from its
+    first position); every column is part of the record. The same entries as
+    `Ledger.record_batch` of the sorted dataset's rows as one Arrow table; `options` as in
+    `record_parquet`."""
+    ray = _ray()
+    order = frames.order_columns(order_by)
+    writer = getattr(ledger, "writer", ledger)
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    ordered = dataset.sort(order).materialize()
+
+    def count_pass() -> list[dict[str, Any]]:
+        found = ordered.map_batches(_Bounds(order), batch_format="pyarrow", batch_size=None)
+        tables = list(found.iter_batches(batch_format="pyarrow", batch_size=None))
+        rows = pa.concat_tables(tables, promote_options="default")
+        return frames.chunk_order(rows, order)  # the blocks in key order
+
+    def hash_pass(job: Job, where: frames.Offsets) -> Iterator[pa.Table]:
+        hashed = ordered.map_batches(
+            _HashChunk(job, order, where), batch_format="pyarrow", batch_size=None
+        )
+        yield from hashed.iter_batches(batch_format="pyarrow", batch_size=None)
+
+    return frames.record_frame(writer, count_pass, hash_pass, id=id, **options)

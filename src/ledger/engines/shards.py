@@ -60,8 +60,12 @@ __all__ = [
     "Job",
     "Runner",
     "Shard",
+    "append_run",
+    "check_options",
     "plan",
+    "record_run",
     "record_shards",
+    "hash_rows",
     "run_item",
 ]
 
@@ -227,32 +231,52 @@ def _hash_group(job: Job, item: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
     """Hash one row group, write its rows to the spill, yield its ranges (adjacent ones merged)."""
     file, group = int(item["file"]), int(item["group"])
     location = job.locations[file]
-    options = job.options()
     fs, path = filesystem(location)
+    with fs.open_input_file(path) as f:
+        batches = pq.ParquetFile(f).iter_batches(batch_size=BATCH_ROWS, row_groups=[group])
+        tag = f"{file:06d}-{group:06d}"
+        yield from hash_rows(
+            job, batches, int(item["begin"]), location, int(item["row"]), tag, file
+        )
+
+
+def hash_rows(
+    job: Job,
+    batches: Iterable[pa.RecordBatch],
+    position: int,
+    name: str,
+    row: int,
+    tag: str,
+    file: int = -1,
+) -> Iterator[dict[str, Any]]:
+    """Hash consecutive records from batch position `position` on (`name: row N` names a bad one,
+    counting from `row`), cut at multiples of the job's split; write their rows to the spill as
+    `records-<tag>` and `segments-<tag>`; yield one `WIRE` row per range (adjacent ones merged)."""
+    options = job.options()
     records: list[pa.Table] = []
     segments: list[pa.Table] = []
     ranges: list[tuple[int, RangeSummary, bool]] = []
-    position, row = int(item["begin"]), int(item["row"])
-    with fs.open_input_file(path) as f:
-        for batch in pq.ParquetFile(f).iter_batches(batch_size=BATCH_ROWS, row_groups=[group]):
-            for start, stop in _cuts(position, batch.num_rows, job.split):
-                part, local = divmod(start, job.split) if job.split else (0, start)
-                piece = batch.slice(start - position, stop - start)
-                origin = Origin(location, row + start - position + 1, rows=True)
-                table, summary = hash_range(piece, options, local, origin=origin)
-                records.append(_record_rows(table, part, local))
-                segments.append(_segment_rows(table, part, local))
-                seen = summary.without_text < summary.count or _has_text(piece, job.text_fields)
-                last = ranges[-1] if ranges else None
-                if last is not None and last[0] == part and last[1].end == summary.begin:
-                    last[1].merge(summary)
-                    ranges[-1] = (part, last[1], last[2] or seen)
-                else:
-                    ranges.append((part, summary, seen))
-            position += batch.num_rows
-            row += batch.num_rows
-    _write(job.spill, f"records-{file:06d}-{group:06d}", pa.concat_tables(records))
-    _write(job.spill, f"segments-{file:06d}-{group:06d}", pa.concat_tables(segments))
+    for batch in batches:
+        for start, stop in _cuts(position, batch.num_rows, job.split):
+            part, local = divmod(start, job.split) if job.split else (0, start)
+            piece = batch.slice(start - position, stop - start)
+            origin = Origin(name, row + start - position + 1, rows=True)
+            table, summary = hash_range(piece, options, local, origin=origin)
+            records.append(_record_rows(table, part, local))
+            segments.append(_segment_rows(table, part, local))
+            seen = summary.without_text < summary.count or _has_text(piece, job.text_fields)
+            last = ranges[-1] if ranges else None
+            if last is not None and last[0] == part and last[1].end == summary.begin:
+                last[1].merge(summary)
+                ranges[-1] = (part, last[1], last[2] or seen)
+            else:
+                ranges.append((part, summary, seen))
+        position += batch.num_rows
+        row += batch.num_rows
+    if not records:
+        return
+    _write(job.spill, f"records-{tag}", pa.concat_tables(records))
+    _write(job.spill, f"segments-{tag}", pa.concat_tables(segments))
     for part, summary, seen in ranges:
         yield {
             "kind": "range",
@@ -335,6 +359,7 @@ class Collector:
     token_records: dict[int, int] = field(default_factory=dict)
     text_seen: bool = False
     ranges: int = 0
+    total: int | None = None  # records of a run without shards (a DataFrame)
 
     def add(self, rows: pa.Table | pa.RecordBatch) -> None:
         for row in rows.to_pylist():
@@ -360,6 +385,8 @@ class Collector:
         """The batches' totals, as a single-process run states them; the first problem in batch
         order (a bad row, a file without token ids) is an InputError."""
         problems = [(file, begin, text) for file, begin, text in self.errors]
+        if job.tokenizer is not None and not self.shards and not sum(self.token_records.values()):
+            problems.append((-1, 0, _no_tokens("the table", job.tokenizer, self.total or 0)))
         if job.tokenizer is not None:
             for index, shard in enumerate(self.shards):
                 if not self.token_records.get(index):
@@ -367,7 +394,7 @@ class Collector:
                     problems.append((index, shard.offset + shard.rows, text))
         if problems:
             raise InputError(min(problems)[2])
-        total = sum(s.rows for s in self.shards)
+        total = self.total if self.total is not None else sum(s.rows for s in self.shards)
         if total == 0:
             raise InputError("no records to record: the input is empty")
         step = self.split or total
@@ -395,7 +422,7 @@ class Collector:
                 )
             )
         if job.text_fields and not self.text_seen and all(p.without_text == p.count for p in parts):
-            where = ", ".join(s.location for s in self.shards)
+            where = ", ".join(s.location for s in self.shards) or "the records"
             fields = ", ".join(repr(f) for f in job.text_fields)
             raise InputError(
                 f"{where}: text field {fields} matches no text in any of the {total} records "
@@ -479,23 +506,46 @@ def record_shards(
     single-process run. `spill` is where tasks write the record partitions: a path or URI every
     worker can write and this process can read (default: a temporary directory next to the ledger,
     for workers on this machine)."""
-    check_id(id)
+    spec = check_options(id, split, dataset, min_segment_chars, tokenizer, token_field)
     if not paths:
         raise UsageError("record_batch needs files")
-    if split is not None and (isinstance(split, bool) or split < 1):
-        raise UsageError(f"split {split!r}: expected a positive number of records per batch")
-    if split is not None and dataset is not None and dataset != id:
-        raise UsageError(f"with split, the dataset is the id {id!r}; found dataset {dataset!r}")
-    if min_segment_chars < 1:
-        raise UsageError(f"min_segment_chars {min_segment_chars}: expected at least 1")
-    if token_field is not None and tokenizer is None:
-        raise UsageError("a token field is read only with a tokenizer")
     fields = tuple(text_fields) if text_fields else None
-    spec = TokenizerFile.open(tokenizer, token_field) if tokenizer is not None else None
     shards, items = plan(inputs_of(paths))
     if derived_from:
         with writer.session() as conn:
             resolve_calls(conn, derived_from)
+    result, ranges = record_run(
+        writer,
+        lambda job: start()(job, items),
+        Collector(shards, split),
+        id=id,
+        split=split,
+        text_fields=fields,
+        derived_from=derived_from,
+        dataset=dataset,
+        min_segment_chars=min_segment_chars,
+        tokenizer=spec,
+        spill=spill,
+    )
+    return EngineRun(result, len(items), ranges)
+
+
+def record_run(
+    writer: LogWriter,
+    work: Callable[[Job], Iterable[pa.Table | pa.RecordBatch]],
+    collector: Collector,
+    *,
+    id: str,
+    split: int | None,
+    text_fields: tuple[str, ...] | None,
+    derived_from: Sequence[int | str],
+    dataset: str | None,
+    min_segment_chars: int,
+    tokenizer: TokenizerFile | None,
+    spill: str | None,
+) -> tuple[BatchResult, int]:
+    """Run `work(job)` (the tasks' `WIRE` rows) with the spill set up, merge its rows into
+    `collector`, append the batches; the result and the number of ranges merged."""
     local = SpillDir(writer.path)
     remote = None
     try:
@@ -507,16 +557,15 @@ def record_shards(
             fs.create_dir(base, recursive=True)
             where = remote
         job = Job(
-            tuple(s.location for s in shards),
+            tuple(s.location for s in collector.shards),
             where,
             split,
-            fields,
+            text_fields,
             min_segment_chars,
-            spec,
-            Path(spec.path).read_bytes() if spec is not None else None,
+            tokenizer,
+            Path(tokenizer.path).read_bytes() if tokenizer is not None else None,
         )
-        collector = Collector(shards, split)
-        for rows in start()(job, items):
+        for rows in work(job):
             collector.add(rows)
         hashed = collector.finish(job)
         if remote is not None and "://" in remote:  # DuckDB reads local files: fetch the partitions
@@ -524,25 +573,11 @@ def record_shards(
             pafs.copy_files(base, str(local()), source_filesystem=fs)
             hashed.records = local() / "records-*.parquet"
             hashed.segments = local() / "segments-*.parquet"
-        ids = [f"{id}/{k:06d}" for k in range(len(hashed.parts))] if split else [id]
-        header = None
-        if split:
-            total = sum(p.count for p in hashed.parts)
-            header = entries.dataset_body(
-                id=id, batches=len(ids), count=total, split=split, source=hashed.sources
-            )
-        result = append_hashed(
-            writer,
-            hashed,
-            ids,
-            header,
-            id if split else dataset,
-            list(fields) if fields else None,
-            derived_from,
-            min_segment_chars,
-            spec,
-        )
-        return EngineRun(result, len(items), collector.ranges)
+        result = append_run(
+            writer, hashed, id, split, dataset, text_fields, derived_from, min_segment_chars,
+            tokenizer,
+        )  # fmt: skip
+        return result, collector.ranges
     finally:
         local.cleanup()
         if remote is not None:
@@ -551,3 +586,57 @@ def record_shards(
                 fs.delete_dir(base)
             except (OSError, LedgerError):
                 pass
+
+
+def append_run(
+    writer: LogWriter,
+    hashed: HashedBatches,
+    id: str,
+    split: int | None,
+    dataset: str | None,
+    fields: Sequence[str] | None,
+    derived_from: Sequence[int | str],
+    min_segment_chars: int,
+    spec: TokenizerFile | None,
+) -> BatchResult:
+    """Append an engine run's batches (and with `split` the dataset entry first) in one short
+    transaction, as `ledger record batch` does."""
+    ids = [f"{id}/{k:06d}" for k in range(len(hashed.parts))] if split else [id]
+    header = None
+    if split:
+        total = sum(p.count for p in hashed.parts)
+        header = entries.dataset_body(
+            id=id, batches=len(ids), count=total, split=split, source=hashed.sources
+        )
+    return append_hashed(
+        writer,
+        hashed,
+        ids,
+        header,
+        id if split else dataset,
+        list(fields) if fields else None,
+        derived_from,
+        min_segment_chars,
+        spec,
+    )
+
+
+def check_options(
+    id: str,
+    split: int | None,
+    dataset: str | None,
+    min_segment_chars: int,
+    tokenizer: Path | str | None,
+    token_field: str | None,
+) -> TokenizerFile | None:
+    """`ledger record batch`'s checks of its options (UsageError), and the tokenizer file opened."""
+    check_id(id)
+    if split is not None and (isinstance(split, bool) or split < 1):
+        raise UsageError(f"split {split!r}: expected a positive number of records per batch")
+    if split is not None and dataset is not None and dataset != id:
+        raise UsageError(f"with split, the dataset is the id {id!r}; found dataset {dataset!r}")
+    if min_segment_chars < 1:
+        raise UsageError(f"min_segment_chars {min_segment_chars}: expected at least 1")
+    if token_field is not None and tokenizer is None:
+        raise UsageError("a token field is read only with a tokenizer")
+    return TokenizerFile.open(tokenizer, token_field) if tokenizer is not None else None

@@ -28,10 +28,11 @@ from typing import Any
 
 import pyarrow as pa  # type: ignore[import-untyped]
 
+from ledger.engines import frames
 from ledger.engines.shards import WIRE_DDL, EngineRun, Job, Runner, record_shards, run_item
 from ledger.errors import LedgerError, UsageError
 
-__all__ = ["record_files", "record_parquet", "runner", "session"]
+__all__ = ["record_dataframe", "record_files", "record_parquet", "runner", "session"]
 
 _MISSING = "--engine spark needs pyspark: pip install 'ledger[spark]'"
 
@@ -60,7 +61,7 @@ def _configured_master() -> bool:
 def session(conf: Mapping[str, str]) -> tuple[Any, bool]:
     """The Spark session to run on, and whether this call started it (and should stop it)."""
     try:
-        from pyspark.sql import SparkSession
+        from pyspark.sql import SparkSession  # type: ignore[import-not-found, unused-ignore]
     except ImportError as exc:
         raise UsageError(_MISSING) from exc
     _quiet()
@@ -183,3 +184,46 @@ def _master(spark: Any) -> str:
         return str(spark.sparkContext.master)
     except Exception:
         return "a remote cluster"
+
+
+def record_dataframe(
+    ledger: Any,
+    frame: Any,
+    *,
+    id: str,
+    order_by: str | Sequence[str],
+    **options: Any,
+) -> EngineRun:
+    """Record a pipeline's own Spark DataFrame as one batch (or `split` batches), hashed on the
+    executors: positions follow the unique `order_by` column(s) (`ledger.engines.frames`); every
+    column is part of the record, as Spark hands the rows to Arrow. The same entries as
+    `Ledger.record_batch(frame.orderBy(*order_by).toArrow(), id=...)`. `options` as in
+    `record_parquet`."""
+    from pyspark import TaskContext  # type: ignore[import-not-found, unused-ignore]
+
+    _quiet()
+    order = frames.order_columns(order_by)
+    writer = getattr(ledger, "writer", ledger)
+    if options.get("spill") is None and not _is_local(frame.sparkSession):
+        _spill({}, False, "a cluster")
+    ordered = frame.orderBy(*order).persist()
+
+    def count_pass() -> list[dict[str, Any]]:
+        def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            context = TaskContext.get()
+            chunk = context.partitionId() if context is not None else 0
+            yield from frames.bounds(batches, order, chunk).to_batches()
+
+        table = ordered.mapInArrow(task, frames.BOUNDS_DDL).toArrow()
+        return list(table.to_pylist())
+
+    def hash_pass(job: Job, where: frames.Offsets) -> list[pa.Table]:
+        def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+            yield from frames.hash_chunk(job, batches, order, where).to_batches()
+
+        return [ordered.mapInArrow(task, WIRE_DDL).toArrow()]
+
+    try:
+        return frames.record_frame(writer, count_pass, hash_pass, id=id, **options)
+    finally:
+        ordered.unpersist()
