@@ -3,8 +3,8 @@
 `record_files(writer, paths, conf=...)` is `ledger record batch PATH... --engine spark`; a pipeline
 that holds its own session calls `record_parquet(ledger, spark, paths, id=...)`. Spark only
 schedules: the plan's items (`ledger.engines.shards`: one per row group, one per file's sha256)
-become a DataFrame of one string column, and `mapInArrow` runs `shards.run_item` on each; every task
-reads its row group with pyarrow. Spark's own Parquet reader was not used for the rows: it re-types
+are numbered by `spark.range` (contiguous slices, one task each) and `mapInArrow` runs
+`shards.run_item` on each; every task reads its row group with pyarrow. Spark's own Parquet reader was not used for the rows: it re-types
 columns before `mapInArrow` sees them (uint64 becomes decimal(20,0), uint32 int64, a timestamp's
 time zone becomes the session's, a null column int32; nanosecond timestamps are refused), so record
 digests would differ from a single-process run.
@@ -18,7 +18,6 @@ installed themselves, and a spill location they share (`ledger.spill`).
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import warnings
@@ -107,16 +106,18 @@ def _parallelism(spark: Any) -> int:
 
 
 def runner(spark: Any) -> Runner:
-    """Run a plan's items on `spark`: one row per item, `mapInArrow(run_item)`, rows collected."""
+    """Run a plan's items on `spark`: `spark.range` numbers them, `mapInArrow` runs `run_item` on
+    each (the items travel with the task), the `WIRE` rows are collected."""
 
     def run(job: Job, items: list[dict[str, int | str]]) -> Iterable[pa.Table]:
         def task(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
             for batch in batches:
-                for text in batch.column("item").to_pylist():
-                    yield from run_item(job, json.loads(text)).to_batches()
+                for index in batch.column("id").to_pylist():
+                    yield from run_item(job, items[index]).to_batches()
 
-        frame = spark.createDataFrame([(json.dumps(item),) for item in items], "item string")
-        frame = frame.repartition(min(len(items), 4 * _parallelism(spark)))
+        # Item numbers, cut into contiguous slices (one per task while there are few items).
+        slices = min(len(items), 4 * _parallelism(spark))
+        frame = spark.range(0, len(items), 1, slices)
         try:
             return [frame.mapInArrow(task, WIRE_DDL).toArrow()]
         except Exception as exc:  # a lost executor, a worker without ledger installed
