@@ -10,7 +10,7 @@ row groups. "kernel, one process" is `engine.ranges.hash_range` over every row g
 append); the other rows are whole `record batch` runs (hash + spill + one append transaction):
 `Ledger.record_batch` (the local pool) and `ledger.engines.{spark,ray}.record_parquet` on an already
 started engine. The scaling ratio is an engine's records/s over (its workers x the one-process
-kernel). Peak RSS is the driver process's (`ru_maxrss`): the Spark JVM and the Ray workers are other
+kernel). Peak RSS is the driver process's (`VmHWM`): the Spark JVM and the Ray workers are other
 processes.
 """
 
@@ -135,6 +135,17 @@ def stop(engine: str, handle: Any) -> None:
         handle.shutdown()
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS: VmHWM (ru_maxrss would carry the parent's peak across fork+exec)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def rss_child(engine: str, records: int, data: Path) -> None:
     """In a fresh process: record `records` on `engine`, print the driver's peak RSS (MB)."""
     paths = make_shards(data / f"n{records}", records)  # already written by the parent
@@ -144,7 +155,7 @@ def rss_child(engine: str, records: int, data: Path) -> None:
             count, seconds = record(engine, paths, Path(tmp), handle)
         finally:
             stop(engine, handle)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()
     print(json.dumps({"records": count, "seconds": seconds, "rss_mb": peak}))
 
 

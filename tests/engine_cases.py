@@ -34,8 +34,12 @@ class Shop:
         for name in ("engine", "local"):
             self.ok(name, "init", "--origin", f"example.org/{name}")
 
-    def run(self, db: str, *args: str) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, db: str, *args: str, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        extra = env or {}
         env = dict(os.environ)
+        env.pop("RAY_ADDRESS", None)
         env.update(
             {
                 "LEDGER_DB": str(self.root / f"{db}.duckdb"),
@@ -45,6 +49,7 @@ class Shop:
             }
         )
         env.pop("PYSPARK_PYTHON", None)  # the CLI must set it for a local session itself
+        env.update(extra)
         return subprocess.run(
             [LEDGER, *args], capture_output=True, text=True, env=env, timeout=300, cwd=self.root
         )
