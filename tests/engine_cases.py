@@ -141,11 +141,19 @@ def shards(root: Path) -> list[str]:
     return ["c.parquet", "a shard.parquet", "b.parquet"]
 
 
-def record_both(shop: Shop, engine: str, *args: str, conf: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Record with `engine` and with `local`; the two logs must hold the same bodies."""
+def record_both(
+    shop: Shop,
+    engine: str,
+    *args: str,
+    conf: tuple[str, ...] = (),
+    uris: bool = False,
+) -> dict[str, Any]:
+    """Record with `engine` and with `local`; the two logs must hold the same bodies. With `uris`,
+    the engine is given the `.parquet` arguments as file:// URIs."""
     extra = [f"--engine-conf={c}" for c in conf]
+    given = [(shop.root / a).as_uri() if uris and a.endswith(".parquet") else a for a in args]
     out = json.loads(
-        shop.ok("engine", "record", "batch", *args, "--engine", engine, *extra, "--json")
+        shop.ok("engine", "record", "batch", *given, "--engine", engine, *extra, "--json")
     )
     shop.ok("local", "record", "batch", *args, "--json")
     ours, theirs = shop.entries("engine"), shop.entries("local")
@@ -176,8 +184,12 @@ def check_same_batch_and_audit(shop: Shop, engine: str, conf: tuple[str, ...] = 
     assert exact == {123}  # the copy planted in c.parquet, the first shard
 
 
-def check_split_and_tokenizer(shop: Shop, engine: str, tokenizer: Any) -> None:
-    """--split cuts across shard and row-group boundaries; token ids are decoded on the workers."""
+def check_split_and_tokenizer(
+    shop: Shop, engine: str, tokenizer: Any, remote_spill: bool = False
+) -> None:
+    """--split cuts across shard and row-group boundaries; token ids are decoded on the workers.
+    With `remote_spill`, the shards are given as file:// URIs and the spill is a file:// URI (the
+    object-store path: pyarrow filesystems, partitions fetched before the append)."""
     tokenizer.save(str(shop.root / "tokenizer.json"))
     for k, n in enumerate((130, 3, 90)):
         rows = [
@@ -186,8 +198,13 @@ def check_split_and_tokenizer(shop: Shop, engine: str, tokenizer: Any) -> None:
         ]
         write(shop.root / f"tok-{k}.parquet", rows, group=32)
     files = ["tok-0.parquet", "tok-1.parquet", "tok-2.parquet"]
+    spill = shop.root / "shared-spill"
+    spill.mkdir()
+    conf = (f"ledger.spill={spill.as_uri()}",) if remote_spill else ()
     record_both(shop, engine, *files, "--id", "tok", "--split", "100", "--tokenizer",
-                "tokenizer.json", "--min-segment-chars", "8")  # fmt: skip
+                "tokenizer.json", "--min-segment-chars", "8", conf=conf,
+                uris=remote_spill)  # fmt: skip
+    assert list(spill.iterdir()) == []  # the run's partitions are removed
     found = [(e["kind"], e["body"]["count"]) for e in shop.entries("engine")]
     assert found == [("dataset", 223), ("batch", 100), ("batch", 100), ("batch", 23)]
     bodies = [e["body"] for e in shop.entries("engine")[1:]]

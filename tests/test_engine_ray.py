@@ -34,7 +34,7 @@ def test_ray_records_the_batch_a_single_process_records_and_the_audit_finds_copi
     cases.check_same_batch_and_audit(shop, "ray", CONF)
 
 
-def test_ray_split_and_tokenizer_match_a_single_process(shop: cases.Shop) -> None:
+def test_ray_split_tokenizer_uris_and_a_uri_spill_match_a_single_process(shop: cases.Shop) -> None:
     tokenizers = pytest.importorskip("tokenizers")
     tokenizer = tokenizers.Tokenizer(tokenizers.models.WordLevel(unk_token="[UNK]"))
     tokenizer.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
@@ -42,7 +42,7 @@ def test_ray_split_and_tokenizer_match_a_single_process(shop: cases.Shop) -> Non
     words = [f"document {k}-{i} about mosses and silt {i}" for k in range(3) for i in range(130)]
     tokenizer.train_from_iterator(words, trainer)
     tokenizer.decoder = tokenizers.decoders.WordPiece()
-    cases.check_split_and_tokenizer(shop, "ray", tokenizer)
+    cases.check_split_and_tokenizer(shop, "ray", tokenizer, remote_spill=True)
 
 
 def test_ray_bad_row_and_missing_file_are_exit_4_ledger_unchanged(shop: cases.Shop) -> None:
