@@ -12,11 +12,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# The optional stacks the tests and benchmarks exercise, not needed by `make demo`. Torch is the
-# CPU build, pinned, installed before the extras: a bare `torch` requirement pulls a multi-GB CUDA build.
+# The optional stacks the tests and benchmarks exercise (training loops; the Spark and Ray engines),
+# not needed by `make demo`. Torch is the CPU build, pinned, installed before the extras: a bare
+# `torch` requirement pulls a multi-GB CUDA build.
 $(EXTRAS): $(STAMP)
 	$(BIN)/python -m pip install --quiet 'torch==2.13.0'
-	$(BIN)/python -m pip install --quiet -e '.[test,torch,hf,lightning]'
+	$(BIN)/python -m pip install --quiet -e '.[test,torch,hf,lightning,spark,ray]'
 	touch $(EXTRAS)
 
 demo: $(STAMP)

@@ -22,6 +22,7 @@ BENCHMARKS: list[tuple[str, list[str], list[str]]] = [
     ("bench_recording.py", ["--mb", "50"], []),
     ("bench_recording_cli.py", ["--mb", "120", "--rounds", "3"], ["--mb", "120", "--rounds", "7"]),
     ("bench_arrow_inputs.py", ["--rows", "100000", "--rounds", "2"], []),
+    ("bench_engines.py", ["--quick"], []),
     ("bench_log.py", ["--skip-big"], []),
     ("bench_audit.py", [], ["--scale", "1.0"]),
     ("bench_witness.py", [], ["--logs", "32", "--clients", "8", "--heads", "100"]),

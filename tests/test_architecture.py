@@ -173,6 +173,56 @@ def test_import_ledger_loads_no_duckdb_typer_or_rich() -> None:
     assert {"duckdb", "typer", "rich"} & loaded == set()
 
 
+def test_engines_are_imported_only_by_their_adapters() -> None:
+    """pyspark and ray load only inside `ledger.engines.spark` / `ledger.engines.ray`, and `import
+    ledger` (or `import ledger.engines`) loads neither."""
+    owners = {"pyspark": "ledger.engines.spark", "ray": "ledger.engines.ray"}
+    outside = [
+        f"{name}:{line}"
+        for name, path in MODULES.items()
+        for target, line in _imports(name, path)
+        if target.split(".")[0] in owners and owners[target.split(".")[0]] != name
+    ]
+    assert outside == []
+    assert {"pyspark", "ray"} & _loaded("import ledger, ledger.engines") == set()
+
+
+# The rooms from the bottom up (docs/architecture.md): a room imports only rooms below it.
+LAYERS = [
+    ["spec"],
+    ["engine", "providers"],
+    ["ingest"],
+    ["log"],
+    ["recording", "audit", "bundle", "witness"],
+    ["engines", "integrations"],
+    ["ledger"],
+    ["cli", "views"],
+]
+
+
+def _room(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] != "ledger" or len(parts) == 1 or parts[1] in ("errors", "wording"):
+        return None
+    return parts[1]
+
+
+def test_the_engine_room_is_engine_neutral_compute() -> None:
+    """`engine/` (kernel, ranges, pool) imports no file reader, log, recorder or engine adapter;
+    `engines/` (the Spark and Ray adapters) may use all of those to append."""
+    level = {room: i for i, rooms in enumerate(LAYERS) for room in rooms}
+    upward = [
+        f"{name}:{line} imports {target}"
+        for name, path in MODULES.items()
+        if _room(name) in ("engine", "engines")
+        for target, line in _imports(name, path)
+        if target in MODULES
+        and (room := _room(target)) in level
+        and level[room] > level[str(_room(name))]
+    ]
+    assert upward == []
+
+
 def test_the_offline_bundle_verifier_loads_no_duckdb() -> None:
     loaded = _loaded("from ledger.bundle.verify import verify_bundle, load_bundle")
     assert "duckdb" not in loaded

@@ -143,14 +143,29 @@ class Ledger:
         progress: Callable[[int], None] | None = None,
         tokenizer: Path | str | None = None,
         token_field: str | None = None,
+        engine: str = "local",
+        engine_conf: Mapping[str, str] | None = None,
     ) -> recording.BatchResult:
         """Record a training batch (or `split` batches) from records or files (a directory: its files in name order); idempotent per id.
 
         `records` are dicts or strings, or Arrow rows: a pyarrow `Table`/`RecordBatch`, a `datasets.Dataset`
         or a pandas `DataFrame`, hashed as the same rows in a Parquet file. With `tokenizer` (a
-        `tokenizer.json`), token id lists under `token_field` (default `input_ids`) are decoded into texts."""
+        `tokenizer.json`), token id lists under `token_field` (default `input_ids`) are decoded into texts.
+        `engine` "spark" or "ray" hashes Parquet `files` (local paths or pyarrow filesystem URIs) on that
+        engine's workers, `engine_conf` its settings (`ledger.engines.record_files`): the same entries."""
         from ledger import recording
 
+        if engine != "local":
+            from ledger import engines
+
+            if records is not None:
+                raise UsageError(f"engine {engine!r} reads Parquet files: pass files, not records")
+            run = engines.record_files(
+                self.writer, files, engine=engine, conf=engine_conf, id=id, split=split,
+                text_fields=text_fields, derived_from=derived_from, dataset=dataset,
+                min_segment_chars=min_segment_chars, tokenizer=tokenizer, token_field=token_field,
+            )  # fmt: skip
+            return run.result
         return recording.record_batch(
             self.writer, records, id=id, files=files, split=split, text_fields=text_fields,
             derived_from=derived_from, dataset=dataset, min_segment_chars=min_segment_chars, progress=progress,

@@ -17,6 +17,7 @@ from ledger.cli.app import (
     open_ledger,
     record_app,
 )
+from ledger.errors import UsageError
 from ledger.views import console
 from ledger.views import log as log_views
 from ledger.views import recording as recording_views
@@ -128,10 +129,10 @@ def _batch_id_of(path: Path) -> str:
 @record_app.command("batch")
 def record_batch(
     files: Annotated[
-        list[Path],
+        list[str],
         typer.Argument(
             metavar="FILE...",
-            help="JSONL, Parquet, Arrow IPC/Feather or text files (JSONL and text may be .gz), in order; a directory's files in name order (a datasets save_to_disk folder: its shards in state.json order).",
+            help="JSONL, Parquet, Arrow IPC/Feather or text files (JSONL and text may be .gz), in order; a directory's files in name order (a datasets save_to_disk folder: its shards in state.json order). With --engine: Parquet files, local or any pyarrow filesystem URI (s3://...).",
         ),
     ],
     id: Annotated[
@@ -176,6 +177,20 @@ def record_batch(
             metavar="FIELD.PATH", help="Dotted field of the token ids (default: input_ids)."
         ),
     ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="local (this machine's worker pool), spark or ray: hash Parquet shards on that engine's workers (pip install 'ledger[spark]' / 'ledger[ray]')."
+        ),
+    ] = "local",
+    engine_conf: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--engine-conf",
+            metavar="KEY=VALUE",
+            help="Engine setting (repeatable): spark.* keys (spark.master=...), ray.num_cpus / ray.address, ledger.spill=PATH_OR_URI (where tasks write record partitions; shared by every worker on a cluster).",
+        ),
+    ] = None,
     db: Db = DEFAULT_DB_PATH,
     keys_dir: KeysDir = None,
     key: KeyOpt = None,
@@ -185,14 +200,40 @@ def record_batch(
 
     Example: ledger record batch train.jsonl --id run7/data --split 10000
     """
+    from ledger.engines import ENGINES, parse_conf
     from ledger.ingest.formats import data_files
 
+    if engine not in ENGINES:
+        raise UsageError(f"--engine {engine}: expected one of {', '.join(ENGINES)}")
+    conf = parse_conf(engine_conf or [])
+    if engine == "local" and conf:
+        raise UsageError("--engine-conf applies to --engine spark or ray")
     ledger = open_ledger(db, keys_dir, key)
-    total = sum(_size(f) for _, f in data_files(files))
+    if engine != "local":
+        result = ledger.record_batch(
+            id=id
+            or _batch_id_of(Path(files[0].rsplit("/", 1)[-1] if "://" in files[0] else files[0])),
+            files=files,
+            split=split,
+            text_fields=text_field or None,
+            derived_from=derived_from or (),
+            dataset=dataset,
+            min_segment_chars=min_segment_chars,
+            tokenizer=tokenizer,
+            token_field=token_field,
+            engine=engine,
+            engine_conf=conf,
+        )
+        console.print_json(recording_views.batch_result_json(result)) if json else console.show(
+            recording_views.batch_result_view(result)
+        )
+        return
+    paths = [Path(f) for f in files]
+    total = sum(_size(f) for _, f in data_files(paths))
     with console.progress("hashing records", total, enabled=not json, unit="bytes") as advance:
         result = ledger.record_batch(
-            id=id or _batch_id_of(files[0]),
-            files=files,
+            id=id or _batch_id_of(paths[0]),
+            files=paths,
             split=split,
             text_fields=text_field or None,
             derived_from=derived_from or (),

@@ -23,7 +23,7 @@ import numpy as np
 import numpy.typing as npt
 import pyarrow as pa  # type: ignore[import-untyped]
 
-from ledger.engine import kernel, tokens
+from ledger.engine import kernel, ranges, tokens
 from ledger.engine.columns import int_column
 from ledger.errors import DuplicateError, InputError, UsageError
 from ledger.ingest import formats, pipeline
@@ -243,21 +243,12 @@ def _fingerprint_records(
     return fingerprint.fingerprint_records(texts_per_record, params)
 
 
-def _fingerprint_record_blobs(
-    texts_per_record: Sequence[Sequence[str]], params: fingerprint.FingerprintParams
-) -> tuple[bytes, npt.NDArray[np.int64]]:
-    """`_fingerprint_records` laid end to end, with each blob's end offset (module level: picklable)."""
-    if not any(texts_per_record):
-        return b"", np.zeros(len(texts_per_record), dtype=np.int64)
-    return fingerprint.fingerprint_record_blobs(texts_per_record, params)
-
-
 def kernel_fingerprints(
     params: fingerprint.FingerprintParams = fingerprint.DEFAULT_PARAMS,
 ) -> kernel.FingerprintBlobs:
     """The fingerprints every recording path gives the kernel (`KernelOptions.fingerprint_blobs`);
     picklable, so a worker process elsewhere (a DataLoader worker, a rank) hashes exactly as here."""
-    return functools.partial(_fingerprint_record_blobs, params=params)
+    return functools.partial(ranges.record_fingerprint_blobs, params=params)
 
 
 def _table_columns(table: pa.Table) -> kernel.RecordColumns:
@@ -365,7 +356,7 @@ def hash_batches(
     """
     hasher = _BatchHasher(split, params, spill_dir)
     sources: list[dict[str, str]] = []
-    blobs = functools.partial(_fingerprint_record_blobs, params=params)
+    blobs = functools.partial(ranges.record_fingerprint_blobs, params=params)
     if isinstance(records, ArrowSource):  # hashed from Arrow, exactly as Parquet rows
         token_records = 0
         for columns in pipeline.iter_arrow_columns(
