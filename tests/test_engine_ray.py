@@ -64,9 +64,12 @@ def test_a_pipeline_records_shards_on_its_own_cluster_in_many_ranges(
     files = [str(tmp_path / f) for f in cases.shards(tmp_path)]
     ours = Ledger.init(tmp_path / "e.duckdb", origin="example.org/e", keys_dir=tmp_path / "ke")
     ref = Ledger.init(tmp_path / "l.duckdb", origin="example.org/l", keys_dir=tmp_path / "kl")
-    run = ray_engine.record_parquet(ours, files, id="data", split=128)
+    advanced: list[int] = []
+    run = ray_engine.record_parquet(ours, files, id="data", split=128, progress=advanced.append)
     expected = ref.record_batch(id="data", files=files, split=128)
     assert run.ranges > 5 and run.items > 5  # many row groups, each its own task's range
+    # progress advanced as the tasks' ranges arrived, to every record
+    assert sum(advanced) == sum(b.count for b in expected.entries[1:]) and len(advanced) > 1
     assert [(b.id, b.count, b.records_root) for b in run.result.entries] == [
         (b.id, b.count, b.records_root) for b in expected.entries
     ]

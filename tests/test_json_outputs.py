@@ -36,6 +36,7 @@ SCHEMA_OF = {
     "import calls": "import-calls",
     "record batch": "record-batch",
     "record checkpoint": "entry",
+    "record spool": "record-spool",
     "audit": "audit",
     "lineage": "lineage",
     "verify-bundle": "verify-bundle",
@@ -130,6 +131,12 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         "--batch",
         "data",
     )
+    from ledger.integrations.steps import StepRecorder
+
+    with StepRecorder(None, run="spooled", spool=cwd / "spool", rank=0, world_size=1) as rec:
+        rec.submit([{"text": "a spooled training record of a rank, long enough to count"}])
+        rec.checkpoint("spooled/ck", weights=[cwd / "w.safetensors"])
+    run("record spool", "record", "spool", "spool", "--key", "trainer")
     run("keys list", "keys", "list")
     run("keys export", "keys", "export", "log")
     (cwd / "log.vkey").write_text(seen["keys export"]["vkey"])

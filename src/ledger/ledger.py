@@ -164,6 +164,7 @@ class Ledger:
                 self.writer, files, engine=engine, conf=engine_conf, id=id, split=split,
                 text_fields=text_fields, derived_from=derived_from, dataset=dataset,
                 min_segment_chars=min_segment_chars, tokenizer=tokenizer, token_field=token_field,
+                progress=progress,
             )  # fmt: skip
             return run.result
         return recording.record_batch(

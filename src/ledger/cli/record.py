@@ -210,20 +210,25 @@ def record_batch(
         raise UsageError("--engine-conf applies to --engine spark or ray")
     ledger = open_ledger(db, keys_dir, key)
     if engine != "local":
-        result = ledger.record_batch(
-            id=id
-            or _batch_id_of(Path(files[0].rsplit("/", 1)[-1] if "://" in files[0] else files[0])),
-            files=files,
-            split=split,
-            text_fields=text_field or None,
-            derived_from=derived_from or (),
-            dataset=dataset,
-            min_segment_chars=min_segment_chars,
-            tokenizer=tokenizer,
-            token_field=token_field,
-            engine=engine,
-            engine_conf=conf,
-        )
+        # records arrive as the engine's tasks finish (Ray streams them; Spark returns at the end)
+        with console.progress(f"hashing records on {engine}", None, enabled=not json) as advance:
+            result = ledger.record_batch(
+                id=id
+                or _batch_id_of(
+                    Path(files[0].rsplit("/", 1)[-1] if "://" in files[0] else files[0])
+                ),
+                files=files,
+                split=split,
+                text_fields=text_field or None,
+                derived_from=derived_from or (),
+                dataset=dataset,
+                min_segment_chars=min_segment_chars,
+                progress=advance,
+                tokenizer=tokenizer,
+                token_field=token_field,
+                engine=engine,
+                engine_conf=conf,
+            )
         console.print_json(recording_views.batch_result_json(result)) if json else console.show(
             recording_views.batch_result_view(result)
         )

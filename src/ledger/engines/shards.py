@@ -46,7 +46,7 @@ from ledger.ingest import formats
 from ledger.log.append import LogWriter
 from ledger.recording.batches import HashedBatches, PartSummary, append_hashed
 from ledger.recording.refs import check_id, resolve_calls
-from ledger.recording.results import BatchResult
+from ledger.recording.results import BatchResult, Progress, no_progress
 from ledger.recording.spill import RECORD_SCHEMA, SEGMENT_SCHEMA, SpillDir
 from ledger.spec import entries, fingerprint
 from ledger.spec import text as text_spec
@@ -359,6 +359,7 @@ class Collector:
     token_records: dict[int, int] = field(default_factory=dict)
     text_seen: bool = False
     ranges: int = 0
+    records: int = 0  # records in the ranges merged so far
     total: int | None = None  # records of a run without shards (a DataFrame)
 
     def add(self, rows: pa.Table | pa.RecordBatch) -> None:
@@ -380,6 +381,7 @@ class Collector:
                 self.token_records[file] = self.token_records.get(file, 0) + summary.token_records
                 self.text_seen = self.text_seen or bool(row["text_seen"])
                 self.ranges += 1
+                self.records += end - begin
 
     def finish(self, job: Job) -> HashedBatches:
         """The batches' totals, as a single-process run states them; the first problem in batch
@@ -500,6 +502,7 @@ def record_shards(
     tokenizer: Path | str | None = None,
     token_field: str | None = None,
     spill: str | None = None,
+    progress: Progress | None = None,
 ) -> EngineRun:
     """`ledger record batch` on Parquet shards, hashed by the workers of the engine `start()` starts
     (once the options, shards and references have been checked): the same entries as a
@@ -526,6 +529,7 @@ def record_shards(
         min_segment_chars=min_segment_chars,
         tokenizer=spec,
         spill=spill,
+        progress=progress,
     )
     return EngineRun(result, len(items), ranges)
 
@@ -543,9 +547,12 @@ def record_run(
     min_segment_chars: int,
     tokenizer: TokenizerFile | None,
     spill: str | None,
+    progress: Progress | None = None,
 ) -> tuple[BatchResult, int]:
     """Run `work(job)` (the tasks' `WIRE` rows) with the spill set up, merge its rows into
-    `collector`, append the batches; the result and the number of ranges merged."""
+    `collector`, append the batches; the result and the number of ranges merged. `progress`
+    advances by the records of each range as it arrives."""
+    advance = progress or no_progress
     local = SpillDir(writer.path)
     remote = None
     try:
@@ -566,7 +573,9 @@ def record_run(
             Path(tokenizer.path).read_bytes() if tokenizer is not None else None,
         )
         for rows in work(job):
+            before = collector.records
             collector.add(rows)
+            advance(collector.records - before)
         hashed = collector.finish(job)
         if remote is not None and "://" in remote:  # DuckDB reads local files: fetch the partitions
             fs, base = filesystem(remote)
