@@ -209,36 +209,19 @@ def record_batch(
     if engine == "local" and conf:
         raise UsageError("--engine-conf applies to --engine spark or ray")
     ledger = open_ledger(db, keys_dir, key)
-    if engine != "local":
-        # records arrive as the engine's tasks finish (Ray streams them; Spark returns at the end)
-        with console.progress(f"hashing records on {engine}", None, enabled=not json) as advance:
-            result = ledger.record_batch(
-                id=id
-                or _batch_id_of(
-                    Path(files[0].rsplit("/", 1)[-1] if "://" in files[0] else files[0])
-                ),
-                files=files,
-                split=split,
-                text_fields=text_field or None,
-                derived_from=derived_from or (),
-                dataset=dataset,
-                min_segment_chars=min_segment_chars,
-                progress=advance,
-                tokenizer=tokenizer,
-                token_field=token_field,
-                engine=engine,
-                engine_conf=conf,
-            )
-        console.print_json(recording_views.batch_result_json(result)) if json else console.show(
-            recording_views.batch_result_view(result)
-        )
-        return
-    paths = [Path(f) for f in files]
-    total = sum(_size(f) for _, f in data_files(paths))
-    with console.progress("hashing records", total, enabled=not json, unit="bytes") as advance:
+    if engine == "local":
+        inputs: list[Path] | list[str] = [Path(f) for f in files]
+        first = Path(files[0])
+        total: int | None = sum(_size(f) for _, f in data_files([Path(f) for f in files]))
+        what, unit = "hashing records", "bytes"
+    else:  # records arrive as the tasks finish (Ray streams them; Spark returns at the end)
+        uri = "://" in files[0]
+        inputs, first, total = files, Path(files[0].rsplit("/", 1)[-1] if uri else files[0]), None
+        what, unit = f"hashing records on {engine}", "items"
+    with console.progress(what, total, enabled=not json, unit=unit) as advance:
         result = ledger.record_batch(
-            id=id or _batch_id_of(paths[0]),
-            files=paths,
+            id=id or _batch_id_of(first),
+            files=inputs,
             split=split,
             text_fields=text_field or None,
             derived_from=derived_from or (),
@@ -247,6 +230,8 @@ def record_batch(
             progress=advance,
             tokenizer=tokenizer,
             token_field=token_field,
+            engine=engine,
+            engine_conf=conf or None,
         )
     console.print_json(recording_views.batch_result_json(result)) if json else console.show(
         recording_views.batch_result_view(result)

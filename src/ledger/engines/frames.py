@@ -33,12 +33,12 @@ from ledger.engines.shards import (
     Collector,
     EngineRun,
     Job,
-    check_options,
     hash_rows,
     record_run,
 )
 from ledger.errors import InputError, UsageError
 from ledger.log.append import LogWriter
+from ledger.recording.batches import check_batch_options
 from ledger.recording.refs import resolve_calls
 from ledger.spec import text as text_spec
 
@@ -206,7 +206,7 @@ def record_frame(
 ) -> EngineRun:
     """Record a sorted distributed table as one batch (or `split` batches): `count_pass()` gives
     pass 1's `BOUNDS` rows, `hash_pass(job, offsets)` pass 2's `WIRE` rows."""
-    spec = check_options(id, split, dataset, min_segment_chars, tokenizer, token_field)
+    spec = check_batch_options(id, split, dataset, min_segment_chars, tokenizer, token_field)
     if derived_from:
         with writer.session() as conn:
             resolve_calls(conn, derived_from)

@@ -44,11 +44,16 @@ from ledger.engine.tokens import TokenizerFile
 from ledger.errors import InputError, LedgerError, UsageError
 from ledger.ingest import formats
 from ledger.log.append import LogWriter
-from ledger.recording.batches import HashedBatches, PartSummary, append_hashed
-from ledger.recording.refs import check_id, resolve_calls
+from ledger.recording.batches import (
+    HashedBatches,
+    PartSummary,
+    append_batch,
+    check_batch_options,
+)
+from ledger.recording.refs import resolve_calls
 from ledger.recording.results import BatchResult, Progress, no_progress
 from ledger.recording.spill import RECORD_SCHEMA, SEGMENT_SCHEMA, SpillDir
-from ledger.spec import entries, fingerprint
+from ledger.spec import fingerprint
 from ledger.spec import text as text_spec
 from ledger.spec.merkle import CompactRange
 
@@ -60,8 +65,6 @@ __all__ = [
     "Job",
     "Runner",
     "Shard",
-    "append_run",
-    "check_options",
     "plan",
     "record_run",
     "record_shards",
@@ -509,7 +512,7 @@ def record_shards(
     single-process run. `spill` is where tasks write the record partitions: a path or URI every
     worker can write and this process can read (default: a temporary directory next to the ledger,
     for workers on this machine)."""
-    spec = check_options(id, split, dataset, min_segment_chars, tokenizer, token_field)
+    spec = check_batch_options(id, split, dataset, min_segment_chars, tokenizer, token_field)
     if not paths:
         raise UsageError("record_batch needs files")
     fields = tuple(text_fields) if text_fields else None
@@ -582,7 +585,7 @@ def record_run(
             pafs.copy_files(base, str(local()), source_filesystem=fs)
             hashed.records = local() / "records-*.parquet"
             hashed.segments = local() / "segments-*.parquet"
-        result = append_run(
+        result = append_batch(
             writer, hashed, id, split, dataset, text_fields, derived_from, min_segment_chars,
             tokenizer,
         )  # fmt: skip
@@ -595,57 +598,3 @@ def record_run(
                 fs.delete_dir(base)
             except (OSError, LedgerError):
                 pass
-
-
-def append_run(
-    writer: LogWriter,
-    hashed: HashedBatches,
-    id: str,
-    split: int | None,
-    dataset: str | None,
-    fields: Sequence[str] | None,
-    derived_from: Sequence[int | str],
-    min_segment_chars: int,
-    spec: TokenizerFile | None,
-) -> BatchResult:
-    """Append an engine run's batches (and with `split` the dataset entry first) in one short
-    transaction, as `ledger record batch` does."""
-    ids = [f"{id}/{k:06d}" for k in range(len(hashed.parts))] if split else [id]
-    header = None
-    if split:
-        total = sum(p.count for p in hashed.parts)
-        header = entries.dataset_body(
-            id=id, batches=len(ids), count=total, split=split, source=hashed.sources
-        )
-    return append_hashed(
-        writer,
-        hashed,
-        ids,
-        header,
-        id if split else dataset,
-        list(fields) if fields else None,
-        derived_from,
-        min_segment_chars,
-        spec,
-    )
-
-
-def check_options(
-    id: str,
-    split: int | None,
-    dataset: str | None,
-    min_segment_chars: int,
-    tokenizer: Path | str | None,
-    token_field: str | None,
-) -> TokenizerFile | None:
-    """`ledger record batch`'s checks of its options (UsageError), and the tokenizer file opened."""
-    check_id(id)
-    if split is not None and (isinstance(split, bool) or split < 1):
-        raise UsageError(f"split {split!r}: expected a positive number of records per batch")
-    if split is not None and dataset is not None and dataset != id:
-        raise UsageError(f"with split, the dataset is the id {id!r}; found dataset {dataset!r}")
-    if min_segment_chars < 1:
-        raise UsageError(f"min_segment_chars {min_segment_chars}: expected at least 1")
-    if token_field is not None and tokenizer is None:
-        raise UsageError("a token field is read only with a tokenizer")
-    return TokenizerFile.open(tokenizer, token_field) if tokenizer is not None else None

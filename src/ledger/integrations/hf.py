@@ -42,9 +42,8 @@ from typing import Any
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 from ledger.errors import UsageError
-from ledger.integrations.examples import ExampleHasher, example_hasher
-from ledger.integrations.steps import HasWriter, OnError, StepRecorder
-from ledger.recording.refs import check_id
+from ledger.integrations.examples import ExampleHasher
+from ledger.integrations.steps import HasWriter, OnError, RecorderSettings, StepRecorder
 
 __all__ = ["LedgerCallback", "RecordingCollator", "batch_key", "weight_files"]
 
@@ -146,18 +145,13 @@ class LedgerCallback(TrainerCallback):
         resume_from: str | None = None,
         queue_size: int = 64,
     ) -> None:
-        check_id(run)
-        if (lg is None) == (spool is None):
-            raise UsageError("LedgerCallback records to a ledger or to spool=DIR: give one of them")
-        self.ledger = lg
+        self.settings = RecorderSettings.of(
+            lg, run=run, spool=spool, tokenizer=tokenizer, text_fields=text_fields,
+            token_field=token_field, on_error=on_error, resume_from=resume_from,
+            queue_size=queue_size,
+        )  # fmt: skip
         self.run = run
-        self.spool = spool
-        self.on_error: OnError = on_error
-        self.resume_from = resume_from
-        self.queue_size = queue_size
-        self.hasher = example_hasher(
-            tokenizer, text_fields, token_field
-        )  # fails early, not mid-run
+        self.hasher = self.settings.hasher
         self.recorder: StepRecorder | None = None
         self.queue: collections.deque[Any] = collections.deque()
         self.channel: Any = None  # workers' hashes, keyed by batch_key (dataloader workers only)
@@ -196,20 +190,11 @@ class LedgerCallback(TrainerCallback):
             )
         if self.recorder is not None:
             self.recorder.close()
-        parent = self.resume_from
+        parent = self.settings.resume_from
         if parent is None and state.global_step > 0:  # resumed from checkpoint-N
             parent = self.checkpoint_id(state.global_step)
-        self.recorder = StepRecorder(
-            self.ledger,
-            run=self.run,
-            spool=self.spool,
-            tokenizer=self.hasher.tokenizer,
-            text_fields=self.hasher.text_fields,
-            on_error=self.on_error,
-            resume_from=parent,
-            rank=args.process_index,
-            world_size=args.world_size,
-            queue_size=self.queue_size,
+        self.recorder = self.settings.start(
+            resume_from=parent, rank=args.process_index, world_size=args.world_size
         )
         self.queue.clear()
         self._step = []

@@ -26,9 +26,8 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Callback
 
 from ledger.errors import NotFoundError, UsageError
-from ledger.integrations.examples import example_hasher, uncollate
-from ledger.integrations.steps import HasWriter, OnError, StepRecorder
-from ledger.recording.refs import check_id
+from ledger.integrations.examples import uncollate
+from ledger.integrations.steps import HasWriter, OnError, RecorderSettings, StepRecorder
 
 __all__ = ["LedgerCallback", "batch_examples"]
 
@@ -100,19 +99,14 @@ class LedgerCallback(Callback):
         examples: Callable[[Any], Sequence[Any]] = batch_examples,
         queue_size: int = 64,
     ) -> None:
-        check_id(run)
-        if (lg is None) == (spool is None):
-            raise UsageError("LedgerCallback records to a ledger or to spool=DIR: give one of them")
-        self.ledger = lg
+        self.settings = RecorderSettings.of(
+            lg, run=run, spool=spool, tokenizer=tokenizer, text_fields=text_fields,
+            token_field=token_field, on_error=on_error, resume_from=resume_from,
+            queue_size=queue_size,
+        )  # fmt: skip
         self.run = run
-        self.spool = spool
-        self.on_error: OnError = on_error
-        self.resume_from = resume_from
+        self.resume_from = resume_from  # or the id stored in the checkpoint fit() resumes from
         self.examples = examples
-        self.queue_size = queue_size
-        self.hasher = example_hasher(
-            tokenizer, text_fields, token_field
-        )  # fails early, not mid-run
         self.recorder: StepRecorder | None = None
         self._micro_batches: list[Sequence[Any]] = []
         self._step = 0
@@ -142,23 +136,14 @@ class LedgerCallback(Callback):
         self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         checkpoint_id = self.saving(checkpoint)
-        if not trainer.is_global_zero and self.spool is not None:
+        if not trainer.is_global_zero and self.settings.spool is not None:
             self._recorder().checkpoint(checkpoint_id)  # this rank's part: its batches, no files
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.recorder is not None:
             self.recorder.close()
-        self.recorder = StepRecorder(
-            self.ledger,
-            run=self.run,
-            spool=self.spool,
-            tokenizer=self.hasher.tokenizer,
-            text_fields=self.hasher.text_fields,
-            on_error=self.on_error,
-            resume_from=self.resume_from,
-            rank=trainer.global_rank,
-            world_size=trainer.world_size,
-            queue_size=self.queue_size,
+        self.recorder = self.settings.start(
+            resume_from=self.resume_from, rank=trainer.global_rank, world_size=trainer.world_size
         )
         self._micro_batches = []
         self._step = trainer.global_step
@@ -213,7 +198,7 @@ class LedgerCallback(Callback):
     # --- helpers -----------------------------------------------------------------------------------
     def _taken(self, checkpoint_id: str) -> bool:
         """Whether the ledger already holds this id (a spool is checked when it is appended)."""
-        lookup = getattr(self.ledger, "entry", None)
+        lookup = getattr(self.settings.ledger, "entry", None)
         if lookup is None:
             return False
         try:

@@ -67,7 +67,7 @@ from ledger.spec import fingerprint, merkle
 if TYPE_CHECKING:
     from ledger.log.append import LogWriter
 
-__all__ = ["OnError", "StepRecorder", "StepRecordingError", "batch_id"]
+__all__ = ["OnError", "RecorderSettings", "StepRecorder", "StepRecordingError", "batch_id"]
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +113,58 @@ class _Barrier:
 
 
 _STOP = object()
+
+
+@dataclass(frozen=True)
+class RecorderSettings:
+    """What a training-loop callback keeps to start a `StepRecorder` at each `train()`/`fit()`,
+    checked when the callback is made rather than at the first step (`RecorderSettings.of`)."""
+
+    ledger: HasWriter | None
+    run: str
+    spool: Path | str | None
+    hasher: ExampleHasher
+    on_error: OnError = "raise"
+    resume_from: str | None = None
+    queue_size: int = 64
+
+    @classmethod
+    def of(
+        cls,
+        ledger: HasWriter | None,
+        *,
+        run: str,
+        spool: Path | str | None = None,
+        tokenizer: object | None = None,
+        text_fields: Sequence[str] | None = None,
+        token_field: str | None = None,
+        on_error: OnError = "raise",
+        resume_from: str | None = None,
+        queue_size: int = 64,
+    ) -> RecorderSettings:
+        check_id(run)
+        if (ledger is None) == (spool is None):
+            raise UsageError(
+                "a training-loop recorder records to a ledger or to spool=DIR: give one"
+            )
+        if on_error not in ("raise", "warn"):
+            raise UsageError(f"on_error {on_error!r}: expected 'raise' or 'warn'")
+        hasher = example_hasher(tokenizer, text_fields, token_field)  # fails now, not mid-run
+        return cls(ledger, run, spool, hasher, on_error, resume_from, queue_size)
+
+    def start(self, *, resume_from: str | None, rank: int, world_size: int) -> StepRecorder:
+        return StepRecorder(
+            self.ledger,
+            run=self.run,
+            spool=self.spool,
+            tokenizer=self.hasher.tokenizer,
+            text_fields=self.hasher.text_fields,
+            on_error=self.on_error,
+            resume_from=resume_from,
+            rank=rank,
+            world_size=world_size,
+            queue_size=self.queue_size,
+        )
 
 
 def _distributed() -> tuple[int, int]:

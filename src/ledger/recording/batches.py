@@ -42,7 +42,9 @@ __all__ = [
     "HASH_CHUNK",
     "HashedBatches",
     "PartSummary",
+    "append_batch",
     "append_hashed",
+    "check_batch_options",
     "hash_batches",
     "hashed_tables",
     "kernel_fingerprints",
@@ -473,18 +475,10 @@ def record_batch(
     table = arrow_source(records) if records is not None else None
     if table is None:
         _check_iterable(records)
-    if split is not None and (isinstance(split, bool) or split < 1):
-        raise UsageError(f"split {split!r}: expected a positive number of records per batch")
-    if split is not None and dataset is not None and dataset != id:
-        raise UsageError(f"with split, the dataset is the id {id!r}; found dataset {dataset!r}")
-    if min_segment_chars < 1:
-        raise UsageError(f"min_segment_chars {min_segment_chars}: expected at least 1")
-    fields = list(text_fields) if text_fields else None
-    if token_field is not None and tokenizer is None:
-        raise UsageError("a token field is read only with a tokenizer")
-    tokenizer_file = (
-        tokens.TokenizerFile.open(tokenizer, token_field) if tokenizer is not None else None
+    tokenizer_file = check_batch_options(
+        id, split, dataset, min_segment_chars, tokenizer, token_field
     )
+    fields = list(text_fields) if text_fields else None
     if paths and derived_from:
         # A typo in a reference should fail before hours of hashing, not after (re-checked on append).
         with writer.session() as conn:
@@ -506,26 +500,67 @@ def record_batch(
         )
         if fields is not None and all(p.without_text == p.count for p in hashed.parts):
             watch.check(paths, sum(p.count for p in hashed.parts), table)
-        ids = _batch_ids(id, len(hashed.parts), split)
-        header = None
-        if split:
-            total = sum(p.count for p in hashed.parts)
-            header = entries.dataset_body(
-                id=id, batches=len(ids), count=total, split=split, source=hashed.sources
-            )
-        return append_hashed(
-            writer,
-            hashed,
-            ids,
-            header,
-            id if split else dataset,
-            fields,
-            derived_from,
-            min_segment_chars,
+        return append_batch(
+            writer, hashed, id, split, dataset, fields, derived_from, min_segment_chars,
             tokenizer_file,
-        )
+        )  # fmt: skip
     finally:
         spill_dir.cleanup()
+
+
+def check_batch_options(
+    id: str,
+    split: int | None,
+    dataset: str | None,
+    min_segment_chars: int,
+    tokenizer: Path | str | None,
+    token_field: str | None,
+) -> tokens.TokenizerFile | None:
+    """`record_batch`'s checks of its options (UsageError) wherever the records are hashed (here or
+    on an engine), and the tokenizer file opened."""
+    check_id(id)
+    if split is not None and (isinstance(split, bool) or split < 1):
+        raise UsageError(f"split {split!r}: expected a positive number of records per batch")
+    if split is not None and dataset is not None and dataset != id:
+        raise UsageError(f"with split, the dataset is the id {id!r}; found dataset {dataset!r}")
+    if min_segment_chars < 1:
+        raise UsageError(f"min_segment_chars {min_segment_chars}: expected at least 1")
+    if token_field is not None and tokenizer is None:
+        raise UsageError("a token field is read only with a tokenizer")
+    return tokens.TokenizerFile.open(tokenizer, token_field) if tokenizer is not None else None
+
+
+def append_batch(
+    writer: LogWriter,
+    hashed: HashedBatches,
+    id: str,
+    split: int | None,
+    dataset: str | None,
+    text_fields: Sequence[str] | None,
+    derived_from: Sequence[int | str],
+    min_segment_chars: int,
+    tokenizer: tokens.TokenizerFile | None,
+) -> BatchResult:
+    """Append one `record_batch`'s hashed records, wherever they were hashed: the batch `id`, or
+    with `split` the dataset entry `id` then its batches `<id>/<k:06d>`, in one transaction."""
+    ids = _batch_ids(id, len(hashed.parts), split)
+    header = None
+    if split:
+        total = sum(p.count for p in hashed.parts)
+        header = entries.dataset_body(
+            id=id, batches=len(ids), count=total, split=split, source=hashed.sources
+        )
+    return append_hashed(
+        writer,
+        hashed,
+        ids,
+        header,
+        id if split else dataset,
+        list(text_fields) if text_fields else None,
+        derived_from,
+        min_segment_chars,
+        tokenizer,
+    )
 
 
 class _FieldWatch:
