@@ -134,3 +134,11 @@ def test_a_bad_step_in_a_group_is_lost_alone(lg: Ledger, tmp_path: Path) -> None
         rec.checkpoint("g/ckpt", weights=[weights])
     assert rec.lost == ("g/rank-00000/step-000000003",)
     assert lg.entry("g/ckpt").body["batches"] == [batch_id("g", s) for s in (0, 1, 2, 4, 5)]
+
+
+def test_a_small_queue_holds_the_training_thread_back_and_loses_nothing(lg: Ledger) -> None:
+    """With room for 3 steps, submit waits while the recorder appends: every step is recorded."""
+    with StepRecorder(lg, run="q", queue_size=3) as rec:
+        ids = [rec.submit(_examples(step, n=2)) for step in range(20)]
+    assert rec.recorded == 20 and rec.lost == ()
+    assert [lg.entry(i).body["step"] for i in ids] == list(range(20))

@@ -43,7 +43,13 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from ledger.errors import UsageError
 from ledger.integrations.examples import ExampleHasher
-from ledger.integrations.steps import HasWriter, OnError, RecorderSettings, StepRecorder
+from ledger.integrations.steps import (
+    QUEUE_SIZE,
+    HasWriter,
+    OnError,
+    RecorderSettings,
+    StepRecorder,
+)
 
 __all__ = ["LedgerCallback", "RecordingCollator", "batch_key", "weight_files"]
 
@@ -143,7 +149,7 @@ class LedgerCallback(TrainerCallback):
         text_fields: Sequence[str] | None = None,
         token_field: str | None = None,
         resume_from: str | None = None,
-        queue_size: int = 64,
+        queue_size: int = QUEUE_SIZE,
     ) -> None:
         self.settings = RecorderSettings.of(
             lg, run=run, spool=spool, tokenizer=tokenizer, text_fields=text_fields,

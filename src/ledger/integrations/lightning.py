@@ -27,7 +27,13 @@ from lightning.pytorch.callbacks import Callback
 
 from ledger.errors import NotFoundError, UsageError
 from ledger.integrations.examples import uncollate
-from ledger.integrations.steps import HasWriter, OnError, RecorderSettings, StepRecorder
+from ledger.integrations.steps import (
+    QUEUE_SIZE,
+    HasWriter,
+    OnError,
+    RecorderSettings,
+    StepRecorder,
+)
 
 __all__ = ["LedgerCallback", "batch_examples"]
 
@@ -97,7 +103,7 @@ class LedgerCallback(Callback):
         token_field: str | None = None,
         resume_from: str | None = None,
         examples: Callable[[Any], Sequence[Any]] = batch_examples,
-        queue_size: int = 64,
+        queue_size: int = QUEUE_SIZE,
     ) -> None:
         self.settings = RecorderSettings.of(
             lg, run=run, spool=spool, tokenizer=tokenizer, text_fields=text_fields,
