@@ -1,7 +1,8 @@
 """Training-loop recording: step time of a small model with and without recording, and the recorder's
 throughput in examples/s per rank.
 
-    .venv/bin/python benchmarks/bench_training.py [--steps 60] [--rounds 5] [--batch 8]
+    .venv/bin/python benchmarks/bench_training.py [--steps 300] [--rounds 5] [--batch 8]
+        [--layers 4 --width 256]    # the default small GPT-2; --layers 1 --width 32 is the tests' tiny one
 
 1. Step time: a Hugging Face `Trainer` on a small GPT-2 built from a config (`--layers`, `--width`;
    a BPE tokenizer trained locally; nothing is downloaded), CPU, no saves. Rounds alternate a run
@@ -10,8 +11,9 @@ throughput in examples/s per rank.
    `on_step_end`s after a warm-up: the whole loop (fetching and collating, the wrapped collator,
    forward, backward, optimizer, callbacks), so the recorder's cost is inside it wherever it falls.
    Wall time and CPU time (every thread of the process: the recorder's too) are both reported as
-   medians over rounds, overhead = with / without - 1; CPU time moves much less with other load on
-   the machine.
+   medians over rounds, overhead = with / without - 1, and the recorder thread's own CPU time per
+   step (what recording costs whatever the load: a run's steps gather for up to 10 s, so a run must
+   last several such windows for its appends to count, hence 300 steps).
 2. Throughput: a `StepRecorder` fed steps of `--batch` raw chat examples as fast as it takes them
    (hashing and appending, or spool writing, in its background thread), examples/s until `close`.
 """
@@ -74,9 +76,10 @@ def model_of(tok: Any, layers: int, width: int) -> Any:
 
 def one_run(
     base: Path, tok: Any, ds: Any, steps: int, batch: int, record: bool, size: tuple[int, int]
-) -> tuple[float, float]:
+) -> tuple[float, float, float]:
     """Mean wall and CPU time (s) of a step after a warm-up of 5 steps, with or without the ledger
-    callback (CPU time counts the recorder's thread too; it moves less with other load)."""
+    callback (CPU time counts the recorder's thread too; it moves less with other load), and the
+    recorder thread's own CPU time per step."""
     import torch
 
     torch.manual_seed(0)
@@ -109,10 +112,22 @@ def one_run(
         data_collator=collator,
         callbacks=callbacks,
     )
-    trainer.train()
+    trainer.train()  # its on_train_end flushes: every step is recorded when it returns
+    recorder_cpu = 0.0
     if cb is not None:
+        recorder_cpu = thread_cpu("ledger-steps-bench")
         cb.close()
-    return timer.step_time(5)
+    wall, cpu = timer.step_time(5)
+    return wall, cpu, recorder_cpu / len(timer.ends)
+
+
+def thread_cpu(name: str) -> float:
+    """CPU seconds the live thread `name` has used (the recorder's: hashing and appending)."""
+    import threading
+
+    (thread,) = [t for t in threading.enumerate() if t.name == name]
+    assert thread.ident is not None
+    return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
 
 
 def throughput(base: Path, steps: int, batch: int, spool: bool) -> float:
@@ -133,12 +148,14 @@ def throughput(base: Path, steps: int, batch: int, spool: bool) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--tput-steps", type=int, default=2000)
-    parser.add_argument("--layers", type=int, default=1, help="GPT-2 layers (fixture: 1)")
-    parser.add_argument("--width", type=int, default=32, help="GPT-2 n_embd (fixture: 32)")
+    parser.add_argument("--tput-steps", type=int, default=1000)
+    parser.add_argument(
+        "--layers", type=int, default=4, help="GPT-2 layers (the tests' fixture: 1)"
+    )
+    parser.add_argument("--width", type=int, default=256, help="GPT-2 n_embd (fixture: 32)")
     opts = parser.parse_args()
     hf_logging.set_verbosity_error()
     with tempfile.TemporaryDirectory() as tmp:
@@ -147,8 +164,8 @@ def main() -> None:
         size = (opts.layers, opts.width)
         ds = chat_dataset(tok, n=max(64, opts.steps * opts.batch))
         one_run(base, tok, ds, 10, opts.batch, False, size)  # warm the imports and caches
-        without: list[tuple[float, float]] = []
-        with_: list[tuple[float, float]] = []
+        without: list[tuple[float, float, float]] = []
+        with_: list[tuple[float, float, float]] = []
         for r in range(opts.rounds):
             without.append(one_run(base, tok, ds, opts.steps, opts.batch, False, size))
             with_.append(one_run(base, tok, ds, opts.steps, opts.batch, True, size))
@@ -161,6 +178,10 @@ def main() -> None:
             print(f"step {what} time (GPT-2 {size[0]}x{size[1]}, median of {opts.rounds} rounds, "
                   f"{opts.steps} steps of {opts.batch}): {a * 1e3:.2f} ms without, "
                   f"{b * 1e3:.2f} ms with; ratio {b / a:.4f} (overhead {100 * (b / a - 1):+.2f}%)")  # fmt: skip
+        own = statistics.median(t[2] for t in with_)
+        step_cpu = statistics.median(t[1] for t in without)
+        print(f"recorder thread CPU (hashing and appending, load-independent): {own * 1e3:.3f} ms "
+              f"a step, {100 * own / step_cpu:.2f}% of a step's CPU without recording")  # fmt: skip
         for spool in (False, True):
             rates = [throughput(base, opts.tput_steps, opts.batch, spool) for _ in range(3)]
             where = "spool files" if spool else "a DuckDB ledger"

@@ -130,6 +130,8 @@ def record_files(
             except Exception as exc:
                 raise LedgerError(f"cannot start Ray: {exc}") from exc
             started.append(True)
+            # Ray Data logs every dataset's start and end on stderr; the command says what it did
+            logging.getLogger("ray.data").setLevel(logging.ERROR)
         return runner()
 
     try:
