@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -57,6 +58,29 @@ def _configured_master() -> bool:
     return False
 
 
+# What a session this command starts logs: errors only (Spark's default prints its start-up on stderr).
+_LOG4J2 = """rootLogger.level = error
+rootLogger.appenderRef.stderr.ref = stderr
+logger.repl.name = org.apache.spark.repl.Main
+logger.repl.level = error
+appender.console.type = Console
+appender.console.name = stderr
+appender.console.target = SYSTEM_ERR
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n
+"""
+
+
+def _log_config() -> str:
+    """A log4j2 file for the driver JVM (written once into the temporary directory)."""
+    path = Path(tempfile.gettempdir()) / "ledger-spark-log4j2.properties"
+    if not path.is_file() or path.read_text() != _LOG4J2:
+        temp = path.with_name(f".{path.name}.{os.getpid()}")
+        temp.write_text(_LOG4J2)
+        os.replace(temp, path)
+    return f"-Dlog4j2.configurationFile={path.as_uri()}"
+
+
 def session(conf: Mapping[str, str]) -> tuple[Any, bool]:
     """The Spark session to run on, and whether this call started it (and should stop it)."""
     try:
@@ -69,6 +93,8 @@ def session(conf: Mapping[str, str]) -> tuple[Any, bool]:
         return active, False
     builder = SparkSession.builder.appName("ledger record batch")
     builder = builder.config("spark.ui.showConsoleProgress", "false")
+    if "spark.driver.extraJavaOptions" not in conf:  # the JVM starts with this session
+        builder = builder.config("spark.driver.extraJavaOptions", _log_config())
     for key, value in conf.items():
         if key.startswith("spark."):
             builder = builder.config(key, value)
