@@ -31,6 +31,7 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from ledger.engine.kernel import RECORD_SCHEMA
 from ledger.errors import InputError, UsageError
+from ledger.ingest.durable import fsync_dir, process_alive
 from ledger.spec import leaves, merkle
 
 __all__ = [
@@ -235,21 +236,8 @@ def write_spool_file(spool: Path, entry: SpoolFile, rows: pa.Table | None = None
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-    _fsync_dir(directory)
+    fsync_dir(directory)
     return final
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def spool_files(spool: Path) -> Iterator[Path]:
@@ -267,22 +255,12 @@ def spool_files(spool: Path) -> Iterator[Path]:
         for path in sorted(entry.iterdir()):
             temp = _TEMP.match(path.name)
             if temp:
-                if temp.group(1) == host and not _alive(int(temp.group(2))):
+                if temp.group(1) == host and not process_alive(int(temp.group(2))):
                     path.unlink(missing_ok=True)
                 continue
             if not _NAME.match(path.name) or not path.is_file():
                 raise InputError(f"{path}: not a spool file (expected NNNNNNNNN.parquet)")
             yield path
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def read_spool_file(path: Path, verify: bool = True) -> tuple[SpoolFile, pa.Table]:

@@ -192,13 +192,7 @@ class RecorderSettings:
         resume_from: str | None = None,
         queue_size: int = QUEUE_SIZE,
     ) -> RecorderSettings:
-        check_id(run)
-        if (ledger is None) == (spool is None):
-            raise UsageError(
-                "a training-loop recorder records to a ledger or to spool=DIR: give one"
-            )
-        if on_error not in ("raise", "warn"):
-            raise UsageError(f"on_error {on_error!r}: expected 'raise' or 'warn'")
+        _check_settings(run, ledger, spool, on_error, "LedgerCallback")
         hasher = example_hasher(tokenizer, text_fields, token_field)  # fails now, not mid-run
         return cls(ledger, run, spool, hasher, on_error, resume_from, queue_size)
 
@@ -215,6 +209,16 @@ class RecorderSettings:
             world_size=world_size,
             queue_size=self.queue_size,
         )
+
+
+def _check_settings(
+    run: str, ledger: HasWriter | None, spool: Path | str | None, on_error: str, who: str
+) -> None:
+    check_id(run)
+    if (ledger is None) == (spool is None):
+        raise UsageError(f"{who} records to a ledger or to spool=DIR: give one of them")
+    if on_error not in ("raise", "warn"):
+        raise UsageError(f"on_error {on_error!r}: expected 'raise' or 'warn'")
 
 
 def _distributed() -> tuple[int, int]:
@@ -243,11 +247,7 @@ class StepRecorder:
         world_size: int | None = None,
         queue_size: int = QUEUE_SIZE,
     ) -> None:
-        check_id(run)
-        if (ledger is None) == (spool is None):
-            raise UsageError("StepRecorder records to a ledger or to spool=DIR: give one of them")
-        if on_error not in ("raise", "warn"):
-            raise UsageError(f"on_error {on_error!r}: expected 'raise' or 'warn'")
+        _check_settings(run, ledger, spool, on_error, "StepRecorder")
         found_rank, found_size = _distributed()
         self.rank = found_rank if rank is None else rank
         self.world_size = found_size if world_size is None else world_size

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ledger.errors import KeyFileError, UsageError
+from ledger.ingest.durable import fsync_dir
 from ledger.spec.keys import SigningKey
 
 __all__ = ["PASSPHRASE_ENV", "load_key_file", "write_key_file"]
@@ -75,7 +76,7 @@ def _create_exclusive(path: Path, data: bytes) -> None:
             _write_new_file(path, data)
     finally:
         os.unlink(tmp_name)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _write_new_file(path: Path, data: bytes) -> None:
@@ -85,20 +86,6 @@ def _write_new_file(path: Path, data: bytes) -> None:
         out.write(data)
         out.flush()
         os.fsync(out.fileno())
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make the new directory entry durable; not every platform can open a directory."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def load_key_file(path: Path, passphrase: str | None = None) -> SigningKey:

@@ -17,6 +17,8 @@ from pathlib import Path
 import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
+from ledger.ingest.durable import process_alive
+
 __all__ = ["RECORD_SCHEMA", "SEGMENT_SCHEMA", "SPILL_BYTES", "SPILL_ROWS", "Spill", "SpillDir"]
 
 SPILL_ROWS = 1 << 16  # rows per write once a record set spills to Parquet
@@ -134,13 +136,3 @@ class SpillDir:
         if self.path is not None:
             shutil.rmtree(self.path, ignore_errors=True)
             self.path = None
-
-
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
